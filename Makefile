@@ -1,0 +1,43 @@
+# rnnexp. `make train` runs the default experiment and `make test` the tests; both set up the
+# virtual environment (.venv) first if it is missing or out of date.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 5000
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-slow ui clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+# torch first and pinned: a looser requirement pulls a multi-GB CUDA build. Then the package and
+# its dependencies, every version pinned by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
+
+train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
+	$(BIN)/rnnexp-train $(ARGS)
+
+test: $(STAMP) ## run the tests (a few minutes on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## run the slow checks (the default experiment end to end)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
+	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
+
+clean: ## remove .venv, caches and Hydra's output folders (keeps mlflow.db and mlartifacts/)
+	rm -rf $(VENV) outputs multirun .pytest_cache *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,288 @@
+"""Typed schemas for the config groups: what a run is made of.
+
+`conf/train.yaml` composes the groups `model`, `task`, `trainer` and `tracking` plus `optim` and
+`seed`. Each group is typed by a dataclass below, registered in Hydra's ConfigStore (the pattern of
+Hydra's "structured config schema" tutorial), so a misspelled key or a wrong type fails at compose
+time naming its full key, and choices such as the cell type are enums. `model` and `task` hold a
+different dataclass per option: each option's YAML extends `/schema/<group>/<option>`.
+
+What composition cannot check (ranges, a distance that must fit the length, a model that cannot
+serve a task) is checked by `check()`, still before torch is imported, so `--help` and config
+errors answer fast. Every error names the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, ClassVar, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+STEP, SEQUENCE = "step", "sequence"  # a task's output kind: one per step, or one per sequence
+
+
+class ConfigError(ValueError):
+    """A config value that composes but is not allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _range(default: Any, low: float | None = None, high: float | None = None) -> Any:
+    """A numeric field whose allowed range `check()` enforces (inclusive bounds)."""
+    return field(default=default, metadata={"low": low, "high": high})
+
+
+class Cell(str, Enum):
+    """The recurrent cell of patterns 1 and 3 (PyTorch's fused modules)."""
+
+    rnn = "rnn"  # tanh, the book's eq. 10.9
+    gru = "gru"
+    lstm = "lstm"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Base of every model option. `pattern` is the design pattern of Goodfellow et al. (2016,
+    §10.2), 1 to 3, or "baseline"; `outputs` the output kinds the model can produce."""
+
+    name: ClassVar[str]
+    pattern: ClassVar[str]
+    outputs: ClassVar[tuple[str, ...]]
+    _target_: str = MISSING
+    embed_dim: int = _range(32, low=1)
+    hidden_size: int = _range(64, low=1)
+
+
+@dataclass
+class RNNHiddenConfig(ModelConfig):
+    name: ClassVar[str] = "rnn_hidden"
+    pattern: ClassVar[str] = "1"
+    outputs: ClassVar[tuple[str, ...]] = (STEP,)
+    _target_: str = "rnnexp.models.recurrent.RNNHidden"
+    cell: Cell = Cell.rnn
+    layers: int = _range(1, low=1)
+    dropout: float = _range(0.0, low=0.0, high=0.9)
+
+
+@dataclass
+class RNNOutputConfig(ModelConfig):
+    name: ClassVar[str] = "rnn_output"
+    pattern: ClassVar[str] = "2"
+    outputs: ClassVar[tuple[str, ...]] = (STEP,)
+    _target_: str = "rnnexp.models.recurrent.RNNOutput"
+
+
+@dataclass
+class RNNFinalConfig(ModelConfig):
+    name: ClassVar[str] = "rnn_final"
+    pattern: ClassVar[str] = "3"
+    outputs: ClassVar[tuple[str, ...]] = (SEQUENCE,)
+    _target_: str = "rnnexp.models.recurrent.RNNFinal"
+    cell: Cell = Cell.rnn
+    layers: int = _range(1, low=1)
+    dropout: float = _range(0.0, low=0.0, high=0.9)
+
+
+@dataclass
+class MLPWindowConfig(ModelConfig):
+    name: ClassVar[str] = "mlp_window"
+    pattern: ClassVar[str] = "baseline"
+    outputs: ClassVar[tuple[str, ...]] = (STEP, SEQUENCE)
+    _target_: str = "rnnexp.models.baselines.MLPWindow"
+    window: int = _range(8, low=1)
+    layers: int = _range(2, low=1)
+    dropout: float = _range(0.0, low=0.0, high=0.9)
+
+
+@dataclass
+class MLPBagConfig(ModelConfig):
+    name: ClassVar[str] = "mlp_bag"
+    pattern: ClassVar[str] = "baseline"
+    outputs: ClassVar[tuple[str, ...]] = (STEP, SEQUENCE)
+    _target_: str = "rnnexp.models.baselines.MLPBag"
+    layers: int = _range(2, low=1)
+    dropout: float = _range(0.0, low=0.0, high=0.9)
+
+
+MODELS: dict[str, type[ModelConfig]] = {
+    m.name: m
+    for m in (RNNHiddenConfig, RNNOutputConfig, RNNFinalConfig, MLPWindowConfig, MLPBagConfig)
+}
+
+
+# --- task -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskConfig:
+    """Base of every task option: the sizes of the splits and of a batch. `output` is the task's
+    output kind; `distance` names the field that says how far back the evidence lies."""
+
+    name: ClassVar[str]
+    output: ClassVar[str]
+    _target_: str = MISSING
+    train_size: int = _range(4096, low=1)
+    val_size: int = _range(512, low=1)
+    test_size: int = _range(512, low=1)
+    batch_size: int = _range(64, low=1)
+
+    def check(self) -> None:
+        """Checks between fields; ranges of single fields are in their metadata."""
+
+
+@dataclass
+class DelayedRecallConfig(TaskConfig):
+    name: ClassVar[str] = "delayed_recall"
+    output: ClassVar[str] = STEP
+    _target_: str = "rnnexp.tasks.synthetic.DelayedRecall"
+    length: int = _range(40, low=1)
+    distance: int = _range(15, low=0)
+    symbols: int = _range(8, low=2)
+
+    def check(self) -> None:
+        if self.distance >= self.length:
+            raise ConfigError("task.distance", self.distance, f"0 <= distance < task.length ({self.length})")
+
+
+@dataclass
+class RunningParityConfig(TaskConfig):
+    name: ClassVar[str] = "running_parity"
+    output: ClassVar[str] = STEP
+    _target_: str = "rnnexp.tasks.synthetic.RunningParity"
+    length: int = _range(20, low=1)
+
+
+@dataclass
+class AddingConfig(TaskConfig):
+    name: ClassVar[str] = "adding"
+    output: ClassVar[str] = SEQUENCE
+    _target_: str = "rnnexp.tasks.synthetic.Adding"
+    length: int = _range(50, low=2)
+    distance: int = _range(25, low=1)
+
+    def check(self) -> None:
+        if self.distance >= self.length:
+            raise ConfigError("task.distance", self.distance, f"1 <= distance < task.length ({self.length})")
+
+
+TASKS: dict[str, type[TaskConfig]] = {
+    t.name: t for t in (DelayedRecallConfig, RunningParityConfig, AddingConfig)
+}
+
+
+# --- training and tracking --------------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of Lightning's Trainer (the names are Lightning's)."""
+
+    _target_: str = "pytorch_lightning.Trainer"
+    max_epochs: int = _range(40, low=1)
+    limit_train_batches: Optional[int] = _range(None, low=1)  # None: every batch
+    limit_val_batches: Optional[int] = _range(None, low=1)
+    limit_test_batches: Optional[int] = _range(None, low=1)
+    num_sanity_val_steps: int = _range(2, low=0)
+    gradient_clip_val: Optional[float] = _range(1.0, low=0.0)
+    accelerator: str = "cpu"
+    devices: int = _range(1, low=1)
+    deterministic: bool = True
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = True
+    log_every_n_steps: int = _range(50, low=1)
+
+    def check(self) -> None:
+        allowed = ("cpu", "gpu", "cuda", "mps", "auto")
+        if self.accelerator not in allowed:
+            raise ConfigError("trainer.accelerator", self.accelerator, "one of " + ", ".join(allowed))
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are tracked. MLflow 3.13+ refuses the old `./mlruns` file store, so the store
+    is always a database (SQLite by default) or a tracking server."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: Optional[str] = None  # None: the task's name
+    artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
+    log_checkpoint: bool = True  # log the best checkpoint as an artifact
+    step_metrics: bool = False  # also log training loss and metric every `trainer.log_every_n_steps`
+
+    def check(self) -> None:
+        schemes = ("sqlite:///", "postgresql://", "mysql://", "http://", "https://", "databricks")
+        if not self.uri.startswith(schemes):
+            raise ConfigError(
+                "tracking.uri", self.uri, "a database or server URI starting with " + ", ".join(schemes)
+                + " (MLflow 3.13+ refuses the ./mlruns file store)"
+            )
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Optimizer = Optimizer.adam
+    lr: float = _range(3e-3, low=1e-8, high=10.0)
+    weight_decay: float = _range(0.0, low=0.0)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    task: TaskConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = _range(0, low=0)
+
+
+def _check_fields(node: Any, prefix: str) -> None:
+    for f in fields(node):
+        value = getattr(node, f.name)
+        if value is None or isinstance(value, (bool, str, Enum)) or not f.metadata:
+            continue
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        if value != value:  # NaN passes every comparison
+            raise ConfigError(f"{prefix}{f.name}", value, "a number, not NaN")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "")
+            raise ConfigError(f"{prefix}{f.name}", value, " and ".join(b for b in bounds if b))
+    if hasattr(node, "check"):
+        node.check()
+
+
+def check(cfg: DictConfig) -> TrainConfig:
+    """Validate a composed config beyond what its types say; return it as dataclasses."""
+    obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    _check_fields(obj, "")
+    for group in ("model", "task", "trainer", "tracking", "optim"):
+        _check_fields(getattr(obj, group), f"{group}.")
+    model, task = obj.model, obj.task
+    if task.output not in model.outputs:
+        fit = [name for name, m in MODELS.items() if task.output in m.outputs]
+        what = "an output at every step" if task.output == STEP else "one output per sequence"
+        raise ConfigError(
+            "model", model.name, f"task={task.name} needs {what}; models that fit: {', '.join(fit)}"
+        )
+    return obj
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for name, node in MODELS.items():
+        cs.store(group="schema/model", name=name, node=node)
+    for name, node in TASKS.items():
+        cs.store(group="schema/task", name=name, node=node)

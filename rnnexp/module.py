@@ -1,0 +1,67 @@
+"""The Lightning training module: one model, trained and scored on one task.
+
+Metrics are logged per epoch as `<stage>/loss` and `<stage>/<metric>` (`acc` or `mse`) for the
+stages train, val and test. Pattern 2 (`RNNOutput`) trains with teacher forcing; at validation
+and test it is scored both teacher-forced (`<stage>/<metric>_tf`) and running free
+(`<stage>/<metric>`): the free-running score is the one it is judged by, since at test time
+there are no true outputs to feed back.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from rnnexp.config import Optimizer
+from rnnexp.tasks.base import Task
+
+_OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.AdamW,
+               Optimizer.sgd: torch.optim.SGD}
+
+
+class SequenceModule(pl.LightningModule):
+    def __init__(self, model: nn.Module, task: Task, optimizer: str = "adam", lr: float = 3e-3,
+                 weight_decay: float = 0.0, step_metrics: bool = False):
+        super().__init__()
+        self.model = model
+        self.loss_fn, self.flatten, self.metric_name = task.loss, task.flatten, task.metric_name
+        self.teacher_forced = getattr(model, "teacher_forced", False)
+        self.optimizer, self.lr, self.weight_decay = Optimizer(optimizer), lr, weight_decay
+        self.step_metrics = step_metrics
+        stages = ["train", "val", "test"] + (["val_tf", "test_tf"] if self.teacher_forced else [])
+        # keyed "<stage>_metric": a bare "train" would clash with nn.Module.train
+        self.metrics = nn.ModuleDict({f"{stage}_metric": task.metric() for stage in stages})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _score(self, stage: str, out: torch.Tensor, y: torch.Tensor, suffix: str = "") -> torch.Tensor:
+        loss = self.loss_fn(out, y)
+        metric = self.metrics[f"{stage}{suffix}_metric"]
+        metric.update(*self.flatten(out, y))
+        on_step = self.step_metrics and stage == "train"
+        log = dict(on_step=on_step, on_epoch=True, batch_size=y.shape[0])
+        self.log(f"{stage}/loss{suffix}", loss, prog_bar=not suffix, **log)
+        self.log(f"{stage}/{self.metric_name}{suffix}", metric, prog_bar=not suffix, **log)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        out = self.model(x, y) if self.teacher_forced else self.model(x)
+        return self._score("train", out, y)
+
+    def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        if self.teacher_forced:
+            self._score(stage, self.model(x, y), y, suffix="_tf")
+        self._score(stage, self.model(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate("test", batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return _OPTIMIZERS[self.optimizer](self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

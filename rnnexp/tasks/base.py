@@ -1,0 +1,113 @@
+"""What every task shares: its data splits as a LightningDataModule, and how it is scored.
+
+A task says what a model reads (token ids or real-valued features), what it writes (class logits
+or one real value, at every step or once per sequence), its loss, its metric and the metric's
+chance level: the score of the best predictor that ignores the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import MeanSquaredError, Metric
+from torchmetrics.classification import MulticlassAccuracy
+
+from rnnexp.config import SEQUENCE, STEP
+
+IGNORE = -100  # target at a step with nothing to predict (cross-entropy's ignore_index)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TaskIO:
+    """What a model must read and write to serve a task."""
+
+    vocab_size: int | None  # inputs are token ids in [0, vocab_size); None: real-valued features
+    n_features: int  # features per step when vocab_size is None
+    n_classes: int | None  # outputs are class logits; None: one real value (regression)
+    output: str  # STEP: an output at every step; SEQUENCE: one output at the end
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes or 1
+
+
+class Task(pl.LightningDataModule):
+    """A task: subclasses set `name`, `io`, `chance_level` and implement `generate`."""
+
+    name: str
+    io: TaskIO
+    chance_level: float
+    length: int | None = None  # steps per sequence (None: varies)
+    distance: int | None = None  # how many steps back the evidence lies (None: no such knob)
+
+    def __init__(self, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int = 0):
+        super().__init__()
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.batch_size = batch_size
+        self.seed = seed
+        self.splits: dict[str, TensorDataset] = {}
+
+    def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` examples (inputs, targets), drawn from `generator` only."""
+        raise NotImplementedError
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        # Each split has its own stream, derived from the seed, so a split's data does not
+        # depend on the sizes of the others.
+        for i, split in enumerate(SPLITS):
+            if split not in self.splits:
+                g = torch.Generator().manual_seed(self.seed * len(SPLITS) + i)
+                self.splits[split] = TensorDataset(*self.generate(self.sizes[split], g))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        g = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=g)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    # --- scoring ------------------------------------------------------------------------------
+
+    @property
+    def metric_name(self) -> str:
+        return "acc" if self.io.n_classes else "mse"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.io.n_classes is not None
+
+    def flatten(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model outputs (..., n_outputs) and targets (...) as (N, C) logits or (N,) values, (N,)."""
+        if self.io.n_classes:
+            return out.reshape(-1, self.io.n_classes), y.reshape(-1)
+        return out.reshape(-1), y.reshape(-1)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood: cross-entropy for classes, squared error for a value."""
+        o, t = self.flatten(out, y)
+        if self.io.n_classes:
+            return F.cross_entropy(o, t, ignore_index=IGNORE)
+        return F.mse_loss(o, t)
+
+    def metric(self) -> Metric:
+        """A fresh metric (accumulates over batches): accuracy over scored steps, or MSE."""
+        if self.io.n_classes:
+            return MulticlassAccuracy(self.io.n_classes, average="micro", ignore_index=IGNORE)
+        return MeanSquaredError()
+
+
+__all__ = ["IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]

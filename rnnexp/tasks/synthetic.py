@@ -1,0 +1,91 @@
+"""Synthetic diagnostics: tasks whose answer depends on evidence a known number of steps back.
+
+Each is generated from a seed, vectorised over the whole split (no Python loop per example).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, Task, TaskIO
+
+
+class DelayedRecall(Task):
+    """At every step output the symbol seen `distance` steps earlier: y(t) = x(t - distance).
+
+    The simplest probe of how far back a model keeps context (cf. the delayed-recall tasks of
+    Hochreiter & Schmidhuber 1997). Steps t < distance have nothing to recall and are not scored.
+    Chance accuracy: 1 / symbols.
+
+    x: (N, length) symbol ids; y: (N, length) symbol ids, IGNORE for t < distance.
+    """
+
+    name = "delayed_recall"
+
+    def __init__(self, length: int = 20, distance: int = 5, symbols: int = 8, **sizes):
+        super().__init__(**sizes)
+        self.length, self.distance, self.symbols = length, distance, symbols
+        self.io = TaskIO(vocab_size=symbols, n_features=1, n_classes=symbols, output=STEP)
+        self.chance_level = 1.0 / symbols
+
+    def generate(self, n, generator):
+        x = torch.randint(self.symbols, (n, self.length), generator=generator)
+        y = torch.full_like(x, IGNORE)
+        y[:, self.distance :] = x[:, : self.length - self.distance]
+        return x, y
+
+
+class RunningParity(Task):
+    """At every step output the parity of all bits so far: y(t) = (x(0) + ... + x(t)) mod 2.
+
+    Its context is the whole prefix, yet the previous answer is a sufficient summary of it:
+    y(t) = y(t-1) XOR x(t). So pattern 2, whose only memory is its previous output, can solve it,
+    while a window baseline cannot beyond its window (Deletang et al. 2023). Chance accuracy: 0.5.
+
+    x: (N, length) bits; y: (N, length) bits.
+    """
+
+    name = "running_parity"
+
+    def __init__(self, length: int = 20, **sizes):
+        super().__init__(**sizes)
+        self.length = length
+        self.io = TaskIO(vocab_size=2, n_features=1, n_classes=2, output=STEP)
+        self.chance_level = 0.5
+
+    def generate(self, n, generator):
+        x = torch.randint(2, (n, self.length), generator=generator)
+        return x, x.cumsum(dim=1) % 2
+
+
+class Adding(Task):
+    """The adding problem (Hochreiter & Schmidhuber 1997, §5.4): a sequence of (value, marker)
+    pairs, values ~ U[0, 1]; exactly two steps are marked, at least `distance` steps apart; at
+    the end output the sum of the two marked values. Regression, scored by MSE.
+
+    Chance level: always predicting 1, the mean of the sum, scores its variance 2/12 = 1/6
+    (the baseline of Arjovsky et al. 2016). "Solved" is an MSE well below 0.01.
+
+    x: (N, length, 2) features (value, marker); y: (N,) sums.
+    """
+
+    name = "adding"
+
+    def __init__(self, length: int = 50, distance: int = 25, **sizes):
+        super().__init__(**sizes)
+        self.length, self.distance = length, distance
+        self.io = TaskIO(vocab_size=None, n_features=2, n_classes=None, output=SEQUENCE)
+        self.chance_level = 1.0 / 6.0
+
+    def generate(self, n, generator):
+        T, d = self.length, self.distance
+        values = torch.rand(n, T, generator=generator)
+        # first mark uniform on [0, T-d-1], second uniform on [first+d, T-1]
+        first = (torch.rand(n, generator=generator) * (T - d)).long()
+        second = first + d + (torch.rand(n, generator=generator) * (T - d - first)).long()
+        marks = torch.zeros(n, T)
+        rows = torch.arange(n)
+        marks[rows, first] = 1.0
+        marks[rows, second] = 1.0
+        y = values[rows, first] + values[rows, second]
+        return torch.stack([values, marks], dim=-1), y

@@ -1,0 +1,110 @@
+"""Everything MLflow: the logger a run writes through, what it records, and how it ends.
+
+Every run records the whole resolved config as params (not truncated: Lightning's
+`log_hyperparams` cuts values at 250 characters, so the module does not use it), tags to filter
+and group runs in the UI (pattern, model, cell, task, distance, seed, git commit), the config
+and the Hydra overrides as artifacts, and ends FINISHED, FAILED (with the error as a tag) or
+KILLED, never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import MLFlowLogger
+
+from rnnexp.config import TrainConfig
+
+_BATCH = 100  # most params MLflow takes in one log_batch call
+_ERROR_TAG_CHARS = 5000
+
+
+def make_logger(spec: TrainConfig, experiment: str, run_name: str) -> MLFlowLogger:
+    """Lightning's MLflow logger over the configured store. The store URI is always passed:
+    Lightning's default, a `./mlruns` file store, is refused by MLflow 3.13+."""
+    local = spec.tracking.uri.startswith("sqlite:///")
+    return MLFlowLogger(
+        experiment_name=experiment,
+        run_name=run_name,
+        tracking_uri=spec.tracking.uri,
+        artifact_location=Path(spec.tracking.artifacts).resolve().as_uri() if local else None,
+        log_model=spec.tracking.log_checkpoint,
+    )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"model": {"cell": "gru"}} -> {"model.cell": "gru"}: the config as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat
+
+
+def git_state(path: Path) -> tuple[str, bool | None]:
+    """(commit, dirty) of the repository holding `path`; ("unknown", None) outside one."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+
+
+def run_tags(spec: TrainConfig, distance: int | None, length: int | None) -> dict[str, str]:
+    commit, dirty = git_state(Path(__file__).parent)
+    cell = getattr(spec.model, "cell", None)
+    tags = {
+        "pattern": spec.model.pattern,
+        "model": spec.model.name,
+        "cell": cell.value if cell is not None else "none",
+        "task": spec.task.name,
+        "distance": "none" if distance is None else str(distance),
+        "length": "none" if length is None else str(length),
+        "seed": str(spec.seed),
+        "git_commit": commit,
+        "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
+    }
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit  # shown by the UI on the run page
+    return tags
+
+
+def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],
+               tags: Mapping[str, str]) -> None:
+    """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    params = [Param(k, v) for k, v in flatten(resolved).items()]  # type: ignore[arg-type]
+    for i in range(0, len(params), _BATCH):
+        client.log_batch(run_id, params=params[i : i + _BATCH])
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "overrides.yaml")
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    from time import time
+
+    now = int(time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def end_run(client: MlflowClient, run_id: str, error: BaseException | None = None) -> str:
+    """Set the run's final status: FINISHED, KILLED on an interrupt, else FAILED with the error."""
+    if error is None:
+        status = "FINISHED"
+    else:
+        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        message = f"{type(error).__name__}: {error}"
+        client.set_tag(run_id, "error", message[:_ERROR_TAG_CHARS])
+    client.set_terminated(run_id, status)
+    return status

@@ -1,0 +1,149 @@
+"""`rnnexp-train` (or `python -m rnnexp.train`): train one model on one task, tracked in MLflow.
+
+Hydra composes `conf/train.yaml` with the command line's overrides; `-m` sweeps. torch,
+Lightning and MLflow are imported only once the config has composed and passed its checks, so
+`--help`, `--cfg job` and config errors answer fast. A config error is one line on stderr
+naming the key, the bad value and what is allowed, exit status 2, and no run is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from rnnexp import config
+
+PROG = "rnnexp-train"
+# The config tree sits at the project root beside the package (the package is installed editable).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+config.register()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def _app(cfg: DictConfig) -> float:
+    spec = config.check(cfg)
+    return train(cfg, spec)
+
+
+def train(cfg: DictConfig, spec: config.TrainConfig) -> float:
+    """Fit, test with the best checkpoint, track; return the best validation metric."""
+    _quiet_libraries()
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from rnnexp import tracking
+
+    task, model, module = build(cfg, spec)
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    monitor = f"val/{task.metric_name}"
+    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor=monitor, save_top_k=1,
+                                 mode="max" if task.higher_is_better else "min")
+
+    experiment = spec.tracking.experiment or task.name
+    distance = "" if task.distance is None else f"-d{task.distance}"
+    logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}")
+    client, run_id = logger.experiment, logger.run_id  # the run exists from here on
+    try:
+        tags = tracking.run_tags(spec, task.distance, task.length)
+        tracking.log_config(client, run_id, cfg, list(hydra_cfg.overrides.task), tags)
+        trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir)
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=task)
+        trainer.test(module, datamodule=task, ckpt_path="best", verbose=False)
+        wall_time = time.perf_counter() - start
+        results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        n_params = sum(p.numel() for p in model.parameters())
+        tracking.log_metrics(client, run_id, {"chance_level": task.chance_level, "n_params": n_params,
+                                              "wall_time_s": wall_time}, step=trainer.global_step)
+    except BaseException as err:
+        tracking.end_run(client, run_id, err)
+        raise
+    status = tracking.end_run(client, run_id)
+
+    experiment_id = logger.experiment_id
+    print(f"\n{spec.model.name} (pattern {spec.model.pattern}) on {task.name}"
+          f"{'' if task.distance is None else f' at distance {task.distance}'}, seed {spec.seed}:")
+    for key in sorted(results):
+        print(f"  {key:<14} {results[key]:.4f}")
+    print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
+    print(f"run {run_id} {status} in experiment '{experiment}' ({spec.tracking.uri})")
+    if spec.tracking.uri.startswith("sqlite:///"):
+        print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+    return float(checkpoint.best_model_score)
+
+
+def build(cfg: DictConfig, spec: config.TrainConfig):
+    """The run's task (data), model and Lightning module, all seeded from `seed`."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from rnnexp.module import SequenceModule
+
+    pl.seed_everything(spec.seed, workers=True, verbose=False)
+    task = instantiate(cfg.task, seed=spec.seed)
+    model = instantiate(cfg.model, _partial_=True)(io=task.io)  # keeps TaskIO a dataclass
+    module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=spec.optim.lr,
+                            weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)
+    return task, model, module
+
+
+def _quiet_libraries() -> None:
+    """Drop library adverts and warnings that say nothing about this run."""
+    def no_adverts(record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(no_adverts)
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # the data are in-memory tensors: worker processes would only add start-up time
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # Lightning 2.6 calls an API that torch 2.13 deprecates; nothing for a user to act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def describe(err: BaseException) -> str:
+    """One line for a config error: the key, the bad value and what is allowed."""
+    if isinstance(err, config.ConfigError):
+        return str(err)
+    if isinstance(err, MissingConfigException) and err.options:
+        group = (err.missing_cfg_file or "").rsplit("/", 1)[0]
+        name = (err.missing_cfg_file or "").rsplit("/", 1)[-1]
+        return f"{group}={name} is not an option; allowed: {', '.join(sorted(err.options))}"
+    cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        message = str(cause.msg).splitlines()[0]
+        object_type = getattr(cause, "object_type", None)
+        if message.startswith("Key ") and object_type is not None and hasattr(object_type, "__dataclass_fields__"):
+            keys = [f.name for f in fields(object_type) if not f.name.startswith("_")]
+            message += f"; allowed keys: {', '.join(keys)}"
+        return f"{cause.full_key}: {message}"
+    return " ".join(str(err).split())
+
+
+def main() -> None:
+    # Hydra would print its own multi-line report and exit 1; errors are reported here instead.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _app()
+    except (config.ConfigError, ConfigCompositionException, MissingConfigException,
+            OmegaConfBaseException) as err:
+        print(f"{PROG}: error: {describe(err)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

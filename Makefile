@@ -10,7 +10,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-slow ui clean
+.PHONY: help install train test ui clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,11 +28,8 @@ install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
-test: $(STAMP) ## run the tests (a few minutes on 2 cores)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
-
-test-slow: $(STAMP) ## run the slow checks (the default experiment end to end)
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+test: $(STAMP) ## run the tests (under two minutes on 2 cores)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

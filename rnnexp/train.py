@@ -18,6 +18,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -33,7 +34,12 @@ config.register()
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float:
-    spec = config.check(cfg)
+    try:
+        spec = config.check(cfg)
+    except config.ConfigError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep runs its other jobs, then names this one
+        _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
     return train(cfg, spec)
 
 
@@ -134,15 +140,20 @@ def describe(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
+def _exit_with(err: BaseException) -> None:
+    print(f"{PROG}: error: {describe(err)}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
-    # Hydra would print its own multi-line report and exit 1; errors are reported here instead.
+    # Hydra would print its own multi-line report and exit 1; config errors are reported here
+    # instead, in one line, and anything else raises with its full traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         _app()
     except (config.ConfigError, ConfigCompositionException, MissingConfigException,
             OmegaConfBaseException) as err:
-        print(f"{PROG}: error: {describe(err)}", file=sys.stderr)
-        sys.exit(2)
+        _exit_with(err)
 
 
 if __name__ == "__main__":

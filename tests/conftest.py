@@ -1,0 +1,36 @@
+"""Shared helpers: compose the project's real configs, and the I/O signatures of tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from rnnexp import config
+from rnnexp.tasks.base import SEQUENCE, STEP, TaskIO
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+config.register()
+
+
+@pytest.fixture
+def compose_train():
+    """compose_train("model=mlp_bag", ...) -> the composed `train` config, as the CLI builds it."""
+    def _compose(*overrides: str):
+        with initialize_config_dir(str(CONF), version_base="1.3"):
+            return compose("train", overrides=list(overrides))
+    return _compose
+
+
+def token_io(output: str = STEP, vocab: int = 5, classes: int | None = 5) -> TaskIO:
+    return TaskIO(vocab_size=vocab, n_features=1, n_classes=classes, output=output)
+
+
+def feature_io(output: str = STEP, features: int = 3, classes: int | None = 4) -> TaskIO:
+    return TaskIO(vocab_size=None, n_features=features, n_classes=classes, output=output)
+
+
+__all__ = ["CONF", "ROOT", "SEQUENCE", "STEP", "feature_io", "token_io"]

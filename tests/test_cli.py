@@ -1,0 +1,119 @@
+"""End to end: `rnnexp-train` in a subprocess, tracked in a temporary SQLite store."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+SMALL = ["trainer=smoke", "trainer.max_epochs=2", "task.length=10", "task.distance=3",
+         "task.train_size=256", "task.val_size=128", "task.test_size=128"]
+
+
+def _run(tmp_path: Path, *overrides: str, argv0: list[str] | None = None, code: str | None = None):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *overrides]
+    if code is not None:
+        command = [sys.executable, "-c", code, *args]
+    else:
+        command = (argv0 or [TRAIN]) + args
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return proc, MlflowClient(tracking_uri=store)
+
+
+def _runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
+    # an artifact folder whose path is longer than the 250 characters Lightning would keep
+    artifacts = tmp_path / ("a" * 100) / ("b" * 100) / ("c" * 60)
+    proc, client = _run(tmp_path, *SMALL, "model.cell=gru", f"tracking.artifacts={artifacts}")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = _runs(client, "delayed_recall")
+
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.cell"] == "gru" and params["task.distance"] == "3" and params["seed"] == "0"
+    assert params["trainer.max_epochs"] == "2" and params["optim.lr"] == "0.003"
+    assert params["tracking.artifacts"] == str(artifacts)  # whole, not cut at 250 characters
+
+    tags = run.data.tags
+    assert {k: tags[k] for k in ("pattern", "model", "cell", "task", "distance", "seed")} == {
+        "pattern": "1", "model": "rnn_hidden", "cell": "gru", "task": "delayed_recall",
+        "distance": "3", "seed": "0"}
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
+    assert tags["git_dirty"] in ("true", "false", "unknown")
+
+    metrics = run.data.metrics
+    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "n_params"):
+        assert key in metrics
+    assert metrics["chance_level"] == pytest.approx(1 / 8)
+    assert metrics["wall_time_s"] > 0 and metrics["n_params"] > 1000
+    assert len(client.get_metric_history(run.info.run_id, "val/acc")) == 2  # one per epoch
+
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "overrides.yaml"} <= names
+    (ckpt_dir,) = names - {"config.yaml", "overrides.yaml"}
+    assert any(a.path.endswith(".ckpt") for a in client.list_artifacts(run.info.run_id, ckpt_dir))
+    logged = yaml.safe_load((artifacts / run.info.run_id / "artifacts" / "config.yaml").read_text())
+    assert logged["model"]["cell"] == "gru" and logged["task"]["distance"] == 3
+    overrides = yaml.safe_load((artifacts / run.info.run_id / "artifacts" / "overrides.yaml").read_text())
+    assert "model.cell=gru" in overrides
+
+    assert "test/acc" in proc.stdout and run.info.run_id in proc.stdout and "make ui" in proc.stdout
+
+
+INJECTED = """
+import sys
+import rnnexp.module
+def boom(self, batch, batch_idx):
+    raise RuntimeError("injected failure in training_step")
+rnnexp.module.SequenceModule.training_step = boom
+from rnnexp.train import main
+sys.argv = ["rnnexp-train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
+    proc, client = _run(tmp_path, *SMALL, code=INJECTED)
+    assert proc.returncode != 0
+    (run,) = _runs(client, "delayed_recall")
+    assert run.info.status == "FAILED"
+    assert "injected failure in training_step" in run.data.tags["error"]
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("model=rnn_final", ["model='rnn_final'", "task=delayed_recall", "rnn_hidden"]),
+    ("model.hidden_size=0", ["model.hidden_size=0", ">= 1"]),
+    ("model.cel=gru", ["model.cel", "allowed keys"]),
+    ("model=transformer", ["model=transformer", "rnn_hidden", "mlp_bag"]),
+    ("task.distance=99", ["task.distance=99", "task.length"]),
+])
+def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):
+    proc, client = _run(tmp_path, override)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnnexp-train: error: "), proc.stderr
+    for part in expected:
+        assert part in lines[0]
+    assert not (tmp_path / "mlflow.db").exists() or not _runs(client, "delayed_recall")
+
+
+@pytest.mark.parametrize("argv0", [[TRAIN], [sys.executable, "-m", "rnnexp.train"]], ids=["script", "module"])
+def test_help_lists_the_groups_and_patterns(argv0):
+    proc = subprocess.run(argv0 + ["--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0
+    for part in ("model: mlp_bag, mlp_window, rnn_final, rnn_hidden, rnn_output",
+                 "task: adding, delayed_recall, running_parity", "pattern 2", "fig. 10.4"):
+        assert part in proc.stdout

@@ -13,6 +13,7 @@ errors answer fast. Every error names the key, the bad value and what is allowed
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, ClassVar, Optional
@@ -67,14 +68,20 @@ class ModelConfig:
 
 
 @dataclass
-class RNNHiddenConfig(ModelConfig):
+class FusedRecurrenceConfig(ModelConfig):
+    """Patterns 1 and 3: a hidden -> hidden recurrence in one of PyTorch's fused cells."""
+
+    cell: Cell = Cell.rnn
+    layers: int = _range(1, low=1)
+    dropout: float = _range(0.0, low=0.0, high=0.9)
+
+
+@dataclass
+class RNNHiddenConfig(FusedRecurrenceConfig):
     name: ClassVar[str] = "rnn_hidden"
     pattern: ClassVar[str] = "1"
     outputs: ClassVar[tuple[str, ...]] = (STEP,)
     _target_: str = "rnnexp.models.recurrent.RNNHidden"
-    cell: Cell = Cell.rnn
-    layers: int = _range(1, low=1)
-    dropout: float = _range(0.0, low=0.0, high=0.9)
 
 
 @dataclass
@@ -86,14 +93,11 @@ class RNNOutputConfig(ModelConfig):
 
 
 @dataclass
-class RNNFinalConfig(ModelConfig):
+class RNNFinalConfig(FusedRecurrenceConfig):
     name: ClassVar[str] = "rnn_final"
     pattern: ClassVar[str] = "3"
     outputs: ClassVar[tuple[str, ...]] = (SEQUENCE,)
     _target_: str = "rnnexp.models.recurrent.RNNFinal"
-    cell: Cell = Cell.rnn
-    layers: int = _range(1, low=1)
-    dropout: float = _range(0.0, low=0.0, high=0.9)
 
 
 @dataclass
@@ -228,6 +232,10 @@ class TrackingConfig:
                 "tracking.uri", self.uri, "a database or server URI starting with " + ", ".join(schemes)
                 + " (MLflow 3.13+ refuses the ./mlruns file store)"
             )
+        if self.uri.startswith("sqlite:///"):
+            folder = os.path.dirname(os.path.abspath(self.uri[len("sqlite:///"):]))
+            if not os.path.isdir(folder):
+                raise ConfigError("tracking.uri", self.uri, f"an SQLite file in an existing folder ({folder} is none)")
 
 
 @dataclass

@@ -102,8 +102,11 @@ def end_run(client: MlflowClient, run_id: str, error: BaseException | None = Non
     """Set the run's final status: FINISHED, KILLED on an interrupt, else FAILED with the error."""
     if error is None:
         status = "FINISHED"
+    elif isinstance(error, (KeyboardInterrupt, SystemExit)):  # Lightning exits on Ctrl-C
+        status = "KILLED"
+        client.set_tag(run_id, "error", "interrupted")
     else:
-        status = "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        status = "FAILED"
         message = f"{type(error).__name__}: {error}"
         client.set_tag(run_id, "error", message[:_ERROR_TAG_CHARS])
     client.set_terminated(run_id, status)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,7 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
 
 INJECTED = """
 import sys
+import time
 import rnnexp.module
 def boom(self, batch, batch_idx):
     raise RuntimeError("injected failure in training_step")
@@ -117,3 +120,29 @@ def test_help_lists_the_groups_and_patterns(argv0):
     for part in ("model: mlp_bag, mlp_window, rnn_final, rnn_hidden, rnn_output",
                  "task: adding, delayed_recall, running_parity", "pattern 2", "fig. 10.4"):
         assert part in proc.stdout
+
+
+def test_ctrl_c_during_training_ends_the_run_killed(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
+         "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(tracking_uri=store)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # wait until training is under way: an epoch is logged
+            runs = _runs(client, "delayed_recall") if (tmp_path / "mlflow.db").exists() else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "val/acc"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("training never logged an epoch")
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    (run,) = _runs(client, "delayed_recall")
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == "interrupted"

@@ -65,6 +65,7 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
     ("task.distance=40", "task.distance", "task.length"),
     ("trainer.accelerator=tpu9", "trainer.accelerator", "cpu"),
     ("tracking.uri=./mlruns", "tracking.uri", "sqlite:///"),
+    ("tracking.uri=sqlite:////no/such/folder/mlflow.db", "tracking.uri", "existing folder"),
     ("seed=-1", "seed", ">= 0"),
 ])
 def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, allowed):

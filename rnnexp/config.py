@@ -182,8 +182,43 @@ class AddingConfig(TaskConfig):
             raise ConfigError("task.distance", self.distance, f"1 <= distance < task.length ({self.length})")
 
 
+@dataclass
+class CopyMemoryConfig(TaskConfig):
+    name: ClassVar[str] = "copy_memory"
+    output: ClassVar[str] = STEP
+    _target_: str = "rnnexp.tasks.synthetic.CopyMemory"
+    distance: int = _range(20, low=1)  # Arjovsky et al.'s T: the sequence is T + 20 steps
+
+
+@dataclass
+class PronounReferenceConfig(TaskConfig):
+    name: ClassVar[str] = "pronoun_reference"
+    _target_: str = "rnnexp.tasks.grammar.PronounReference"
+    distance: int = _range(4, low=0)  # filler words between the bindings and the pronoun
+    per_step: bool = False  # True: an output at every step, the label due at the pronoun
+
+    @property
+    def output(self) -> str:  # type: ignore[override]
+        return STEP if self.per_step else SEQUENCE
+
+
+@dataclass
+class NegatedSentimentConfig(TaskConfig):
+    name: ClassVar[str] = "negated_sentiment"
+    output: ClassVar[str] = SEQUENCE
+    _target_: str = "rnnexp.tasks.grammar.NegatedSentiment"
+    length: int = _range(16, low=2)
+    distance: int = _range(4, low=1)  # words from the first of the pair (negation or sentiment) to the second
+
+    def check(self) -> None:
+        if self.distance >= self.length:
+            raise ConfigError("task.distance", self.distance, f"1 <= distance < task.length ({self.length})")
+
+
 TASKS: dict[str, type[TaskConfig]] = {
-    t.name: t for t in (DelayedRecallConfig, RunningParityConfig, AddingConfig)
+    t.name: t
+    for t in (DelayedRecallConfig, RunningParityConfig, CopyMemoryConfig, AddingConfig,
+              PronounReferenceConfig, NegatedSentimentConfig)
 }
 
 

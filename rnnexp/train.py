@@ -36,22 +36,22 @@ config.register()
 def _app(cfg: DictConfig) -> float:
     try:
         spec = config.check(cfg)
+        _quiet_libraries()
+        task, model, module = build(cfg, spec)  # the data too: a split can be a config error
     except config.ConfigError as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
-    return train(cfg, spec)
+    return train(cfg, spec, task, model, module)
 
 
-def train(cfg: DictConfig, spec: config.TrainConfig) -> float:
+def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> float:
     """Fit, test with the best checkpoint, track; return the best validation metric."""
-    _quiet_libraries()
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from rnnexp import tracking
 
-    task, model, module = build(cfg, spec)
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     monitor = f"val/{task.metric_name}"
@@ -92,7 +92,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig) -> float:
 
 
 def build(cfg: DictConfig, spec: config.TrainConfig):
-    """The run's task (data), model and Lightning module, all seeded from `seed`."""
+    """The run's task with its data generated, model and Lightning module, seeded from `seed`."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -100,6 +100,7 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
 
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     task = instantiate(cfg.task, seed=spec.seed)
+    task.setup()
     model = instantiate(cfg.model, _partial_=True)(io=task.io)  # keeps TaskIO a dataclass
     module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=spec.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)

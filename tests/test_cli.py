@@ -118,7 +118,7 @@ def test_help_lists_the_groups_and_patterns(argv0):
     proc = subprocess.run(argv0 + ["--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0
     for part in ("model: mlp_bag, mlp_window, rnn_final, rnn_hidden, rnn_output",
-                 "task: adding, delayed_recall, running_parity", "pattern 2", "fig. 10.4"):
+                 "task: adding, copy_memory, delayed_recall, negated_sentiment, pronoun_reference, running_parity", "pattern 2", "fig. 10.4"):
         assert part in proc.stdout
 
 

@@ -15,14 +15,15 @@ from rnnexp.config import ConfigError
 from rnnexp.train import describe
 
 PAIRS = list(itertools.product(config.MODELS, config.TASKS))
-VALID = [(m, t) for m, t in PAIRS if config.TASKS[t].output in config.MODELS[m].outputs]
+VALID = [(m, t) for m, t in PAIRS if config.TASKS[t]().output in config.MODELS[m].outputs]
 INVALID = [p for p in PAIRS if p not in VALID]
 
 
 def _small(task: str) -> list[str]:
     """Overrides for a short version of `task` (only the knobs it has)."""
     knobs = config.TASKS[task].__dataclass_fields__
-    return [f"task={task}", "task.length=6"] + (["task.distance=2"] if "distance" in knobs else [])
+    return ([f"task={task}"] + (["task.length=6"] if "length" in knobs else [])
+            + (["task.distance=2"] if "distance" in knobs else []))
 
 
 def test_the_option_files_are_the_schemas():
@@ -32,8 +33,10 @@ def test_the_option_files_are_the_schemas():
     assert {p.stem for p in (CONF / "task").glob("*.yaml")} == set(config.TASKS)
     assert set(VALID) >= {("rnn_hidden", "delayed_recall"), ("rnn_output", "running_parity"),
                           ("rnn_final", "adding"), ("mlp_window", "adding"), ("mlp_bag", "delayed_recall")}
-    assert set(INVALID) == {("rnn_final", "delayed_recall"), ("rnn_final", "running_parity"),
-                            ("rnn_hidden", "adding"), ("rnn_output", "adding")}
+    assert set(INVALID) == {
+        ("rnn_final", "delayed_recall"), ("rnn_final", "running_parity"), ("rnn_final", "copy_memory"),
+        *((m, t) for m in ("rnn_hidden", "rnn_output") for t in ("adding", "pronoun_reference", "negated_sentiment")),
+    }
 
 
 @pytest.mark.parametrize("model,task", VALID)
@@ -90,6 +93,12 @@ def test_misspelled_keys_and_wrong_types_fail_at_compose_time(compose_train, ove
     assert "\n" not in message
     for part in expected:
         assert part in message
+
+
+def test_pronoun_reference_per_step_needs_a_per_step_model(compose_train):
+    config.check(compose_train("model=rnn_hidden", "task=pronoun_reference", "task.per_step=true"))
+    with pytest.raises(ConfigError, match="rnn_final"):
+        config.check(compose_train("model=rnn_hidden", "task=pronoun_reference"))
 
 
 def test_the_cell_is_an_enum_and_reaches_the_fused_module(compose_train):

@@ -61,3 +61,18 @@ def test_pattern3_beats_the_baseline_mse_on_adding(fit):
     result, task = fit("model=rnn_final", "task=adding", "task.length=10", "task.distance=3")
     assert task.chance_level == pytest.approx(1 / 6)
     assert result["test/mse"] < task.chance_level / 3
+
+
+def test_bag_is_at_chance_on_negated_sentiment_while_pattern3_is_not(fit):
+    """Both labels are made of the same multiset of words: only order tells them apart."""
+    bag, task = fit("model=mlp_bag", "task=negated_sentiment")
+    assert abs(bag["test/acc"] - task.chance_level) < 0.07
+    recurrent, _ = fit("model=rnn_final", "task=negated_sentiment")
+    assert recurrent["test/acc"] > 0.9
+
+
+def test_gated_pattern3_resolves_the_pronoun_a_bag_cannot(fit):
+    bag, task = fit("model=mlp_bag", "task=pronoun_reference")
+    assert abs(bag["test/acc"] - task.chance_level) < 0.07
+    gru, _ = fit("model=rnn_final", "model.cell=gru", "task=pronoun_reference")
+    assert gru["test/acc"] > 0.9

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
+from rnnexp.config import ConfigError
 from rnnexp.tasks import IGNORE, Adding, DelayedRecall, RunningParity
+from rnnexp.tasks.base import rows_not_in
+from rnnexp.tasks.grammar import NegatedSentiment, PronounReference
+from rnnexp.tasks.synthetic import CopyMemory
 
 SIZES = dict(train_size=64, val_size=32, test_size=32, batch_size=16)
 
@@ -83,7 +90,115 @@ def test_chance_levels_are_what_an_input_blind_predictor_scores():
 
 
 def test_loaders_batch_and_cover_the_split():
-    task = RunningParity(length=5, **SIZES)
+    task = RunningParity(length=12, **SIZES)
     batches = list(task.train_dataloader())
     assert len(batches) == 64 // 16
-    assert batches[0][0].shape == (16, 5)
+    assert batches[0][0].shape == (16, 12)
+
+
+# --- copy memory ---------------------------------------------------------------------------------
+
+
+def test_copy_memory_layout_follows_arjovsky_et_al():
+    task = CopyMemory(distance=5, **SIZES)  # T = 5: 10 symbols, 4 blanks, delimiter, 10 blanks
+    x, y = _generate(task, n=3)
+    assert x.shape == y.shape == (3, 25)
+    assert torch.all(x[:, :10] < 8) and torch.all(x[:, 10:14] == task.BLANK)
+    assert torch.all(x[:, 14] == task.DELIMITER) and torch.all(x[:, 15:] == task.BLANK)
+    assert torch.all(y[:, :15] == task.BLANK) and torch.equal(y[:, 15:], x[:, :10])
+    assert task.chance_level == pytest.approx(10 * math.log(8) / 25)
+    assert CopyMemory(distance=100, **SIZES).chance_level == pytest.approx(0.173, abs=5e-4)  # the paper's
+
+
+def test_copy_memory_chance_is_what_the_memoryless_baseline_scores():
+    task = CopyMemory(distance=30, **SIZES)
+    x, y = _generate(task, n=2000)
+    logits = torch.full((*y.shape, 9), -1e9)
+    logits[:, :-10, task.BLANK] = 0.0  # sure of a blank until the recall starts
+    logits[:, -10:, :8] = 0.0  # then uniform over the 8 symbols
+    metric = task.metric()
+    metric.update(*task.flatten(logits, y))
+    assert float(metric.compute()) == pytest.approx(task.chance_level, rel=1e-4)
+
+
+# --- the grammars, checked against labellers that read the words --------------------------------
+
+
+def _pronoun_label(words: list[str]) -> str:
+    """The attribute of the person the final pronoun refers to, read off the sentence."""
+    gender = {n: "he" for n in ("Mark", "John", "Tom", "Paul")} | {n: "she" for n in ("Anna", "Mary", "Kate", "Lucy")}
+    owner = {words[3]: words[0], words[8]: words[5]}  # "<name> <verb> a <attribute> , <name> <verb> a <attribute>"
+    return next(attr for attr, name in owner.items() if gender[name] == words[-1])
+
+
+def test_pronoun_reference_by_hand():
+    lex = PronounReference.lexicon
+    task = PronounReference(distance=3, **SIZES)
+    x, y = _generate(task, n=300)
+    assert x.shape == (300, 14)
+    for row, label in zip(x, y):
+        words = lex.decode(row).split()
+        assert words[-2] == "and" and _pronoun_label(words) == ("blog", "book")[label]
+    # both attributes and one name of each gender in every sentence: same multiset, either label
+    assert torch.all((x == lex["attribute"][0]).sum(1) == 1) and torch.all((x == lex["attribute"][1]).sum(1) == 1)
+    assert torch.all(torch.isin(x, lex["male"]).sum(1) == 1) and torch.all(torch.isin(x, lex["female"]).sum(1) == 1)
+    assert 0.4 < y.float().mean() < 0.6
+    # one example, checked by hand
+    example = torch.tensor([[lex.words.index(w) for w in "Anna likes a blog , Mark reads a book then it and he".split()]])
+    assert _pronoun_label(lex.decode(example[0]).split()) == "book"
+
+
+def test_pronoun_reference_per_step_is_due_at_the_pronoun():
+    task = PronounReference(distance=2, per_step=True, **SIZES)
+    x, y = _generate(task, n=50)
+    assert y.shape == x.shape and torch.all(y[:, :-1] == IGNORE)
+    _, per_sequence = _generate(PronounReference(distance=2, **SIZES), n=50)
+    assert torch.equal(y[:, -1], per_sequence)  # same stream, same labels
+
+
+def _sentiment_label(words: list[str]) -> int:
+    positive = any(w in ("good", "great", "fine", "superb") for w in words)
+    sentiment_at = next(i for i, w in enumerate(words) if w in ("good", "great", "fine", "superb", "bad", "awful", "poor", "dull"))
+    return int(positive != (words.index("not") < sentiment_at))
+
+
+def test_negated_sentiment_by_hand():
+    lex = NegatedSentiment.lexicon
+    task = NegatedSentiment(length=9, distance=3, **SIZES)
+    x, y = _generate(task, n=300)
+    for row, label in zip(x, y):
+        words = lex.decode(row).split()
+        assert _sentiment_label(words) == label
+        negation, sentiment = words.index("not"), _sentiment_position(words)
+        assert abs(negation - sentiment) == 3
+    # swapping the negation and the sentiment word keeps the multiset and flips the label
+    assert _sentiment_label("the plot was not really good it".split()) == 0
+    assert _sentiment_label("the plot was good really not it".split()) == 1
+    assert _sentiment_label("not a bad film".split()) == 1
+
+
+def _sentiment_position(words):
+    return next(i for i, w in enumerate(words) if w in ("good", "great", "fine", "superb", "bad", "awful", "poor", "dull"))
+
+
+def test_grammar_chance_levels_are_what_a_constant_predictor_scores():
+    for task in (PronounReference(distance=3, **SIZES), NegatedSentiment(**SIZES)):
+        assert abs(_score_constant(task, torch.tensor([1.0, 0.0])) - task.chance_level) < 0.02
+
+
+# --- splits ----------------------------------------------------------------------------------------
+
+
+def test_validation_and_test_hold_no_training_sequence():
+    task = RunningParity(length=8, train_size=200, val_size=100, test_size=100, batch_size=10)  # 256 sequences
+    task.setup()
+    train, val, test = (task.splits[s].tensors[0] for s in ("train", "val", "test"))
+    assert 0 < len(val) < 100 and 0 < len(test) < 100
+    assert not rows_not_in(val, [train]).logical_not().any()
+    assert not rows_not_in(test, [train, val]).logical_not().any()
+
+
+def test_a_task_too_small_for_disjoint_splits_is_a_config_error():
+    task = RunningParity(length=2, train_size=100, val_size=10, test_size=10, batch_size=10)  # 4 sequences
+    with pytest.raises(ConfigError, match="task.val_size"):
+        task.setup()

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import MeanSquaredError, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from rnnexp.config import SEQUENCE, STEP
+from rnnexp.config import SEQUENCE, STEP, ConfigError
 
 IGNORE = -100  # target at a step with nothing to predict (cross-entropy's ignore_index)
 SPLITS = ("train", "val", "test")
@@ -59,12 +59,24 @@ class Task(pl.LightningDataModule):
     # --- data ---------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        # Each split has its own stream, derived from the seed, so a split's data does not
-        # depend on the sizes of the others.
+        """Generate the splits. Each has its own stream, derived from the seed, so a split does
+        not depend on the sizes of the others; validation and test keep only sequences that
+        occur in no earlier split, so a score never rewards memorising training examples."""
+        if self.splits:
+            return
+        earlier: list[torch.Tensor] = []
         for i, split in enumerate(SPLITS):
-            if split not in self.splits:
-                g = torch.Generator().manual_seed(self.seed * len(SPLITS) + i)
-                self.splits[split] = TensorDataset(*self.generate(self.sizes[split], g))
+            g = torch.Generator().manual_seed(self.seed * len(SPLITS) + i)
+            x, y = self.generate(self.sizes[split], g)
+            if earlier:
+                new = rows_not_in(x, earlier)
+                if not new.any():
+                    raise ConfigError(f"task.{split}_size", self.sizes[split],
+                                      f"a {split} split of sequences unseen in training, but {self.name} has "
+                                      "too few distinct sequences here (make them longer or task.train_size smaller)")
+                x, y = x[new], y[new]
+            earlier.append(x)
+            self.splits[split] = TensorDataset(x, y)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
@@ -110,4 +122,34 @@ class Task(pl.LightningDataModule):
         return MeanSquaredError()
 
 
-__all__ = ["IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]
+def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
+    """Mask (N,) of the rows of `x` that occur in none of `others` (rows compared whole).
+    Real-valued inputs are taken as never repeating."""
+    if x.is_floating_point():
+        return torch.ones(len(x), dtype=torch.bool)
+    ref = torch.cat(others)
+    rows = torch.cat([ref, x]).reshape(len(ref) + len(x), -1)
+    _, ids = torch.unique(rows, dim=0, return_inverse=True)
+    return ~torch.isin(ids[len(ref):], ids[: len(ref)])
+
+
+class CrossEntropy(Metric):
+    """Mean cross-entropy in nats over the scored steps, accumulated over batches."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.total += F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum").double()
+        self.count += (target != IGNORE).sum()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
+
+
+__all__ = ["CrossEntropy", "rows_not_in", "IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]

@@ -5,9 +5,11 @@ Each is generated from a seed, vectorised over the whole split (no Python loop p
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, Task, TaskIO
+from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, CrossEntropy, Task, TaskIO
 
 
 class DelayedRecall(Task):
@@ -56,6 +58,46 @@ class RunningParity(Task):
     def generate(self, n, generator):
         x = torch.randint(2, (n, self.length), generator=generator)
         return x, x.cumsum(dim=1) % 2
+
+
+class CopyMemory(Task):
+    """The copy memory problem (Arjovsky, Shah & Bengio 2016): 10 symbols from an alphabet of 8,
+    then T-1 blanks, a delimiter, then 10 blanks during which the model must reproduce the 10
+    symbols in order; T = `distance`, so the sequence is T + 20 steps and each symbol is recalled
+    T + 10 steps after it was seen. The target is blank everywhere before the recall.
+
+    Scored, as in the paper, by the cross-entropy over all steps (`xent`, nats, lower is better).
+    Chance level: the memoryless baseline that predicts blanks, then uniform symbols, scores
+    10 log 8 / (T + 20) (0.173 at T = 100).
+
+    x: (N, T+20) ids (symbols 0-7, blank 8, delimiter 9); y: (N, T+20) ids (symbols 0-7, blank 8).
+    """
+
+    name = "copy_memory"
+    metric_name = "xent"
+    higher_is_better = False
+    SYMBOLS, RECALL = 8, 10
+    BLANK, DELIMITER = 8, 9
+
+    def __init__(self, distance: int = 20, **sizes):
+        super().__init__(**sizes)
+        self.distance = distance
+        self.length = distance + 2 * self.RECALL
+        self.io = TaskIO(vocab_size=self.SYMBOLS + 2, n_features=1, n_classes=self.SYMBOLS + 1, output=STEP)
+        self.chance_level = self.RECALL * math.log(self.SYMBOLS) / self.length
+
+    def generate(self, n, generator):
+        R, T = self.RECALL, self.distance
+        symbols = torch.randint(self.SYMBOLS, (n, R), generator=generator)
+        x = torch.full((n, self.length), self.BLANK)
+        x[:, :R] = symbols
+        x[:, R + T - 1] = self.DELIMITER
+        y = torch.full_like(x, self.BLANK)
+        y[:, -R:] = symbols
+        return x, y
+
+    def metric(self):
+        return CrossEntropy()
 
 
 class Adding(Task):

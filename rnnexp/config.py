@@ -132,15 +132,12 @@ MODELS: dict[str, type[ModelConfig]] = {
 
 @dataclass
 class TaskConfig:
-    """Base of every task option: the sizes of the splits and of a batch. `output` is the task's
-    output kind; `distance` names the field that says how far back the evidence lies."""
+    """Base of every task option. `output` is the task's output kind (one per step or one per
+    sequence); `name` the option's name."""
 
     name: ClassVar[str]
     output: ClassVar[str]
     _target_: str = MISSING
-    train_size: int = _range(4096, low=1)
-    val_size: int = _range(512, low=1)
-    test_size: int = _range(512, low=1)
     batch_size: int = _range(64, low=1)
 
     def check(self) -> None:
@@ -148,7 +145,32 @@ class TaskConfig:
 
 
 @dataclass
-class DelayedRecallConfig(TaskConfig):
+class SyntheticTaskConfig(TaskConfig):
+    """A generated task: how many sequences each split holds."""
+
+    train_size: int = _range(4096, low=1)
+    val_size: int = _range(512, low=1)
+    test_size: int = _range(512, low=1)
+
+
+@dataclass
+class DataTaskConfig(TaskConfig):
+    """A task on real data: validation and test are fractions of it, drawn by the seed (a
+    dataset that comes with its own test split keeps it)."""
+
+    val_fraction: float = _range(0.1, low=0.01, high=0.4)
+    test_fraction: float = _range(0.1, low=0.01, high=0.4)
+
+
+def _check_file(key: str, path: str, suffixes: tuple[str, ...] | None = None) -> None:
+    if not os.path.isfile(path):
+        raise ConfigError(key, path, "an existing file")
+    if suffixes and not path.lower().endswith(suffixes):
+        raise ConfigError(key, path, "a file ending in " + ", ".join(suffixes))
+
+
+@dataclass
+class DelayedRecallConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "delayed_recall"
     output: ClassVar[str] = STEP
     _target_: str = "rnnexp.tasks.synthetic.DelayedRecall"
@@ -162,7 +184,7 @@ class DelayedRecallConfig(TaskConfig):
 
 
 @dataclass
-class RunningParityConfig(TaskConfig):
+class RunningParityConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "running_parity"
     output: ClassVar[str] = STEP
     _target_: str = "rnnexp.tasks.synthetic.RunningParity"
@@ -170,7 +192,7 @@ class RunningParityConfig(TaskConfig):
 
 
 @dataclass
-class AddingConfig(TaskConfig):
+class AddingConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "adding"
     output: ClassVar[str] = SEQUENCE
     _target_: str = "rnnexp.tasks.synthetic.Adding"
@@ -183,7 +205,7 @@ class AddingConfig(TaskConfig):
 
 
 @dataclass
-class CopyMemoryConfig(TaskConfig):
+class CopyMemoryConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "copy_memory"
     output: ClassVar[str] = STEP
     _target_: str = "rnnexp.tasks.synthetic.CopyMemory"
@@ -191,7 +213,7 @@ class CopyMemoryConfig(TaskConfig):
 
 
 @dataclass
-class PronounReferenceConfig(TaskConfig):
+class PronounReferenceConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "pronoun_reference"
     _target_: str = "rnnexp.tasks.grammar.PronounReference"
     distance: int = _range(4, low=0)  # filler words between the bindings and the pronoun
@@ -203,7 +225,7 @@ class PronounReferenceConfig(TaskConfig):
 
 
 @dataclass
-class NegatedSentimentConfig(TaskConfig):
+class NegatedSentimentConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "negated_sentiment"
     output: ClassVar[str] = SEQUENCE
     _target_: str = "rnnexp.tasks.grammar.NegatedSentiment"
@@ -215,10 +237,66 @@ class NegatedSentimentConfig(TaskConfig):
             raise ConfigError("task.distance", self.distance, f"1 <= distance < task.length ({self.length})")
 
 
+class DigitsRead(str, Enum):
+    rows = "rows"  # 8 steps of 8 pixels
+    pixels = "pixels"  # 64 steps of 1 pixel
+
+
+@dataclass
+class DigitsConfig(DataTaskConfig):
+    name: ClassVar[str] = "digits"
+    output: ClassVar[str] = SEQUENCE
+    _target_: str = "rnnexp.tasks.digits.Digits"
+    read: DigitsRead = DigitsRead.rows
+
+
+@dataclass
+class CharLMConfig(DataTaskConfig):
+    name: ClassVar[str] = "char_lm"
+    output: ClassVar[str] = STEP
+    _target_: str = "rnnexp.tasks.text.CharLM"
+    path: str = MISSING  # any UTF-8 text file
+    length: int = _range(64, low=2)  # characters per window
+
+    def check(self) -> None:
+        _check_file("task.path", self.path)
+
+
+class TokenizerKind(str, Enum):
+    word = "word"  # a word-level vocabulary
+    bpe = "bpe"  # byte-pair encoding subwords
+
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
+
+
+@dataclass
+class TextConfig(DataTaskConfig):
+    name: ClassVar[str] = "text"
+    output: ClassVar[str] = SEQUENCE
+    _target_: str = "rnnexp.tasks.text.TextClassification"
+    dataset: Optional[str] = None  # a Hugging Face hub name, e.g. imdb, sst2, ag_news
+    path: Optional[str] = None  # or a local file: .csv, .tsv, .json, .jsonl, .parquet
+    text_column: str = "text"
+    label_column: str = "label"
+    tokenizer: TokenizerKind = TokenizerKind.word
+    vocab_size: int = _range(20000, low=10)
+    min_frequency: int = _range(2, low=1)
+    max_length: int = _range(256, low=1)  # tokens kept from the start of each text
+    cache_dir: str = ".cache/rnnexp"  # tokenised datasets, keyed by content and settings
+
+    def check(self) -> None:
+        if (self.dataset is None) == (self.path is None):
+            raise ConfigError("task.dataset", self.dataset,
+                              "exactly one of task.dataset (a hub name) and task.path (a local file)")
+        if self.path is not None:
+            _check_file("task.path", self.path, TEXT_SUFFIXES)
+
+
 TASKS: dict[str, type[TaskConfig]] = {
     t.name: t
     for t in (DelayedRecallConfig, RunningParityConfig, CopyMemoryConfig, AddingConfig,
-              PronounReferenceConfig, NegatedSentimentConfig)
+              PronounReferenceConfig, NegatedSentimentConfig, DigitsConfig, CharLMConfig, TextConfig)
 }
 
 

@@ -16,6 +16,15 @@ from torch import nn
 from rnnexp.config import Optimizer
 from rnnexp.tasks.base import Task
 
+# (inputs, targets) or, for padded sequences of varying length, (inputs, targets, lengths)
+Batch = tuple[torch.Tensor, ...]
+
+
+def _unpack(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    x, y, *rest = batch
+    return x, y, (rest[0] if rest else None)
+
+
 _OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.AdamW,
                Optimizer.sgd: torch.optim.SGD}
 
@@ -33,8 +42,8 @@ class SequenceModule(pl.LightningModule):
         # keyed "<stage>_metric": a bare "train" would clash with nn.Module.train
         self.metrics = nn.ModuleDict({f"{stage}_metric": task.metric() for stage in stages})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, lengths=lengths)
 
     def _score(self, stage: str, out: torch.Tensor, y: torch.Tensor, suffix: str = "") -> torch.Tensor:
         loss = self.loss_fn(out, y)
@@ -46,16 +55,16 @@ class SequenceModule(pl.LightningModule):
         self.log(f"{stage}/{self.metric_name}{suffix}", metric, prog_bar=not suffix, **log)
         return loss
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        out = self.model(x, y) if self.teacher_forced else self.model(x)
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x, y, lengths = _unpack(batch)
+        out = self.model(x, y, lengths=lengths) if self.teacher_forced else self.model(x, lengths=lengths)
         return self._score("train", out, y)
 
-    def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
+    def _evaluate(self, stage: str, batch: Batch) -> None:
+        x, y, lengths = _unpack(batch)
         if self.teacher_forced:
-            self._score(stage, self.model(x, y), y, suffix="_tf")
-        self._score(stage, self.model(x), y)
+            self._score(stage, self.model(x, y, lengths=lengths), y, suffix="_tf")
+        self._score(stage, self.model(x, lengths=lengths), y)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate("val", batch)

@@ -9,6 +9,7 @@ KILLED, never left RUNNING.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
 from rnnexp.config import TrainConfig
+from rnnexp.tasks.base import DataSource
 
 _BATCH = 100  # most params MLflow takes in one log_batch call
 _ERROR_TAG_CHARS = 5000
@@ -89,6 +91,19 @@ def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: li
         client.set_tag(run_id, key, value)
     client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "overrides.yaml")
+
+
+def log_dataset(client: MlflowClient, run_id: str, source: DataSource) -> None:
+    """Record the run's real data as an MLflow dataset input (name, source, digest, size), and as
+    tags to filter on, so that runs on different data are never compared by mistake."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    kind = "hugging_face" if source.source.startswith("hf://") else "local" if "/" in source.source else "code"
+    dataset = Dataset(name=source.name, digest=source.digest, source_type=kind,
+                      source=json.dumps({"uri": source.source}), profile=json.dumps({"num_rows": source.rows}))
+    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
+    client.set_tag(run_id, "dataset", source.name)
+    client.set_tag(run_id, "dataset_digest", source.digest)
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:

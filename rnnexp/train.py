@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp import config
 
@@ -38,7 +38,7 @@ def _app(cfg: DictConfig) -> float:
         spec = config.check(cfg)
         _quiet_libraries()
         task, model, module = build(cfg, spec)  # the data too: a split can be a config error
-    except config.ConfigError as err:
+    except (config.ConfigError, OmegaConfBaseException) as err:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
@@ -65,6 +65,8 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
     try:
         tags = tracking.run_tags(spec, task.distance, task.length)
         tracking.log_config(client, run_id, cfg, list(hydra_cfg.overrides.task), tags)
+        if task.data_source is not None:
+            tracking.log_dataset(client, run_id, task.data_source)
         trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=task)
@@ -131,6 +133,8 @@ def describe(err: BaseException) -> str:
         name = (err.missing_cfg_file or "").rsplit("/", 1)[-1]
         return f"{group}={name} is not an option; allowed: {', '.join(sorted(err.options))}"
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
+    if isinstance(cause, MissingMandatoryValue) and cause.full_key:
+        return f"{cause.full_key} is required: give {cause.full_key}=VALUE"
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         message = str(cause.msg).splitlines()[0]
         object_type = getattr(cause, "object_type", None)

@@ -177,3 +177,15 @@ def test_model_refuses_a_task_of_the_wrong_output_kind():
         RNNFinal(token_io(STEP))
     with pytest.raises(ValueError, match="rnn_hidden"):
         RNNHidden(token_io(SEQUENCE))
+
+
+@pytest.mark.parametrize("name", PER_SEQUENCE)
+def test_sequence_models_read_each_padded_sequence_to_its_own_end(name):
+    torch.manual_seed(0)
+    model = PER_SEQUENCE[name](token_io(SEQUENCE)).eval()
+    short, longer = torch.randint(1, 5, (1, 4)), torch.randint(1, 5, (1, 6))
+    batch = torch.zeros(2, 6, dtype=torch.long)  # padded with id 0 after each end
+    batch[0, :4], batch[1] = short[0], longer[0]
+    out = model(batch, lengths=torch.tensor([4, 6]))
+    torch.testing.assert_close(out[0], model(short)[0])
+    torch.testing.assert_close(out[1], model(longer)[0])

@@ -19,9 +19,10 @@ class MLPWindow(nn.Module):
     """An MLP over the last `window` steps, causal (zeros stand in before the sequence starts).
 
         o(t) = MLP([x(t-w+1); ...; x(t)])     per step
-        o    = MLP([x(T-w); ...; x(T-1)])     once per sequence
+        o    = MLP([x(T-w); ...; x(T-1)])     once per sequence (T: each sequence's length)
 
-    Shapes: x (B, T) token ids or (B, T, F) features -> o (B, T, C), or (B, C) once per sequence.
+    Shapes: x (B, T) token ids or (B, T, F) features, lengths (B,) -> o (B, T, C), or (B, C)
+    once per sequence.
     """
 
     def __init__(self, io: TaskIO, window: int = 8, embed_dim: int = 32, hidden_size: int = 64,
@@ -31,13 +32,16 @@ class MLPWindow(nn.Module):
         self.embed = input_layer(io, embed_dim)
         self.mlp = mlp(window * embed_dim, hidden_size, io.n_outputs, layers, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         e = self.embed(x)  # (B, T, E)
         B, T, E = e.shape
         w = self.window
         e = F.pad(e, (0, 0, w - 1, 0))  # (B, T+w-1, E)
         if self.per_sequence:
-            return self.mlp(e[:, -w:].reshape(B, w * E))  # (B, C)
+            ends = torch.full((B,), T) if lengths is None else lengths  # (B,)
+            # original step t sits at t + w - 1 after padding: the last w steps are ends-1 .. ends+w-2
+            steps = ends[:, None] - 1 + torch.arange(w)  # (B, w)
+            return self.mlp(e[torch.arange(B)[:, None], steps].reshape(B, w * E))  # (B, C)
         windows = e.unfold(1, w, 1).transpose(2, 3)  # (B, T, w, E): window t ends at step t
         return self.mlp(windows.reshape(B, T, w * E))  # (B, T, C)
 
@@ -46,9 +50,10 @@ class MLPBag(nn.Module):
     """An MLP over the mean of the embedded inputs: order-free, a bag of embeddings.
 
         o(t) = MLP(mean(x(0), ..., x(t)))     per step (the running mean of the prefix)
-        o    = MLP(mean(x(0), ..., x(T-1)))   once per sequence
+        o    = MLP(mean(x(0), ..., x(T-1)))   once per sequence (T: each sequence's length)
 
-    Shapes: x (B, T) token ids or (B, T, F) features -> o (B, T, C), or (B, C) once per sequence.
+    Shapes: x (B, T) token ids or (B, T, F) features, lengths (B,) -> o (B, T, C), or (B, C)
+    once per sequence.
     """
 
     def __init__(self, io: TaskIO, embed_dim: int = 32, hidden_size: int = 64, layers: int = 2,
@@ -58,9 +63,12 @@ class MLPBag(nn.Module):
         self.embed = input_layer(io, embed_dim)
         self.mlp = mlp(embed_dim, hidden_size, io.n_outputs, layers, dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         e = self.embed(x)  # (B, T, E)
         if self.per_sequence:
-            return self.mlp(e.mean(dim=1))  # (B, C)
+            if lengths is None:
+                return self.mlp(e.mean(dim=1))  # (B, C)
+            inside = (torch.arange(e.shape[1]) < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+            return self.mlp((e * inside).sum(dim=1) / lengths[:, None])  # (B, C)
         steps = torch.arange(1, e.shape[1] + 1, dtype=e.dtype, device=e.device)  # (T,)
         return self.mlp(e.cumsum(dim=1) / steps[:, None])  # (B, T, C)

@@ -55,7 +55,8 @@ class RNNHidden(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.V = nn.Linear(hidden_size, io.n_outputs)  # V, c
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # causal: padding after a sequence's end changes none of its outputs (lengths unused)
         h, _ = self.recurrence(self.embed(x))  # (B, T, H)
         return self.V(self.dropout(h))  # (B, T, C)
 
@@ -102,8 +103,10 @@ class RNNOutput(nn.Module):
         h = torch.tanh(self.U(x) + self.W(y_prev))  # (..., H)
         return h, self.V(h)  # (..., H), (..., C)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced on targets `y` when given, else running free."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced on targets `y` when given, else running free. Causal, so `lengths`
+        (of padded sequences) changes nothing."""
         e = self.embed(x)  # (B, T, E)
         if y is not None:
             y_prev = F.pad(self.fed_back(y), (0, 0, 1, 0))[:, :-1]  # (B, T, C): y(t-1), y(-1) = 0
@@ -128,9 +131,11 @@ class RNNFinal(nn.Module):
         h(t) = tanh(b + W h(t-1) + U x(t)),   t = 0 .. T-1,   h(-1) = 0
         o    = c + V h(T-1)
 
-    The same cells as pattern 1 (`cell`, `layers`), in PyTorch's fused modules.
+    The same cells as pattern 1 (`cell`, `layers`), in PyTorch's fused modules. For padded
+    sequences, T-1 is each sequence's own last step (`lengths` - 1): the recurrence runs over
+    the padding too, but nothing after a sequence's end reaches its output.
 
-    Shapes: x (B, T) token ids or (B, T, F) features -> o (B, C).
+    Shapes: x (B, T) token ids or (B, T, F) features, lengths (B,) -> o (B, C).
     """
 
     def __init__(self, io: TaskIO, cell: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
@@ -142,6 +147,7 @@ class RNNFinal(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.V = nn.Linear(hidden_size, io.n_outputs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h, _ = self.recurrence(self.embed(x))  # (B, T, H)
-        return self.V(self.dropout(h[:, -1]))  # (B, C)
+        last = h[:, -1] if lengths is None else h[torch.arange(len(h)), lengths - 1]  # (B, H)
+        return self.V(self.dropout(last))  # (B, C)

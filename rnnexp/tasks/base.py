@@ -36,47 +36,41 @@ class TaskIO:
         return self.n_classes or 1
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """Where a real dataset comes from, for tracking: two runs on different data must never be
+    compared by mistake."""
+
+    name: str
+    source: str  # a path, a hub name, a package function
+    digest: str  # of the content
+    rows: int
+
+
 class Task(pl.LightningDataModule):
-    """A task: subclasses set `name`, `io`, `chance_level` and implement `generate`."""
+    """A task: subclasses set `name`, `io`, `chance_level` and implement `make_splits`."""
 
     name: str
     io: TaskIO
     chance_level: float
     length: int | None = None  # steps per sequence (None: varies)
     distance: int | None = None  # how many steps back the evidence lies (None: no such knob)
+    data_source: DataSource | None = None  # real data only
 
-    def __init__(self, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int = 0):
+    def __init__(self, batch_size: int, seed: int = 0):
         super().__init__()
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.batch_size = batch_size
         self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
 
-    def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """`n` examples (inputs, targets), drawn from `generator` only."""
+    def make_splits(self) -> dict[str, TensorDataset]:
+        """The train, val and test datasets: (inputs, targets) or (inputs, targets, lengths)."""
         raise NotImplementedError
 
-    # --- data ---------------------------------------------------------------------------------
-
     def setup(self, stage: str | None = None) -> None:
-        """Generate the splits. Each has its own stream, derived from the seed, so a split does
-        not depend on the sizes of the others; validation and test keep only sequences that
-        occur in no earlier split, so a score never rewards memorising training examples."""
-        if self.splits:
-            return
-        earlier: list[torch.Tensor] = []
-        for i, split in enumerate(SPLITS):
-            g = torch.Generator().manual_seed(self.seed * len(SPLITS) + i)
-            x, y = self.generate(self.sizes[split], g)
-            if earlier:
-                new = rows_not_in(x, earlier)
-                if not new.any():
-                    raise ConfigError(f"task.{split}_size", self.sizes[split],
-                                      f"a {split} split of sequences unseen in training, but {self.name} has "
-                                      "too few distinct sequences here (make them longer or task.train_size smaller)")
-                x, y = x[new], y[new]
-            earlier.append(x)
-            self.splits[split] = TensorDataset(x, y)
+        if not self.splits:
+            self.splits = self.make_splits()
+
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
@@ -122,6 +116,38 @@ class Task(pl.LightningDataModule):
         return MeanSquaredError()
 
 
+class SyntheticTask(Task):
+    """A task whose data are generated: subclasses implement `generate`."""
+
+    def __init__(self, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int = 0):
+        super().__init__(batch_size, seed)
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+
+    def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` examples (inputs, targets), drawn from `generator` only."""
+        raise NotImplementedError
+
+    def make_splits(self) -> dict[str, TensorDataset]:
+        """Each split has its own stream, derived from the seed, so a split does not depend on
+        the sizes of the others; validation and test keep only sequences that occur in no
+        earlier split, so a score never rewards memorising training examples."""
+        splits: dict[str, TensorDataset] = {}
+        earlier: list[torch.Tensor] = []
+        for i, split in enumerate(SPLITS):
+            g = torch.Generator().manual_seed(self.seed * len(SPLITS) + i)
+            x, y = self.generate(self.sizes[split], g)
+            if earlier:
+                new = rows_not_in(x, earlier)
+                if not new.any():
+                    raise ConfigError(f"task.{split}_size", self.sizes[split],
+                                      f"a {split} split of sequences unseen in training, but {self.name} has "
+                                      "too few distinct sequences here (make them longer or task.train_size smaller)")
+                x, y = x[new], y[new]
+            earlier.append(x)
+            splits[split] = TensorDataset(x, y)
+        return splits
+
+
 def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
     """Mask (N,) of the rows of `x` that occur in none of `others` (rows compared whole).
     Real-valued inputs are taken as never repeating."""
@@ -152,4 +178,13 @@ class CrossEntropy(Metric):
         return (self.total / self.count).float()
 
 
-__all__ = ["CrossEntropy", "rows_not_in", "IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]
+def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:
+    """Disjoint random train/val/test indices into `n` examples, fixed by `seed`."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (val_fraction, test_fraction))
+    if n - n_val - n_test < 1:
+        raise ConfigError("task.val_fraction", val_fraction, f"fractions that leave training data ({n} examples)")
+    return {"train": order[n_val + n_test :], "val": order[:n_val], "test": order[n_val : n_val + n_test]}
+
+
+__all__ = ["CrossEntropy", "DataSource", "SyntheticTask", "rows_not_in", "split_indices", "IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]

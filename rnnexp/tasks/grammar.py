@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, Task, TaskIO
+from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, SyntheticTask, TaskIO
 
 
 class Lexicon:
@@ -33,7 +33,7 @@ class Lexicon:
         return " ".join(self.words[i] for i in ids.tolist())
 
 
-class PronounReference(Task):
+class PronounReference(SyntheticTask):
     """Which thing does the pronoun's person have? After the seed document's example ("Mark was
     reading a blog on sequence models and he got fascinated by them"):
 
@@ -95,7 +95,7 @@ class PronounReference(Task):
         return x, y
 
 
-class NegatedSentiment(Task):
+class NegatedSentiment(SyntheticTask):
     """Is a short synthetic review positive? A negation word either precedes the sentiment word
     by `distance` words, and flips it, or follows it by `distance` words, and does not:
 

@@ -9,10 +9,10 @@ import math
 
 import torch
 
-from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, CrossEntropy, Task, TaskIO
+from rnnexp.tasks.base import IGNORE, SEQUENCE, STEP, CrossEntropy, SyntheticTask, TaskIO
 
 
-class DelayedRecall(Task):
+class DelayedRecall(SyntheticTask):
     """At every step output the symbol seen `distance` steps earlier: y(t) = x(t - distance).
 
     The simplest probe of how far back a model keeps context (cf. the delayed-recall tasks of
@@ -37,7 +37,7 @@ class DelayedRecall(Task):
         return x, y
 
 
-class RunningParity(Task):
+class RunningParity(SyntheticTask):
     """At every step output the parity of all bits so far: y(t) = (x(0) + ... + x(t)) mod 2.
 
     Its context is the whole prefix, yet the previous answer is a sufficient summary of it:
@@ -60,7 +60,7 @@ class RunningParity(Task):
         return x, x.cumsum(dim=1) % 2
 
 
-class CopyMemory(Task):
+class CopyMemory(SyntheticTask):
     """The copy memory problem (Arjovsky, Shah & Bengio 2016): 10 symbols from an alphabet of 8,
     then T-1 blanks, a delimiter, then 10 blanks during which the model must reproduce the 10
     symbols in order; T = `distance`, so the sequence is T + 20 steps and each symbol is recalled
@@ -100,7 +100,7 @@ class CopyMemory(Task):
         return CrossEntropy()
 
 
-class Adding(Task):
+class Adding(SyntheticTask):
     """The adding problem (Hochreiter & Schmidhuber 1997, §5.4): a sequence of (value, marker)
     pairs, values ~ U[0, 1]; exactly two steps are marked, at least `distance` steps apart; at
     the end output the sum of the two marked values. Regression, scored by MSE.

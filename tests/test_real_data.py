@@ -1,0 +1,164 @@
+"""Real data: digits, characters and text, on data the tests write (no network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+
+from rnnexp.config import ConfigError
+from rnnexp.tasks.digits import Digits
+from rnnexp.tasks.grammar import NegatedSentiment
+from rnnexp.tasks.text import CharLM, TextClassification
+
+# --- digits ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read,shape", [("rows", (8, 8)), ("pixels", (64, 1))])
+def test_digits_read_as_rows_or_pixels_in_disjoint_splits(read, shape):
+    task = Digits(read=read, seed=1)
+    task.setup()
+    sizes = {s: len(task.splits[s]) for s in ("train", "val", "test")}
+    assert sum(sizes.values()) == 1797 and sizes["val"] == sizes["test"] == 180
+    x, y = task.splits["train"].tensors
+    assert x.shape[1:] == shape and 0 <= x.min() and x.max() <= 1 and set(y.tolist()) == set(range(10))
+    assert task.chance_level == pytest.approx(183 / 1797)  # the most common digit's share
+    assert task.data_source.rows == 1797 and task.data_source.name == "sklearn-digits"
+    other = Digits(read=read, seed=2)
+    other.setup()
+    assert not torch.equal(other.splits["test"].tensors[1], task.splits["test"].tensors[1])
+
+
+# --- characters -----------------------------------------------------------------------------------
+
+
+def test_char_lm_windows_predict_the_next_character(tmp_path):
+    text = "the cat sat on the mat. " * 40 + "ünïcode ✓"
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    task = CharLM(path=str(tmp_path / "t.txt"), length=16, seed=0)
+    task.setup()
+    x, y = torch.cat([task.splits[s].tensors[0] for s in ("train", "val", "test")]), None
+    assert x.shape[1] == 16 and len(x) == (len(text) - 1) // 16
+    decode = lambda ids: "".join(task.alphabet[i] for i in ids)  # noqa: E731
+    xs, ys = task.splits["train"].tensors
+    assert decode(ys[0])[:-1] == decode(xs[0])[1:]  # the target is the input shifted by one
+    assert decode(xs[0]) in text and "✓" in task.alphabet
+
+
+def test_char_lm_chance_is_what_the_unigram_predictor_scores(tmp_path):
+    (tmp_path / "t.txt").write_text("abracadabra, said the wizard. " * 30, encoding="utf-8")
+    task = CharLM(path=str(tmp_path / "t.txt"), length=10)
+    task.setup()
+    counts = torch.bincount(task.splits["train"].tensors[1].reshape(-1), minlength=len(task.alphabet)) + 1.0
+    _, y = task.splits["test"].tensors
+    metric = task.metric()
+    metric.update(*task.flatten(torch.log(counts / counts.sum()).expand(*y.shape, -1), y))
+    assert float(metric.compute()) == pytest.approx(task.chance_level, rel=1e-5)
+    assert task.metric_name == "bpc" and 1 < task.chance_level < math.log2(len(task.alphabet))
+
+
+def test_char_lm_rejects_a_file_that_is_not_utf8_or_too_short(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("café ".encode("latin-1") * 100)
+    with pytest.raises(ConfigError, match="task.path.*UTF-8"):
+        CharLM(path=str(tmp_path / "latin1.txt")).setup()
+    (tmp_path / "short.txt").write_text("too short", encoding="utf-8")
+    with pytest.raises(ConfigError, match="at least 193 characters"):
+        CharLM(path=str(tmp_path / "short.txt")).setup()
+
+
+# --- text classification --------------------------------------------------------------------------
+
+
+def _reviews(path: Path, n: int = 1200, seed: int = 0) -> list[tuple[str, str]]:
+    """Negated-sentiment reviews as plain text, cut to varying lengths after the pair of words
+    that decides them, with string labels."""
+    task = NegatedSentiment(length=12, distance=3, train_size=1, val_size=1, test_size=1, batch_size=1)
+    x, y = task.generate(n, torch.Generator().manual_seed(seed))
+    rows = []
+    for i, (ids, label) in enumerate(zip(x, y)):
+        words = task.lexicon.decode(ids).split()
+        last = max(j for j, w in enumerate(words) if w == "not" or w in NEGATED_OR_SENTIMENT)
+        words = words[: last + 1 + i % 3]
+        rows.append((" ".join(words).capitalize() + ".", ("negative", "positive")[label]))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(rows)
+    return rows
+
+
+NEGATED_OR_SENTIMENT = {"good", "great", "fine", "superb", "bad", "awful", "poor", "dull"}
+
+
+def _text_task(path, tmp_path, **kwargs):
+    options = dict(path=str(path), text_column="review", label_column="sentiment", cache_dir=str(tmp_path / "cache"),
+                   min_frequency=1, batch_size=32)
+    return TextClassification(**(options | kwargs))
+
+
+def test_text_round_trips_through_tokenising_caching_and_batching(tmp_path):
+    rows = _reviews(tmp_path / "reviews.csv")
+    task = _text_task(tmp_path / "reviews.csv", tmp_path, max_length=12)
+    task.setup()
+    assert task.classes == ["negative", "positive"] and task.io.n_classes == 2
+    assert sum(len(task.splits[s]) for s in ("train", "val", "test")) == len(rows)
+
+    x, y, lengths = next(iter(task.train_dataloader()))
+    assert x.shape[0] == y.shape[0] == lengths.shape[0] == 32
+    assert torch.all(lengths <= 12) and len(set(lengths.tolist())) > 1  # varying lengths, cut at 12
+    for row, n in zip(x, lengths):
+        assert torch.all(row[n:] == 0) and torch.all(row[:n] != 0)  # [PAD] (id 0) after the end only
+
+    cache = list((tmp_path / "cache").glob("text-*.pt"))
+    assert len(cache) == 1
+    stored = torch.load(cache[0], weights_only=True)
+    tokenizer = Tokenizer.from_str(stored["tokenizer"])
+    texts = {text.lower().replace(".", " .") for text, _ in rows}
+    decoded = tokenizer.decode(stored["train"]["x"][0][: stored["train"]["lengths"][0]].tolist())
+    assert any(t.startswith(decoded) for t in texts)  # the words come back, lowercased
+
+    # a second task with the same data and settings reads the cache instead of tokenising
+    again = _text_task(tmp_path / "reviews.csv", tmp_path, max_length=12)
+    again._tokenise = lambda raw: pytest.fail("tokenised again despite the cache")
+    again.setup()
+    assert torch.equal(again.splits["test"].tensors[0], task.splits["test"].tensors[0])
+    # another setting is another cache entry
+    _text_task(tmp_path / "reviews.csv", tmp_path, max_length=8).setup()
+    assert len(list((tmp_path / "cache").glob("text-*.pt"))) == 2
+
+
+def test_text_reads_jsonl_with_integer_labels_and_bpe(tmp_path):
+    lines = [{"review": f"movie number {i} was {'good' if i % 2 else 'bad'}", "sentiment": i % 2} for i in range(60)]
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
+    task = _text_task(tmp_path / "r.jsonl", tmp_path, tokenizer="bpe", vocab_size=60)
+    task.setup()
+    assert task.classes == ["0", "1"] and task.vocabulary_size <= 60
+    assert task.data_source.name == "r.jsonl" and task.data_source.rows == 60
+
+
+def test_text_bad_columns_and_empty_files_name_the_key(tmp_path):
+    _reviews(tmp_path / "reviews.csv", n=50)
+    with pytest.raises(ConfigError, match="task.label_column='label'.*review, sentiment"):
+        _text_task(tmp_path / "reviews.csv", tmp_path, label_column="label").setup()
+    (tmp_path / "empty.csv").write_text("review,sentiment\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="task.path"):
+        _text_task(tmp_path / "empty.csv", tmp_path).setup()
+
+
+def test_hub_dataset_without_network_is_one_clear_line(tmp_path):
+    train = str(Path(sys.executable).parent / "rnnexp-train")
+    proc = subprocess.run([train, "task=text", "task.dataset=imdb", "model=rnn_final",
+                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={tmp_path}/out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    if "task.dataset" not in proc.stderr and proc.returncode == 0:
+        pytest.skip("the hub is reachable from here")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("rnnexp-train: error: task.dataset='imdb'") and "task.path=FILE" in line

@@ -28,13 +28,13 @@ install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
-test: $(STAMP) ## run the tests (under two minutes on 2 cores)
+test: $(STAMP) ## run the tests (about two minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
 
-clean: ## remove .venv, caches and Hydra's output folders (keeps mlflow.db and mlartifacts/)
-	rm -rf $(VENV) outputs multirun .pytest_cache *.egg-info
+clean: ## remove .venv, caches (tokenised data too) and Hydra's outputs; keeps mlflow.db, mlartifacts/
+	rm -rf $(VENV) outputs multirun .cache .pytest_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

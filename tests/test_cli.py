@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -147,3 +148,15 @@ def test_ctrl_c_during_training_ends_the_run_killed(tmp_path):
     (run,) = _runs(client, "delayed_recall")
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] == "interrupted"
+
+
+def test_a_run_on_real_data_records_the_dataset_as_an_input(tmp_path):
+    proc, client = _run(tmp_path, "task=digits", "model=rnn_final", "trainer=smoke")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = _runs(client, "digits")
+    (record,) = run.inputs.dataset_inputs
+    assert record.dataset.name == "sklearn-digits" and len(record.dataset.digest) == 16
+    assert json.loads(record.dataset.profile) == {"num_rows": 1797}
+    assert json.loads(record.dataset.source) == {"uri": "sklearn.datasets.load_digits"}
+    assert {t.key: t.value for t in record.tags} == {"mlflow.data.context": "train"}
+    assert run.data.tags["dataset_digest"] == record.dataset.digest

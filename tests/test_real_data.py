@@ -29,7 +29,11 @@ def test_digits_read_as_rows_or_pixels_in_disjoint_splits(read, shape):
     assert sum(sizes.values()) == 1797 and sizes["val"] == sizes["test"] == 180
     x, y = task.splits["train"].tensors
     assert x.shape[1:] == shape and 0 <= x.min() and x.max() <= 1 and set(y.tolist()) == set(range(10))
-    assert task.chance_level == pytest.approx(183 / 1797)  # the most common digit's share
+    majority = torch.bincount(y).argmax()  # what an input-blind predictor says, learnt from train
+    metric = task.metric()
+    test_y = task.splits["test"].tensors[1]
+    metric.update(*task.flatten(torch.nn.functional.one_hot(majority, 10).float().expand(len(test_y), -1), test_y))
+    assert float(metric.compute()) == pytest.approx(task.chance_level) and 0.05 < task.chance_level < 0.16
     assert task.data_source.rows == 1797 and task.data_source.name == "sklearn-digits"
     other = Digits(read=read, seed=2)
     other.setup()
@@ -162,3 +166,18 @@ def test_hub_dataset_without_network_is_one_clear_line(tmp_path):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("rnnexp-train: error: task.dataset='imdb'") and "task.path=FILE" in line
+
+
+def test_a_hub_dataset_keeps_its_own_test_split(tmp_path, monkeypatch):
+    import datasets
+
+    import rnnexp.tasks.text as text
+
+    train = datasets.Dataset.from_dict({"text": [f"a {w} film" for w in ["good", "bad"] * 50],
+                                        "label": [1, 0] * 50})
+    test = datasets.Dataset.from_dict({"text": ["a good film", "a bad film", "good"], "label": [1, 0, 1]})
+    monkeypatch.setattr(text, "_load_hub", lambda name: (datasets.DatasetDict(train=train, test=test), "d1"))
+    task = TextClassification(dataset="toy", cache_dir=str(tmp_path), min_frequency=1, val_fraction=0.2)
+    task.setup()
+    assert len(task.splits["test"]) == 3 and len(task.splits["val"]) == 20 and len(task.splits["train"]) == 80
+    assert task.data_source.source == "hf://datasets/toy" and task.data_source.rows == 103

@@ -1,0 +1,91 @@
+"""How long the tasks take to make their data, so that data never shows in a sweep. Prints two
+Markdown tables: synthetic generation (N sequences of length about L per task, median of several
+repeats), and tokenisation of a text file of about M megabytes (cold: load, train the tokenizer,
+encode, cache; warm: from the cache).
+
+    .venv/bin/python experiments/throughput/data.py [--n 100000] [--length 100] [--repeats 5] [--mb 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnnexp.tasks.grammar import NegatedSentiment, PronounReference
+from rnnexp.tasks.synthetic import Adding, CopyMemory, DelayedRecall, RunningParity
+from rnnexp.tasks.text import TextClassification
+
+
+def tasks(length: int) -> list:
+    sizes = dict(train_size=1, val_size=1, test_size=1, batch_size=1)
+    half = length // 2
+    return [
+        DelayedRecall(length=length, distance=half, **sizes),
+        RunningParity(length=length, **sizes),
+        CopyMemory(distance=max(1, length - 20), **sizes),
+        Adding(length=length, distance=half, **sizes),
+        PronounReference(distance=max(0, length - 11), **sizes),
+        NegatedSentiment(length=length, distance=half, **sizes),
+    ]
+
+
+def write_reviews(path: Path, megabytes: float, seed: int = 0) -> int:
+    """A CSV of texts of Zipf-distributed made-up words (a 30,000-word vocabulary), 10 to 300
+    words each, with binary labels, of about `megabytes`. Returns the number of rows."""
+    rng = np.random.default_rng(seed)
+    vocabulary = np.array([f"w{i}" for i in range(30_000)])
+    size, rows = 0, 0
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        while size < megabytes * 1e6:
+            words = vocabulary[np.minimum(rng.zipf(1.2, rng.integers(10, 300)), 30_000) - 1]
+            text = " ".join(words)
+            writer.writerow([text, rows % 2])
+            size, rows = size + len(text) + 3, rows + 1
+    return rows
+
+
+def tokenisation(megabytes: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "texts.csv"
+        rows = write_reviews(path, megabytes)
+        mb = path.stat().st_size / 1e6
+        print(f"\n| tokenisation | file MB | texts | seconds | MB/s |\n|---|---|---|---|---|")
+        for label in ("cold (load, train tokenizer, encode, cache)", "warm (from the cache)"):
+            task = TextClassification(path=str(path), cache_dir=str(Path(tmp) / "cache"), max_length=256)
+            start = time.perf_counter()
+            task.setup()
+            seconds = time.perf_counter() - start
+            print(f"| {label} | {mb:.1f} | {rows} | {seconds:.2f} | {mb / seconds:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="sequences per task (default 100000)")
+    parser.add_argument("--length", type=int, default=100, help="steps per sequence (default 100)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median reported (default 5)")
+    parser.add_argument("--mb", type=float, default=10.0, help="size of the text file to tokenise (default 10)")
+    args = parser.parse_args()
+    print(f"| task | sequences | length | median s | sequences/s |\n|---|---|---|---|---|")
+    for task in tasks(args.length):
+        times = []
+        for r in range(args.repeats):
+            g = torch.Generator().manual_seed(r)
+            start = time.perf_counter()
+            x, _ = task.generate(args.n, g)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        print(f"| {task.name} | {len(x)} | {x.shape[1]} | {median:.3f} | {args.n / median:,.0f} |")
+    tokenisation(args.mb)
+
+
+if __name__ == "__main__":
+    main()

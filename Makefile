@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed
 PORT ?= 5000
 ARGS ?=
 PYTEST_ARGS ?=
+EXP ?=
+EXPERIMENTS := $(basename $(notdir $(wildcard conf/experiment/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test ui clean
+.PHONY: help install train test sweep report reproduce ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,6 +32,18 @@ train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp
 
 test: $(STAMP) ## run the tests (about two minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+need-exp:
+	@test -n "$(EXP)" || { echo "give EXP=<experiment>, one of: $(EXPERIMENTS)" >&2; exit 2; }
+
+sweep: $(STAMP) need-exp ## run an experiment's sweep: make sweep EXP=output_recurrence
+	$(BIN)/rnnexp-train -m experiment=$(EXP) $(ARGS)
+
+report: $(STAMP) need-exp ## tables and plots of an experiment's runs into experiments/EXP/results
+	$(BIN)/rnnexp-report --experiment $(EXP) --out experiments/$(EXP)/results
+
+reproduce: $(STAMP) need-exp ## the sweep, then the report: make reproduce EXP=output_recurrence
+	$(MAKE) --no-print-directory sweep report EXP=$(EXP)
 
 ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

@@ -32,6 +32,10 @@ class ConfigError(ValueError):
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
 
+class MismatchError(ConfigError):
+    """A model that cannot serve the task: a sweep over models x tasks skips such a pair."""
+
+
 def _range(default: Any, low: float | None = None, high: float | None = None) -> Any:
     """A numeric field whose allowed range `check()` enforces (inclusive bounds)."""
     return field(default=default, metadata={"low": low, "high": high})
@@ -393,7 +397,7 @@ def check(cfg: DictConfig) -> TrainConfig:
     if task.output not in model.outputs:
         fit = [name for name, m in MODELS.items() if task.output in m.outputs]
         what = "an output at every step" if task.output == STEP else "one output per sequence"
-        raise ConfigError(
+        raise MismatchError(
             "model", model.name, f"task={task.name} needs {what}; models that fit: {', '.join(fit)}"
         )
     return obj

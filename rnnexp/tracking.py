@@ -19,22 +19,35 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from rnnexp.config import TrainConfig
-from rnnexp.tasks.base import DataSource
+from rnnexp.config import TrackingConfig, TrainConfig
+from rnnexp.tasks.base import DataSource, Task
 
 _BATCH = 100  # most params MLflow takes in one log_batch call
 _ERROR_TAG_CHARS = 5000
 
 
-def make_logger(spec: TrainConfig, experiment: str, run_name: str) -> MLFlowLogger:
+def _artifact_location(tracking: TrackingConfig) -> str | None:
+    """A new experiment's artifact folder: set for a local store; a server decides its own."""
+    return Path(tracking.artifacts).resolve().as_uri() if tracking.uri.startswith("sqlite:///") else None
+
+
+def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:
+    """The id of experiment `name`, created if missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage != "deleted":
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=_artifact_location(tracking))
+
+
+def make_logger(spec: TrainConfig, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> MLFlowLogger:
     """Lightning's MLflow logger over the configured store. The store URI is always passed:
     Lightning's default, a `./mlruns` file store, is refused by MLflow 3.13+."""
-    local = spec.tracking.uri.startswith("sqlite:///")
     return MLFlowLogger(
         experiment_name=experiment,
         run_name=run_name,
         tracking_uri=spec.tracking.uri,
-        artifact_location=Path(spec.tracking.artifacts).resolve().as_uri() if local else None,
+        tags=dict(tags or {}),
+        artifact_location=_artifact_location(spec.tracking),
         log_model=spec.tracking.log_checkpoint,
     )
 
@@ -61,7 +74,7 @@ def git_state(path: Path) -> tuple[str, bool | None]:
         return "unknown", None
 
 
-def run_tags(spec: TrainConfig, distance: int | None, length: int | None) -> dict[str, str]:
+def run_tags(spec: TrainConfig, task: Task) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).parent)
     cell = getattr(spec.model, "cell", None)
     tags = {
@@ -69,8 +82,9 @@ def run_tags(spec: TrainConfig, distance: int | None, length: int | None) -> dic
         "model": spec.model.name,
         "cell": cell.value if cell is not None else "none",
         "task": spec.task.name,
-        "distance": "none" if distance is None else str(distance),
-        "length": "none" if length is None else str(length),
+        "distance": "none" if task.distance is None else str(task.distance),
+        "length": "none" if task.length is None else str(task.length),
+        "metric": task.metric_name,  # the task's own metric, logged as test/<metric>
         "seed": str(spec.seed),
         "git_commit": commit,
         "git_dirty": "unknown" if dirty is None else str(dirty).lower(),

@@ -20,10 +20,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.errors import ConfigCompositionException, MissingConfigException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp import config
+from rnnexp.sweep import parent_of_this_job
 
 PROG = "rnnexp-train"
 # The config tree sits at the project root beside the package (the package is installed editable).
@@ -33,13 +34,20 @@ config.register()
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def _app(cfg: DictConfig) -> float:
+def _app(cfg: DictConfig) -> float | None:
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         spec = config.check(cfg)
         _quiet_libraries()
         task, model, module = build(cfg, spec)  # the data too: a split can be a config error
+    except config.MismatchError as err:
+        if not sweeping:
+            _exit_with(err)
+        # a sweep over models x tasks runs the pairs that fit
+        print(f"{PROG}: skipped: {describe(err)}", file=sys.stderr)
+        return None
     except (config.ConfigError, OmegaConfBaseException) as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if sweeping:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
     return train(cfg, spec, task, model, module)
@@ -58,12 +66,14 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
     checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor=monitor, save_top_k=1,
                                  mode="max" if task.higher_is_better else "min")
 
-    experiment = spec.tracking.experiment or task.name
+    parent = parent_of_this_job()  # a job of a sweep logs under the sweep's parent run
+    experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
     distance = "" if task.distance is None else f"-d{task.distance}"
-    logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}")
+    logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
+                                  tags={"mlflow.parentRunId": parent.run_id} if parent else None)
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     try:
-        tags = tracking.run_tags(spec, task.distance, task.length)
+        tags = tracking.run_tags(spec, task)
         tracking.log_config(client, run_id, cfg, list(hydra_cfg.overrides.task), tags)
         if task.data_source is not None:
             tracking.log_dataset(client, run_id, task.data_source)
@@ -82,7 +92,8 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
     status = tracking.end_run(client, run_id)
 
     experiment_id = logger.experiment_id
-    print(f"\n{spec.model.name} (pattern {spec.model.pattern}) on {task.name}"
+    kind = "feed-forward baseline" if spec.model.pattern == "baseline" else f"pattern {spec.model.pattern}"
+    print(f"\n{spec.model.name} ({kind}) on {task.name}"
           f"{'' if task.distance is None else f' at distance {task.distance}'}, seed {spec.seed}:")
     for key in sorted(results):
         print(f"  {key:<14} {results[key]:.4f}")
@@ -100,6 +111,7 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
 
     from rnnexp.module import SequenceModule
 
+    _share_cpu_threads()
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     task = instantiate(cfg.task, seed=spec.seed)
     task.setup()
@@ -107,6 +119,21 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=spec.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)
     return task, model, module
+
+
+def _share_cpu_threads() -> None:
+    """Jobs that a launcher runs side by side (hydra/launcher=joblib) each get their share of
+    the CPU threads; torch would take them all in every job, and they would fight."""
+    import torch
+
+    if not HydraConfig.initialized():
+        return
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    if n_jobs is None:
+        return
+    cpus = os.cpu_count() or 1
+    side_by_side = min(cpus, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib: -1 is every CPU
+    torch.set_num_threads(max(1, cpus // max(1, side_by_side)))
 
 
 def _quiet_libraries() -> None:

@@ -57,6 +57,7 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
         "distance": "3", "seed": "0"}
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
     assert tags["git_dirty"] in ("true", "false", "unknown")
+    assert tags["metric"] == "acc" and "mlflow.parentRunId" not in tags  # a single run has no parent
 
     metrics = run.data.metrics
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "n_params"):

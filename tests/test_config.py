@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from rnnexp import config
 from rnnexp.config import ConfigError
 from rnnexp.train import build, describe
+from tests.conftest import CONF
 
 PAIRS = list(itertools.product(config.MODELS, config.TASKS))
 VALID = [(m, t) for m, t in PAIRS if config.TASKS[t]().output in config.MODELS[m].outputs]
@@ -123,3 +124,11 @@ def test_the_cell_is_an_enum_and_reaches_the_fused_module(compose_train):
     assert spec.model.cell is config.Cell.lstm
     net = instantiate(cfg.model, _partial_=True)(io=instantiate(cfg.task, seed=0).io)
     assert isinstance(net.recurrence, torch.nn.LSTM)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_each_experiment_composes_and_tracks_under_its_own_name(compose_train, name):
+    cfg = compose_train(f"experiment={name}")
+    config.check(cfg)
+    assert cfg.tracking.experiment == name
+    assert (CONF.parent / "experiments" / name / "README.md").exists()

@@ -1,0 +1,90 @@
+"""Sweeps: a Hydra multirun grouped in MLflow under one parent run.
+
+`SweepTracking`, a Hydra callback registered in `conf/train.yaml`, creates the parent run when
+a multirun starts (the sweep's overrides as params) and ends it when the multirun ends (the
+number of children as a metric). Each job reads the parent's id from the sweep folder and logs
+its own run as a child (`mlflow.parentRunId`), in the parent's experiment, so that the MLflow UI
+shows the sweep as one expandable group. A single run has no parent.
+
+Creating the experiment (and with it the store's schema) before any job starts also keeps
+parallel jobs from racing to create them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs find their parent run
+
+
+@dataclass(frozen=True)
+class Parent:
+    run_id: str
+    experiment: str
+
+
+def parent_of_this_job() -> Parent | None:
+    """The sweep's parent run, for a job of a multirun; None for a single run."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    path = Path(hydra_cfg.sweep.dir) / PARENT_FILE
+    if not path.exists():
+        return None
+    return Parent(**json.loads(path.read_text()))
+
+
+class SweepTracking(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        from rnnexp import tracking
+
+        tracking_cfg = OmegaConf.to_object(config.tracking)
+        experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
+        client = MlflowClient(tracking_cfg.uri)
+        experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve())})
+        params = [Param(*o.split("=", 1)) for o in overrides if "=" in o]
+        if params:
+            client.log_batch(run.info.run_id, params=params)
+        client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment}))
+        self.client, self.run_id = client, run.info.run_id
+        # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
+        atexit.register(self._end, failed=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._end(failed=False)
+
+    def _end(self, failed: bool) -> None:
+        if self.client.get_run(self.run_id).info.status != "RUNNING":
+            return
+        from rnnexp import tracking
+
+        children = self.client.search_runs(
+            [self.client.get_run(self.run_id).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
+        finished = sum(c.info.status == "FINISHED" for c in children)
+        tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})
+        if failed:
+            self.client.set_tag(self.run_id, "error", f"the sweep stopped: {len(children) - finished} job(s) "
+                                                      "did not finish")
+        self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
+        print(f"sweep {self.run_id} {'FAILED' if failed else 'FINISHED'}: {finished} of {len(children)} runs "
+              "finished", flush=True)

@@ -1,0 +1,88 @@
+"""Sweeps: a Hydra multirun is one parent run in MLflow with its jobs as children; the report
+turns an experiment into tables and plots."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rnnexp.report import main as report_main
+
+TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+TINY = ["trainer=smoke", "task.length=10", "task.train_size=256", "task.val_size=64", "task.test_size=64"]
+
+
+def _sweep(tmp_path: Path, *overrides: str):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY,
+                           *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return proc, MlflowClient(store)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    proc, client = _sweep(tmp_path, "model=rnn_hidden,mlp_window,rnn_final", "task.distance=1,3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r is not parent]
+    return tmp_path, proc, client, parent, children
+
+
+def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
+    _, proc, _, parent, children = sweep
+    assert parent.info.status == "FINISHED"
+    params = parent.data.params  # the sweep's command line
+    assert params["model"] == "rnn_hidden,mlp_window,rnn_final" and params["task.distance"] == "1,3"
+    assert params["trainer"] == "smoke"
+    assert parent.data.metrics["children"] == 4 and parent.data.metrics["children_finished"] == 4
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    combos = {(c.data.tags["model"], c.data.tags["distance"]) for c in children}
+    assert combos == {(m, d) for m in ("rnn_hidden", "mlp_window") for d in ("1", "3")}
+    # rnn_final cannot serve a per-step task: the sweep skips those pairs and says so
+    assert proc.stderr.count("skipped: model='rnn_final'") == 2
+
+
+def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
+    proc, client = _sweep(tmp_path, "task.distance=3,99")  # 99 does not fit length 10
+    assert proc.returncode == 2 and "task.distance=99" in proc.stderr.strip().splitlines()[-1]
+    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert parent.info.status == "FAILED" and "did not finish" in parent.data.tags["error"]
+    (child,) = [r for r in runs if r is not parent]
+    assert child.info.status == "FINISHED" and child.data.tags["distance"] == "3"
+
+
+def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep, capsys):
+    tmp_path, _, client, parent, children = sweep
+    out = tmp_path / "report"
+    report_main(["--uri", f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "delayed_recall", "--out", str(out)])
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["model"], r["distance"]) for r in rows} == {(m, d) for m in ("rnn_hidden (rnn)", "mlp_window")
+                                                           for d in ("1", "3")}
+    for row in rows:
+        model = row["model"].split(" ")[0]
+        scores = [c.data.metrics["test/acc"] for c in children
+                  if (c.data.tags["model"], c.data.tags["distance"]) == (model, row["distance"])]
+        assert float(row["mean"]) == pytest.approx(statistics.fmean(scores), rel=1e-5)
+        assert float(row["chance"]) == pytest.approx(0.125) and row["seeds"] == "1"
+    assert (out / "results.md").read_text().count("| delayed_recall |") == 4
+    for png in ("metric_vs_distance.png", "learning_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/results.md", "report/results.csv", "report/metric_vs_distance.png"} <= logged
+
+
+def test_the_report_names_an_unknown_experiment(sweep):
+    tmp_path = sweep[0]
+    with pytest.raises(SystemExit, match="--experiment='nope' is not in .*delayed_recall"):
+        report_main(["--uri", f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "nope"])

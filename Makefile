@@ -12,7 +12,7 @@ EXP ?=
 EXPERIMENTS := $(basename $(notdir $(wildcard conf/experiment/*.yaml)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep report reproduce ui clean need-exp
+.PHONY: help install train test sweep report reproduce reproduce-run ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ report: $(STAMP) need-exp ## tables and plots of an experiment's runs into exper
 
 reproduce: $(STAMP) need-exp ## the sweep, then the report: make reproduce EXP=output_recurrence
 	$(MAKE) --no-print-directory sweep report EXP=$(EXP)
+
+reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id>
+	@test -n "$(RUN)" || { echo "give RUN=<run id> (an MLflow run id)" >&2; exit 2; }
+	$(BIN)/python -m rnnexp.reproduce $(RUN)
 
 ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

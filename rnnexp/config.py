@@ -370,6 +370,7 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = _range(0, low=0)
+    resume: Optional[str] = None  # with -m: a sweep's parent run id; its FINISHED jobs are skipped
 
 
 def _check_fields(node: Any, prefix: str) -> None:

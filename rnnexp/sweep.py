@@ -7,7 +7,11 @@ its own run as a child (`mlflow.parentRunId`), in the parent's experiment, so th
 shows the sweep as one expandable group. A single run has no parent.
 
 Creating the experiment (and with it the store's schema) before any job starts also keeps
-parallel jobs from racing to create them.
+parallel jobs from racing to create them. MLflow makes SQLite wait for a lock (busy_timeout) rather
+than fail, so parallel jobs can share one store.
+
+An interrupted sweep resumes with the same command and `resume=<parent run id>`: the parent is
+reopened, and each job whose config already FINISHED under it is skipped.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ def parent_of_this_job() -> Parent | None:
     return Parent(**json.loads(path.read_text()))
 
 
+def finished_twin(uri: str, parent: Parent, config_hash: str) -> str | None:
+    """The id of a FINISHED child of `parent` with the same config, if there is one."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(parent.experiment)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.run_id}' and tags.config_hash = '{config_hash}' "
+        "and attributes.status = 'FINISHED'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.entities import Param
@@ -51,18 +68,25 @@ class SweepTracking(Callback):
 
         from rnnexp import tracking
 
+        tracking.quiet_store_logs()
         tracking_cfg = OmegaConf.to_object(config.tracking)
-        experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
         client = MlflowClient(tracking_cfg.uri)
-        experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
         sweep_dir = Path(config.hydra.sweep.dir)
-        overrides = [str(o) for o in config.hydra.overrides.task]
-        run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve())})
-        params = [Param(*o.split("=", 1)) for o in overrides if "=" in o]
-        if params:
-            client.log_batch(run.info.run_id, params=params)
-        client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
+        if config.get("resume"):
+            # reopen the interrupted sweep's parent; its jobs skip what already finished
+            run = client.get_run(config.resume)
+            experiment = client.get_experiment(run.info.experiment_id).name
+            client.update_run(run.info.run_id, status="RUNNING")
+        else:
+            experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
+            experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
+            overrides = [str(o) for o in config.hydra.overrides.task]
+            run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                    tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve())})
+            params = [Param(*o.split("=", 1)) for o in overrides if "=" in o]
+            if params:
+                client.log_batch(run.info.run_id, params=params)
+            client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment}))
         self.client, self.run_id = client, run.info.run_id

@@ -26,6 +26,14 @@ _BATCH = 100  # most params MLflow takes in one log_batch call
 _ERROR_TAG_CHARS = 5000
 
 
+def quiet_store_logs() -> None:
+    """MLflow's database set-up (alembic migrations) logs at INFO on first use: keep it quiet."""
+    import logging
+
+    for name in ("alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _artifact_location(tracking: TrackingConfig) -> str | None:
     """A new experiment's artifact folder: set for a local store; a server decides its own."""
     return Path(tracking.artifacts).resolve().as_uri() if tracking.uri.startswith("sqlite:///") else None
@@ -92,6 +100,16 @@ def run_tags(spec: TrainConfig, task: Task) -> dict[str, str]:
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit  # shown by the UI on the run page
     return tags
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A run's identity: a hash of its resolved config, less where it is tracked and `resume`.
+    A resumed sweep skips the jobs whose identity already FINISHED."""
+    import hashlib
+
+    tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    identity = {k: v for k, v in tree.items() if k not in ("tracking", "resume", "hydra")}  # type: ignore[union-attr]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],

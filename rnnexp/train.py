@@ -50,7 +50,27 @@ def _app(cfg: DictConfig) -> float | None:
         if sweeping:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
+    if spec.resume is not None:
+        twin = _resumed_twin(cfg, spec, sweeping)
+        if twin is not None:
+            print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
+            return None
     return train(cfg, spec, task, model, module)
+
+
+def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig, sweeping: bool) -> str | None:
+    """For a job of a resumed sweep, the run in which the same config already finished."""
+    from rnnexp import tracking
+    from rnnexp.sweep import finished_twin
+
+    parent = parent_of_this_job()
+    if not sweeping or parent is None or parent.run_id != spec.resume:
+        err = config.ConfigError("resume", spec.resume, "the parent run id of a sweep in "
+                                 f"{spec.tracking.uri}, given with -m (a single run is not resumed)")
+        if sweeping:
+            raise err
+        _exit_with(err)
+    return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
 
 
 def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> float:
@@ -73,7 +93,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
                                   tags={"mlflow.parentRunId": parent.run_id} if parent else None)
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     try:
-        tags = tracking.run_tags(spec, task)
+        tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg)}
         tracking.log_config(client, run_id, cfg, list(hydra_cfg.overrides.task), tags)
         if task.data_source is not None:
             tracking.log_dataset(client, run_id, task.data_source)
@@ -143,8 +163,9 @@ def _quiet_libraries() -> None:
 
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(no_adverts)
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from rnnexp.tracking import quiet_store_logs
+
+    quiet_store_logs()
     # the data are in-memory tensors: worker processes would only add start-up time
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     # Lightning 2.6 calls an API that torch 2.13 deprecates; nothing for a user to act on

@@ -4,9 +4,11 @@ turns an experiment into tables and plots."""
 from __future__ import annotations
 
 import csv
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,59 @@ def test_the_report_names_an_unknown_experiment(sweep):
     tmp_path = sweep[0]
     with pytest.raises(SystemExit, match="--experiment='nope' is not in .*delayed_recall"):
         report_main(["--uri", f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "nope"])
+
+
+def test_a_parallel_sweep_with_two_workers_loses_nothing(tmp_path):
+    proc, client = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=rnn_hidden,mlp_window",
+                          "task.distance=1,3", "trainer.max_epochs=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r is not parent]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["children_finished"] == 4
+    assert len(children) == 4
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        for key in ("val/acc", "val/loss", "train/acc", "train/loss"):
+            assert len(client.get_metric_history(child.info.run_id, key)) == 3  # every epoch, from both workers
+        assert "test/acc" in child.data.metrics
+
+
+def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun",
+               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.max_epochs=15",
+               "task.length=10", "task.distance=2", "task.train_size=512", "task.val_size=64", "task.test_size=64",
+               "model=mlp_window,mlp_bag,rnn_hidden", "seed=0,1"]
+    client = MlflowClient(store)
+
+    def runs():
+        experiment = client.get_experiment_by_name("delayed_recall") if (tmp_path / "mlflow.db").exists() else None
+        return client.search_runs([experiment.experiment_id]) if experiment else []
+
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while sum(r.info.status == "FINISHED" and "sweep" not in r.data.tags for r in runs()) < 2:
+            assert first.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        first.send_signal(signal.SIGINT)  # Ctrl-C, with more jobs to go
+        first.wait(timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode != 0
+    (parent,) = [r for r in runs() if r.data.tags.get("sweep") == "true"]
+    assert parent.info.status == "FAILED"
+    done_before = {r.info.run_id for r in runs() if r.info.status == "FINISHED" and r is not parent}
+    assert 2 <= len(done_before) < 6
+
+    resumed = subprocess.run(command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("skipped: this job already FINISHED") == len(done_before)
+    children = [r for r in runs() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len(finished) == 6 and len({r.data.tags["config_hash"] for r in finished}) == 6  # none twice
+    assert done_before <= {r.info.run_id for r in finished}
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"

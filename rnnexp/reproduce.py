@@ -1,0 +1,118 @@
+"""`make reproduce-run RUN=<run id>` (`python -m rnnexp.reproduce RUN_ID`): re-run a logged run
+and say whether its final metrics come out the same.
+
+The run is re-made from what it logged: its command-line overrides (`overrides.yaml`) and its git
+commit. When that commit is not the checked-out one, it is checked out into a temporary git
+worktree and trained from there. The re-run is tracked as a new run in the same store, tagged
+`reproduces=<run id>`. Its resolved config must equal the original's (tracking aside), and every
+final metric (`test/...`, and the last value of every per-epoch metric) is compared exactly. On CPU,
+with the logged seed and `trainer.deterministic=true` (the default), they are identical.
+Exit status: 0 when every metric matches, 1 when one differs, 2 when the run cannot be re-made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+PROG = "rnnexp-reproduce"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _final_metrics(client, run) -> dict[str, float]:
+    return {k: v for k, v in run.data.metrics.items() if k not in ("wall_time_s",)}
+
+
+def _resolved_config(client, run_id: str, where: Path) -> dict:
+    path = client.download_artifacts(run_id, "config.yaml", str(where))
+    config = yaml.safe_load(Path(path).read_text())
+    config.pop("tracking", None)
+    return config
+
+
+def reproduce(run_id: str, uri: str) -> int:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    try:
+        original = client.get_run(run_id)
+    except Exception:
+        _fail(f"RUN={run_id!r}: no such run in {uri}")
+    if original.info.status != "FINISHED":
+        _fail(f"RUN={run_id!r} is {original.info.status}: only a FINISHED run has final metrics to match")
+    commit = original.data.tags.get("git_commit", "unknown")
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = yaml.safe_load(Path(client.download_artifacts(run_id, "overrides.yaml", tmp)).read_text()) or []
+        # where it is tracked and Hydra's folders are this re-run's own
+        kept = [o for o in overrides if not re.match(r"^\+*(tracking|hydra)[./=]", o)]
+        experiment = client.get_experiment(original.info.experiment_id).name
+        command = [sys.executable, "-m", "rnnexp.train", *kept, f"tracking.uri={uri}",
+                   f"tracking.experiment={experiment}", f"hydra.run.dir={tmp}/run"]
+        source, worktree = ROOT, None
+        if commit != "unknown" and commit != _git("rev-parse", "HEAD"):
+            worktree = Path(tmp) / "source"
+            try:
+                _git("worktree", "add", "--detach", str(worktree), commit)
+            except subprocess.CalledProcessError as err:
+                _fail(f"RUN={run_id!r} was made at commit {commit}, which this repository cannot check out "
+                      f"({err.stderr.strip()})")
+            source = worktree
+        if original.data.tags.get("git_dirty") == "true":
+            print(f"{PROG}: note: the run was made from a tree with uncommitted changes; re-making it from "
+                  f"commit {commit[:12]}", file=sys.stderr)
+        print(f"re-making run {run_id} from commit {commit[:12]}: rnnexp-train {' '.join(kept)}", flush=True)
+        env = dict(os.environ, PYTHONPATH=str(source))
+        try:
+            proc = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True)
+        finally:
+            if worktree is not None:
+                _git("worktree", "remove", "--force", str(worktree))
+        match = re.search(r"^run ([0-9a-f]{32}) FINISHED", proc.stdout, re.MULTILINE)
+        if proc.returncode != 0 or match is None:
+            _fail(f"the re-run failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+        again = client.get_run(match.group(1))
+        client.set_tag(again.info.run_id, "reproduces", run_id)
+        same_config = _resolved_config(client, run_id, Path(tmp) / "a") == _resolved_config(
+            client, again.info.run_id, Path(tmp) / "b")
+
+    before, after = _final_metrics(client, original), _final_metrics(client, again)
+    keys = sorted(set(before) | set(after))
+    width = max(len(k) for k in keys)
+    print(f"\n{'metric':<{width}}  {'logged':>14}  {'re-run':>14}  same")
+    for key in keys:
+        a, b = before.get(key), after.get(key)
+        print(f"{key:<{width}}  {a if a is not None else '-':>14}  {b if b is not None else '-':>14}  "
+              f"{'yes' if a == b else 'NO'}")
+    exact = same_config and all(before.get(k) == after.get(k) for k in keys)
+    client.set_tag(again.info.run_id, "reproduced_exactly", str(exact).lower())
+    print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; "
+          f"{'every metric matches exactly' if exact else 'the metrics differ'} (re-run: {again.info.run_id})")
+    return 0 if exact else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description="Re-run a logged run and compare its final metrics.")
+    parser.add_argument("run_id", help="the MLflow run id of a FINISHED run")
+    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    args = parser.parse_args(argv)
+    sys.exit(reproduce(args.run_id, args.uri))
+
+
+if __name__ == "__main__":
+    main()

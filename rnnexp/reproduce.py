@@ -47,6 +47,7 @@ def _resolved_config(client, run_id: str, where: Path) -> dict:
 
 
 def reproduce(run_id: str, uri: str) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -59,8 +60,8 @@ def reproduce(run_id: str, uri: str) -> int:
     commit = original.data.tags.get("git_commit", "unknown")
     with tempfile.TemporaryDirectory() as tmp:
         overrides = yaml.safe_load(Path(client.download_artifacts(run_id, "overrides.yaml", tmp)).read_text()) or []
-        # where it is tracked and Hydra's folders are this re-run's own
-        kept = [o for o in overrides if not re.match(r"^\+*(tracking|hydra)[./=]", o)]
+        # where it is tracked, Hydra's folders and a sweep's `resume` are not the run's identity
+        kept = [o for o in overrides if not re.match(r"^\+*(tracking|hydra|resume)[./=]", o)]
         experiment = client.get_experiment(original.info.experiment_id).name
         command = [sys.executable, "-m", "rnnexp.train", *kept, f"tracking.uri={uri}",
                    f"tracking.experiment={experiment}", f"hydra.run.dir={tmp}/run"]

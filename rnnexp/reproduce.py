@@ -94,12 +94,12 @@ def reproduce(run_id: str, uri: str) -> int:
 
     before, after = _final_metrics(client, original), _final_metrics(client, again)
     keys = sorted(set(before) | set(after))
-    width = max(len(k) for k in keys)
-    print(f"\n{'metric':<{width}}  {'logged':>14}  {'re-run':>14}  same")
+    shown = {k: (repr(before.get(k, "-")), repr(after.get(k, "-"))) for k in keys}
+    w = max(len(k) for k in keys), max(len(v) for pair in shown.values() for v in pair)
+    print(f"\n{'metric':<{w[0]}}  {'logged':>{w[1]}}  {'re-run':>{w[1]}}  same")
     for key in keys:
-        a, b = before.get(key), after.get(key)
-        print(f"{key:<{width}}  {a if a is not None else '-':>14}  {b if b is not None else '-':>14}  "
-              f"{'yes' if a == b else 'NO'}")
+        a, b = shown[key]
+        print(f"{key:<{w[0]}}  {a:>{w[1]}}  {b:>{w[1]}}  {'yes' if before.get(key) == after.get(key) else 'NO'}")
     exact = same_config and all(before.get(k) == after.get(k) for k in keys)
     client.set_tag(again.info.run_id, "reproduced_exactly", str(exact).lower())
     print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; "

@@ -144,3 +144,27 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     assert len(finished) == 6 and len({r.data.tags["config_hash"] for r in finished}) == 6  # none twice
     assert done_before <= {r.info.run_id for r in finished}
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    made = subprocess.run([TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=2",
+                           "model=rnn_output", "trainer.max_epochs=2"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    again = subprocess.run([sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "config identical; every metric matches exactly" in again.stdout
+    (copy,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id != run.info.run_id]
+    assert copy.data.tags["reproduces"] == run.info.run_id and copy.data.tags["reproduced_exactly"] == "true"
+    assert copy.data.metrics["test/acc"] == run.data.metrics["test/acc"]
+
+    (logged,) = client.get_metric_history(run.info.run_id, "test/acc")
+    client.log_metric(run.info.run_id, "test/acc", 0.123, step=logged.step)  # a result the code does not give
+    tampered = subprocess.run([sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert tampered.returncode == 1 and "the metrics differ" in tampered.stdout
+    assert any(line.startswith("test/acc ") and line.endswith("NO") for line in tampered.stdout.splitlines())

@@ -178,12 +178,12 @@ class DelayedRecallConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "delayed_recall"
     output: ClassVar[str] = STEP
     _target_: str = "rnnexp.tasks.synthetic.DelayedRecall"
-    length: int = _range(40, low=1)
+    length: Optional[int] = _range(None, low=1)  # None: distance + 25, so 25 steps are scored at any distance
     distance: int = _range(15, low=0)
     symbols: int = _range(8, low=2)
 
     def check(self) -> None:
-        if self.distance >= self.length:
+        if self.length is not None and self.distance >= self.length:
             raise ConfigError("task.distance", self.distance, f"0 <= distance < task.length ({self.length})")
 
 

@@ -82,7 +82,7 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
     ("model.hidden_size=0", "model.hidden_size", ">= 1"),
     ("model.dropout=1.5", "model.dropout", "<= 0.9"),
     ("optim.lr=nan", "optim.lr", "not NaN"),
-    ("task.distance=40", "task.distance", "task.length"),
+    ("task.length=10", "task.distance", "task.length"),  # the default distance 15 does not fit
     ("trainer.accelerator=tpu9", "trainer.accelerator", "cpu"),
     ("tracking.uri=./mlruns", "tracking.uri", "sqlite:///"),
     ("tracking.uri=sqlite:////no/such/folder/mlflow.db", "tracking.uri", "existing folder"),

@@ -17,6 +17,7 @@ class DelayedRecall(SyntheticTask):
 
     The simplest probe of how far back a model keeps context (cf. the delayed-recall tasks of
     Hochreiter & Schmidhuber 1997). Steps t < distance have nothing to recall and are not scored.
+    `length` defaults to distance + 25, so every distance has 25 scored steps per sequence.
     Chance accuracy: 1 / symbols.
 
     x: (N, length) symbol ids; y: (N, length) symbol ids, IGNORE for t < distance.
@@ -24,9 +25,12 @@ class DelayedRecall(SyntheticTask):
 
     name = "delayed_recall"
 
-    def __init__(self, length: int = 20, distance: int = 5, symbols: int = 8, **sizes):
+    SCORED = 25  # steps with a target, per sequence, when the length is left to follow the distance
+
+    def __init__(self, length: int | None = None, distance: int = 15, symbols: int = 8, **sizes):
         super().__init__(**sizes)
-        self.length, self.distance, self.symbols = length, distance, symbols
+        self.length = distance + self.SCORED if length is None else length
+        self.distance, self.symbols = distance, symbols
         self.io = TaskIO(vocab_size=symbols, n_features=1, n_classes=symbols, output=STEP)
         self.chance_level = 1.0 / symbols
 

@@ -4,6 +4,10 @@ turns an experiment into tables and plots."""
 from __future__ import annotations
 
 import csv
+import json
+import socket
+import urllib.parse
+import urllib.request
 import signal
 import statistics
 import subprocess
@@ -12,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
@@ -168,3 +173,71 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert tampered.returncode == 1 and "the metrics differ" in tampered.stdout
     assert any(line.startswith("test/acc ") and line.endswith("NO") for line in tampered.stdout.splitlines())
+
+
+def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):
+    """3 trials of the real search config; the seeded sampler draws the invalid size 0 once."""
+    proc, client = _sweep(tmp_path, "hparams_search=recall_lr", "hydra.sweeper.n_trials=3", "task.distance=2",
+                          'hydra.sweeper.params={model.hidden_size: "choice(16, 32, 0)"}')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("Failed experiment: model.hidden_size=0 is not allowed") == 1
+    (results,) = (tmp_path / "multirun").glob("optimization_results.yaml")
+    best = yaml.safe_load(results.read_text())
+    assert best["best_params"]["model.hidden_size"] in (16, 32) and 0 < best["best_value"] <= 1
+    runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    trials = [r for r in runs if r is not parent]
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
+    assert max(r.data.metrics["val/acc"] for r in trials) <= best["best_value"] + 1e-6  # it returns the best val/acc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, **params) -> bytes:
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{url}?{query}" if query else url, timeout=30) as response:
+        return response.read()
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
+    tmp_path, _, _, parent, children = sweep
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+                               f"sqlite:///{tmp_path}/mlflow.db", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                _get(f"{base}/health")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.5)
+        api = f"{base}/api/2.0/mlflow"
+        experiment = json.loads(_get(f"{api}/experiments/get-by-name", experiment_name="delayed_recall"))
+        found = _post(f"{api}/runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]],
+                                             "filter": f"tags.mlflow.parentRunId = '{parent.info.run_id}'"})
+        assert {r["info"]["run_id"] for r in found["runs"]} == {c.info.run_id for c in children}
+        child = found["runs"][0]["info"]["run_id"]
+        history = json.loads(_get(f"{api}/metrics/get-history", run_id=child, metric_key="val/acc"))
+        assert len(history["metrics"]) == 1  # one epoch (trainer=smoke)
+        listed = json.loads(_get(f"{api}/artifacts/list", run_id=child))
+        assert {"config.yaml", "overrides.yaml"} <= {f["path"] for f in listed["files"]}
+        assert b"model:" in _get(f"{base}/get-artifact", path="config.yaml", run_uuid=child)
+        assert b"model=rnn_hidden,mlp_window,rnn_final" in _get(f"{base}/get-artifact", path="sweep_overrides.txt",
+                                                                run_uuid=parent.info.run_id)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

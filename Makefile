@@ -9,7 +9,9 @@ PORT ?= 5000
 ARGS ?=
 PYTEST_ARGS ?=
 EXP ?=
-EXPERIMENTS := $(basename $(notdir $(wildcard conf/experiment/*.yaml)))
+# an experiment is conf/experiment/NAME.yaml (one sweep) or conf/experiment/NAME/*.yaml (several)
+EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $(patsubst conf/experiment/%/,%,$(wildcard conf/experiment/*/)))
+EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test sweep report reproduce reproduce-run ui clean need-exp
@@ -34,10 +36,13 @@ test: $(STAMP) ## run the tests (about two minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 need-exp:
-	@test -n "$(EXP)" || { echo "give EXP=<experiment>, one of: $(EXPERIMENTS)" >&2; exit 2; }
+	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }
 
-sweep: $(STAMP) need-exp ## run an experiment's sweep: make sweep EXP=output_recurrence
-	$(BIN)/rnnexp-train -m experiment=$(EXP) $(ARGS)
+sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_recurrence
+	@for part in $(EXP_PARTS); do \
+	  echo "$(BIN)/rnnexp-train -m experiment=$$part $(ARGS)"; \
+	  $(BIN)/rnnexp-train -m experiment=$$part $(ARGS) || exit $$?; \
+	done
 
 report: $(STAMP) need-exp ## tables and plots of an experiment's runs into experiments/EXP/results
 	$(BIN)/rnnexp-report --experiment $(EXP) --out experiments/$(EXP)/results

@@ -116,7 +116,9 @@ def plot_metric_vs_distance(groups: list[Group], out: Path) -> None:
             if with_distance:
                 x = [float(g.distance) for g in gs]
                 ax.plot(x, means, marker="o", label=model)
-                ax.fill_between(x, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)], alpha=0.2)
+                low, high = (0.0, 1.0) if gs[0].metric == "acc" else (float("-inf"), float("inf"))
+                ax.fill_between(x, [max(low, m - s) for m, s in zip(means, stds)],
+                                [min(high, m + s) for m, s in zip(means, stds)], alpha=0.2)
             else:
                 ax.bar(i, means[0], yerr=stds[0], label=model)
         ax.axhline(mine[0].chance, color="grey", linestyle="--", label="chance")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
@@ -38,7 +38,10 @@ def _app(cfg: DictConfig) -> float | None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         spec = config.check(cfg)
-        _quiet_libraries()
+        if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
+            print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
+            return None
+        _quiet_libraries(spec.tracking.step_metrics)
         task, model, module = build(cfg, spec)  # the data too: a split can be a config error
     except config.MismatchError as err:
         if not sweeping:
@@ -50,26 +53,18 @@ def _app(cfg: DictConfig) -> float | None:
         if sweeping:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
-    if spec.resume is not None:
-        twin = _resumed_twin(cfg, spec, sweeping)
-        if twin is not None:
-            print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
-            return None
     return train(cfg, spec, task, model, module)
 
 
-def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig, sweeping: bool) -> str | None:
+def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
     """For a job of a resumed sweep, the run in which the same config already finished."""
     from rnnexp import tracking
     from rnnexp.sweep import finished_twin
 
     parent = parent_of_this_job()
-    if not sweeping or parent is None or parent.run_id != spec.resume:
-        err = config.ConfigError("resume", spec.resume, "the parent run id of a sweep in "
+    if parent is None or parent.run_id != spec.resume:
+        raise config.ConfigError("resume", spec.resume, "the parent run id of a sweep in "
                                  f"{spec.tracking.uri}, given with -m (a single run is not resumed)")
-        if sweeping:
-            raise err
-        _exit_with(err)
     return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
 
 
@@ -156,7 +151,7 @@ def _share_cpu_threads() -> None:
     torch.set_num_threads(max(1, cpus // max(1, side_by_side)))
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(step_metrics: bool = False) -> None:
     """Drop library adverts and warnings that say nothing about this run."""
     def no_adverts(record: logging.LogRecord) -> bool:
         return "💡 Tip" not in record.getMessage()
@@ -168,6 +163,8 @@ def _quiet_libraries() -> None:
     quiet_store_logs()
     # the data are in-memory tensors: worker processes would only add start-up time
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    if not step_metrics:  # only per-epoch metrics are logged: the step interval does not matter
+        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     # Lightning 2.6 calls an API that torch 2.13 deprecates; nothing for a user to act on
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 

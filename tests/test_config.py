@@ -126,9 +126,13 @@ def test_the_cell_is_an_enum_and_reaches_the_fused_module(compose_train):
     assert isinstance(net.recurrence, torch.nn.LSTM)
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
-def test_each_experiment_composes_and_tracks_under_its_own_name(compose_train, name):
-    cfg = compose_train(f"experiment={name}")
+EXPERIMENT_CONFIGS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("option", EXPERIMENT_CONFIGS)
+def test_each_experiment_composes_and_tracks_under_its_own_name(compose_train, option):
+    cfg = compose_train(f"experiment={option}")
     config.check(cfg)
+    name = option.split("/")[0]  # conf/experiment/NAME.yaml, or one sweep of several: NAME/PART.yaml
     assert cfg.tracking.experiment == name
     assert (CONF.parent / "experiments" / name / "README.md").exists()

@@ -176,8 +176,11 @@ def test_a_hub_dataset_keeps_its_own_test_split(tmp_path, monkeypatch):
     train = datasets.Dataset.from_dict({"text": [f"a {w} film" for w in ["good", "bad"] * 50],
                                         "label": [1, 0] * 50})
     test = datasets.Dataset.from_dict({"text": ["a good film", "a bad film", "good"], "label": [1, 0, 1]})
-    monkeypatch.setattr(text, "_load_hub", lambda name: (datasets.DatasetDict(train=train, test=test), "d1"))
+    unlabelled = datasets.Dataset.from_dict({"text": ["a film"] * 7, "label": [-1] * 7})  # like imdb's
+    monkeypatch.setattr(text, "_load_hub", lambda name: (
+        datasets.DatasetDict(train=train, test=test, unsupervised=unlabelled), "d1"))
     task = TextClassification(dataset="toy", cache_dir=str(tmp_path), min_frequency=1, val_fraction=0.2)
     task.setup()
     assert len(task.splits["test"]) == 3 and len(task.splits["val"]) == 20 and len(task.splits["train"]) == 80
-    assert task.data_source.source == "hf://datasets/toy" and task.data_source.rows == 103
+    assert task.classes == ["0", "1"]  # the unlabelled split is left out
+    assert task.data_source.source == "hf://datasets/toy" and task.data_source.rows == 110

@@ -241,3 +241,23 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):
+    from tests.test_real_data import _reviews
+
+    _reviews(tmp_path / "reviews.csv", n=300)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([TRAIN, "-m", "experiment=text_classification/baselines", f"tracking.uri={store}",
+                           f"hydra.sweep.dir={tmp_path}/multirun", "task.dataset=null",
+                           f"task.path={tmp_path / 'reviews.csv'}", "task.text_column=review",
+                           "task.label_column=sentiment", f"task.cache_dir={tmp_path / 'cache'}",
+                           "trainer=smoke", "trainer.max_epochs=1", "seed=0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("text_classification").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.data.tags["model"] for r in children} == {"mlp_window", "mlp_bag"}
+    assert all(r.info.status == "FINISHED" and r.data.tags["dataset"] == "reviews.csv" for r in children)
+    assert len(list((tmp_path / "cache").glob("text-*.pt"))) == 1  # the sweep tokenised once

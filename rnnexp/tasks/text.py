@@ -158,8 +158,9 @@ class TextClassification(Task):
         return [str(t) for t in part[self.text_column]], list(part[self.label_column])
 
     def _tokenise(self, raw) -> dict:
-        # the dataset's own test split is kept; everything else is split by the seed
-        parts = [raw[name] for name in raw if name != "test"]
+        # the dataset's own test split is kept; train (and validation) are split by the seed. Other
+        # splits are left out: imdb's "unsupervised" split, say, has no labels (-1).
+        parts = [raw[name] for name in ("train", "validation") if name in raw]
         texts, labels = [], []
         for part in parts:
             t, lab = self._columns(part)

@@ -58,7 +58,12 @@ class SequenceModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y, lengths = _unpack(batch)
         out = self.model(x, y, lengths=lengths) if self.teacher_forced else self.model(x, lengths=lengths)
-        return self._score("train", out, y)
+        loss = self._score("train", out, y)
+        if not torch.isfinite(loss):  # stop at once: every step after a NaN is wasted
+            raise FloatingPointError(
+                f"the training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
+                "training diverged (lower optim.lr, or keep trainer.gradient_clip_val on)")
+        return loss
 
     def _evaluate(self, stage: str, batch: Batch) -> None:
         x, y, lengths = _unpack(batch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -72,6 +73,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
     """Fit, test with the best checkpoint, track; return the best validation metric."""
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from rnnexp import tracking
 
@@ -103,6 +105,8 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
                                               "wall_time_s": wall_time}, step=trainer.global_step)
     except BaseException as err:
         tracking.end_run(client, run_id, err)
+        if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
+            raise SystemExit(128 + signal.SIGTERM) from err
         raise
     status = tracking.end_run(client, run_id)
 

@@ -23,6 +23,7 @@ SMALL = ["trainer=smoke", "trainer.max_epochs=2", "task.length=10", "task.distan
 
 
 def _run(tmp_path: Path, *overrides: str, argv0: list[str] | None = None, code: str | None = None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     store = f"sqlite:///{tmp_path}/mlflow.db"
     args = [f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *overrides]
     if code is not None:
@@ -104,7 +105,7 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
     ("model.hidden_size=0", ["model.hidden_size=0", ">= 1"]),
     ("model.cel=gru", ["model.cel", "allowed keys"]),
     ("model=transformer", ["model=transformer", "rnn_hidden", "mlp_bag"]),
-    ("task.distance=99", ["task.distance=99", "task.length"]),
+    ("task.length=10", ["task.distance=15", "task.length (10)"]),  # the default distance does not fit
 ])
 def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):
     proc, client = _run(tmp_path, override)
@@ -161,3 +162,51 @@ def test_a_run_on_real_data_records_the_dataset_as_an_input(tmp_path):
     assert json.loads(record.dataset.source) == {"uri": "sklearn.datasets.load_digits"}
     assert {t.key: t.value for t in record.tags} == {"mlflow.data.context": "train"}
     assert run.data.tags["dataset_digest"] == record.dataset.digest
+
+
+def test_a_diverging_run_stops_failed_naming_the_epoch_and_step(tmp_path):
+    # plain SGD at a huge learning rate without clipping: the adding loss overflows in steps
+    proc, client = _run(tmp_path, "task=adding", "model=mlp_bag", "model.hidden_size=256", "optim.optimizer=sgd",
+                        "optim.lr=10", "trainer.gradient_clip_val=null", "trainer=smoke", "task.length=10",
+                        "task.distance=3")
+    assert proc.returncode != 0
+    assert "the training loss is inf at epoch 0, step 2" in proc.stderr
+    (run,) = _runs(client, "adding")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"].startswith("FloatingPointError: the training loss is inf at epoch 0, step 2")
+
+
+def test_sigterm_during_training_ends_the_run_killed(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen(
+        [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
+         "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(tracking_uri=store)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            runs = _runs(client, "delayed_recall") if (tmp_path / "mlflow.db").exists() else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "val/acc"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("training never logged an epoch")
+        proc.send_signal(signal.SIGTERM)  # what a scheduler or `kill` sends
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    (run,) = _runs(client, "delayed_recall")
+    assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted"
+
+
+def test_the_same_config_and_seed_give_identical_metric_histories(tmp_path):
+    histories = []
+    for attempt in ("a", "b"):
+        proc, client = _run(tmp_path / attempt, *SMALL, "model=rnn_output", "seed=3")
+        assert proc.returncode == 0, proc.stderr
+        (run,) = _runs(client, "delayed_recall")
+        keys = [k for k in run.data.metrics if k != "wall_time_s"]
+        histories.append({k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys})
+    assert histories[0] == histories[1] and len(histories[0]["val/acc"]) == 2

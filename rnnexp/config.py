@@ -166,6 +166,11 @@ class DataTaskConfig(TaskConfig):
     test_fraction: float = _range(0.1, low=0.01, high=0.4)
 
 
+def _check_distance(distance: int, length: int, low: int) -> None:
+    if distance >= length:
+        raise ConfigError("task.distance", distance, f"{low} <= distance < task.length ({length})")
+
+
 def _check_file(key: str, path: str, suffixes: tuple[str, ...] | None = None) -> None:
     if not os.path.isfile(path):
         raise ConfigError(key, path, "an existing file")
@@ -183,8 +188,8 @@ class DelayedRecallConfig(SyntheticTaskConfig):
     symbols: int = _range(8, low=2)
 
     def check(self) -> None:
-        if self.length is not None and self.distance >= self.length:
-            raise ConfigError("task.distance", self.distance, f"0 <= distance < task.length ({self.length})")
+        if self.length is not None:
+            _check_distance(self.distance, self.length, low=0)
 
 
 @dataclass
@@ -204,8 +209,7 @@ class AddingConfig(SyntheticTaskConfig):
     distance: int = _range(25, low=1)
 
     def check(self) -> None:
-        if self.distance >= self.length:
-            raise ConfigError("task.distance", self.distance, f"1 <= distance < task.length ({self.length})")
+        _check_distance(self.distance, self.length, low=1)
 
 
 @dataclass
@@ -237,8 +241,7 @@ class NegatedSentimentConfig(SyntheticTaskConfig):
     distance: int = _range(4, low=1)  # words from the first of the pair (negation or sentiment) to the second
 
     def check(self) -> None:
-        if self.distance >= self.length:
-            raise ConfigError("task.distance", self.distance, f"1 <= distance < task.length ({self.length})")
+        _check_distance(self.distance, self.length, low=1)
 
 
 class DigitsRead(str, Enum):

@@ -126,12 +126,13 @@ def test_help_lists_the_groups_and_patterns(argv0):
         assert part in proc.stdout
 
 
-def test_ctrl_c_during_training_ends_the_run_killed(tmp_path):
+def _signal_during_training(tmp_path: Path, sig: int):
+    """Start a long training run, wait until it has logged an epoch, send `sig`; -> (exit status, run)."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.Popen(
         [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
          "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = MlflowClient(tracking_uri=store)
     deadline = time.monotonic() + 120
     try:
@@ -142,12 +143,17 @@ def test_ctrl_c_during_training_ends_the_run_killed(tmp_path):
             time.sleep(0.5)
         else:
             pytest.fail("training never logged an epoch")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode != 0
     (run,) = _runs(client, "delayed_recall")
+    return proc.returncode, run
+
+
+def test_ctrl_c_during_training_ends_the_run_killed(tmp_path):
+    code, run = _signal_during_training(tmp_path, signal.SIGINT)
+    assert code != 0
     assert run.info.status == "KILLED"
     assert run.data.tags["error"] == "interrupted"
 
@@ -177,27 +183,8 @@ def test_a_diverging_run_stops_failed_naming_the_epoch_and_step(tmp_path):
 
 
 def test_sigterm_during_training_ends_the_run_killed(tmp_path):
-    store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.Popen(
-        [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
-         "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = MlflowClient(tracking_uri=store)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            runs = _runs(client, "delayed_recall") if (tmp_path / "mlflow.db").exists() else []
-            if runs and client.get_metric_history(runs[0].info.run_id, "val/acc"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never logged an epoch")
-        proc.send_signal(signal.SIGTERM)  # what a scheduler or `kill` sends
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM
-    (run,) = _runs(client, "delayed_recall")
+    code, run = _signal_during_training(tmp_path, signal.SIGTERM)  # what a scheduler or `kill` sends
+    assert code == 128 + signal.SIGTERM
     assert run.info.status == "KILLED" and run.data.tags["error"] == "interrupted"
 
 

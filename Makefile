@@ -14,7 +14,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep report reproduce reproduce-run ui clean need-exp
+.PHONY: help install train test sweep report reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ reproduce: $(STAMP) need-exp ## the sweep, then the report: make reproduce EXP=o
 reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id>
 	@test -n "$(RUN)" || { echo "give RUN=<run id> (an MLflow run id)" >&2; exit 2; }
 	$(BIN)/python -m rnnexp.reproduce $(RUN)
+
+stale: $(STAMP) ## mark KILLED the RUNNING runs whose process died without closing them
+	$(BIN)/python -m rnnexp.tracking --stale
 
 ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"

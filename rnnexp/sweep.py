@@ -71,6 +71,7 @@ class SweepTracking(Callback):
         tracking.quiet_store_logs()
         tracking_cfg = OmegaConf.to_object(config.tracking)
         client = MlflowClient(tracking_cfg.uri)
+        tracking.mark_stale(client)  # runs whose process died since: not to be taken for live ones
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.get("resume"):
             # reopen the interrupted sweep's parent; its jobs skip what already finished

@@ -10,6 +10,8 @@ KILLED, never left RUNNING.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any, Mapping
@@ -86,6 +88,9 @@ def run_tags(spec: TrainConfig, task: Task) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).parent)
     cell = getattr(spec.model, "cell", None)
     tags = {
+        # MLflow has no heartbeat: these let `make stale` tell a live run from a dead process's
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
         "pattern": spec.model.pattern,
         "model": spec.model.name,
         "cell": cell.value if cell is not None else "none",
@@ -158,3 +163,49 @@ def end_run(client: MlflowClient, run_id: str, error: BaseException | None = Non
         client.set_tag(run_id, "error", message[:_ERROR_TAG_CHARS])
     client.set_terminated(run_id, status)
     return status
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def mark_stale(client: MlflowClient) -> list[str]:
+    """Mark KILLED every RUNNING run started on this host whose process no longer exists (it died
+    without closing its run: SIGKILL, power loss). Runs from other hosts are left alone: this
+    host cannot see their processes. Returns the ids marked."""
+    host, marked = socket.gethostname(), []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return marked
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50000):
+        tags = run.data.tags
+        if tags.get("host") != host or not tags.get("pid", "").isdigit() or _alive(int(tags["pid"])):
+            continue
+        client.set_tag(run.info.run_id, "error", f"process {tags['pid']} on {host} ended without closing the run")
+        client.set_terminated(run.info.run_id, "KILLED")
+        marked.append(run.info.run_id)
+    return marked
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`make stale` (`python -m rnnexp.tracking --stale`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="rnnexp-stale", description="Mark KILLED the RUNNING runs of this host "
+                                     "whose process no longer exists.")
+    parser.add_argument("--stale", action="store_true", required=True, help="find and mark stale runs")
+    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    args = parser.parse_args(argv)
+    quiet_store_logs()
+    marked = mark_stale(MlflowClient(args.uri))
+    print(f"{len(marked)} stale run(s) marked KILLED" + (": " + ", ".join(marked) if marked else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -197,3 +198,19 @@ def test_the_same_config_and_seed_give_identical_metric_histories(tmp_path):
         keys = [k for k in run.data.metrics if k != "wall_time_s"]
         histories.append({k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys})
     assert histories[0] == histories[1] and len(histories[0]["val/acc"]) == 2
+
+
+def test_make_stale_marks_a_run_whose_process_was_killed_and_spares_a_live_one(tmp_path):
+    code, dead = _signal_during_training(tmp_path, signal.SIGKILL)  # no cleanup can run
+    assert code == -signal.SIGKILL
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=store)
+    assert client.get_run(dead.info.run_id).info.status == "RUNNING"  # what MLflow alone leaves
+    live = client.create_run(dead.info.experiment_id, tags={"host": dead.data.tags["host"], "pid": str(os.getpid())})
+
+    proc = subprocess.run([sys.executable, "-m", "rnnexp.tracking", "--stale", "--uri", store],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("1 stale run(s) marked KILLED")
+    marked = client.get_run(dead.info.run_id)
+    assert marked.info.status == "KILLED" and "ended without closing the run" in marked.data.tags["error"]
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"  # its process (this one) is alive

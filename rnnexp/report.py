@@ -60,7 +60,7 @@ def _distance_key(distance: str) -> tuple[int, float]:
     return (1, 0.0) if distance == "none" else (0, float(distance))
 
 
-def collect(client, runs) -> list[Group]:
+def collect(runs) -> list[Group]:
     """Group finished runs by task, model and distance."""
     groups: dict[tuple[str, str, str], Group] = {}
     for run in runs:
@@ -189,7 +189,7 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path) -> l
         parents = [r.info.run_id for r in client.search_runs([experiment_id], "tags.sweep = 'true'")]
     finished = "attributes.status = 'FINISHED'"
     runs = client.search_runs([experiment_id], f"{where} and {finished}" if where else finished, max_results=50000)
-    groups = collect(client, runs)
+    groups = collect(runs)
     if not groups:
         raise SystemExit(f"{PROG}: error: no finished training runs in {'--parent=' + parent if parent else '--experiment=' + experiment}")
     out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def _final_metrics(client, run) -> dict[str, float]:
+def _final_metrics(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if k not in ("wall_time_s",)}
 
 
@@ -92,7 +92,7 @@ def reproduce(run_id: str, uri: str) -> int:
         same_config = _resolved_config(client, run_id, Path(tmp) / "a") == _resolved_config(
             client, again.info.run_id, Path(tmp) / "b")
 
-    before, after = _final_metrics(client, original), _final_metrics(client, again)
+    before, after = _final_metrics(original), _final_metrics(again)
     keys = sorted(set(before) | set(after))
     shown = {k: (repr(before.get(k, "-")), repr(after.get(k, "-"))) for k in keys}
     w = max(len(k) for k in keys), max(len(v) for pair in shown.values() for v in pair)

@@ -98,12 +98,13 @@ class SweepTracking(Callback):
         self._end(failed=False)
 
     def _end(self, failed: bool) -> None:
-        if self.client.get_run(self.run_id).info.status != "RUNNING":
+        info = self.client.get_run(self.run_id).info
+        if info.status != "RUNNING":
             return
         from rnnexp import tracking
 
         children = self.client.search_runs(
-            [self.client.get_run(self.run_id).info.experiment_id],
+            [info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
         finished = sum(c.info.status == "FINISHED" for c in children)
         tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})

@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -144,9 +145,7 @@ def log_dataset(client: MlflowClient, run_id: str, source: DataSource) -> None:
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-    from time import time
-
-    now = int(time() * 1000)
+    now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 

@@ -14,6 +14,7 @@ errors answer fast. Every error names the key, the bad value and what is allowed
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, ClassVar, Optional
@@ -358,6 +359,55 @@ class TrackingConfig:
                 raise ConfigError("tracking.uri", self.uri, f"an SQLite file in an existing folder ({folder} is none)")
 
 
+MASK = "***"  # what a secret is shown and logged as
+_URI_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]*@")
+
+
+def masked_uri(uri: str) -> str:
+    """`scheme://user:password@host/...` with the password masked."""
+    return _URI_PASSWORD.sub(rf"\1{MASK}@", uri)
+
+
+def check_store(uri: str) -> None:
+    """Fail before training, not after it, when runs cannot be written where `tracking.uri`
+    says: an SQLite file that cannot be written (or is not a database), a server that does not
+    answer. Writes nothing."""
+    import sqlite3
+    import tempfile
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith("sqlite:///"):
+        path = os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
+        try:  # SQLite writes its journal beside the database: the folder must take new files
+            with tempfile.NamedTemporaryFile(dir=os.path.dirname(path)):
+                pass
+        except OSError as err:
+            raise ConfigError("tracking.uri", uri, f"an SQLite file in a folder this process can write "
+                              f"({os.path.dirname(path)}: {err.strerror})") from None
+        if not os.path.exists(path):
+            return
+        try:  # a write that changes nothing, rolled back: fails on a read-only or corrupt file
+            con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=20)
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                con.execute(f"PRAGMA user_version = {int(version)}")
+                con.rollback()
+            finally:
+                con.close()
+        except sqlite3.Error as err:
+            raise ConfigError("tracking.uri", uri, f"a writable SQLite database ({path}: {err})") from None
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # it answered
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError("tracking.uri", masked_uri(uri), f"a tracking server that answers ({reason})") from None
+
+
 @dataclass
 class OptimConfig:
     optimizer: Optimizer = Optimizer.adam
@@ -373,7 +423,24 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = _range(0, low=0)
-    resume: Optional[str] = None  # with -m: a sweep's parent run id; its FINISHED jobs are skipped
+    # with -m: a sweep's parent run id, whose FINISHED jobs are skipped; alone: the id of a KILLED
+    # or FAILED run, continued from its last checkpoint (rnnexp/resume.py)
+    resume: Optional[str] = None
+
+
+NOT_IDENTITY = ("tracking", "resume", "hydra")  # where a run is tracked and how it started: not what it is
+
+
+def typed_overrides(overrides: Any) -> list[str]:
+    """Hydra's `overrides.task` as typed on the command line: a `${oc.env:...}` in one is left as
+    written (iterating the node would resolve it, and a secret would be logged)."""
+    return [str(o) for o in OmegaConf.to_container(overrides, resolve=False)]  # type: ignore[union-attr]
+
+
+def identity_overrides(overrides: list[str]) -> list[str]:
+    """The command-line overrides that make a run what it is (not where it is tracked)."""
+    pattern = re.compile(r"^[+~]*(" + "|".join(NOT_IDENTITY) + r")([./=]|$)")
+    return [o for o in overrides if not pattern.match(o)]
 
 
 def _check_fields(node: Any, prefix: str) -> None:

@@ -77,5 +77,14 @@ class SequenceModule(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         self._evaluate("test", batch)
 
+    # torch's global random state (dropout masks) in every checkpoint, so a resumed run draws
+    # what the uninterrupted one would have
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return _OPTIMIZERS[self.optimizer](self.parameters(), lr=self.lr, weight_decay=self.weight_decay)

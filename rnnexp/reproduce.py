@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from rnnexp.config import identity_overrides
+
 PROG = "rnnexp-reproduce"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,8 +62,7 @@ def reproduce(run_id: str, uri: str) -> int:
     commit = original.data.tags.get("git_commit", "unknown")
     with tempfile.TemporaryDirectory() as tmp:
         overrides = yaml.safe_load(Path(client.download_artifacts(run_id, "overrides.yaml", tmp)).read_text()) or []
-        # where it is tracked, Hydra's folders and a sweep's `resume` are not the run's identity
-        kept = [o for o in overrides if not re.match(r"^\+*(tracking|hydra|resume)[./=]", o)]
+        kept = identity_overrides(overrides)
         experiment = client.get_experiment(original.info.experiment_id).name
         command = [sys.executable, "-m", "rnnexp.train", *kept, f"tracking.uri={uri}",
                    f"tracking.experiment={experiment}", f"hydra.run.dir={tmp}/run"]

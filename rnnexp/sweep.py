@@ -17,7 +17,11 @@ reopened, and each job whose config already FINISHED under it is skipped.
 from __future__ import annotations
 
 import atexit
+import gc
 import json
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from rnnexp.config import typed_overrides
 
 PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs find their parent run
 
@@ -61,6 +67,24 @@ def finished_twin(uri: str, parent: Parent, config_hash: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
+def _collect_garbage() -> None:
+    """Free finished runs now. Lightning's trainer, module and logger refer to one another: only
+    the cycle collector frees a run, and left to its own timing it lets several runs' data pile
+    up. A Ctrl-C that lands in a finalizer would be printed and dropped, so it waits until the
+    collection is done."""
+    if threading.current_thread() is not threading.main_thread():
+        gc.collect()
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        gc.collect()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed and previous is signal.default_int_handler:
+        raise KeyboardInterrupt
+
+
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.entities import Param
@@ -81,23 +105,46 @@ class SweepTracking(Callback):
         else:
             experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
             experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
-            overrides = [str(o) for o in config.hydra.overrides.task]
+            overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
             run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                     tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve())})
-            params = [Param(*o.split("=", 1)) for o in overrides if "=" in o]
-            if params:
-                client.log_batch(run.info.run_id, params=params)
-            client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment}))
+        try:
+            if not config.get("resume"):
+                # a key given twice takes its last value, as in Hydra; MLflow refuses duplicate keys
+                given = dict(o.split("=", 1) for o in overrides if "=" in o)
+                if given:
+                    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in given.items()])
+                client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment}))
+        except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
+            tracking.end_run(client, run.info.run_id, err)
+            raise
         self.client, self.run_id = client, run.info.run_id
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """Free the job's objects, then record the sweep process's resident memory and open
+        files as metrics of the parent run (step = job number): a leak shows as a slope. Jobs
+        that a launcher runs in other processes (joblib, cluster) are not measured here."""
+        _collect_garbage()
+        if getattr(self, "run_id", None) is None or not Path("/proc/self/fd").is_dir():
+            return
+        from rnnexp import tracking
+
+        rss_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                      if line.startswith("VmRSS:"))
+        tracking.log_metrics(self.client, self.run_id, {"sweep_rss_mb": rss_kb / 1024,
+                                                        "sweep_open_files": len(os.listdir("/proc/self/fd"))},
+                             step=int(config.hydra.job.num))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end(failed=False)
 
     def _end(self, failed: bool) -> None:
+        if not hasattr(self, "client"):  # the sweep never got a parent run
+            return
         info = self.client.get_run(self.run_id).info
         if info.status != "RUNNING":
             return

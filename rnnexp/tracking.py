@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -22,10 +23,11 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from rnnexp.config import TrackingConfig, TrainConfig
+from rnnexp.config import MASK, NOT_IDENTITY, TrackingConfig, TrainConfig, masked_uri
 from rnnexp.tasks.base import DataSource, Task
 
 _BATCH = 100  # most params MLflow takes in one log_batch call
+_SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
 _ERROR_TAG_CHARS = 5000
 
 
@@ -50,17 +52,73 @@ def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> 
     return client.create_experiment(name, artifact_location=_artifact_location(tracking))
 
 
-def make_logger(spec: TrainConfig, experiment: str, run_name: str, tags: Mapping[str, str] | None = None) -> MLFlowLogger:
-    """Lightning's MLflow logger over the configured store. The store URI is always passed:
-    Lightning's default, a `./mlruns` file store, is refused by MLflow 3.13+."""
+def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
+                tags: Mapping[str, str] | None = None, run_id: str | None = None) -> MLFlowLogger:
+    """Lightning's MLflow logger over the configured store, for a new run or (`run_id`) a resumed
+    one. The store URI is always passed: Lightning's default, a `./mlruns` file store, is refused
+    by MLflow 3.13+."""
     return MLFlowLogger(
         experiment_name=experiment,
         run_name=run_name,
+        run_id=run_id,
         tracking_uri=spec.tracking.uri,
         tags=dict(tags or {}),
         artifact_location=_artifact_location(spec.tracking),
         log_model=spec.tracking.log_checkpoint,
     )
+
+
+def reopen(client: MlflowClient, run_id: str) -> None:
+    """A stopped run goes on in this process: RUNNING again, its host and pid this process's, its
+    stop recorded as `resumed_after` and counted in `resumed`."""
+    tags = client.get_run(run_id).data.tags
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "host", socket.gethostname())
+    client.set_tag(run_id, "pid", str(os.getpid()))
+    client.set_tag(run_id, "resumed", str(int(tags.get("resumed", "0")) + 1))
+    if "error" in tags:
+        client.set_tag(run_id, "resumed_after", tags["error"])
+        client.delete_tag(run_id, "error")
+
+
+def secret_keys(cfg: DictConfig) -> set[str]:
+    """The dotted keys whose value is a secret: named like one (token, password, secret, api_key,
+    ...), or read from the environment (`${oc.env:NAME}`), where credentials are kept."""
+    def walk(node: Any, prefix: str) -> set[str]:
+        found: set[str] = set()
+        items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            dotted = f"{prefix}{key}"
+            if isinstance(value, (Mapping, list)):
+                found |= walk(value, dotted + ".")
+            elif _SECRET_KEY.search(str(key)) or (isinstance(value, str) and "oc.env:" in value):
+                found.add(dotted)
+        return found
+
+    return walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def masked(tree: Mapping[str, Any], secrets: set[str], prefix: str = "") -> dict[str, Any]:
+    """A copy of a resolved config tree with its secrets replaced by `***`."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out[key] = masked(value, secrets, dotted + ".")
+        elif dotted in secrets:
+            out[key] = MASK
+        else:
+            out[key] = masked_uri(value) if isinstance(value, str) else value
+    return out
+
+
+def masked_override(override: str) -> str:
+    """A command-line override `key=value` as it may be logged. An interpolation such as
+    `${oc.env:NAME}` is kept: it names the variable, not its value, and composes again."""
+    key, sep, _ = override.partition("=")
+    if sep and _SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
+        return f"{key}={MASK}"
+    return masked_uri(override)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -114,21 +172,24 @@ def config_hash(cfg: DictConfig) -> str:
     import hashlib
 
     tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    identity = {k: v for k, v in tree.items() if k not in ("tracking", "resume", "hydra")}  # type: ignore[union-attr]
+    identity = {k: v for k, v in tree.items() if k not in NOT_IDENTITY}  # type: ignore[union-attr]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],
                tags: Mapping[str, str]) -> None:
-    """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    params = [Param(k, v) for k, v in flatten(resolved).items()]  # type: ignore[arg-type]
+    """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
+    secrets masked in all three."""
+    secrets = secret_keys(cfg)
+    resolved = masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secrets)  # type: ignore[arg-type]
+    params = [Param(k, v) for k, v in flatten(resolved).items()]
     for i in range(0, len(params), _BATCH):
         client.log_batch(run_id, params=params[i : i + _BATCH])
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(list(overrides))), "overrides.yaml")
+    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+    logged_overrides = [masked_override(o) for o in overrides]
+    client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(logged_overrides)), "overrides.yaml")
 
 
 def log_dataset(client: MlflowClient, run_id: str, source: DataSource) -> None:

@@ -39,10 +39,17 @@ def _app(cfg: DictConfig) -> float | None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         spec = config.check(cfg)
+        config.check_store(spec.tracking.uri)  # now, not after an hour of training
+        resumed = None
+        if spec.resume is not None and not sweeping:  # continue one stopped run, with its own config
+            from rnnexp import resume
+
+            cfg, resumed = resume.prepare(cfg, spec)
+            spec = config.check(cfg)
+        _quiet_libraries(spec.tracking.step_metrics)
         if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
             print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
             return None
-        _quiet_libraries(spec.tracking.step_metrics)
         task, model, module = build(cfg, spec)  # the data too: a split can be a config error
     except config.MismatchError as err:
         if not sweeping:
@@ -54,7 +61,7 @@ def _app(cfg: DictConfig) -> float | None:
         if sweeping:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
-    return train(cfg, spec, task, model, module)
+    return train(cfg, spec, task, model, module, resumed)
 
 
 def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
@@ -64,40 +71,45 @@ def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
 
     parent = parent_of_this_job()
     if parent is None or parent.run_id != spec.resume:
-        raise config.ConfigError("resume", spec.resume, "the parent run id of a sweep in "
-                                 f"{spec.tracking.uri}, given with -m (a single run is not resumed)")
+        raise config.ConfigError("resume", spec.resume, "with -m, the parent run id of a sweep in "
+                                 f"{config.masked_uri(spec.tracking.uri)}")
     return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
 
 
-def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> float:
-    """Fit, test with the best checkpoint, track; return the best validation metric."""
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
+def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed=None) -> float:
+    """Fit, test with the best checkpoint, track; return the best validation metric. `resumed`
+    (rnnexp.resume.Resumed): go on with that run from its last checkpoint."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from rnnexp import tracking
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    monitor = f"val/{task.metric_name}"
-    checkpoint = ModelCheckpoint(dirpath=out_dir / "checkpoints", monitor=monitor, save_top_k=1,
-                                 mode="max" if task.higher_is_better else "min")
+    checkpoint_dir = resumed.checkpoint_dir if resumed else (out_dir / "checkpoints").resolve()
 
     parent = parent_of_this_job()  # a job of a sweep logs under the sweep's parent run
-    experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
-    distance = "" if task.distance is None else f"-d{task.distance}"
-    logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
-                                  tags={"mlflow.parentRunId": parent.run_id} if parent else None)
+    if resumed:
+        experiment = resumed.experiment
+        logger = tracking.make_logger(spec, experiment, run_id=resumed.run_id)
+    else:
+        experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
+        distance = "" if task.distance is None else f"-d{task.distance}"
+        logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
+                                      tags={"mlflow.parentRunId": parent.run_id} if parent else None)
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     try:
-        tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg)}
-        tracking.log_config(client, run_id, cfg, list(hydra_cfg.overrides.task), tags)
-        if task.data_source is not None:
-            tracking.log_dataset(client, run_id, task.data_source)
-        trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir)
+        if resumed:  # its config, tags and dataset are logged already
+            tracking.reopen(client, run_id)
+        else:
+            tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg),
+                    "checkpoint_dir": str(checkpoint_dir)}
+            tracking.log_config(client, run_id, cfg, config.typed_overrides(hydra_cfg.overrides.task), tags)
+            if task.data_source is not None:
+                tracking.log_dataset(client, run_id, task.data_source)
+        trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=task)
-        trainer.test(module, datamodule=task, ckpt_path="best", verbose=False)
+        trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
+        trainer.test(module, datamodule=task, ckpt_path="best", verbose=False, weights_only=True)
         wall_time = time.perf_counter() - start
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         n_params = sum(p.numel() for p in model.parameters())
@@ -117,10 +129,22 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module) -> flo
     for key in sorted(results):
         print(f"  {key:<14} {results[key]:.4f}")
     print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
-    print(f"run {run_id} {status} in experiment '{experiment}' ({spec.tracking.uri})")
+    print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
     if spec.tracking.uri.startswith("sqlite:///"):
         print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
     return float(checkpoint.best_model_score)
+
+
+def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
+    """Lightning's Trainer as `cfg.trainer` says, keeping the best checkpoint by the validation
+    metric and the last one (to resume from) in `checkpoint_dir`."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
+                                 mode="max" if task.higher_is_better else "min", save_last=True)
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, *callbacks], default_root_dir=out_dir)
+    return trainer, checkpoint
 
 
 def build(cfg: DictConfig, spec: config.TrainConfig):
@@ -155,16 +179,19 @@ def _share_cpu_threads() -> None:
     torch.set_num_threads(max(1, cpus // max(1, side_by_side)))
 
 
+def _no_adverts(record: logging.LogRecord) -> bool:
+    return "💡 Tip" not in record.getMessage()
+
+
 def _quiet_libraries(step_metrics: bool = False) -> None:
     """Drop library adverts and warnings that say nothing about this run."""
-    def no_adverts(record: logging.LogRecord) -> bool:
-        return "💡 Tip" not in record.getMessage()
-
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(no_adverts)
+        logging.getLogger(name).addFilter(_no_adverts)  # once: a logger keeps one of each filter
     from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()
+    # a resumed run writes on into its own checkpoint folder, on purpose
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
     # the data are in-memory tensors: worker processes would only add start-up time
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     if not step_metrics:  # only per-epoch metrics are logged: the step interval does not matter
@@ -203,6 +230,7 @@ def main() -> None:
     # Hydra would print its own multi-line report and exit 1; config errors are reported here
     # instead, in one line, and anything else raises with its full traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar for each small file
     try:
         _app()
     except (config.ConfigError, ConfigCompositionException, MissingConfigException,

@@ -70,8 +70,9 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
 
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "overrides.yaml"} <= names
-    (ckpt_dir,) = names - {"config.yaml", "overrides.yaml"}
-    assert any(a.path.endswith(".ckpt") for a in client.list_artifacts(run.info.run_id, ckpt_dir))
+    (best,) = names - {"config.yaml", "overrides.yaml", "last"}  # the best checkpoint, and the last
+    for ckpt_dir in (best, "last"):
+        assert any(a.path.endswith(".ckpt") for a in client.list_artifacts(run.info.run_id, ckpt_dir))
     logged = yaml.safe_load((artifacts / run.info.run_id / "artifacts" / "config.yaml").read_text())
     assert logged["model"]["cell"] == "gru" and logged["task"]["distance"] == 3
     overrides = yaml.safe_load((artifacts / run.info.run_id / "artifacts" / "overrides.yaml").read_text())

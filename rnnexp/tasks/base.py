@@ -62,6 +62,7 @@ class Task(pl.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
+        self.shuffle = torch.Generator().manual_seed(seed)  # the training batches' order, epoch by epoch
 
     def make_splits(self) -> dict[str, TensorDataset]:
         """The train, val and test datasets: (inputs, targets) or (inputs, targets, lengths)."""
@@ -71,11 +72,18 @@ class Task(pl.LightningDataModule):
         if not self.splits:
             self.splits = self.make_splits()
 
+    # Lightning keeps these in every checkpoint: a resumed run draws the batches in the order the
+    # uninterrupted run would have
+    def state_dict(self) -> dict:
+        return {"shuffle": self.shuffle.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.shuffle.set_state(state_dict["shuffle"])
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        g = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle, generator=g)
+        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
+                          generator=self.shuffle if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

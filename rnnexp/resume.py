@@ -1,0 +1,114 @@
+"""Resuming a stopped run: `rnnexp-train resume=<run id>` continues a KILLED or FAILED run into
+the same MLflow run, from its last checkpoint.
+
+Every epoch ends by writing `last.ckpt` to the run's checkpoint folder (the run's tag
+`checkpoint_dir`); a run that stops also logs it as an artifact (`tracking.log_checkpoint`), so
+it can be resumed where the folder is gone. The checkpoint holds the weights, the optimizer,
+Lightning's loop state (epoch and step, so metrics go on at the right step), the order of the
+training batches (`Task.state_dict`) and torch's random state (`SequenceModule.on_save_checkpoint`),
+so the resumed run draws what an uninterrupted one would: its final metrics are the same. An epoch cut short is run again from
+its start.
+
+The config is not read back from the run's logged YAML (which could name any `_target_`): it is
+composed again from the run's logged command-line overrides, as the run itself composed it, and
+must come out with the same `config_hash`. Checkpoints are loaded with `weights_only=True`, so
+loading one never runs code from it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rnnexp import config
+
+LAST = "last.ckpt"  # what Lightning's ModelCheckpoint(save_last=True) writes at every epoch's end
+RESUMABLE = ("KILLED", "FAILED")
+
+
+@dataclass(frozen=True)
+class Resumed:
+    run_id: str
+    experiment: str
+    checkpoint: Path  # last.ckpt, checked readable
+    checkpoint_dir: Path  # the run's own folder, so the best checkpoint it knows keeps its path
+
+
+def prepare(cfg: DictConfig, spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
+    """The config and checkpoint to continue run `spec.resume` with; ConfigError if it cannot be."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    run_id, uri = spec.resume, spec.tracking.uri
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise config.ConfigError("resume", run_id, f"the id of a KILLED or FAILED run in {config.masked_uri(uri)}")
+    if run.info.status not in RESUMABLE:
+        raise config.ConfigError("resume", run_id, f"a KILLED or FAILED run; this one is {run.info.status}"
+                                 + (" (`make stale` marks a dead process's run KILLED)"
+                                    if run.info.status == "RUNNING" else ""))
+    given = config.identity_overrides(config.typed_overrides(HydraConfig.get().overrides.task))
+    if given:
+        raise config.ConfigError("resume", run_id, "given without other overrides than tracking.* and hydra.*: "
+                                 f"the run goes on with its own config (drop {' '.join(given)})")
+    resumed_cfg = _compose_again(client, run, cfg)
+    folder = Path(run.data.tags.get("checkpoint_dir", ""))
+    experiment = client.get_experiment(run.info.experiment_id).name
+    return resumed_cfg, Resumed(run_id, experiment, _last_checkpoint(client, run_id, folder), folder)
+
+
+def _compose_again(client, run, cfg: DictConfig) -> DictConfig:
+    from rnnexp.tracking import config_hash
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "overrides.yaml", tmp)).read_text())
+    # the store is where the run is found now; the overrides it was made with, as logged
+    where = [o for o in config.typed_overrides(HydraConfig.get().overrides.task) if o.lstrip("+~").startswith("tracking")]
+    resumed_cfg = compose("train", overrides=config.identity_overrides(logged or []) + where)
+    if config_hash(resumed_cfg) != run.data.tags.get("config_hash"):
+        commit = run.data.tags.get("git_commit", "unknown")
+        raise config.ConfigError("resume", run.info.run_id, "a run whose config composes the same here; its "
+                                 f"overrides give a different config at this commit (it ran at {commit[:12]}: "
+                                 "check that out to resume it)")
+    return resumed_cfg
+
+
+def _last_checkpoint(client, run_id: str, folder: Path) -> Path:
+    """`folder/last.ckpt`, brought back from the run's artifacts (with the best checkpoint) when
+    the folder lacks it; checked to load as weights only."""
+    import torch
+
+    last = folder / LAST
+    if not last.is_file():
+        _restore_from_artifacts(client, run_id, folder)
+    if not last.is_file():
+        raise config.ConfigError("resume", run_id, f"a run with a checkpoint; {last} is missing and the run logged "
+                                 f"no {LAST} (it stopped before its first epoch ended: start it again)")
+    try:
+        torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, not a checkpoint, or holding objects other than weights
+        reason = " ".join(str(err).split())[:200]
+        raise config.ConfigError("resume", run_id, f"a run whose checkpoint loads; {last} does not "
+                                 f"({type(err).__name__}: {reason})") from None
+    return last
+
+
+def _restore_from_artifacts(client, run_id: str, folder: Path) -> None:
+    """Lightning's logger logs each checkpoint as `<name>/<name>.ckpt`: put them back in `folder`."""
+    for entry in client.list_artifacts(run_id):
+        if not entry.is_dir:
+            continue
+        for item in client.list_artifacts(run_id, entry.path):
+            if item.path.endswith(".ckpt"):
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    shutil.move(client.download_artifacts(run_id, item.path, tmp), folder / Path(item.path).name)

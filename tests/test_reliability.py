@@ -1,0 +1,227 @@
+"""Faults provoked for real: an interrupted or crashed run resumed, a store that cannot be
+written, a corrupt checkpoint, secrets in the config."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+
+from rnnexp import tracking
+from tests.test_cli import SMALL, TRAIN, _run, _runs
+
+LONGER = ["trainer.max_epochs=5", "trainer.enable_progress_bar=false", "task.train_size=4096",
+          "task.val_size=128", "task.test_size=128"]
+
+# a run that crashes as its second epoch starts, once it has a checkpoint, unless told not to
+CRASH_AT_EPOCH_1 = """
+import os
+import sys
+import rnnexp.module
+def crash(self):
+    if self.current_epoch == 1:
+        raise RuntimeError("injected crash at epoch 1")
+rnnexp.module.SequenceModule.on_train_epoch_start = crash
+from rnnexp.train import main
+sys.argv = ["rnnexp-train", *sys.argv[1:]]
+main()
+"""
+
+
+def _resume(tmp_path: Path, run_id: str, *overrides: str) -> subprocess.CompletedProcess:
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    return subprocess.run([TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/resumed",
+                           *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def _final(client: MlflowClient, run_id: str) -> dict[str, float]:
+    return {k: v for k, v in client.get_run(run_id).data.metrics.items() if k != "wall_time_s"}
+
+
+def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnnexp-train: error: "), proc.stderr
+    return lines[0]
+
+
+def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupted_one(tmp_path):
+    whole, client = _run(tmp_path / "whole", *LONGER)
+    assert whole.returncode == 0, whole.stderr
+    (reference,) = _runs(client, "delayed_recall")
+
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.Popen([TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient(store)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # interrupt it in its third epoch, or later
+            runs = _runs(client, "delayed_recall") if (tmp_path / "mlflow.db").exists() else []
+            if runs and len(client.get_metric_history(runs[0].info.run_id, "val/acc")) >= 2:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    (run,) = _runs(client, "delayed_recall")
+    assert run.info.status == "KILLED" and (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
+    params = run.data.params
+
+    resumed = _resume(tmp_path, run.info.run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"run {run.info.run_id} FINISHED" in resumed.stdout
+    (again,) = _runs(client, "delayed_recall")  # the same run, no new one
+    assert again.info.status == "FINISHED" and again.data.params == params
+    tags = again.data.tags
+    assert tags["resumed"] == "1" and tags["resumed_after"] == "interrupted" and "error" not in tags
+    # every epoch at its own step, and the same numbers as the run that was never stopped
+    assert _final(client, run.info.run_id) == _final(MlflowClient(f"sqlite:///{tmp_path}/whole/mlflow.db"),
+                                                     reference.info.run_id)
+    whole_client = MlflowClient(f"sqlite:///{tmp_path}/whole/mlflow.db")
+    for key in ("val/acc", "train/loss"):
+        history = _history(client, run.info.run_id, key)
+        assert len(history) == 5 and history == _history(whole_client, reference.info.run_id, key)
+
+
+def test_a_crashed_run_resumes_from_its_logged_checkpoint_when_its_folder_is_gone(tmp_path):
+    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1)
+    assert proc.returncode != 0
+    (run,) = _runs(client, "delayed_recall")
+    assert run.info.status == "FAILED" and "injected crash at epoch 1" in run.data.tags["error"]
+    assert Path(run.data.tags["checkpoint_dir"]) == tmp_path / "out" / "checkpoints"
+    shutil.rmtree(tmp_path / "out")  # another machine: only the store has the checkpoint
+
+    resumed = _resume(tmp_path, run.info.run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    again = client.get_run(run.info.run_id)
+    assert again.info.status == "FINISHED" and "injected crash" in again.data.tags["resumed_after"]
+    assert sorted(_history(client, run.info.run_id, "val/acc")) == [3, 7, 11]  # epochs 0, 1, 2; 4 steps each
+    assert "test/acc" in again.data.metrics
+
+    line = _one_error_line(_resume(tmp_path, run.info.run_id))  # once is enough
+    assert "this one is FINISHED" in line
+
+
+def test_resume_refuses_what_it_cannot_continue_and_leaves_the_run_as_it_was(tmp_path):
+    # a run that crashed in its first epoch: it has no checkpoint
+    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1.replace("== 1", "== 0"))
+    (run,) = _runs(client, "delayed_recall")
+    run_id = run.info.run_id
+    assert run.info.status == "FAILED"
+    last = tmp_path / "out" / "checkpoints" / "last.ckpt"
+
+    line = _one_error_line(_resume(tmp_path, run_id))
+    assert f"{last} is missing" in line and "before its first epoch ended" in line
+
+    line = _one_error_line(_resume(tmp_path, run_id, "model.cell=gru"))
+    assert "drop model.cell=gru" in line
+
+    line = _one_error_line(_resume(tmp_path, "0" * 32))
+    assert f"resume='{'0' * 32}'" in line and "KILLED or FAILED run" in line
+
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"not a checkpoint")  # as a full disk leaves one
+    line = _one_error_line(_resume(tmp_path, run_id))
+    assert str(last) in line and "does not" in line
+
+    again = client.get_run(run_id)
+    assert again.info.status == "FAILED" and again.data.tags == run.data.tags  # untouched
+
+
+@contextmanager
+def _unwritable(path: Path):
+    """`path` made unwritable for real: by its mode, or, for root (whom modes do not stop), by
+    the immutable attribute."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("running as root where `chattr +i` is not allowed: nothing here can refuse root a write")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("fault", ["no server", "unwritable folder", "read-only database", "not a database"])
+def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
+    store = tmp_path / "store"
+    store.mkdir()
+    db = store / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    args = [*SMALL, f"hydra.run.dir={tmp_path}/out"]
+    if fault == "no server":
+        uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    if fault == "read-only database":
+        tracking.quiet_store_logs()
+        MlflowClient(uri).create_experiment("made")  # a real MLflow store
+    if fault == "not a database":
+        db.write_bytes(os.urandom(4096))
+    before = db.read_bytes() if db.exists() else None
+
+    def attempt():
+        return subprocess.run([TRAIN, f"tracking.uri={uri}", *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+
+    if fault in ("unwritable folder", "read-only database"):
+        with _unwritable(store if fault == "unwritable folder" else db):
+            proc = attempt()
+    else:
+        proc = attempt()
+    line = _one_error_line(proc)
+    assert f"tracking.uri='{uri}'" in line
+    expected = {"no server": "a tracking server that answers", "unwritable folder": "a folder this process can write",
+                "read-only database": "readonly database", "not a database": "not a database"}[fault]
+    assert expected in line
+    assert not (tmp_path / "out" / "checkpoints").exists()  # no training began
+    assert (db.read_bytes() if db.exists() else None) == before  # the store is as it was
+
+
+def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch):
+    # a value read from the environment, and a password in a server URI
+    monkeypatch.setenv("RNNEXP_TEST_ARTIFACTS", str(tmp_path / "from-env"))
+    proc, client = _run(tmp_path, *SMALL, "tracking.artifacts=${oc.env:RNNEXP_TEST_ARTIFACTS}")
+    assert proc.returncode == 0, proc.stderr
+    (run,) = _runs(client, "delayed_recall")
+    assert run.data.params["tracking.artifacts"] == "***"
+    artifacts = tmp_path / "from-env" / run.info.run_id / "artifacts"  # the value itself was used
+    assert yaml.safe_load((artifacts / "config.yaml").read_text())["tracking"]["artifacts"] == "***"
+    overrides = (artifacts / "overrides.yaml").read_text()
+    assert "${oc.env:RNNEXP_TEST_ARTIFACTS}" in overrides and str(tmp_path / "from-env") not in overrides
+
+    cfg = OmegaConf.create({"db": {"uri": "postgresql://ana:hunter2@db.lab/runs", "api_key": "k-123",
+                                   "Password": "p", "rows": 3}})
+    secrets = tracking.secret_keys(cfg)
+    assert secrets == {"db.api_key", "db.Password"}
+    shown = tracking.masked(OmegaConf.to_container(cfg), secrets)
+    assert shown == {"db": {"uri": "postgresql://ana:***@db.lab/runs", "api_key": "***", "Password": "***", "rows": 3}}
+    assert tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://ana:***@mlflow.lab"
+    assert tracking.masked_override("+hub.token=abc") == "+hub.token=***"

@@ -14,7 +14,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test sweep report reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test bench sweep report reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp
 
 test: $(STAMP) ## run the tests (about six minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## the throughput benchmark, into experiments/throughput/results.md (minutes)
+	$(BIN)/python experiments/throughput/bench.py $(ARGS)
 
 need-exp:
 	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }

@@ -344,7 +344,7 @@ class TrackingConfig:
     experiment: Optional[str] = None  # None: the task's name
     artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
     log_checkpoint: bool = True  # log the best checkpoint as an artifact
-    step_metrics: bool = False  # also log training loss and metric every `trainer.log_every_n_steps`
+    step_metrics: bool = False  # also log the training loss every `trainer.log_every_n_steps` steps
 
     def check(self) -> None:
         schemes = ("sqlite:///", "postgresql://", "mysql://", "http://", "https://", "databricks")

@@ -1,7 +1,8 @@
 """The Lightning training module: one model, trained and scored on one task.
 
-Metrics are logged per epoch as `<stage>/loss` and `<stage>/<metric>` (`acc` or `mse`) for the
-stages train, val and test. Pattern 2 (`RNNOutput`) trains with teacher forcing; at validation
+Metrics are logged per epoch as `<stage>/loss` and `<stage>/<metric>` (`acc`, `mse`, ...) for the
+stages train, val and test; with `tracking.step_metrics`, also `train/loss_step` every
+`trainer.log_every_n_steps` steps. Pattern 2 (`RNNOutput`) trains with teacher forcing; at validation
 and test it is scored both teacher-forced (`<stage>/<metric>_tf`) and running free
 (`<stage>/<metric>`): the free-running score is the one it is judged by, since at test time
 there are no true outputs to feed back.
@@ -15,6 +16,8 @@ from torch import nn
 
 from rnnexp.config import Optimizer
 from rnnexp.tasks.base import Task
+
+_CHUNK = 65536  # scored steps fed to a metric at once
 
 # (inputs, targets) or, for padded sequences of varying length, (inputs, targets, lengths)
 Batch = tuple[torch.Tensor, ...]
@@ -41,19 +44,56 @@ class SequenceModule(pl.LightningModule):
         stages = ["train", "val", "test"] + (["val_tf", "test_tf"] if self.teacher_forced else [])
         # keyed "<stage>_metric": a bare "train" would clash with nn.Module.train
         self.metrics = nn.ModuleDict({f"{stage}_metric": task.metric() for stage in stages})
+        # an epoch's scored batches not yet fed to the metric, and its loss summed over examples
+        self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {stage: [] for stage in stages}
+        self._loss: dict[str, list] = {stage: [0.0, 0] for stage in stages}
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths=lengths)
 
     def _score(self, stage: str, out: torch.Tensor, y: torch.Tensor, suffix: str = "") -> torch.Tensor:
+        """The batch's loss; the loss and the metric are logged once per epoch."""
         loss = self.loss_fn(out, y)
-        metric = self.metrics[f"{stage}{suffix}_metric"]
-        metric.update(*self.flatten(out, y))
-        on_step = self.step_metrics and stage == "train"
-        log = dict(on_step=on_step, on_epoch=True, batch_size=y.shape[0])
-        self.log(f"{stage}/loss{suffix}", loss, prog_bar=not suffix, **log)
-        self.log(f"{stage}/{self.metric_name}{suffix}", metric, prog_bar=not suffix, **log)
+        key = f"{stage}{suffix}"
+        total = self._loss[key]
+        total[0], total[1] = total[0] + loss.detach() * y.shape[0], total[1] + y.shape[0]
+        pending = self._pending[key]
+        pending.append(self.flatten(out.detach(), y))
+        if sum(len(target) for _, target in pending) >= _CHUNK:
+            self._feed_metric(key)
+        if self.step_metrics and stage == "train":
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False)
         return loss
+
+    def _feed_metric(self, key: str) -> None:
+        # torchmetrics' update costs a fraction of a millisecond a call whatever its size: at
+        # small batches as much as the training step itself. Batches go to it in chunks.
+        pending = self._pending[key]
+        if pending:
+            self.metrics[f"{key}_metric"].update(torch.cat([p for p, _ in pending]), torch.cat([t for _, t in pending]))
+            pending.clear()
+
+    def _log_epoch(self, stage: str) -> None:
+        # Logged once per epoch, as values: Lightning moves a logged Metric object to the device
+        # on every self.log call, about a millisecond a step
+        for suffix in ("", "_tf") if self.teacher_forced and stage != "train" else ("",):
+            key = f"{stage}{suffix}"
+            self._feed_metric(key)
+            metric, (loss_sum, n) = self.metrics[f"{key}_metric"], self._loss[key]
+            if n:
+                self.log(f"{stage}/loss{suffix}", loss_sum / n, prog_bar=not suffix)
+                self.log(f"{stage}/{self.metric_name}{suffix}", metric.compute(), prog_bar=not suffix)
+            metric.reset()
+            self._loss[key] = [0.0, 0]
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y, lengths = _unpack(batch)

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 from rnnexp import config
 
-LAST = "last.ckpt"  # what Lightning's ModelCheckpoint(save_last=True) writes at every epoch's end
+LAST = "last.ckpt"  # what Lightning's ModelCheckpoint(save_last=...) keeps at every epoch's end
 RESUMABLE = ("KILLED", "FAILED")
 
 
@@ -60,13 +60,13 @@ def prepare(cfg: DictConfig, spec: config.TrainConfig) -> tuple[DictConfig, Resu
     if given:
         raise config.ConfigError("resume", run_id, "given without other overrides than tracking.* and hydra.*: "
                                  f"the run goes on with its own config (drop {' '.join(given)})")
-    resumed_cfg = _compose_again(client, run, cfg)
+    resumed_cfg = _compose_again(client, run)
     folder = Path(run.data.tags.get("checkpoint_dir", ""))
     experiment = client.get_experiment(run.info.experiment_id).name
     return resumed_cfg, Resumed(run_id, experiment, _last_checkpoint(client, run_id, folder), folder)
 
 
-def _compose_again(client, run, cfg: DictConfig) -> DictConfig:
+def _compose_again(client, run) -> DictConfig:
     from rnnexp.tracking import config_hash
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,11 +22,13 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from rnnexp.config import MASK, NOT_IDENTITY, TrackingConfig, TrainConfig, masked_uri
 from rnnexp.tasks.base import DataSource, Task
 
 _BATCH = 100  # most params MLflow takes in one log_batch call
+_BATCH_METRICS = 1000  # most metrics it takes in one call
 _SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
 _ERROR_TAG_CHARS = 5000
 
@@ -52,12 +54,46 @@ def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> 
     return client.create_experiment(name, artifact_location=_artifact_location(tracking))
 
 
+class BatchedMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, writing metrics in batches. Lightning hands the logger each
+    step's (or epoch's) metrics at once, and the parent writes them at once: one database write
+    of a few milliseconds each time, which per-step logging pays on every step. Here they wait in
+    memory and go in one `log_batch` (up to 1000 metrics) every `flush_every_s` seconds, and
+    whenever the run ends, fails or is interrupted (`finalize`), so nothing is lost but what a
+    SIGKILL cuts off in the last seconds."""
+
+    def __init__(self, *args: Any, flush_every_s: float = 2.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.flush_every_s = flush_every_s
+        self._pending: list[Metric] = []
+        self._flushed_at = time.monotonic()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if not isinstance(v, str)]
+        if len(self._pending) >= _BATCH_METRICS or time.monotonic() - self._flushed_at >= self.flush_every_s:
+            self.flush()
+
+    @rank_zero_only
+    def flush(self) -> None:
+        while self._pending:
+            self.experiment.log_batch(self.run_id, metrics=self._pending[:_BATCH_METRICS])
+            del self._pending[:_BATCH_METRICS]
+        self._flushed_at = time.monotonic()
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        self.flush()
+        super().finalize(status)
+
+
 def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
                 tags: Mapping[str, str] | None = None, run_id: str | None = None) -> MLFlowLogger:
-    """Lightning's MLflow logger over the configured store, for a new run or (`run_id`) a resumed
+    """Lightning's MLflow logger (batched) over the configured store, for a new run or (`run_id`) a resumed
     one. The store URI is always passed: Lightning's default, a `./mlruns` file store, is refused
     by MLflow 3.13+."""
-    return MLFlowLogger(
+    return BatchedMLFlowLogger(
         experiment_name=experiment,
         run_name=run_name,
         run_id=run_id,

@@ -142,7 +142,7 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
-                                 mode="max" if task.higher_is_better else "min", save_last=True)
+                                 mode="max" if task.higher_is_better else "min", save_last="link")
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, *callbacks], default_root_dir=out_dir)
     return trainer, checkpoint
 

@@ -18,3 +18,22 @@ def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
         "delayed_recall", "running_parity", "copy_memory", "adding", "pronoun_reference", "negated_sentiment"]
     assert all(r.split("|")[2].strip() == "200" for r in rows)
     assert "| cold" in tokenisation and "| warm" in tokenisation
+
+
+def test_the_benchmark_prints_and_writes_every_row_at_a_tiny_size(tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, "experiments/throughput/bench.py", "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = out.read_text()
+    assert table.strip() == proc.stdout.strip()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert sorted({row[2] for row in rows}) == list("123456")  # the compared rows; 7 and 8 are tables of their own
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[1:-1]]
+        a, b, ratio = float(cells[2]), float(cells[4]), float(cells[5].rstrip("×"))
+        assert a > 0 and b > 0 and abs(ratio - a / b) <= 0.01 * ratio + 0.01
+        assert cells[7] in ("pass", "FAIL", "")  # a verdict wherever there is a target
+        assert bool(cells[6]) == bool(cells[7])
+    assert "as the length doubles" in table and "as the hidden size doubles" in table and "exponent" in table
+    assert "generate `delayed_recall`" in table and "tokenise, cold" in table

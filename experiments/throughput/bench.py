@@ -1,0 +1,426 @@
+"""`make bench`: what the framework costs, measured side by side in one run.
+
+Each row compares two things under the same conditions (model, data, batch size, optimizer,
+threads), timed several times in turn (a, b, a, b, ...) so that the machine's noise falls on both
+sides, and reports the two medians, their ratio, the target and whether it is met. Prints
+Markdown tables and writes them to `--out` (default: results.md beside this file).
+
+    .venv/bin/python experiments/throughput/bench.py [--quick] [--repeats 5] [--out FILE]
+
+`--quick` runs every row at a tiny size: a check that the benchmark works, not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))  # data.py, beside this file
+
+from data import generation, tokenisation  # noqa: E402
+
+from rnnexp import config, tracking  # noqa: E402
+from rnnexp.models.recurrent import RNNOutput, fused_recurrence  # noqa: E402
+from rnnexp.tasks.base import TaskIO  # noqa: E402
+from rnnexp.train import _quiet_libraries, build, make_trainer  # noqa: E402
+
+TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+
+
+@dataclass
+class Row:
+    what: str
+    a: str
+    a_s: float
+    b: str
+    b_s: float
+    target: str = ""
+    ok: bool | None = None  # None: reported, no target
+
+    @property
+    def ratio(self) -> float:
+        return self.a_s / self.b_s
+
+    def markdown(self) -> str:
+        verdict = "" if self.ok is None else ("pass" if self.ok else "FAIL")
+        return (f"| {self.what} | {self.a} | {self.a_s:.4g} | {self.b} | {self.b_s:.4g} | {self.ratio:.2f}× "
+                f"| {self.target} | {verdict} |")
+
+
+def interleaved(sides: dict[str, Callable[[], float | list[float]]], repeats: int) -> dict[str, float]:
+    """Run each side in turn, `repeats` times; each call returns its seconds (or a list of them).
+    Returns the median per side."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, side in sides.items():
+            t = side()
+            times[name] += t if isinstance(t, list) else [t]
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def clock(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# --- 1 and 4: an epoch of rnnexp-train against a plain loop; tracking on and off ----------------
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+                                           *overrides])
+
+
+class EpochTimer:
+    """Seconds per training epoch (its batches, validation, checkpoint and logging)."""
+
+    def __new__(cls):
+        from pytorch_lightning import Callback
+
+        class _Timer(Callback):
+            def __init__(self):
+                self.times: list[float] = []
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                self.start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                self.times.append(time.perf_counter() - self.start)
+
+        return _Timer()
+
+
+def lightning_fit(cfg, tmp: Path, tracked: bool = True) -> tuple[list[float], float]:
+    """rnnexp's own training path (build, MLflow logger, make_trainer): (seconds per epoch, fit seconds)."""
+    spec = config.check(cfg)
+    task, _, module = build(cfg, spec)
+    logger, client, run_id = False, None, None
+    if tracked:
+        logger = tracking.make_logger(spec, "bench", "bench")
+        client, run_id = logger.experiment, logger.run_id
+        tracking.log_config(client, run_id, cfg, [], tracking.run_tags(spec, task))
+    timer = EpochTimer()
+    trainer, _ = make_trainer(cfg, task, logger, tmp / f"ckpt-{time.monotonic_ns()}", tmp, callbacks=[timer])
+    fit = clock(lambda: trainer.fit(module, datamodule=task))
+    if tracked:
+        tracking.end_run(client, run_id)
+    return timer.times, fit
+
+
+def plain_fit(cfg, tmp: Path) -> list[float]:
+    """The loop a researcher would write by hand for the same run: train with the same optimizer,
+    clipping and batches, score train and validation accuracy, save a resumable checkpoint."""
+    spec = config.check(cfg)
+    task, model, _ = build(cfg, spec)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.optim.lr)
+    train, val = task.train_dataloader(), task.val_dataloader()
+    teacher_forced = getattr(model, "teacher_forced", False)
+    times = []
+    for _ in range(spec.trainer.max_epochs):
+        start = time.perf_counter()
+        model.train()
+        correct = total = 0
+        for x, y, *_ in train:
+            out = model(x, y) if teacher_forced else model(x)
+            loss = task.loss(out, y)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), spec.trainer.gradient_clip_val)
+            opt.step()
+            pred, target = task.flatten(out.detach(), y)
+            correct, total = correct + (pred.argmax(-1) == target).sum().item(), total + len(target)
+        model.eval()
+        with torch.no_grad():
+            for x, y, *_ in val:
+                pred, target = task.flatten(model(x), y)
+                correct, total = correct + (pred.argmax(-1) == target).sum().item(), total + len(target)
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, tmp / "plain.ckpt")
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def framework_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+    rows = []
+    epochs = 2 if quick else 5
+    size = ["task.train_size=256", "task.val_size=64", "task.test_size=64"] if quick else []
+    uri = f"tracking.uri=sqlite:///{tmp}/bench.db"
+    for model in ("rnn_hidden", "mlp_window"):
+        cfg = compose_train(f"model={model}", f"trainer.max_epochs={epochs}", uri, *size)
+        med = interleaved({"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:],  # the first epoch warms up
+                           "plain": lambda: plain_fit(cfg, tmp)[1:]}, repeats)
+        rows.append(Row(f"1. an epoch, `{model}` on `delayed_recall` (default sizes)", "rnnexp-train s/epoch",
+                        med["rnnexp"], "plain PyTorch loop s/epoch", med["plain"], "≤ 1.10×",
+                        med["rnnexp"] / med["plain"] <= 1.10))
+    return rows
+
+
+def tracking_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+    epochs = 2 if quick else 5
+    size = ["task.train_size=256", "task.val_size=64", "task.test_size=64"] if quick else []
+    uri = f"tracking.uri=sqlite:///{tmp}/bench.db"
+    base = compose_train(f"trainer.max_epochs={epochs}", uri, *size)
+    every_step = compose_train(f"trainer.max_epochs={epochs}", uri, "tracking.step_metrics=true",
+                               "trainer.log_every_n_steps=1", *size)
+    med = interleaved({"off": lambda: lightning_fit(base, tmp, tracked=False)[1],
+                       "epoch": lambda: lightning_fit(base, tmp)[1],
+                       "step": lambda: lightning_fit(every_step, tmp)[1]}, repeats)
+    return [Row("4. tracking every step (`tracking.step_metrics=true`, `log_every_n_steps=1`)", "fit s, tracked",
+                med["step"], "fit s, tracking off", med["off"], "≤ 1.10×", med["step"] / med["off"] <= 1.10),
+            Row("4. tracking per epoch (the default)", "fit s, tracked", med["epoch"], "fit s, tracking off",
+                med["off"], "≤ 1.02×", med["epoch"] / med["off"] <= 1.02)]
+
+
+# --- 2 and 3: the recurrences themselves ---------------------------------------------------------
+
+
+def fwd_bwd(forward: Callable[[], torch.Tensor]) -> float:
+    def go():
+        forward().square().mean().backward()
+    return clock(go)
+
+
+def pattern2_rows(quick: bool, repeats: int) -> list[Row]:
+    length, batch = (30, 8) if quick else (200, 64)
+    io = TaskIO(vocab_size=10, n_features=1, n_classes=8, output="step")
+    model = RNNOutput(io)
+    x, y = torch.randint(0, 10, (batch, length)), torch.randint(0, 8, (batch, length))
+
+    def loop_teacher_forced() -> torch.Tensor:  # the same model, one step at a time
+        e = model.embed(x)
+        y_prev = F.pad(model.fed_back(y), (0, 0, 1, 0))[:, :-1]
+        return torch.stack([model.step(e[:, t], y_prev[:, t])[1] for t in range(length)], dim=1)
+
+    assert torch.allclose(model(x, y), loop_teacher_forced(), atol=1e-6)  # the same function
+    med = interleaved({"all": lambda: fwd_bwd(lambda: model(x, y)), "loop": lambda: fwd_bwd(loop_teacher_forced)},
+                      repeats * 4)
+    with torch.no_grad():
+        ev = interleaved({"free": lambda: clock(lambda: model(x)), "tf": lambda: clock(lambda: model(x, y))},
+                         repeats * 4)
+    return [Row(f"2. pattern 2 training step, length {length}, batch {batch} (fwd+bwd)", "step-by-step loop s",
+                med["loop"], "teacher-forced, all steps at once s", med["all"], "≥ 4×", med["loop"] / med["all"] >= 4),
+            Row(f"2. pattern 2 evaluation, length {length} (forward)", "running free (the loop) s", ev["free"],
+                "teacher-forced s", ev["tf"])]
+
+
+class CellLoop(nn.Module):
+    """A Python loop over the cell matching a fused module, sharing its weights."""
+
+    def __init__(self, fused: nn.RNNBase, cell: str):
+        super().__init__()
+        kind = {"rnn": nn.RNNCell, "gru": nn.GRUCell, "lstm": nn.LSTMCell}[cell]
+        self.cell = kind(fused.input_size, fused.hidden_size)
+        self.cell.weight_ih, self.cell.weight_hh = fused.weight_ih_l0, fused.weight_hh_l0
+        self.cell.bias_ih, self.cell.bias_hh = fused.bias_ih_l0, fused.bias_hh_l0
+        self.lstm = cell == "lstm"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        h = x.new_zeros(B, self.cell.hidden_size)
+        state = (h, h.clone()) if self.lstm else h
+        out = []
+        for t in range(T):
+            state = self.cell(x[:, t], state)
+            out.append(state[0] if self.lstm else state)
+        return torch.stack(out, dim=1)
+
+
+def fused_rows(quick: bool, repeats: int) -> list[Row]:
+    rows = []
+    lengths, batch = ((20,), 8) if quick else ((50, 200, 1000), 64)
+    for cell in ("rnn", "gru", "lstm"):
+        fused = fused_recurrence(cell, 32, 64, 1, 0.0)
+        loop = CellLoop(fused, cell)
+        for length in lengths:
+            x = torch.randn(batch, length, 32)
+            assert torch.allclose(fused(x)[0], loop(x), atol=1e-5)  # the same function
+            med = interleaved({"loop": lambda: fwd_bwd(lambda: loop(x)),
+                               "fused": lambda: fwd_bwd(lambda: fused(x)[0])}, repeats)
+            rows.append(Row(f"3. `{cell}` recurrence, length {length}, batch {batch} (fwd+bwd)",
+                            "Python loop over the cell s", med["loop"], "fused module s", med["fused"]))
+    return rows
+
+
+# --- 5 and 6: the command line ---------------------------------------------------------------------
+
+
+def startup_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+    def command(*args: str) -> Callable[[], float]:
+        def run() -> float:
+            return clock(lambda: subprocess.run([TRAIN, *args, f"hydra.run.dir={tmp}/startup"], cwd=tmp,
+                                                capture_output=True, timeout=120))
+        return run
+
+    python = lambda: clock(lambda: subprocess.run([sys.executable, "-c", "import hydra"], capture_output=True))  # noqa: E731
+    med = interleaved({"help": command("--help"), "cfg": command("--cfg", "job"),
+                       "bad": command("model.hidden_size=0"), "python": python}, repeats)
+    rows = []
+    for key, label in (("help", "`rnnexp-train --help`"), ("cfg", "`rnnexp-train --cfg job`"),
+                       ("bad", "a bad config (`model.hidden_size=0`)")):
+        rows.append(Row(f"5. start-up: {label}", "s", med[key], "`python -c 'import hydra'` s", med["python"],
+                        "< 1.5 s", med[key] < 1.5))
+    return rows
+
+
+def sweep_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    runs = 2 if quick else 8
+    # short runs: the default experiment for 15 epochs, about 7 s each on 2 cores
+    size = ["trainer=smoke", "task.length=10", "task.distance=3", "task.train_size=256", "task.val_size=64",
+            "task.test_size=64"] if quick else ["trainer.max_epochs=15", "trainer.enable_progress_bar=false",
+                                                 "trainer.enable_model_summary=false"]
+    template = tmp / "empty.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments()  # a store as it is in use: its schema made
+    counter = iter(range(10_000))
+
+    def sweep(*launcher: str) -> Callable[[], float]:
+        def run() -> float:
+            n = next(counter)
+            shutil.copy(template, tmp / f"sweep{n}.db")
+            store = f"sqlite:///{tmp}/sweep{n}.db"
+            seconds = clock(lambda: subprocess.run([TRAIN, "-m", f"seed=range({runs})", *size, *launcher,
+                                                    f"tracking.uri={store}", f"hydra.sweep.dir={tmp}/sweep{n}"],
+                                                   cwd=tmp, capture_output=True, timeout=1200, check=True))
+            client = MlflowClient(store)
+            done = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
+                                      "attributes.status = 'FINISHED'")
+            children = [r for r in done if "mlflow.parentRunId" in r.data.tags]
+            assert len(children) == runs, f"{len(children)} of {runs} runs tracked"  # every run, in both
+            return seconds
+        return run
+
+    med = interleaved({"basic": sweep(), "joblib": sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")},
+                      max(1, repeats // 2))
+    what = f"6. a {runs}-run sweep" + (" of tiny runs" if quick else " of short runs (15 epochs of the default run)")
+    return [Row(what + ", every run tracked", "basic launcher s", med["basic"], "joblib, 2 workers s", med["joblib"],
+                "≥ 1.6×", med["basic"] / med["joblib"] >= 1.6)]
+
+
+# --- 7: scaling --------------------------------------------------------------------------------
+
+
+def epoch_seconds(model: str, length: int, hidden: int, n: int) -> float:
+    task = "adding" if model == "rnn_final" else "delayed_recall"
+    size = [f"task.train_size={n}", "task.val_size=64", "task.test_size=64", "trainer.max_epochs=1"]
+    cfg = compose_train(f"model={model}", f"task={task}", f"task.length={length}", f"task.distance={length // 2}",
+                        f"model.hidden_size={hidden}", *size)
+    spec = config.check(cfg)
+    task_, model_, _ = build(cfg, spec)
+    opt = torch.optim.Adam(model_.parameters())
+    teacher_forced = getattr(model_, "teacher_forced", False)
+
+    def epoch():
+        for x, y, *_ in task_.train_dataloader():
+            out = model_(x, y) if teacher_forced else model_(x)
+            opt.zero_grad()
+            task_.loss(out, y).backward()
+            opt.step()
+    epoch()  # warm-up
+    return statistics.median(clock(epoch) for _ in range(2))
+
+
+def exponent(xs: list[int], ys: list[float]) -> float:
+    """The slope of log y against log x: y ∝ x^slope."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = statistics.mean(lx), statistics.mean(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def scaling_tables(quick: bool) -> str:
+    lengths = [16, 32] if quick else [64, 128, 256, 512, 1024]
+    hiddens = [16, 32] if quick else [64, 128, 256, 512]
+    n = 64 if quick else 512
+    models = ("rnn_hidden", "rnn_output", "rnn_final", "mlp_window", "mlp_bag")
+    out = []
+    for knob, values in (("length", lengths), ("hidden size", hiddens)):
+        head = f"| model | {' | '.join(str(v) for v in values)} | exponent |"
+        lines = [f"Seconds per epoch ({n} sequences, batch 64, fwd+bwd+step) as the {knob} doubles"
+                 + (" (hidden size 64)" if knob == "length" else " (length 128)") + ":", "", head,
+                 "|---" * (len(values) + 2) + "|"]
+        for model in models:
+            secs = [epoch_seconds(model, v if knob == "length" else (32 if quick else 128),
+                                  v if knob == "hidden size" else (16 if quick else 64), n) for v in values]
+            lines.append(f"| `{model}` | {' | '.join(f'{s:.3f}' for s in secs)} | {exponent(values, secs):.2f} |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+# --- 8: data -----------------------------------------------------------------------------------
+
+
+def data_table(quick: bool, repeats: int) -> str:
+    n, length, mb = (200, 30, 0.05) if quick else (100_000, 100, 10.0)
+    lines = ["| data | size | seconds | per second |", "|---|---|---|---|"]
+    for name, count, steps, seconds in generation(n, length, repeats):
+        lines.append(f"| generate `{name}` | {count:,} × {steps} | {seconds:.3f} | {count / seconds:,.0f} sequences |")
+    for label, size, texts, seconds in tokenisation(mb):
+        lines.append(f"| tokenise, {label} | {size:.1f} MB, {texts:,} texts | {seconds:.2f} | {size / seconds:.1f} MB |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every row at a tiny size: check that it works")
+    parser.add_argument("--repeats", type=int, default=5, help="timings per side, interleaved (default 5)")
+    parser.add_argument("--out", type=Path, default=HERE / "results.md", help="where to write the tables")
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+
+    _quiet_libraries()
+    warnings.filterwarnings("ignore")  # Lightning's notes on a run without a logger, and the like
+    import logging
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        rows: list[Row] = []
+        for section in (lambda: framework_rows(args.quick, repeats, tmp), lambda: pattern2_rows(args.quick, repeats),
+                        lambda: fused_rows(args.quick, repeats), lambda: tracking_rows(args.quick, repeats, tmp),
+                        lambda: startup_rows(args.quick, repeats, tmp), lambda: sweep_rows(args.quick, repeats, tmp)):
+            new = section()
+            for row in new:
+                print(row.markdown(), file=sys.stderr, flush=True)  # progress, as the rows come
+            rows += new
+        scaling = scaling_tables(args.quick)
+        data = data_table(args.quick, repeats)
+
+    header = ("| what | a | a (median) | b | b (median) | a / b | target | |\n"
+              "|---|---|---|---|---|---|---|---|")
+    when = time.strftime("%Y-%m-%d")
+    report = "\n\n".join([
+        f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads; medians of {repeats} interleaved timings per side"
+        + (" (--quick: tiny sizes, not a measurement)" if args.quick else "") + ".",
+        header + "\n" + "\n".join(r.markdown() for r in rows), scaling, data])
+    print(report)
+    args.out.write_text(report + "\n")
+    print(f"\n{sum(r.ok is True for r in rows)} of {sum(r.ok is not None for r in rows)} targets met; tables "
+          f"written to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

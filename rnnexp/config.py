@@ -446,6 +446,10 @@ def identity_overrides(overrides: list[str]) -> list[str]:
 def _check_fields(node: Any, prefix: str) -> None:
     for f in fields(node):
         value = getattr(node, f.name)
+        if f.name == "_target_" and value != f.default:
+            # what gets instantiated is the option's own class, whatever a command line or a
+            # logged config (replayed by resume and reproduce-run) says: a config never runs code
+            raise ConfigError(f"{prefix}{f.name}", value, f"{f.default} (the option's own class)")
         if value is None or isinstance(value, (bool, str, Enum)) or not f.metadata:
             continue
         low, high = f.metadata.get("low"), f.metadata.get("high")

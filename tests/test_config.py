@@ -87,6 +87,10 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
     ("tracking.uri=./mlruns", "tracking.uri", "sqlite:///"),
     ("tracking.uri=sqlite:////no/such/folder/mlflow.db", "tracking.uri", "existing folder"),
     ("seed=-1", "seed", ">= 0"),
+    # a config names no code to run: not on the command line, not in a logged config replayed
+    ("model._target_=os.system", "model._target_", "rnnexp.models.recurrent.RNNHidden"),
+    ("task._target_=subprocess.run", "task._target_", "rnnexp.tasks.synthetic.DelayedRecall"),
+    ("trainer._target_=builtins.exec", "trainer._target_", "pytorch_lightning.Trainer"),
 ])
 def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, allowed):
     cfg = compose_train(override)

@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
+HOST ?= 127.0.0.1
+SERVER_ARTIFACTS ?= mlartifacts-server
 ARGS ?=
 PYTEST_ARGS ?=
 EXP ?=
@@ -14,7 +16,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test bench sweep report reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test bench server sweep report reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +39,11 @@ test: $(STAMP) ## run the tests (about six minutes on 2 cores)
 
 bench: $(STAMP) ## the throughput benchmark, into experiments/throughput/results.md (minutes)
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)
+
+server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB, on HOST:PORT (127.0.0.1:5000)
+	@test -n "$$RNNEXP_SERVER_DB" || { echo "set RNNEXP_SERVER_DB=postgresql://USER:PASSWORD@HOST/DB, the backend store" >&2; exit 2; }
+	@echo "MLflow server on http://$(HOST):$(PORT), artifacts in $(SERVER_ARTIFACTS) (point runs at it: tracking=server MLFLOW_TRACKING_URI=http://$(HOST):$(PORT))"
+	$(BIN)/mlflow server --backend-store-uri "$$RNNEXP_SERVER_DB" --artifacts-destination "$(SERVER_ARTIFACTS)" --serve-artifacts --host $(HOST) --port $(PORT)
 
 need-exp:
 	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }

@@ -324,6 +324,9 @@ class TrainerConfig:
     gradient_clip_val: Optional[float] = _range(1.0, low=0.0)
     accelerator: str = "cpu"
     devices: int = _range(1, low=1)
+    # "ddp_spawn": one process per device, started by the trainer; the run's process keeps
+    # the MLflow run (rank 0 logs into it). Plain "ddp" would start each rank as a new command.
+    strategy: str = "auto"
     deterministic: bool = True
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
@@ -333,6 +336,9 @@ class TrainerConfig:
         allowed = ("cpu", "gpu", "cuda", "mps", "auto")
         if self.accelerator not in allowed:
             raise ConfigError("trainer.accelerator", self.accelerator, "one of " + ", ".join(allowed))
+        strategies = ("auto", "ddp_spawn")
+        if self.strategy not in strategies:
+            raise ConfigError("trainer.strategy", self.strategy, "one of " + ", ".join(strategies))
 
 
 @dataclass

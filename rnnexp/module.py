@@ -81,8 +81,10 @@ class SequenceModule(pl.LightningModule):
             self._feed_metric(key)
             metric, (loss_sum, n) = self.metrics[f"{key}_metric"], self._loss[key]
             if n:
-                self.log(f"{stage}/loss{suffix}", loss_sum / n, prog_bar=not suffix)
-                self.log(f"{stage}/{self.metric_name}{suffix}", metric.compute(), prog_bar=not suffix)
+                # under DDP each process has its own share of the batches: the loss is averaged
+                # over them (the metric's compute() reduces its state itself)
+                self.log(f"{stage}/loss{suffix}", loss_sum / n, prog_bar=not suffix, sync_dist=True)
+                self.log(f"{stage}/{self.metric_name}{suffix}", metric.compute(), prog_bar=not suffix, sync_dist=True)
             metric.reset()
             self._loss[key] = [0.0, 0]
 

@@ -109,7 +109,12 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
-        trainer.test(module, datamodule=task, ckpt_path="best", verbose=False, weights_only=True)
+        if spec.trainer.strategy != "auto":  # test in this one process, so each example counts once
+            from hydra.utils import instantiate
+
+            trainer = instantiate(cfg.trainer, strategy="auto", devices=1, logger=logger, callbacks=[checkpoint],
+                                  default_root_dir=out_dir)
+        trainer.test(module, datamodule=task, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True)
         wall_time = time.perf_counter() - start
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         n_params = sum(p.numel() for p in model.parameters())
@@ -132,7 +137,11 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
     if spec.tracking.uri.startswith("sqlite:///"):
         print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
-    return float(checkpoint.best_model_score)
+    if checkpoint.best_model_score is not None:
+        return float(checkpoint.best_model_score)
+    # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
+    history = [m.value for m in client.get_metric_history(run_id, checkpoint.monitor)]
+    return max(history) if task.higher_is_better else min(history)
 
 
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
@@ -141,6 +150,14 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    if cfg.trainer.strategy == "ddp_spawn":
+        import torch.multiprocessing
+
+        # the data go to the processes as shared tensors; passed as descriptors, an empty one
+        # fails to map ("unable to resize file"): pass them as shared-memory files
+        torch.multiprocessing.set_sharing_strategy("file_system")
+        # the processes start afresh: warning filters reach them only through the environment
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *_SPAWN_WARNINGS]))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
                                  mode="max" if task.higher_is_better else "min", save_last="link")
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, *callbacks], default_root_dir=out_dir)
@@ -177,6 +194,12 @@ def _share_cpu_threads() -> None:
     cpus = os.cpu_count() or 1
     side_by_side = min(cpus, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib: -1 is every CPU
     torch.set_num_threads(max(1, cpus // max(1, side_by_side)))
+
+
+# what _quiet_libraries silences, as PYTHONWARNINGS entries (a message prefix each) for spawned processes
+# (PYTHONWARNINGS splits at commas: the prefixes have none)
+_SPAWN_WARNINGS = ("ignore:`isinstance(treespec", "ignore:The dataloader", "ignore:Checkpoint directory",
+                   "ignore:The number of training batches", "ignore::DeprecationWarning")
 
 
 def _no_adverts(record: logging.LogRecord) -> bool:

@@ -215,3 +215,21 @@ def test_make_stale_marks_a_run_whose_process_was_killed_and_spares_a_live_one(t
     marked = client.get_run(dead.info.run_id)
     assert marked.info.status == "KILLED" and "ended without closing the run" in marked.data.tags["error"]
     assert client.get_run(live.info.run_id).info.status == "RUNNING"  # its process (this one) is alive
+
+
+def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tmp_path):
+    # each of the 2 processes takes half of every epoch's batches: twice the epochs, the same steps
+    base = ["task.length=10", "task.distance=3", "task.train_size=1024", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false"]
+    one, client = _run(tmp_path / "one", *base, "trainer.max_epochs=4")
+    two, client2 = _run(tmp_path / "two", *base, "trainer=ddp", "trainer.max_epochs=8")
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    (single,) = _runs(client, "delayed_recall")
+    (parallel,) = _runs(client2, "delayed_recall")  # one run for both processes, logged from rank 0
+    assert parallel.info.status == "FINISHED" and parallel.data.params["trainer.strategy"] == "ddp_spawn"
+    steps = [m.step for m in client2.get_metric_history(parallel.info.run_id, "val/acc")]
+    assert len(steps) == 8 and steps[-1] == 8 * 8 - 1  # 8 batches a process, once per epoch, no duplicates
+    a, b = single.data.metrics["test/acc"], parallel.data.metrics["test/acc"]
+    assert a > 0.9 and abs(a - b) < 0.05, (a, b)
+    assert "Traceback" not in two.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import socket
 import urllib.parse
 import urllib.request
@@ -13,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -209,12 +211,13 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
-    tmp_path, _, _, parent, children = sweep
+@contextmanager
+def _mlflow_server(tmp_path: Path, *options: str):
+    """A real `mlflow server` on a free localhost port over an SQLite store in `tmp_path`; -> its URL."""
     port = _free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{tmp_path}/mlflow.db", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               f"sqlite:///{tmp_path}/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
+                               *options], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -225,6 +228,15 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
+    tmp_path, _, _, parent, children = sweep
+    with _mlflow_server(tmp_path) as base:
         api = f"{base}/api/2.0/mlflow"
         experiment = json.loads(_get(f"{api}/experiments/get-by-name", experiment_name="delayed_recall"))
         found = _post(f"{api}/runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]],
@@ -238,9 +250,21 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
         assert b"model:" in _get(f"{base}/get-artifact", path="config.yaml", run_uuid=child)
         assert b"model=rnn_hidden,mlp_window,rnn_final" in _get(f"{base}/get-artifact", path="sweep_overrides.txt",
                                                                 run_uuid=parent.info.run_id)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
+    # a team's server keeps the artifacts itself (served); the laptop only knows its URL
+    with _mlflow_server(tmp_path, "--artifacts-destination", str(tmp_path / "served"), "--serve-artifacts") as base:
+        env = dict(os.environ, MLFLOW_TRACKING_URI=base)
+        proc = subprocess.run([TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        client = MlflowClient(base)
+        (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+        assert run.info.status == "FINISHED" and "test/acc" in run.data.metrics
+        assert run.data.params["tracking.uri"] == "***"  # read from the environment: masked
+        assert {"config.yaml", "overrides.yaml", "last"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert any(p.name == "last.ckpt" for p in (tmp_path / "served").rglob("*.ckpt"))  # stored by the server
 
 
 def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):

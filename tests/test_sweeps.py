@@ -305,3 +305,16 @@ def test_a_30_run_sweep_in_one_process_completes_without_growing_memory_or_open_
     assert len(set(files[5:])) == 1  # no handle (store connection, log file) left open by a run
     growth = (rss[-1] - rss[5]) / 24  # MB per run, after the first runs warm the caches
     assert growth < 1.0, rss
+
+
+def test_a_sweep_through_submitit_runs_each_job_in_its_own_process_as_a_child(tmp_path):
+    # submitit_local: the SLURM launcher's executor without a cluster (each job its own process)
+    proc, client = _sweep(tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "task.distance=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["children_finished"] == 2
+    assert sorted(c.data.tags["seed"] for c in children) == ["0", "1"]
+    assert all(c.info.status == "FINISHED" and "test/acc" in c.data.metrics for c in children)
+    assert len({c.data.tags["pid"] for c in children}) == 2

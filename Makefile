@@ -34,7 +34,7 @@ install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
-test: $(STAMP) ## run the tests (about six minutes on 2 cores)
+test: $(STAMP) ## run the tests (about nine minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## the throughput benchmark, into experiments/throughput/results.md (minutes)

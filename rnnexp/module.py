@@ -59,7 +59,7 @@ class SequenceModule(pl.LightningModule):
         total[0], total[1] = total[0] + loss.detach() * y.shape[0], total[1] + y.shape[0]
         pending = self._pending[key]
         pending.append(self.flatten(out.detach(), y))
-        if sum(len(target) for _, target in pending) >= _CHUNK:
+        if len(pending) * len(pending[0][1]) >= _CHUNK:  # batches of one size (the last may be smaller)
             self._feed_metric(key)
         if self.step_metrics and stage == "train":
             self.log("train/loss_step", loss, on_step=True, on_epoch=False)

@@ -41,7 +41,7 @@ class Resumed:
     checkpoint_dir: Path  # the run's own folder, so the best checkpoint it knows keeps its path
 
 
-def prepare(cfg: DictConfig, spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
+def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     """The config and checkpoint to continue run `spec.resume` with; ConfigError if it cannot be."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient

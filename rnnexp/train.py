@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -44,7 +45,7 @@ def _app(cfg: DictConfig) -> float | None:
         if spec.resume is not None and not sweeping:  # continue one stopped run, with its own config
             from rnnexp import resume
 
-            cfg, resumed = resume.prepare(cfg, spec)
+            cfg, resumed = resume.prepare(spec)
             spec = config.check(cfg)
         _quiet_libraries(spec.tracking.step_metrics)
         if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
@@ -157,7 +158,9 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         # fails to map ("unable to resize file"): pass them as shared-memory files
         torch.multiprocessing.set_sharing_strategy("file_system")
         # the processes start afresh: warning filters reach them only through the environment
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *_SPAWN_WARNINGS]))
+        ignored = [f"ignore:{start}" for start in _ignored_warnings(cfg.tracking.step_metrics)]
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored,
+                                                              "ignore::DeprecationWarning"]))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
                                  mode="max" if task.higher_is_better else "min", save_last="link")
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, *callbacks], default_root_dir=out_dir)
@@ -196,10 +199,19 @@ def _share_cpu_threads() -> None:
     torch.set_num_threads(max(1, cpus // max(1, side_by_side)))
 
 
-# what _quiet_libraries silences, as PYTHONWARNINGS entries (a message prefix each) for spawned processes
-# (PYTHONWARNINGS splits at commas: the prefixes have none)
-_SPAWN_WARNINGS = ("ignore:`isinstance(treespec", "ignore:The dataloader", "ignore:Checkpoint directory",
-                   "ignore:The number of training batches", "ignore::DeprecationWarning")
+# Warnings that say nothing a user can act on, by the start of their message. No commas:
+# PYTHONWARNINGS, which carries them to the processes of trainer=ddp, splits at commas.
+_IGNORED_WARNINGS = (
+    "`isinstance(treespec",  # Lightning 2.6 calls an API that torch 2.13 deprecates
+    "The dataloader",  # "... does not have many workers": in-memory tensors, workers only add start-up
+    "Checkpoint directory",  # "... exists and is not empty": a resumed run writes on into its own, on purpose
+)
+# "... is smaller than the logging interval": with per-epoch metrics only, the step interval does not matter
+_STEP_INTERVAL_WARNING = "The number of training batches"
+
+
+def _ignored_warnings(step_metrics: bool) -> list[str]:
+    return [*_IGNORED_WARNINGS, *([] if step_metrics else [_STEP_INTERVAL_WARNING])]
 
 
 def _no_adverts(record: logging.LogRecord) -> bool:
@@ -213,14 +225,8 @@ def _quiet_libraries(step_metrics: bool = False) -> None:
     from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()
-    # a resumed run writes on into its own checkpoint folder, on purpose
-    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-    # the data are in-memory tensors: worker processes would only add start-up time
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    if not step_metrics:  # only per-epoch metrics are logged: the step interval does not matter
-        warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-    # Lightning 2.6 calls an API that torch 2.13 deprecates; nothing for a user to act on
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    for start in _ignored_warnings(step_metrics):
+        warnings.filterwarnings("ignore", message=re.escape(start))
 
 
 def describe(err: BaseException) -> str:

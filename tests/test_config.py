@@ -91,6 +91,7 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
     ("model._target_=os.system", "model._target_", "rnnexp.models.recurrent.RNNHidden"),
     ("task._target_=subprocess.run", "task._target_", "rnnexp.tasks.synthetic.DelayedRecall"),
     ("trainer._target_=builtins.exec", "trainer._target_", "pytorch_lightning.Trainer"),
+    ("trainer.strategy=ddp", "trainer.strategy", "auto, ddp_spawn"),
 ])
 def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, allowed):
     cfg = compose_train(override)

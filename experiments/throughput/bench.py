@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from pytorch_lightning import Callback
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -91,23 +92,17 @@ def compose_train(*overrides: str):
                                            *overrides])
 
 
-class EpochTimer:
+class EpochTimer(Callback):
     """Seconds per training epoch (its batches, validation, checkpoint and logging)."""
 
-    def __new__(cls):
-        from pytorch_lightning import Callback
+    def __init__(self):
+        self.times: list[float] = []
 
-        class _Timer(Callback):
-            def __init__(self):
-                self.times: list[float] = []
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
 
-            def on_train_epoch_start(self, trainer, pl_module):
-                self.start = time.perf_counter()
-
-            def on_train_epoch_end(self, trainer, pl_module):
-                self.times.append(time.perf_counter() - self.start)
-
-        return _Timer()
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.times.append(time.perf_counter() - self.start)
 
 
 def lightning_fit(cfg, tmp: Path, tracked: bool = True) -> tuple[list[float], float]:

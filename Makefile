@@ -2,7 +2,8 @@
 # virtual environment (.venv) first if it is missing or out of date.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
+EXTRAS ?= dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 5000
@@ -16,17 +17,17 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test bench server sweep report reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test test-integration integration postgresql bench server sweep report reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
 
 # torch first and pinned: a looser requirement pulls a multi-GB CUDA build. Then the package and
 # its dependencies, every version pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
@@ -36,6 +37,20 @@ train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp
 
 test: $(STAMP) ## run the tests (about nine minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# In a venv of their own with the `ray` extra, which would slow every --help in .venv.
+test-integration: ## the slow tests: PostgreSQL under a team's MLflow server, Ray (installs both; minutes)
+	@$(MAKE) --no-print-directory VENV=.venv-int EXTRAS=dev,ray integration
+
+integration: $(STAMP) postgresql
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+# Debian's package; the tests run their own server from its programs, in a temporary folder
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql package (the tests start their own server)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+	  || { echo "could not install PostgreSQL: run 'apt-get install postgresql' as root" >&2; exit 2; }; }
 
 bench: $(STAMP) ## the throughput benchmark, into experiments/throughput/results.md (minutes)
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)
@@ -71,6 +86,6 @@ ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=
 	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
 
-clean: ## remove .venv, caches (tokenised data too) and Hydra's outputs; keeps mlflow.db, mlartifacts/
-	rm -rf $(VENV) outputs multirun .cache .pytest_cache *.egg-info
+clean: ## remove .venv, .venv-int, caches (tokenised data too) and Hydra's outputs; keeps mlflow.db, mlartifacts/
+	rm -rf .venv .venv-int outputs multirun .cache .pytest_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -39,6 +39,9 @@ class Resumed:
     experiment: str
     checkpoint: Path  # last.ckpt, checked readable
     checkpoint_dir: Path  # the run's own folder, so the best checkpoint it knows keeps its path
+    # the last step logged, per metric: the interrupted epoch runs again, and on CPU gives the
+    # same values, which the run may already have (logged before its store went away, say)
+    logged_through: dict[str, int]
 
 
 def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
@@ -46,8 +49,11 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from rnnexp.tracking import mark_stale
+
     run_id, uri = spec.resume, spec.tracking.uri
     client = MlflowClient(uri)
+    mark_stale(client)  # a run whose process died (with its store out of reach, say) is resumable
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -63,7 +69,8 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     resumed_cfg = _compose_again(client, run)
     folder = Path(run.data.tags.get("checkpoint_dir", ""))
     experiment = client.get_experiment(run.info.experiment_id).name
-    return resumed_cfg, Resumed(run_id, experiment, _last_checkpoint(client, run_id, folder), folder)
+    logged_through = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+    return resumed_cfg, Resumed(run_id, experiment, _last_checkpoint(client, run_id, folder), folder, logged_through)
 
 
 def _compose_again(client, run) -> DictConfig:

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import Callback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -60,18 +61,24 @@ class BatchedMLFlowLogger(MLFlowLogger):
     of a few milliseconds each time, which per-step logging pays on every step. Here they wait in
     memory and go in one `log_batch` (up to 1000 metrics) every `flush_every_s` seconds, and
     whenever the run ends, fails or is interrupted (`finalize`), so nothing is lost but what a
-    SIGKILL cuts off in the last seconds."""
+    SIGKILL cuts off in the last seconds. A metric at a step it has already logged is dropped;
+    a resumed run starts from what its run has (`logged_through`: each metric's last step)."""
 
-    def __init__(self, *args: Any, flush_every_s: float = 2.0, **kwargs: Any):
+    def __init__(self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.flush_every_s = flush_every_s
+        self.logged_through = dict(logged_through or {})
         self._pending: list[Metric] = []
         self._flushed_at = time.monotonic()
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        self._pending += [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if not isinstance(v, str)]
+        step = step or 0
+        new = {k: float(v) for k, v in metrics.items() if not isinstance(v, str) and step > self.logged_through.get(k, -1)}
+        self._pending += [Metric(k, v, now, step) for k, v in new.items()]
+        self.logged_through.update(dict.fromkeys(new, step))
         if len(self._pending) >= _BATCH_METRICS or time.monotonic() - self._flushed_at >= self.flush_every_s:
             self.flush()
 
@@ -88,12 +95,31 @@ class BatchedMLFlowLogger(MLFlowLogger):
         super().finalize(status)
 
 
+class FlushBeforeCheckpoint(Callback):
+    """Write the epoch's metrics before its checkpoint, so that a run resumed from a checkpoint
+    finds every metric up to it in the store. (Lightning checkpoints at the end of an epoch before
+    it hands the logger that epoch's training metrics: they are taken from `callback_metrics`
+    here, and the logger drops them when Lightning hands them over.) If the store is gone, the
+    write fails and the checkpoint is not saved."""
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        epoch_end = {k: v for k, v in trainer.callback_metrics.items()
+                     if k.startswith("train/") and not k.endswith("_step")}
+        for logger in trainer.loggers:
+            if isinstance(logger, BatchedMLFlowLogger):
+                if epoch_end:
+                    logger.log_metrics(epoch_end, step=trainer.global_step - 1)  # Lightning's step for them
+                logger.flush()
+
+
 def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
-                tags: Mapping[str, str] | None = None, run_id: str | None = None) -> MLFlowLogger:
+                tags: Mapping[str, str] | None = None, run_id: str | None = None,
+                logged_through: Mapping[str, int] | None = None) -> MLFlowLogger:
     """Lightning's MLflow logger (batched) over the configured store, for a new run or (`run_id`) a resumed
     one. The store URI is always passed: Lightning's default, a `./mlruns` file store, is refused
     by MLflow 3.13+."""
     return BatchedMLFlowLogger(
+        logged_through=logged_through,
         experiment_name=experiment,
         run_name=run_name,
         run_id=run_id,

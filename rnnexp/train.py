@@ -91,7 +91,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     parent = parent_of_this_job()  # a job of a sweep logs under the sweep's parent run
     if resumed:
         experiment = resumed.experiment
-        logger = tracking.make_logger(spec, experiment, run_id=resumed.run_id)
+        logger = tracking.make_logger(spec, experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
     else:
         experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
         distance = "" if task.distance is None else f"-d{task.distance}"
@@ -122,7 +122,10 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         tracking.log_metrics(client, run_id, {"chance_level": task.chance_level, "n_params": n_params,
                                               "wall_time_s": wall_time}, step=trainer.global_step)
     except BaseException as err:
-        tracking.end_run(client, run_id, err)
+        try:
+            tracking.end_run(client, run_id, err)
+        except Exception as lost:  # the store is gone as well: nothing can close the run now
+            raise StoreLost(spec.tracking.uri, run_id, lost) from err
         if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
             raise SystemExit(128 + signal.SIGTERM) from err
         raise
@@ -145,11 +148,26 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     return max(history) if task.higher_is_better else min(history)
 
 
+class StoreLost(RuntimeError):
+    """The tracking store stopped answering in the middle of a run, which stays RUNNING there.
+    (MLflow's client has already retried with backoff: MLFLOW_HTTP_REQUEST_MAX_RETRIES.)"""
+
+    def __init__(self, uri: str, run_id: str, cause: BaseException):
+        found = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(cause))  # e.g. "Connection refused"
+        reason = found.group(1) if found else " ".join(str(cause).split())[:200]
+        where = "tracking server" if uri.startswith(("http://", "https://")) else "tracking store"
+        super().__init__(f"the {where} {config.masked_uri(uri)} stopped answering ({reason}); run {run_id} "
+                         f"is left RUNNING there: when it is back, `{PROG} resume={run_id}` with the same "
+                         "tracking options goes on from the last checkpoint")
+
+
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
     """Lightning's Trainer as `cfg.trainer` says, keeping the best checkpoint by the validation
     metric and the last one (to resume from) in `checkpoint_dir`."""
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from rnnexp import tracking
 
     if cfg.trainer.strategy == "ddp_spawn":
         import torch.multiprocessing
@@ -163,7 +181,8 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
                                                               "ignore::DeprecationWarning"]))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
                                  mode="max" if task.higher_is_better else "min", save_last="link")
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=[checkpoint, *callbacks], default_root_dir=out_dir)
+    callbacks = [tracking.FlushBeforeCheckpoint(), checkpoint, *callbacks]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
 
@@ -265,6 +284,9 @@ def main() -> None:
     except (config.ConfigError, ConfigCompositionException, MissingConfigException,
             OmegaConfBaseException) as err:
         _exit_with(err)
+    except StoreLost as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -119,13 +119,14 @@ def _tags(run: dict) -> dict[str, str]:
 
 def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_and_artifact(postgres, tmp_path):
     with _team_server(postgres, tmp_path / "served") as (base, _):
-        proc = subprocess.run([TRAIN, "-m", "tracking=server", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        proc = subprocess.run([TRAIN, "-m", "tracking=server", "tracking.experiment=sweep", "hydra/launcher=joblib",
+                               "hydra.launcher.n_jobs=2",
                                f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "trainer.max_epochs=3",
                                "model=rnn_hidden,mlp_window", "task.distance=1,3"],
                               cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=base), capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs = _runs(base, "delayed_recall")  # through the REST API, as the UI reads them
+        runs = _runs(base, "sweep")  # through the REST API, as the UI reads them
         (parent,) = [r for r in runs if _tags(r).get("sweep") == "true"]
         children = [r for r in runs if r is not parent]
         assert parent["info"]["status"] == "FINISHED" and len(children) == 4
@@ -140,29 +141,37 @@ def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_
             assert {"config.yaml", "overrides.yaml", "last"} <= {f["path"] for f in listed["files"]}
             assert b"model:" in _get(f"{base}/get-artifact", path="config.yaml", run_uuid=run_id)
     # the server kept them in PostgreSQL and in its artifact folder
-    assert _query(postgres, "SELECT count(*) FROM runs") == [(5,)]
-    assert _query(postgres, "SELECT count(*) FROM metrics WHERE key = 'val/acc'") == [(12,)]
+    in_sweep = "FROM runs JOIN experiments USING (experiment_id) WHERE experiments.name = 'sweep'"
+    assert _query(postgres, f"SELECT count(*) {in_sweep}") == [(5,)]
+    assert _query(postgres, f"SELECT count(*) FROM metrics WHERE key = 'val/acc' AND run_uuid IN "
+                            f"(SELECT run_uuid {in_sweep})") == [(12,)]
     assert len(list((tmp_path / "served").rglob("last.ckpt"))) == 4
 
 
-def _start_run(tmp_path: Path, base: str, epochs: int, **env: str) -> subprocess.Popen:
-    # 16 steps an epoch of 64 sequences
-    return subprocess.Popen([TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", f"trainer.max_epochs={epochs}",
+STEPS, EPOCHS = 128, 30
+
+
+def _start_run(tmp_path: Path, base: str, **env: str) -> subprocess.Popen:
+    """A run into an experiment named after its test: the tests share one database."""
+    # STEPS steps an epoch of 64 sequences: about 10 s of training, so that the server can be
+    # stopped while it runs
+    return subprocess.Popen([TRAIN, "tracking=server", f"tracking.experiment={tmp_path.name}",
+                             f"hydra.run.dir={tmp_path}/out", f"trainer.max_epochs={EPOCHS}",
                              "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                             "task.length=20", "task.distance=3", "task.train_size=1024", "task.val_size=256",
+                             "task.length=20", "task.distance=3", f"task.train_size={64 * STEPS}", "task.val_size=256",
                              "task.test_size=256"],
                             cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=base, **env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_epochs(base: str, proc: subprocess.Popen, epochs: int) -> str:
+def _wait_for_epochs(base: str, proc: subprocess.Popen, experiment: str, epochs: int) -> str:
     """Wait until the only run has logged `epochs` epochs to the server; -> its id."""
     deadline = time.monotonic() + 300
     while True:
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         assert time.monotonic() < deadline
         try:
-            (run,) = _runs(base, "delayed_recall")
+            (run,) = _runs(base, experiment)
             if len(_history(base, run["info"]["run_id"], "val/acc")) >= epochs:
                 return run["info"]["run_id"]
         except (OSError, KeyError, ValueError):
@@ -173,8 +182,8 @@ def _wait_for_epochs(base: str, proc: subprocess.Popen, epochs: int) -> str:
 def test_a_run_rides_out_a_server_restart_and_loses_nothing(postgres, tmp_path):
     port = _free_port()
     with _team_server(postgres, tmp_path / "served", port) as (base, stop):
-        run = _start_run(tmp_path, base, epochs=40)
-        run_id = _wait_for_epochs(base, run, 2)
+        run = _start_run(tmp_path, base)
+        run_id = _wait_for_epochs(base, run, tmp_path.name, 2)
         stop()  # the server goes away in the middle of the run...
         time.sleep(5)
         assert run.poll() is None, "the run ended while the server was away"
@@ -185,15 +194,15 @@ def test_a_run_rides_out_a_server_restart_and_loses_nothing(postgres, tmp_path):
         assert finished.info.status == "FINISHED" and "test/acc" in finished.data.metrics
         # every epoch, none twice: what was logged before the outage is kept and nothing went missing
         assert [m.step for m in sorted(client.get_metric_history(run_id, "val/acc"), key=lambda m: m.step)] == \
-            [16 * (e + 1) - 1 for e in range(40)]
+            [STEPS * (e + 1) - 1 for e in range(EPOCHS)]
 
 
 def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_resumes(postgres, tmp_path):
     port = _free_port()
     with _team_server(postgres, tmp_path / "served", port) as (base, stop):
-        run = _start_run(tmp_path, base, epochs=40, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
+        run = _start_run(tmp_path, base, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
                          MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1")
-        run_id = _wait_for_epochs(base, run, 2)
+        run_id = _wait_for_epochs(base, run, tmp_path.name, 2)
         logged = len(_history(base, run_id, "val/acc"))
         stop()
         assert run.wait(timeout=300) != 0
@@ -216,7 +225,7 @@ def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_re
         # after the last checkpoint not logged a second time
         for key in ("val/acc", "val/loss", "train/acc", "train/loss"):
             steps = sorted(m.step for m in client.get_metric_history(run_id, key))
-            assert steps == [16 * (e + 1) - 1 for e in range(40)], (key, steps)
+            assert steps == [STEPS * (e + 1) - 1 for e in range(EPOCHS)], (key, steps)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "ray"])

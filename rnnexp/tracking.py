@@ -82,6 +82,11 @@ class BatchedMLFlowLogger(MLFlowLogger):
         if len(self._pending) >= _BATCH_METRICS or time.monotonic() - self._flushed_at >= self.flush_every_s:
             self.flush()
 
+    @property
+    def pending(self) -> list[Metric]:
+        """The metrics not written yet."""
+        return list(self._pending)
+
     @rank_zero_only
     def flush(self) -> None:
         while self._pending:
@@ -95,21 +100,28 @@ class BatchedMLFlowLogger(MLFlowLogger):
         super().finalize(status)
 
 
-class FlushBeforeCheckpoint(Callback):
-    """Write the epoch's metrics before its checkpoint, so that a run resumed from a checkpoint
-    finds every metric up to it in the store. (Lightning checkpoints at the end of an epoch before
-    it hands the logger that epoch's training metrics: they are taken from `callback_metrics`
-    here, and the logger drops them when Lightning hands them over.) If the store is gone, the
-    write fails and the checkpoint is not saved."""
+class MetricsInCheckpoint(Callback):
+    """Every metric up to a checkpoint is in the store or in the checkpoint, so that a run resumed
+    from it loses none: what the logger has not written yet goes into the checkpoint, and a run
+    resumed from it logs those of them its run lacks. (Lightning checkpoints at the end of an
+    epoch before it hands the logger that epoch's training metrics: they are taken from
+    `callback_metrics` here, and the logger drops them when Lightning hands them over.) No write
+    to the store waits for a checkpoint."""
 
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        epoch_end = {k: v for k, v in trainer.callback_metrics.items()
-                     if k.startswith("train/") and not k.endswith("_step")}
         for logger in trainer.loggers:
             if isinstance(logger, BatchedMLFlowLogger):
+                epoch_end = {k: v for k, v in trainer.callback_metrics.items()
+                             if k.startswith("train/") and not k.endswith("_step")}
                 if epoch_end:
                     logger.log_metrics(epoch_end, step=trainer.global_step - 1)  # Lightning's step for them
-                logger.flush()
+                checkpoint["unlogged_metrics"] = [(m.key, m.value, m.step) for m in logger.pending]
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, BatchedMLFlowLogger):
+                for key, value, step in checkpoint.get("unlogged_metrics", []):
+                    logger.log_metrics({key: value}, step=step)
 
 
 def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,

@@ -181,7 +181,7 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
                                                               "ignore::DeprecationWarning"]))
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
                                  mode="max" if task.higher_is_better else "min", save_last="link")
-    callbacks = [tracking.FlushBeforeCheckpoint(), checkpoint, *callbacks]
+    callbacks = [tracking.MetricsInCheckpoint(), checkpoint, *callbacks]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 

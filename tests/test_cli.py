@@ -94,6 +94,17 @@ main()
 """
 
 
+def test_step_metrics_log_the_training_loss_every_n_steps(tmp_path):
+    # trainer=smoke: 4 steps an epoch, 2 epochs; every 3rd step is logged, at Lightning's step numbers
+    proc, client = _run(tmp_path, *SMALL, "tracking.step_metrics=true", "trainer.log_every_n_steps=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = _runs(client, "delayed_recall")
+    history = client.get_metric_history(run.info.run_id, "train/loss_step")
+    assert [m.step for m in history] == [2, 5]
+    assert all(0 < m.value < 10 for m in history)  # a cross-entropy over 8 symbols, early in training
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [3, 7]
+
+
 def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
     proc, client = _run(tmp_path, *SMALL, code=INJECTED)
     assert proc.returncode != 0

@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
-from tests.test_sweeps import TINY, TRAIN, _free_port, _get, _post
+from tests.test_sweeps import TINY, TRAIN, _free_port, _get, _post, _wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -80,8 +80,9 @@ def _team_server(db_url: str, artifacts: Path, port: int | None = None):
     that stops it)."""
     port = port or _free_port()
     server = subprocess.Popen(["make", "--no-print-directory", "server", f"VENV={VENV}", f"PORT={port}",
-                               f"SERVER_ARTIFACTS={artifacts}"], cwd=ROOT, env=dict(os.environ, RNNEXP_SERVER_DB=db_url),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                               f"SERVER_ARTIFACTS={artifacts}"], cwd=ROOT,
+                              env=dict(os.environ, RNNEXP_SERVER_DB=db_url), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
@@ -90,14 +91,7 @@ def _team_server(db_url: str, artifacts: Path, port: int | None = None):
             server.wait(timeout=60)
 
     try:
-        deadline = time.monotonic() + 120  # the first start creates the schema
-        while True:
-            try:
-                _get(f"{base}/health")
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "make server did not start"
-                time.sleep(0.5)
+        _wait_until_healthy(base, server, seconds=120)  # the first start creates the schema
         yield base, stop
     finally:
         stop()

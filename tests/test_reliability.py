@@ -217,3 +217,34 @@ def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch
     assert shown == {"db": {"uri": "postgresql://ana:***@db.lab/runs", "api_key": "***", "Password": "***", "rows": 3}}
     assert tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://ana:***@mlflow.lab"
     assert tracking.masked_override("+hub.token=abc") == "+hub.token=***"
+
+
+def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_where_its_run_is(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    logger = tracking.BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri)
+    logger.log_metrics({"val/acc": 0.5}, step=3)
+    logger.log_metrics({"val/acc": 0.5, "train/acc": 0.4}, step=3)  # handed over again: dropped
+    logger.log_metrics({"val/acc": 0.6}, step=7)
+    logger.flush()
+    client = MlflowClient(uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(logger.run_id, "val/acc")] == [(3, 0.5), (7, 0.6)]
+    assert [m.step for m in client.get_metric_history(logger.run_id, "train/acc")] == [3]
+    # the same run resumed, with what its run already has
+    resumed = tracking.BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri, run_id=logger.run_id,
+                                           logged_through={"val/acc": 7})
+    resumed.log_metrics({"val/acc": 0.6, "train/acc": 0.45}, step=7)  # the epoch run again
+    resumed.log_metrics({"val/acc": 0.7}, step=11)
+    resumed.flush()
+    assert [m.step for m in client.get_metric_history(logger.run_id, "val/acc")] == [3, 7, 11]
+    assert [m.step for m in client.get_metric_history(logger.run_id, "train/acc")] == [3, 7]
+
+
+def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
+    from rnnexp.train import StoreLost
+
+    cause = OSError("HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by "
+                    "NewConnectionError(\"...: [Errno 111] Connection refused\"))")
+    message = str(StoreLost("http://user:pw@h:5000", "abc123", cause))
+    assert "\n" not in message and "pw" not in message  # the password masked
+    assert message.startswith("the tracking server http://user:***@h:5000 stopped answering (Connection refused)")
+    assert "run abc123 is left RUNNING" in message and "rnnexp-train resume=abc123" in message

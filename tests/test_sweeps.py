@@ -220,18 +220,23 @@ def _mlflow_server(tmp_path: Path, *options: str):
                                *options], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                _get(f"{base}/health")
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+        _wait_until_healthy(base, server, seconds=90)
         yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _wait_until_healthy(base: str, server: subprocess.Popen, seconds: float) -> None:
+    """Wait for the MLflow server at `base` (started as `server`) to answer /health."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            _get(f"{base}/health")
+            return
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, f"the server at {base} did not start"
+            time.sleep(0.5)
 
 
 def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):

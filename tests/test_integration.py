@@ -215,8 +215,8 @@ def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_re
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         finished = client.get_run(run_id)
         assert finished.info.status == "FINISHED" and finished.data.tags["resumed"] == "1"
-        # every epoch's metrics once: flushed before each checkpoint, and the epoch run again
-        # after the last checkpoint not logged a second time
+        # every epoch's metrics once: those the server had not got are kept in the checkpoint,
+        # and those it had are not logged a second time
         for key in ("val/acc", "val/loss", "train/acc", "train/loss"):
             steps = sorted(m.step for m in client.get_metric_history(run_id, key))
             assert steps == [STEPS * (e + 1) - 1 for e in range(EPOCHS)], (key, steps)

@@ -292,6 +292,7 @@ class TextConfig(DataTaskConfig):
     min_frequency: int = _range(2, low=1)
     max_length: int = _range(256, low=1)  # tokens kept from the start of each text
     cache_dir: str = ".cache/rnnexp"  # tokenised datasets, keyed by content and settings
+    where: Optional[str] = None  # COLUMN=VALUE: only the rows with that value, e.g. source=imdb
 
     def check(self) -> None:
         if (self.dataset is None) == (self.path is None):
@@ -299,6 +300,8 @@ class TextConfig(DataTaskConfig):
                               "exactly one of task.dataset (a hub name) and task.path (a local file)")
         if self.path is not None:
             _check_file("task.path", self.path, TEXT_SUFFIXES)
+        if self.where is not None and not re.fullmatch(r"[^=]+=.*", self.where):
+            raise ConfigError("task.where", self.where, "COLUMN=VALUE, e.g. source=imdb")
 
 
 TASKS: dict[str, type[TaskConfig]] = {
@@ -484,8 +487,19 @@ def check(cfg: DictConfig) -> TrainConfig:
     return obj
 
 
+def package_data(package: str, path: str) -> str:
+    """`${package_data:PACKAGE,PATH}` in a config: a data file shipped inside an installed package."""
+    from importlib.resources import files
+    from importlib.util import find_spec
+
+    if find_spec(package) is None:
+        raise ValueError(f"package {package!r} is not installed")
+    return str(files(package) / path)
+
+
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    """Put the schemas in Hydra's ConfigStore, and the `package_data` resolver in OmegaConf (idempotent)."""
+    OmegaConf.register_new_resolver("package_data", package_data, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for name, node in MODELS.items():

@@ -255,7 +255,9 @@ def describe(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options:
         group = (err.missing_cfg_file or "").rsplit("/", 1)[0]
         name = (err.missing_cfg_file or "").rsplit("/", 1)[-1]
-        return f"{group}={name} is not an option; allowed: {', '.join(sorted(err.options))}"
+        extra = "; hydra/launcher=ray needs the ray extra: pip install -e '.[ray]'" if (group, name) == (
+            "hydra/launcher", "ray") else ""
+        return f"{group}={name} is not an option; allowed: {', '.join(sorted(err.options))}{extra}"
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
     if isinstance(cause, MissingMandatoryValue) and cause.full_key:
         return f"{cause.full_key} is required: give {cause.full_key}=VALUE"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -118,6 +119,9 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
     ("model.hidden_size=0", ["model.hidden_size=0", ">= 1"]),
     ("model.cel=gru", ["model.cel", "allowed keys"]),
     ("model=transformer", ["model=transformer", "rnn_hidden", "mlp_bag"]),
+    pytest.param("hydra/launcher=ray", ["hydra/launcher=ray", "joblib", "pip install -e '.[ray]'"],
+                 marks=pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
+                                          reason="the ray extra is installed here")),
     ("task.length=10", ["task.distance=15", "task.length (10)"]),  # the default distance does not fit
 ])
 def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):

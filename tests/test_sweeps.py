@@ -279,7 +279,7 @@ def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.run([TRAIN, "-m", "experiment=text_classification/baselines", f"tracking.uri={store}",
                            f"hydra.sweep.dir={tmp_path}/multirun", "task.dataset=null",
-                           f"task.path={tmp_path / 'reviews.csv'}", "task.text_column=review",
+                           f"task.path={tmp_path / 'reviews.csv'}", "task.where=null", "task.text_column=review",
                            "task.label_column=sentiment", f"task.cache_dir={tmp_path / 'cache'}",
                            "trainer=smoke", "trainer.max_epochs=1", "seed=0"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -112,23 +112,35 @@ class TextClassification(Task):
     def __init__(self, dataset: str | None = None, path: str | None = None, text_column: str = "text",
                  label_column: str = "label", tokenizer: str = "word", vocab_size: int = 20000,
                  min_frequency: int = 2, max_length: int = 256, cache_dir: str = ".cache/rnnexp",
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0):
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
+                 where: str | None = None):
         super().__init__(batch_size, seed)
-        self.dataset, self.path = dataset, path
+        self.dataset, self.path, self.where = dataset, path, where
         self.text_column, self.label_column = text_column, label_column
         self.settings = dict(tokenizer=str(getattr(tokenizer, "value", tokenizer)), vocab_size=vocab_size,
                              min_frequency=min_frequency, max_length=max_length,
                              fractions=[val_fraction, test_fraction], seed=seed,
-                             columns=[text_column, label_column], version=CACHE_VERSION)
+                             columns=[text_column, label_column], version=CACHE_VERSION,
+                             **({"where": where} if where is not None else {}))  # old caches keep their keys
         self.cache_dir = Path(cache_dir)
 
     # --- loading ------------------------------------------------------------------------------
 
     def _load(self):
-        """The raw DatasetDict and a digest of its content."""
-        if self.path is not None:
-            return _load_file(self.path)
-        return _load_hub(self.dataset)
+        """The raw DatasetDict (only the rows `where` keeps) and a digest of its whole content."""
+        raw, digest = _load_file(self.path) if self.path is not None else _load_hub(self.dataset)
+        if self.where is None:
+            return raw, digest
+        column, value = self.where.split("=", 1)
+        for part in raw.values():
+            if column not in part.column_names:
+                raise ConfigError("task.where", self.where, "COLUMN=VALUE with COLUMN a column of the dataset: "
+                                  + ", ".join(part.column_names))
+        kept = raw.filter(lambda batch: [str(v) == value for v in batch[column]], batched=True)
+        if not sum(len(part) for part in kept.values()):
+            found = sorted({str(v) for part in raw.values() for v in part.unique(column)})[:20]
+            raise ConfigError("task.where", self.where, f"a value that column {column} has: " + ", ".join(found))
+        return kept, digest
 
     def make_splits(self) -> dict[str, TensorDataset]:
         raw, digest = self._load()
@@ -141,7 +153,8 @@ class TextClassification(Task):
             _save_atomically(stored, cache)
         rows = sum(len(part) for part in raw.values())
         if self.path is not None:
-            self.data_source = DataSource(Path(self.path).name, str(Path(self.path).resolve()), digest, rows)
+            name = Path(self.path).name + (f" where {self.where}" if self.where else "")
+            self.data_source = DataSource(name, str(Path(self.path).resolve()), digest, rows)
         else:
             self.data_source = DataSource(self.dataset, f"hf://datasets/{self.dataset}", digest, rows)
         self.vocabulary_size, self.classes = stored["vocab_size"], stored["classes"]

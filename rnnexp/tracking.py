@@ -111,8 +111,7 @@ class MetricsInCheckpoint(Callback):
     def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, BatchedMLFlowLogger):
-                epoch_end = {k: v for k, v in trainer.callback_metrics.items()
-                             if k.startswith("train/") and not k.endswith("_step")}
+                epoch_end = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
                 if epoch_end:
                     logger.log_metrics(epoch_end, step=trainer.global_step - 1)  # Lightning's step for them
                 checkpoint["unlogged_metrics"] = [(m.key, m.value, m.step) for m in logger.pending]

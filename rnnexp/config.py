@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -355,6 +356,18 @@ class TrackingConfig:
     log_checkpoint: bool = True  # log the best checkpoint as an artifact
     step_metrics: bool = False  # also log the training loss every `trainer.log_every_n_steps` steps
 
+    def __post_init__(self) -> None:
+        """A server URL's `user:password@` goes where MLflow's client takes credentials
+        (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, sent as HTTP basic auth), out of
+        the URL: in it, they would be taken for part of the host name."""
+        found = _URI_CREDENTIALS.match(self.uri)
+        if found:
+            from urllib.parse import unquote
+
+            os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found.group("user"))
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(found.group("password"))
+            self.uri = found.group("scheme") + found.group("rest")
+
     def check(self) -> None:
         schemes = ("sqlite:///", "postgresql://", "mysql://", "http://", "https://", "databricks")
         if not self.uri.startswith(schemes):
@@ -368,7 +381,10 @@ class TrackingConfig:
                 raise ConfigError("tracking.uri", self.uri, f"an SQLite file in an existing folder ({folder} is none)")
 
 
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>https?://)(?P<user>[^/:@\s]*):(?P<password>[^/@\s]*)@(?P<rest>.*)")
 MASK = "***"  # what a secret is shown and logged as
+# a key whose value is a secret
+SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
 _URI_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]*@")
 
 
@@ -377,11 +393,26 @@ def masked_uri(uri: str) -> str:
     return _URI_PASSWORD.sub(rf"\1{MASK}@", uri)
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Held while a process checks or creates an SQLite store's schema, or creates an experiment
+    in it: MLflow does neither atomically, and processes started together on a new store would
+    interleave their migrations (and leave it broken) or create the experiment twice. A file lock
+    beside the database (`FILE.lock`); a server or another database serialises these itself."""
+    if not uri.startswith("sqlite:///") or os.name == "nt":
+        yield
+        return
+    import fcntl
+
+    with open(os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0]) + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes, or the process dies
+        yield
+
+
 def check_store(uri: str) -> None:
     """Fail before training, not after it, when runs cannot be written where `tracking.uri`
-    says: an SQLite file that cannot be written (or is not a database), a server that does not
-    answer. Writes nothing."""
-    import sqlite3
+    says: an SQLite file that cannot be written, is not a database, is corrupt inside or has a
+    half-made schema; a server that does not answer. Writes nothing."""
     import tempfile
     import urllib.error
     import urllib.request
@@ -394,19 +425,61 @@ def check_store(uri: str) -> None:
         except OSError as err:
             raise ConfigError("tracking.uri", uri, f"an SQLite file in a folder this process can write "
                               f"({os.path.dirname(path)}: {err.strerror})") from None
-        if not os.path.exists(path):
-            return
-        try:  # a write that changes nothing, rolled back: fails on a read-only or corrupt file
-            con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=20)
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                version = con.execute("PRAGMA user_version").fetchone()[0]
-                con.execute(f"PRAGMA user_version = {int(version)}")
-                con.rollback()
-            finally:
-                con.close()
-        except sqlite3.Error as err:
-            raise ConfigError("tracking.uri", uri, f"a writable SQLite database ({path}: {err})") from None
+        if os.path.exists(path):
+            with store_lock(uri):  # not while another process creates the schema
+                _check_sqlite(uri, path)
+    elif uri.startswith(("http://", "https://")):
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
+        except urllib.error.HTTPError:
+            pass  # it answered
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError("tracking.uri", masked_uri(uri), f"a tracking server that answers ({reason})") from None
+
+
+def _check_sqlite(uri: str, path: str) -> None:
+    import sqlite3
+
+    try:  # a write that changes nothing, rolled back: fails on a read-only or corrupt file
+        con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=20)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            con.execute(f"PRAGMA user_version = {int(version)}")
+            con.rollback()
+            # a page overwritten inside leaves the header intact: only reading the pages tells
+            problems = [" ".join(row[0].split()) for row in con.execute("PRAGMA quick_check(3)")]
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            revision = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
+                if "alembic_version" in tables else None
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise ConfigError("tracking.uri", uri, f"a writable SQLite database ({path}: {err})") from None
+    if problems != ["ok"]:
+        raise ConfigError("tracking.uri", uri, f"an intact SQLite database; {path} is corrupt inside "
+                          f"({'; '.join(problems)}): restore it from a backup, or recover what is readable "
+                          f"with `sqlite3 {path} .recover`")
+    _check_schema(uri, path, tables, revision)
+
+
+def _check_schema(uri: str, path: str, tables: set[str], revision: str | None) -> None:
+    """An SQLite store whose schema a migration left half-made (a process killed in it, or an
+    older rnnexp that let processes migrate a new store side by side)."""
+    if not tables:
+        return  # new: MLflow creates the schema
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
+    head = _get_latest_schema_revision()
+    if leftovers or revision != head:
+        found = f"tables {', '.join(leftovers)} left by a migration cut short" if leftovers else \
+            f"schema version {revision}, not {head}"
+        drop = "; ".join(f"DROP TABLE {t}" for t in leftovers)
+        repair = (f"sqlite3 {path} '{drop}', then " if leftovers else "") + f"mlflow db upgrade sqlite:///{path}"
+        raise ConfigError("tracking.uri", uri, f"a store whose schema is complete; {path} has {found}: back it "
+                          f"up, then repair it with `{repair}`")
     elif uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
@@ -471,8 +544,30 @@ def _check_fields(node: Any, prefix: str) -> None:
         node.check()
 
 
+def _check_keys(node: DictConfig, prefix: str) -> None:
+    """A key that `+key=value` added to a typed node is misspelt like any unknown key."""
+    schema = OmegaConf.get_type(node)
+    if schema is None or not hasattr(schema, "__dataclass_fields__"):
+        return
+    known = [f.name for f in fields(schema) if not f.name.startswith("_")]
+    for key in node.keys():
+        if key != "hydra" and key not in known and not str(key).startswith("_"):
+            value = OmegaConf.to_container(node, resolve=False)[key]  # unresolved: a secret stays a ${...}
+            raise ConfigError(f"{prefix}{key}", MASK if SECRET_KEY.search(str(key)) else value,
+                              f"a key of the config; allowed keys{' of ' + prefix[:-1] if prefix else ''}: "
+                              + ", ".join(known))
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _check_keys(child, f"{prefix}{key}.")
+
+
 def check(cfg: DictConfig) -> TrainConfig:
     """Validate a composed config beyond what its types say; return it as dataclasses."""
+    _check_keys(cfg, "")
+    experiment = cfg.tracking._get_node("experiment")._value()  # as written
+    if isinstance(experiment, str) and "oc.env" in experiment:
+        raise ConfigError("tracking.experiment", experiment, "a name written out, not read from the environment "
+                          "(which holds secrets): an experiment's name is stored and shown in plain text")
     obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     _check_fields(obj, "")
     for group in ("model", "task", "trainer", "tracking", "optim"):

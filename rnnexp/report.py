@@ -176,9 +176,9 @@ def plot_learning_curves(client, groups: list[Group], out: Path) -> None:
 
 
 def report(uri: str, experiment: str | None, parent: str | None, out: Path) -> list[Group]:
-    from mlflow.tracking import MlflowClient
+    from rnnexp.tracking import open_client
 
-    client = MlflowClient(uri)
+    client = open_client(uri)
     if parent is not None:
         try:
             experiment_id = client.get_run(parent).info.experiment_id

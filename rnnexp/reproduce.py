@@ -22,7 +22,8 @@ from pathlib import Path
 
 import yaml
 
-from rnnexp.config import identity_overrides
+from rnnexp.config import ConfigError
+from rnnexp.safety import replayable
 
 PROG = "rnnexp-reproduce"
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +51,9 @@ def _resolved_config(client, run_id: str, where: Path) -> dict:
 
 def reproduce(run_id: str, uri: str) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.tracking import MlflowClient
+    from rnnexp.tracking import open_client
 
-    client = MlflowClient(uri)
+    client = open_client(uri)
     try:
         original = client.get_run(run_id)
     except Exception:
@@ -62,7 +63,10 @@ def reproduce(run_id: str, uri: str) -> int:
     commit = original.data.tags.get("git_commit", "unknown")
     with tempfile.TemporaryDirectory() as tmp:
         overrides = yaml.safe_load(Path(client.download_artifacts(run_id, "overrides.yaml", tmp)).read_text()) or []
-        kept = identity_overrides(overrides)
+        try:  # checked here, before any process starts: the store may have been altered
+            kept = replayable(overrides if isinstance(overrides, list) else [overrides], f"RUN={run_id} overrides.yaml")
+        except ConfigError as err:
+            _fail(str(err))
         experiment = client.get_experiment(original.info.experiment_id).name
         command = [sys.executable, "-m", "rnnexp.train", *kept, f"tracking.uri={uri}",
                    f"tracking.experiment={experiment}", f"hydra.run.dir={tmp}/run"]

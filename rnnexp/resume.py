@@ -27,7 +27,7 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rnnexp import config
+from rnnexp import config, safety
 
 LAST = "last.ckpt"  # what Lightning's ModelCheckpoint(save_last=...) keeps at every epoch's end
 RESUMABLE = ("KILLED", "FAILED")
@@ -47,12 +47,11 @@ class Resumed:
 def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     """The config and checkpoint to continue run `spec.resume` with; ConfigError if it cannot be."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    from rnnexp.tracking import mark_stale
+    from rnnexp.tracking import mark_stale, open_client
 
     run_id, uri = spec.resume, spec.tracking.uri
-    client = MlflowClient(uri)
+    client = open_client(uri)
     mark_stale(client)  # a run whose process died (with its store out of reach, say) is resumable
     try:
         run = client.get_run(run_id)
@@ -80,7 +79,8 @@ def _compose_again(client, run) -> DictConfig:
         logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "overrides.yaml", tmp)).read_text())
     # the store is where the run is found now; the overrides it was made with, as logged
     where = [o for o in config.typed_overrides(HydraConfig.get().overrides.task) if o.lstrip("+~").startswith("tracking")]
-    resumed_cfg = compose("train", overrides=config.identity_overrides(logged or []) + where)
+    replayed = safety.replayable((logged or []) if isinstance(logged or [], list) else [logged], f"resume={run.info.run_id} overrides.yaml")
+    resumed_cfg = compose("train", overrides=replayed + where)
     if config_hash(resumed_cfg) != run.data.tags.get("config_hash"):
         commit = run.data.tags.get("git_commit", "unknown")
         raise config.ConfigError("resume", run.info.run_id, "a run whose config composes the same here; its "

@@ -21,11 +21,13 @@ import gc
 import json
 import os
 import signal
+import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -41,6 +43,8 @@ PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs find their p
 class Parent:
     run_id: str
     experiment: str
+    pid: Optional[int] = None  # the sweep's process (None in a folder written before it was kept)
+    host: Optional[str] = None
 
 
 def parent_of_this_job() -> Parent | None:
@@ -52,6 +56,37 @@ def parent_of_this_job() -> Parent | None:
     if not path.exists():
         return None
     return Parent(**json.loads(path.read_text()))
+
+
+_watching: list[Parent] = []
+
+
+def end_with_the_sweep(parent: Parent, poll_s: float = 1.0, grace_s: float = 10.0) -> None:
+    """In a process that a launcher started to run jobs (joblib's workers, submitit's), end this
+    process when the sweep's own process has gone (SIGKILL, a crash), rather than run the jobs
+    it had queued for nobody, or idle on for minutes holding its memory. The job in hand stops
+    as on SIGTERM (its run ends KILLED); after `grace_s` the process exits whatever it is doing.
+    Started once per process; nothing to do where the job runs in the sweep's process."""
+    if parent.pid is None or parent.pid == os.getpid() or parent.host != socket.gethostname() or _watching:
+        return
+    _watching.append(parent)
+    from rnnexp.tracking import process_alive
+
+    child = os.getppid() == parent.pid  # then a dead sweep shows as a new parent, whatever its pid becomes
+
+    def gone() -> bool:
+        return os.getppid() != parent.pid if child else not process_alive(parent.pid)
+
+    def watch() -> None:
+        while not gone():
+            time.sleep(poll_s)
+        print(f"rnnexp-train: the sweep's process {parent.pid} has ended: stopping this job", file=sys.stderr,
+              flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="end-with-the-sweep", daemon=True).start()
 
 
 def finished_twin(uri: str, parent: Parent, config_hash: str) -> str | None:
@@ -85,29 +120,56 @@ def _collect_garbage() -> None:
         raise KeyboardInterrupt
 
 
+def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
+    """Jobs of an interrupted sweep still running on this host end by themselves soon after their
+    sweep (`end_with_the_sweep`); a resumed sweep waits for them, then stops those left, so that
+    no job runs twice side by side."""
+    from rnnexp.tracking import process_alive
+
+    def alive() -> list[int]:
+        runs = client.search_runs([client.get_run(parent_id).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'")
+        pids = [int(r.data.tags["pid"]) for r in runs
+                if r.data.tags.get("host") == socket.gethostname() and r.data.tags.get("pid", "").isdigit()]
+        return [pid for pid in pids if pid != os.getpid() and process_alive(pid)]
+
+    deadline = time.monotonic() + wait_s
+    if (pids := alive()):
+        print(f"waiting for {len(pids)} job(s) of the interrupted sweep to end (pids {', '.join(map(str, pids))})",
+              flush=True)
+    while (pids := alive()) and time.monotonic() < deadline:
+        time.sleep(1)
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    while alive() and time.monotonic() < deadline + 10:
+        time.sleep(0.5)
+
+
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
 
         from rnnexp import tracking
 
         tracking.quiet_store_logs()
         tracking_cfg = OmegaConf.to_object(config.tracking)
-        client = MlflowClient(tracking_cfg.uri)
-        tracking.mark_stale(client)  # runs whose process died since: not to be taken for live ones
+        client = tracking.open_client(tracking_cfg.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
+        if config.get("resume"):
+            _stop_survivors(client, config.resume)
+        tracking.mark_stale(client)  # runs whose process died since: not to be taken for live ones
         if config.get("resume"):
             # reopen the interrupted sweep's parent; its jobs skip what already finished
             run = client.get_run(config.resume)
             experiment = client.get_experiment(run.info.experiment_id).name
-            client.update_run(run.info.run_id, status="RUNNING")
+            tracking.reopen(client, run.info.run_id)
         else:
             experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
             experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
             overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
             run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                    tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve())})
+                                    tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve()),
+                                          **tracking.process_tags()})
         try:
             if not config.get("resume"):
                 # a key given twice takes its last value, as in Hydra; MLflow refuses duplicate keys
@@ -116,7 +178,8 @@ class SweepTracking(Callback):
                     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in given.items()])
                 client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment}))
+            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment,
+                                                             "pid": os.getpid(), "host": socket.gethostname()}))
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise

@@ -25,12 +25,11 @@ from pytorch_lightning import Callback
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from rnnexp.config import MASK, NOT_IDENTITY, TrackingConfig, TrainConfig, masked_uri
+from rnnexp.config import MASK, NOT_IDENTITY, SECRET_KEY, TrackingConfig, TrainConfig, masked_uri, store_lock
 from rnnexp.tasks.base import DataSource, Task
 
 _BATCH = 100  # most params MLflow takes in one log_batch call
 _BATCH_METRICS = 1000  # most metrics it takes in one call
-_SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
 _ERROR_TAG_CHARS = 5000
 
 
@@ -47,12 +46,22 @@ def _artifact_location(tracking: TrackingConfig) -> str | None:
     return Path(tracking.artifacts).resolve().as_uri() if tracking.uri.startswith("sqlite:///") else None
 
 
+def open_client(uri: str) -> MlflowClient:
+    """A client of the store at `uri`, whose schema is created first (under `store_lock`) if the
+    store is new."""
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # MLflow creates or checks the schema on first use
+    return client
+
+
 def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:
-    """The id of experiment `name`, created if missing."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None and experiment.lifecycle_stage != "deleted":
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=_artifact_location(tracking))
+    """The id of experiment `name`, created if missing (once, whoever else asks at the same time)."""
+    with store_lock(tracking.uri):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None and experiment.lifecycle_stage != "deleted":
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=_artifact_location(tracking))
 
 
 class BatchedMLFlowLogger(MLFlowLogger):
@@ -96,8 +105,12 @@ class BatchedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
+        """Write what waits and log the checkpoints, but leave the run's status alone: Lightning
+        calls this when `fit` ends, before the run is tested, and a run must not show FINISHED
+        without its test metrics. rnnexp sets the status once, after testing (`end_run`)."""
         self.flush()
-        super().finalize(status)
+        if self._initialized and self._checkpoint_callback:
+            self._scan_and_log_checkpoints(self._checkpoint_callback)
 
 
 class MetricsInCheckpoint(Callback):
@@ -146,8 +159,8 @@ def reopen(client: MlflowClient, run_id: str) -> None:
     stop recorded as `resumed_after` and counted in `resumed`."""
     tags = client.get_run(run_id).data.tags
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, "host", socket.gethostname())
-    client.set_tag(run_id, "pid", str(os.getpid()))
+    for key, value in process_tags().items():
+        client.set_tag(run_id, key, value)
     client.set_tag(run_id, "resumed", str(int(tags.get("resumed", "0")) + 1))
     if "error" in tags:
         client.set_tag(run_id, "resumed_after", tags["error"])
@@ -164,7 +177,7 @@ def secret_keys(cfg: DictConfig) -> set[str]:
             dotted = f"{prefix}{key}"
             if isinstance(value, (Mapping, list)):
                 found |= walk(value, dotted + ".")
-            elif _SECRET_KEY.search(str(key)) or (isinstance(value, str) and "oc.env:" in value):
+            elif SECRET_KEY.search(str(key)) or (isinstance(value, str) and "oc.env:" in value):
                 found.add(dotted)
         return found
 
@@ -189,7 +202,7 @@ def masked_override(override: str) -> str:
     """A command-line override `key=value` as it may be logged. An interpolation such as
     `${oc.env:NAME}` is kept: it names the variable, not its value, and composes again."""
     key, sep, _ = override.partition("=")
-    if sep and _SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
+    if sep and SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
         return f"{key}={MASK}"
     return masked_uri(override)
 
@@ -216,13 +229,16 @@ def git_state(path: Path) -> tuple[str, bool | None]:
         return "unknown", None
 
 
+def process_tags() -> dict[str, str]:
+    """MLflow has no heartbeat: these let `make stale` tell a live run from a dead process's."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
 def run_tags(spec: TrainConfig, task: Task) -> dict[str, str]:
     commit, dirty = git_state(Path(__file__).parent)
     cell = getattr(spec.model, "cell", None)
     tags = {
-        # MLflow has no heartbeat: these let `make stale` tell a live run from a dead process's
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
+        **process_tags(),
         "pattern": spec.model.pattern,
         "model": spec.model.name,
         "cell": cell.value if cell is not None else "none",
@@ -298,7 +314,7 @@ def end_run(client: MlflowClient, run_id: str, error: BaseException | None = Non
     return status
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -318,7 +334,7 @@ def mark_stale(client: MlflowClient) -> list[str]:
         return marked
     for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50000):
         tags = run.data.tags
-        if tags.get("host") != host or not tags.get("pid", "").isdigit() or _alive(int(tags["pid"])):
+        if tags.get("host") != host or not tags.get("pid", "").isdigit() or process_alive(int(tags["pid"])):
             continue
         client.set_tag(run.info.run_id, "error", f"process {tags['pid']} on {host} ended without closing the run")
         client.set_terminated(run.info.run_id, "KILLED")
@@ -336,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
     args = parser.parse_args(argv)
     quiet_store_logs()
-    marked = mark_stale(MlflowClient(args.uri))
+    marked = mark_stale(open_client(args.uri))
     print(f"{len(marked)} stale run(s) marked KILLED" + (": " + ", ".join(marked) if marked else ""))
 
 

@@ -25,8 +25,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from rnnexp import config
-from rnnexp.sweep import parent_of_this_job
+from rnnexp import config, safety
+from rnnexp.sweep import end_with_the_sweep, parent_of_this_job
 
 PROG = "rnnexp-train"
 # The config tree sits at the project root beside the package (the package is installed editable).
@@ -38,6 +38,9 @@ config.register()
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    _mask_hydra_files(sweeping)
+    if sweeping and (parent := parent_of_this_job()) is not None:
+        end_with_the_sweep(parent)
     try:
         spec = config.check(cfg)
         config.check_store(spec.tracking.uri)  # now, not after an hour of training
@@ -50,7 +53,7 @@ def _app(cfg: DictConfig) -> float | None:
         _quiet_libraries(spec.tracking.step_metrics)
         if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
             print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
-            return None
+            return _objective_of(spec.tracking.uri, twin)  # a search (Optuna) counts it as done
         task, model, module = build(cfg, spec)  # the data too: a split can be a config error
     except config.MismatchError as err:
         if not sweeping:
@@ -65,6 +68,23 @@ def _app(cfg: DictConfig) -> float | None:
     return train(cfg, spec, task, model, module, resumed)
 
 
+def _mask_hydra_files(sweeping: bool) -> None:
+    """Hydra has saved the config and the command line in the run's `.hydra/` folder (and a
+    sweep's in `multirun.yaml`) as typed: mask the password of any URL in them, as in MLflow."""
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir) / (hydra_cfg.output_subdir or ".hydra")
+    files = [*folder.glob("*.yaml"), *([Path(hydra_cfg.sweep.dir) / "multirun.yaml"] if sweeping else [])]
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        if (masked := config.masked_uri(text)) != text:
+            spare = path.with_name(f".{path.name}.{os.getpid()}")
+            spare.write_text(masked)
+            os.replace(spare, path)  # whole or not at all: jobs of a sweep may do it side by side
+
+
 def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
     """For a job of a resumed sweep, the run in which the same config already finished."""
     from rnnexp import tracking
@@ -75,6 +95,17 @@ def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
         raise config.ConfigError("resume", spec.resume, "with -m, the parent run id of a sweep in "
                                  f"{config.masked_uri(spec.tracking.uri)}")
     return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
+
+
+def _objective_of(uri: str, run_id: str) -> float | None:
+    """What `train` returned for a finished run: its best validation metric."""
+    from rnnexp import tracking
+
+    objective = tracking.open_client(uri).get_run(run_id).data.tags.get(OBJECTIVE_TAG)
+    return None if objective is None else float(objective)  # None: a run made before the tag was
+
+
+OBJECTIVE_TAG = "best_val"  # the best value of val/<metric>: what `train` returns to a sweeper
 
 
 def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed=None) -> float:
@@ -94,6 +125,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         logger = tracking.make_logger(spec, experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
     else:
         experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
+        tracking.experiment_id(tracking.open_client(spec.tracking.uri), experiment, spec.tracking)  # once, here
         distance = "" if task.distance is None else f"-d{task.distance}"
         logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
                                       tags={"mlflow.parentRunId": parent.run_id} if parent else None)
@@ -121,6 +153,12 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         n_params = sum(p.numel() for p in model.parameters())
         tracking.log_metrics(client, run_id, {"chance_level": task.chance_level, "n_params": n_params,
                                               "wall_time_s": wall_time}, step=trainer.global_step)
+        if checkpoint.best_model_score is not None:
+            objective = float(checkpoint.best_model_score)
+        else:  # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
+            history = [m.value for m in client.get_metric_history(run_id, checkpoint.monitor)]
+            objective = max(history) if task.higher_is_better else min(history)
+        client.set_tag(run_id, OBJECTIVE_TAG, repr(objective))
     except BaseException as err:
         try:
             tracking.end_run(client, run_id, err)
@@ -141,11 +179,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
     if spec.tracking.uri.startswith("sqlite:///"):
         print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
-    if checkpoint.best_model_score is not None:
-        return float(checkpoint.best_model_score)
-    # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
-    history = [m.value for m in client.get_metric_history(run_id, checkpoint.monitor)]
-    return max(history) if task.higher_is_better else min(history)
+    return objective
 
 
 class StoreLost(RuntimeError):
@@ -179,8 +213,10 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         ignored = [f"ignore:{start}" for start in _ignored_warnings(cfg.tracking.step_metrics)]
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored,
                                                               "ignore::DeprecationWarning"]))
+    # save_last=True: last.ckpt is the last epoch's own (a "link" points at the best one, and a
+    # run resumed from it would repeat the epochs since)
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
-                                 mode="max" if task.higher_is_better else "min", save_last="link")
+                                 mode="max" if task.higher_is_better else "min", save_last=True)
     callbacks = [tracking.MetricsInCheckpoint(), checkpoint, *callbacks]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
@@ -197,10 +233,30 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     task = instantiate(cfg.task, seed=spec.seed)
     task.setup()
+    _check_fits_in_memory(cfg, spec, task)
     model = instantiate(cfg.model, _partial_=True)(io=task.io)  # keeps TaskIO a dataclass
     module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=spec.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)
     return task, model, module
+
+
+def _check_fits_in_memory(cfg: DictConfig, spec: config.TrainConfig, task) -> None:
+    """Refuse a model whose training state (weights, gradients and the optimizer's two moments,
+    float32) would not fit in this machine's memory, before torch tries to allocate it: the
+    model is built on the meta device, which allocates nothing and draws no random numbers."""
+    import torch
+    from hydra.utils import instantiate
+
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in instantiate(cfg.model, _partial_=True)(io=task.io).parameters())
+    needed = n_params * 4 * 4
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
+    if memory and needed > memory:
+        sizes = {f.name: getattr(spec.model, f.name) for f in fields(spec.model)
+                 if isinstance(getattr(spec.model, f.name), int) and not isinstance(getattr(spec.model, f.name), bool)}
+        key = max(sizes, key=lambda k: sizes[k])  # the size that is out of scale
+        raise config.ConfigError(f"model.{key}", sizes[key], f"a model that fits in memory: {n_params:,} parameters "
+                                 f"need {needed / 2**30:,.0f} GiB to train, this machine has {memory / 2**30:,.0f} GiB")
 
 
 def _share_cpu_threads() -> None:
@@ -284,6 +340,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar for each small file
     try:
+        # Hydra instantiates callbacks, launcher, sweeper and logging before _app runs: check first
+        safety.check_command_line(sys.argv[1:], CONF_DIR, "train")
         _app()
     except (config.ConfigError, ConfigCompositionException, MissingConfigException, OverrideParseException,
             OmegaConfBaseException) as err:

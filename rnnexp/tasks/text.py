@@ -183,6 +183,9 @@ class TextClassification(Task):
             raise ConfigError("task.path" if self.path else "task.dataset", self.path or self.dataset,
                               "a dataset with at least one example")
         val_fraction, test_fraction = self.settings["fractions"]
+        if self.path is not None and self.path.lower().endswith((".csv", ".tsv")) and len(texts) < 100 \
+                and (problem := _csv_problem(self.path)):  # few rows: a broken file, rather than a small one?
+            raise ConfigError("task.path", self.path, f"a well-formed {Path(self.path).suffix[1:]} file ({problem})")
         if "test" in raw:
             test_texts, test_labels = self._columns(raw["test"])
             index = split_indices(len(texts), val_fraction, 0.0, self.seed)
@@ -253,12 +256,33 @@ def _load_file(path: str):
     builder, options = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".json": ("json", {}),
                         ".jsonl": ("json", {}), ".parquet": ("parquet", {})}[suffix]
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parse errors: said once, below
     try:
         raw = datasets.load_dataset(builder, data_files=path, **options)
-    except Exception as err:  # datasets raises many kinds for an unreadable file
+    except Exception as err:  # datasets raises many kinds for an unreadable file, the parser's error inside
+        while err.__cause__ is not None or err.__context__ is not None:
+            err = err.__cause__ or err.__context__
         raise ConfigError("task.path", path, f"a readable {suffix[1:]} file ({type(err).__name__}: "
                           f"{' '.join(str(err).split())[:200]})") from None
     return raw, _digest(Path(path).read_bytes())
+
+
+def _csv_problem(path: str) -> str | None:
+    """Where a CSV or TSV file breaks the format (a quote left open swallows the rest of the file
+    into one field, which pandas reads without a word), read strictly; None if nowhere."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter="\t" if path.lower().endswith(".tsv") else ",", strict=True)
+        try:
+            width = None
+            for row in reader:
+                width = width or len(row)
+                if len(row) != width:
+                    return f"line {reader.line_num} has {len(row)} fields, the header {width}"
+        except csv.Error as err:
+            return f"line {reader.line_num}: {err}"
+    return None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -35,6 +35,24 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 config.register()
 
 
+def _masking_record_factory(factory):
+    """Log records with the password of any URL masked: Hydra logs each job's overrides (to the
+    console and train.log), a server URL among them."""
+    def make(*args, **kwargs) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        if "://" in str(record.msg) or record.args:
+            message = record.getMessage()
+            if (masked := config.masked_uri(message)) != message:
+                record.msg, record.args = masked, ()
+        return record
+    make.masks = True  # type: ignore[attr-defined]
+    return make
+
+
+if not getattr(logging.getLogRecordFactory(), "masks", False):  # a sweep's workers import this module too
+    logging.setLogRecordFactory(_masking_record_factory(logging.getLogRecordFactory()))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -195,11 +213,26 @@ class StoreLost(RuntimeError):
                          "tracking options goes on from the last checkpoint")
 
 
+def _best_and_last_checkpoints(**kwargs):
+    """Lightning's ModelCheckpoint keeping the best epoch's checkpoint, and `last.ckpt` written at
+    the end of every epoch. Lightning 2.6 writes `last.ckpt` only in an epoch that also made a new
+    best one (and save_last="link" links it to the best): a run resumed from it would repeat every
+    epoch since its best."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    class BestAndLast(ModelCheckpoint):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:  # where it saves, validating every epoch
+            super().on_train_epoch_end(trainer, pl_module)
+            if self._should_save_on_train_epoch_end(trainer) and not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # nothing saved this epoch
+
+    return BestAndLast(**kwargs)
+
+
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
     """Lightning's Trainer as `cfg.trainer` says, keeping the best checkpoint by the validation
     metric and the last one (to resume from) in `checkpoint_dir`."""
     from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from rnnexp import tracking
 
@@ -213,10 +246,8 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         ignored = [f"ignore:{start}" for start in _ignored_warnings(cfg.tracking.step_metrics)]
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored,
                                                               "ignore::DeprecationWarning"]))
-    # save_last=True: last.ckpt is the last epoch's own (a "link" points at the best one, and a
-    # run resumed from it would repeat the epochs since)
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
-                                 mode="max" if task.higher_is_better else "min", save_last=True)
+    checkpoint = _best_and_last_checkpoints(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
+                                            mode="max" if task.higher_is_better else "min", save_last=True)
     callbacks = [tracking.MetricsInCheckpoint(), checkpoint, *callbacks]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint

@@ -248,3 +248,60 @@ def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
     assert "\n" not in message and "pw" not in message  # the password masked
     assert message.startswith("the tracking server http://user:***@h:5000 stopped answering (Connection refused)")
     assert "run abc123 is left RUNNING" in message and "rnnexp-train resume=abc123" in message
+
+
+# records the run's status as testing starts (in RNNEXP_TEST_STATUS), then dies there if told to
+STATUS_AT_TEST = """
+import os
+import signal
+import sys
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+import rnnexp.module
+def on_test_start(self):
+    logger = self.trainer.logger
+    status = MlflowClient(logger._tracking_uri).get_run(logger.run_id).info.status
+    Path(os.environ["RNNEXP_TEST_STATUS"]).write_text(status)
+    if os.environ.get("RNNEXP_TEST_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+rnnexp.module.SequenceModule.on_test_start = on_test_start
+from rnnexp.train import main
+sys.argv = ["rnnexp-train", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_run_is_running_while_it_is_tested_and_a_kill_there_leaves_it_resumable(tmp_path, monkeypatch):
+    monkeypatch.setenv("RNNEXP_TEST_STATUS", str(tmp_path / "status"))
+    monkeypatch.setenv("RNNEXP_TEST_KILL", "1")
+    proc, client = _run(tmp_path, *SMALL, code=STATUS_AT_TEST)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / "status").read_text() == "RUNNING"  # not FINISHED once fit ends
+    (run,) = _runs(client, "delayed_recall")
+    assert run.info.status == "RUNNING" and "test/acc" not in run.data.metrics
+
+    resumed = _resume(tmp_path, run.info.run_id)  # marks the dead process's run KILLED, then goes on
+    assert resumed.returncode == 0, resumed.stderr
+    again = client.get_run(run.info.run_id)
+    assert again.info.status == "FINISHED" and "test/acc" in again.data.metrics
+    assert sorted(_history(client, run.info.run_id, "val/acc")) == [3, 7]  # the epochs, once each
+
+
+def test_last_ckpt_is_the_last_epoch_so_a_resumed_run_repeats_none(tmp_path):
+    import torch
+
+    crash = CRASH_AT_EPOCH_1.replace("== 1", "== 2").replace("epoch 1", "epoch 2")
+    # no learning: every epoch scores as the first, which stays the best checkpoint
+    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=4", "optim.lr=1e-8", code=crash)
+    assert proc.returncode != 0
+    (run,) = _runs(client, "delayed_recall")
+    folder = tmp_path / "out" / "checkpoints"
+    (best,) = [p.name for p in folder.glob("epoch=*.ckpt")]
+    last = folder / "last.ckpt"
+    assert best.startswith("epoch=0-") and not last.is_symlink()
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # epochs 0 and 1 done: resume starts at 2
+
+    resumed = _resume(tmp_path, run.info.run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    for key in ("val/acc", "train/loss"):
+        assert sorted(_history(client, run.info.run_id, key)) == [3, 7, 11, 15]

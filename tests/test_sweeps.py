@@ -207,6 +207,24 @@ def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):
     assert max(r.data.metrics["val/acc"] for r in trials) <= best["best_value"] + 1e-6  # it returns the best val/acc
 
 
+def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tmp_path):
+    search = ["hparams_search=recall_lr", "hydra.sweeper.n_trials=2", "task.distance=2"]
+    first, client = _sweep(tmp_path, *search)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = tmp_path / "multirun" / "optimization_results.yaml"
+    best = yaml.safe_load(results.read_text())
+    runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    assert {r.data.tags["best_val"] for r in runs if r is not parent} == {
+        repr(max(m.value for m in client.get_metric_history(r.info.run_id, "val/acc"))) for r in runs if r is not parent}
+
+    results.unlink()
+    again, _ = _sweep(tmp_path, *search, f"resume={parent.info.run_id}")  # the same seeded trials: all done
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stderr.count("skipped: this job already FINISHED") == 2 and "Failed experiment" not in again.stderr
+    assert yaml.safe_load(results.read_text())["best_value"] == best["best_value"]  # not a failed trial
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -284,6 +302,20 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
         assert run.data.params["tracking.uri"] == "***"  # read from the environment: masked
         assert {"config.yaml", "overrides.yaml", "last"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     assert any(p.name == "last.ckpt" for p in (tmp_path / "served").rglob("*.ckpt"))  # stored by the server
+
+
+def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_path):
+    with _mlflow_server(tmp_path) as base:
+        uri = base.replace("http://", "http://ana:hunter2@")
+        proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY,
+                               "task.distance=3"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]  # before: "Name or service not known"
+        client = MlflowClient(base)
+        (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+        assert run.info.status == "FINISHED" and run.data.params["tracking.uri"] == uri.replace("hunter2", "***")
+    assert "hunter2" not in proc.stdout + proc.stderr
+    for path in (tmp_path / "out").rglob("*"):  # Hydra's .hydra/*.yaml and train.log
+        assert not path.is_file() or path.suffix == ".ckpt" or b"hunter2" not in path.read_bytes(), path
 
 
 def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):

@@ -58,9 +58,40 @@ def _walk(node: Any, path: str) -> Iterable[tuple[str, Any, Any]]:
         yield from _walk(value, f"{path}.{key}")
 
 
+SCALAR_REFERENCE = re.compile(r"\$\{(hydra(?:\.\w+)+)\}")
+
+
+def _whole_interpolation(value: str) -> bool:
+    """Whether OmegaConf resolves `value` as one interpolation, to whatever it gives (a node, a
+    dict from `oc.create`), rather than to a string; asked of OmegaConf's own grammar."""
+    from omegaconf.grammar.gen.OmegaConfGrammarParser import OmegaConfGrammarParser
+    from omegaconf.grammar_parser import parse
+
+    if "${" not in value:
+        return False
+    try:
+        text = parse(value).getChild(0)  # configValue: text EOF
+    except Exception:
+        return True  # does not parse: not a plain value either
+    return text.getChildCount() == 1 and isinstance(text.getChild(0), OmegaConfGrammarParser.InterpolationContext)
+
+
+def _refers_to_a_scalar(hydra: dict, value: str) -> bool:
+    """`${hydra.job.num}`, say: a reference to a plain value of the hydra node, not to a node
+    (which could hold a `()` factory) and not through a resolver (`${oc.create:...}` makes one)."""
+    found = SCALAR_REFERENCE.fullmatch(value)
+    node: Any = {"hydra": hydra}
+    for part in found.group(1).split(".") if found else ["\0"]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return not isinstance(node, (dict, list)) and not (isinstance(node, str) and "${" in node)
+
+
 def check_hydra(cfg: DictConfig) -> None:
     """Refuse a composed config whose `hydra` node names code outside the allowed lists. Values
-    are read as written (an interpolation is not an allowed name)."""
+    are read as written: an interpolation is not an allowed name, and a value that is one whole
+    interpolation (which resolves after this check, maybe to a node) must refer to a plain value."""
     hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
     allowed_targets = {"hydra.launcher": LAUNCHERS, "hydra.sweeper": SWEEPERS,
                        "hydra.sweeper.sampler": OPTUNA_SAMPLERS}
@@ -68,6 +99,9 @@ def check_hydra(cfg: DictConfig) -> None:
         allowed_targets[f"hydra.callbacks.{name}"] = CALLBACKS
     for parent, key, value in _walk(hydra, "hydra"):
         where = f"{parent}.{key}"
+        if isinstance(value, str) and _whole_interpolation(value) and not _refers_to_a_scalar(hydra, value):
+            raise ConfigError(where, value, "a value written out, or ${hydra.KEY} of a plain value: an "
+                              "interpolation here could make a node that names code")
         if key == "_target_":
             allowed = allowed_targets.get(parent, set())
             if value not in allowed:
@@ -95,7 +129,7 @@ def check_hydra(cfg: DictConfig) -> None:
 def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None:
     """Compose what `rnnexp-train ARGV` would run, as Hydra will, and check every config a job
     can get with `check_hydra`: with -m, one for each choice of the config groups it sweeps.
-    Commands that run nothing (--help, --cfg, --info) are not checked."""
+    --help, --cfg and --info too: Hydra configures its own logging from the config for them."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
     from hydra.core.global_hydra import GlobalHydra
@@ -106,7 +140,7 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
     if args.experimental_rerun is not None:
         raise ConfigError("--experimental-rerun", args.experimental_rerun, "nothing: it unpickles a file, which "
                           "can run any code; resume=RUN_ID goes on with a run, make reproduce-run RUN=ID re-makes one")
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+    if args.shell_completion:
         return
     if args.config_path is not None or args.config_name is not None:
         raise ConfigError("--config-path/--config-name", args.config_path or args.config_name,
@@ -125,7 +159,7 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
         if mode == RunMode.RUN:
             return
         # each job composes its own config: the groups a sweep chooses bring their own hydra node
-        groups = set(hydra.config_loader.list_groups(""))
+        repository = hydra.config_loader.repository  # type: ignore[attr-defined]
         parser = OverridesParser.create()
         searched = OmegaConf.to_container(base.hydra.sweeper, resolve=False).get("params") or {}
         fixed, choices = [], []
@@ -133,7 +167,7 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
                 [f"{k}={v}" for k, v in searched.items()]):
             if not o.is_sweep_override():
                 fixed.append(o.input_line)
-            elif o.key_or_group in groups:
+            elif "." not in o.key_or_group and repository.group_exists(o.key_or_group):  # nested ones too
                 choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
         for chosen in itertools.product(*choices):
             if chosen:

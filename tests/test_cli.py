@@ -17,6 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp import config
+from rnnexp.tracking import open_client
 from tests.conftest import ROOT
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
@@ -147,15 +148,15 @@ def test_help_lists_the_groups_and_patterns(argv0):
 def _signal_during_training(tmp_path: Path, sig: int):
     """Start a long training run, wait until it has logged an epoch, send `sig`; -> (exit status, run)."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = open_client(store)  # the store made first: a client polling it would race to create it
     proc = subprocess.Popen(
         [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
          "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = MlflowClient(tracking_uri=store)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # wait until training is under way: an epoch is logged
-            runs = _runs(client, "delayed_recall") if (tmp_path / "mlflow.db").exists() else []
+            runs = _runs(client, "delayed_recall")
             if runs and client.get_metric_history(runs[0].info.run_id, "val/acc"):
                 break
             time.sleep(0.5)

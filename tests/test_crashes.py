@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from rnnexp.tracking import open_client
 from tests.test_cli import SMALL, TRAIN
 from tests.test_sweeps import TINY
 
@@ -52,7 +53,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
     command = [TRAIN, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={store}",
                f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3", "trainer.max_epochs=40",
                "trainer.limit_train_batches=8", "seed=0,1,2,3"]
-    client = MlflowClient(store)
+    client = open_client(store)  # the store made first: a client polling it would race to create it
 
     def runs():
         experiment = client.get_experiment_by_name("delayed_recall")

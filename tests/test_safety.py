@@ -117,6 +117,31 @@ def test_an_experiment_file_that_names_code_is_refused_before_hydra_runs_it(tmp_
     assert not marker.exists() and not _runs(client, "delayed_recall") and not _runs(client, "recall_output")
 
 
+def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_is_refused(tmp_path):
+    marker = tmp_path / "marker"
+    factory = {"()": "builtins.open", "file": str(marker), "mode": "w"}
+    # resolved only after a check that reads values as written: ${oc.create:...} makes the dict
+    made = "${oc.create:'\"()\": builtins.open\nfile: " + str(marker) + "\nmode: w'}"  # lines: braces end a token
+    line = _one_error_line(_run(tmp_path, *SMALL, f"+hydra.job_logging.handlers.evil={made}")[0])
+    assert "handlers.evil=" in line and "is not allowed: a value written out" in line
+    line = _one_error_line(_run(tmp_path, *SMALL, "+hydra.job.x={a: 1}",
+                                "hydra.job_logging.handlers.file.filename=${hydra.job.x}")[0])
+    assert "handlers.file.filename='${hydra.job.x}' is not allowed" in line
+
+    logging = "# @package _global_\n" + yaml.safe_dump({"hydra": {"hydra_logging": {"handlers": {"evil": factory}}}})
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "evil.yaml").write_text(logging)
+    (tmp_path / "conf" / "nested" / "group").mkdir(parents=True)
+    for name in ("a", "b"):
+        (tmp_path / "conf" / "nested" / "group" / f"{name}.yaml").write_text(logging)
+    conf = ["--config-dir", str(tmp_path / "conf")]
+    help_proc = subprocess.run([TRAIN, *conf, "experiment=evil", "--help"], capture_output=True, text=True, timeout=60)
+    assert "hydra_logging.handlers.evil.()" in _one_error_line(help_proc)  # Hydra logs with it for --help too
+    proc, client = _run(tmp_path, *SMALL, "+nested/group=a,b", argv0=[TRAIN, "-m", *conf])
+    assert "hydra_logging.handlers.evil.()" in _one_error_line(proc)
+    assert not marker.exists() and not _runs(client, "delayed_recall")
+
+
 @pytest.mark.parametrize("override, expected", [
     ("--experimental-rerun=x.pickle", "--experimental-rerun='x.pickle' is not allowed: nothing: it unpickles"),
     ("hydra.sweeper.custom_search_space=os.system", "hydra.sweeper.custom_search_space='os.system' is not allowed"),

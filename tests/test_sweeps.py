@@ -22,6 +22,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
+from rnnexp.tracking import open_client
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 TINY = ["trainer=smoke", "task.length=10", "task.train_size=256", "task.val_size=64", "task.test_size=64"]
@@ -133,10 +134,10 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.max_epochs=15",
                "task.length=10", "task.distance=2", "task.train_size=512", "task.val_size=64", "task.test_size=64",
                "model=mlp_window,mlp_bag,rnn_hidden", "seed=0,1"]
-    client = MlflowClient(store)
+    client = open_client(store)  # the store made first: a client polling it would race to create it
 
     def runs():
-        experiment = client.get_experiment_by_name("delayed_recall") if (tmp_path / "mlflow.db").exists() else None
+        experiment = client.get_experiment_by_name("delayed_recall")
         return client.search_runs([experiment.experiment_id]) if experiment else []
 
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "w"))

@@ -21,16 +21,30 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from rnnexp import config, safety
 
 LAST = "last.ckpt"  # what Lightning's ModelCheckpoint(save_last=...) keeps at every epoch's end
 RESUMABLE = ("KILLED", "FAILED")
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint keeping the best epoch's checkpoint, and `last.ckpt` written at
+    the end of every epoch. Lightning 2.6 writes `last.ckpt` only in an epoch that also made a new
+    best one (and save_last="link" links it to the best): a run resumed from it would repeat every
+    epoch since its best."""
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:  # where it saves, validating each epoch
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # nothing saved this epoch
 
 
 @dataclass(frozen=True)

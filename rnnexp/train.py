@@ -213,28 +213,13 @@ class StoreLost(RuntimeError):
                          "tracking options goes on from the last checkpoint")
 
 
-def _best_and_last_checkpoints(**kwargs):
-    """Lightning's ModelCheckpoint keeping the best epoch's checkpoint, and `last.ckpt` written at
-    the end of every epoch. Lightning 2.6 writes `last.ckpt` only in an epoch that also made a new
-    best one (and save_last="link" links it to the best): a run resumed from it would repeat every
-    epoch since its best."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    class BestAndLast(ModelCheckpoint):
-        def on_train_epoch_end(self, trainer, pl_module) -> None:  # where it saves, validating every epoch
-            super().on_train_epoch_end(trainer, pl_module)
-            if self._should_save_on_train_epoch_end(trainer) and not self._should_skip_saving_checkpoint(trainer):
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # nothing saved this epoch
-
-    return BestAndLast(**kwargs)
-
-
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
     """Lightning's Trainer as `cfg.trainer` says, keeping the best checkpoint by the validation
     metric and the last one (to resume from) in `checkpoint_dir`."""
     from hydra.utils import instantiate
 
     from rnnexp import tracking
+    from rnnexp.resume import BestAndLastCheckpoint
 
     if cfg.trainer.strategy == "ddp_spawn":
         import torch.multiprocessing
@@ -246,8 +231,8 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         ignored = [f"ignore:{start}" for start in _ignored_warnings(cfg.tracking.step_metrics)]
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored,
                                                               "ignore::DeprecationWarning"]))
-    checkpoint = _best_and_last_checkpoints(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
-                                            mode="max" if task.higher_is_better else "min", save_last=True)
+    checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=f"val/{task.metric_name}", save_top_k=1,
+                                       mode="max" if task.higher_is_better else "min", save_last=True)
     callbacks = [tracking.MetricsInCheckpoint(), checkpoint, *callbacks]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint

@@ -65,9 +65,9 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
     (reference,) = _runs(client, "delayed_recall")
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = tracking.open_client(store)  # the store made first: a client making it meanwhile would race
     proc = subprocess.Popen([TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = MlflowClient(store)
     deadline = time.monotonic() + 120
     try:
         # interrupt it once its first epoch has a checkpoint (the store sees metrics only every

@@ -48,8 +48,8 @@ def _tamper(tmp_path: Path, run, lines: list[str]) -> None:
 
 @pytest.mark.parametrize("line", [
     "--experimental-rerun={pickle}",  # Hydra would unpickle it
-    "hydra.callbacks.x._target_=builtins.open",
-    "model._target_=os.system",
+    pytest.param("hydra.callbacks.x._target_=builtins.open", marks=pytest.mark.integration),
+    pytest.param("model._target_=os.system", marks=pytest.mark.integration),
 ])
 def test_reproduce_refuses_a_tampered_store_before_any_process_starts(logged_run, tmp_path, line):
     folder, client, run = logged_run
@@ -69,6 +69,7 @@ def test_reproduce_refuses_a_tampered_store_before_any_process_starts(logged_run
     assert not marker.exists() and len(_runs(client, "delayed_recall")) == 1  # nothing ran
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_resume_refuses_a_tampered_store_and_leaves_the_run_as_it_was(tmp_path):
     proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=1")
     (run,) = _runs(client, "delayed_recall")

@@ -208,6 +208,7 @@ def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):
     assert max(r.data.metrics["val/acc"] for r in trials) <= best["best_value"] + 1e-6  # it returns the best val/acc
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tmp_path):
     search = ["hparams_search=recall_lr", "hydra.sweeper.n_trials=2", "task.distance=2"]
     first, client = _sweep(tmp_path, *search)
@@ -305,6 +306,7 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
     assert any(p.name == "last.ckpt" for p in (tmp_path / "served").rglob("*.ckpt"))  # stored by the server
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_path):
     with _mlflow_server(tmp_path) as base:
         uri = base.replace("http://", "http://ana:hunter2@")

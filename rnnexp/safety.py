@@ -17,6 +17,7 @@ project's config, parsed with Hydra's own parser; no flags, no `hydra` keys, no 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -47,6 +48,7 @@ LOG_CLASSES = {"logging.StreamHandler", "logging.FileHandler", "logging.NullHand
 LOG_STREAMS = {"ext://sys.stdout", "ext://sys.stderr"}
 # environment a job may set (hydra.job.env_set): thread and device settings, not PATH,
 # LD_PRELOAD or PYTHON*, which would load code into the processes a sweep starts
+ALL_JOBS_CHECKED = 64  # a larger sweep has each swept value checked once (a job's config: ~0.1 s)
 ENV_NAME = re.compile(r"(OMP|MKL|OPENBLAS|CUBLAS|CUDA|NCCL|MLFLOW|RNNEXP|TOKENIZERS)_[A-Z0-9_]*")
 
 
@@ -142,6 +144,10 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
                           "can run any code; resume=RUN_ID goes on with a run, make reproduce-run RUN=ID re-makes one")
     if args.shell_completion:
         return
+    commands = [name for name, given in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
+                                         ("--info", args.info is not None)) if given]
+    if len(commands) > 1:
+        raise ConfigError(commands[1], True, f"only one of --run, --multirun, --cfg and --info ({commands[0]} given)")
     if args.config_path is not None or args.config_name is not None:
         raise ConfigError("--config-path/--config-name", args.config_path or args.config_name,
                           "nothing: rnnexp-train composes conf/train.yaml (add configs with --config-dir)")
@@ -158,22 +164,56 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
         check_hydra(base)
         if mode == RunMode.RUN:
             return
-        # each job composes its own config: the groups a sweep chooses bring their own hydra node
+        # each job composes its own config: every choice of the groups a sweep chooses (each
+        # brings its own hydra node), and each value of the other swept keys once (a bad value is
+        # one line now, not a failed sweep later)
         repository = hydra.config_loader.repository  # type: ignore[attr-defined]
         parser = OverridesParser.create()
         searched = OmegaConf.to_container(base.hydra.sweeper, resolve=False).get("params") or {}
-        fixed, choices = [], []
-        for o in parser.parse_overrides(args.overrides) + parser.parse_overrides(
-                [f"{k}={v}" for k, v in searched.items()]):
+        fixed, groups, values = [], [], []
+        given = parser.parse_overrides(args.overrides)
+        # a search's own values (hydra.sweeper.params) may fail as trials: the search goes on
+        for o in given + parser.parse_overrides([f"{k}={v}" for k, v in searched.items()]):
             if not o.is_sweep_override():
                 fixed.append(o.input_line)
-            elif "." not in o.key_or_group and repository.group_exists(o.key_or_group):  # nested ones too
-                choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
-        for chosen in itertools.product(*choices):
-            if chosen:
-                check_hydra(hydra.compose_config(config_name, fixed + list(chosen), run_mode=RunMode.RUN))
+                continue
+            is_group = "." not in o.key_or_group and repository.group_exists(o.key_or_group)  # nested ones too
+            if not is_group and o not in given:
+                continue
+            try:
+                options = [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            except Exception:  # an interval of an Optuna search: no list of values
+                continue
+            (groups if is_group else values).append(options)
+        if math.prod(len(options) for options in groups + values) <= ALL_JOBS_CHECKED:
+            groups, values = groups + values, []  # every job, pairs of values included
+        jobs = {tuple(chosen) + tuple(v[0] for v in values) for chosen in itertools.product(*groups)}
+        for i, options in enumerate(values):
+            for option in options[1:]:
+                job = [g[0] for g in groups] + [v[0] for v in values]
+                job[len(groups) + i] = option
+                jobs.add(tuple(job))
+        for job in sorted(jobs):
+            cfg = hydra.compose_config(config_name, fixed + list(job), run_mode=RunMode.RUN)
+            check_hydra(cfg)
+            _check_job(cfg)
     finally:
         GlobalHydra.instance().clear()
+
+
+def _check_job(cfg: DictConfig) -> None:
+    """`rnnexp.config.check` of a sweep's job, as the job will make it; a model x task pair that
+    does not fit is skipped by the sweep, not an error."""
+    from omegaconf import open_dict
+
+    from rnnexp.config import MismatchError, check
+
+    with open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        check(cfg)
+    except MismatchError:
+        pass
 
 
 def replayable(overrides: list[str], source: str) -> list[str]:

@@ -62,13 +62,22 @@ def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
 
 
 def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
-    proc, client = _sweep(tmp_path, "task.distance=3,99")  # 99 does not fit length 10
-    assert proc.returncode == 2 and "task.distance=99" in proc.stderr.strip().splitlines()[-1]
+    # a size the config allows, but this machine's memory does not: found when the job builds it
+    proc, client = _sweep(tmp_path, "task.distance=3", "model.hidden_size=16,100000000")
+    assert proc.returncode == 2 and "model.hidden_size=100000000" in proc.stderr.strip().splitlines()[-1]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert parent.info.status == "FAILED" and "did not finish" in parent.data.tags["error"]
     (child,) = [r for r in runs if r is not parent]
-    assert child.info.status == "FINISHED" and child.data.tags["distance"] == "3"
+    assert child.info.status == "FINISHED" and child.data.params["model.hidden_size"] == "16"
+
+
+def test_a_sweep_with_a_bad_value_is_one_line_before_any_run(tmp_path):
+    for bad, expected in (("task.distance=3,99", "task.distance=99 is not allowed: 0 <= distance < task.length (10)"),
+                          ("optim.lr=abc,0.01", "optim.lr: Value 'abc' of type 'str' could not be converted to Float")):
+        proc, client = _sweep(tmp_path, "task.distance=3", bad)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"rnnexp-train: error: {expected}", proc.stderr
+        assert client.get_experiment_by_name("delayed_recall") is None  # no parent run, no job
 
 
 def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep, capsys):

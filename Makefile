@@ -17,7 +17,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-integration integration postgresql bench server sweep report reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test golden test-integration integration postgresql bench server sweep report reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp
 
 test: $(STAMP) ## run the tests (about nine minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (say why in the commit)
+	$(BIN)/python -m tests.golden --write
 
 # In a venv of their own with the `ray` extra, which would slow every --help in .venv.
 test-integration: ## the slow tests: PostgreSQL under a team's MLflow server, Ray (installs both; minutes)

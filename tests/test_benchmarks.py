@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -20,6 +22,7 @@ def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
     assert "| cold" in tokenisation and "| warm" in tokenisation
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_the_benchmark_prints_and_writes_every_row_at_a_tiny_size(tmp_path):
     out = tmp_path / "results.md"
     proc = subprocess.run([sys.executable, "experiments/throughput/bench.py", "--quick", "--out", str(out)], cwd=ROOT,

@@ -271,6 +271,7 @@ main()
 """
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_a_run_is_running_while_it_is_tested_and_a_kill_there_leaves_it_resumable(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNEXP_TEST_STATUS", str(tmp_path / "status"))
     monkeypatch.setenv("RNNEXP_TEST_KILL", "1")
@@ -287,6 +288,7 @@ def test_a_run_is_running_while_it_is_tested_and_a_kill_there_leaves_it_resumabl
     assert sorted(_history(client, run.info.run_id, "val/acc")) == [3, 7]  # the epochs, once each
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_last_ckpt_is_the_last_epoch_so_a_resumed_run_repeats_none(tmp_path):
     import torch
 

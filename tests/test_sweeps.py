@@ -282,6 +282,7 @@ def _wait_until_healthy(base: str, server: subprocess.Popen, seconds: float) -> 
             time.sleep(0.5)
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
     tmp_path, _, _, parent, children = sweep
     with _mlflow_server(tmp_path) as base:
@@ -300,6 +301,7 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
                                                                 run_uuid=parent.info.run_id)
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
     # a team's server keeps the artifacts itself (served); the laptop only knows its URL
     with _mlflow_server(tmp_path, "--artifacts-destination", str(tmp_path / "served"), "--serve-artifacts") as base:
@@ -350,6 +352,7 @@ def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):
     assert len(list((tmp_path / "cache").glob("text-*.pt"))) == 1  # the sweep tokenised once
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_a_30_run_sweep_in_one_process_completes_without_growing_memory_or_open_files(tmp_path):
     # each run holds 2 x 20,000 x 10 int64 (3.2 MB) of data: a run kept alive after it ends
     # would add at least that much per job. (task.train_size is given twice: the last one counts)

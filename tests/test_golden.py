@@ -3,26 +3,39 @@ change that moves a number fails here with a table of old and new values."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests import golden
 
 
 def test_golden_metrics_are_unchanged(tmp_path):
-    expected = yaml.safe_load(golden.GOLDEN.read_text())
-    assert sorted(expected["metrics"]) == golden.CONFIGS  # every configuration has its numbers
+    env = golden.environment()
+    expected = golden.recorded(yaml.safe_load(golden.GOLDEN.read_text()), env)
+    if expected is None:
+        pytest.skip(f"no golden metrics recorded for this environment ({env}): `make golden` adds them")
+    assert sorted(expected) == golden.CONFIGS  # every configuration has its numbers
     message = golden.report(expected, golden.measure(tmp_path))
     assert message is None, message
 
 
 def test_a_moved_metric_is_a_table_of_old_and_new_values():
-    expected = {"environment": golden.environment(), "metrics": {"rnn_hidden": {"test/acc": 0.5, "val/acc": 0.25}}}
-    message = golden.report(expected, {"rnn_hidden": {"test/acc": 0.5000000000000001, "val/acc": 0.25}})
+    message = golden.report({"rnn_hidden": {"test/acc": 0.5, "val/acc": 0.25}},
+                            {"rnn_hidden": {"test/acc": 0.5000000000000001, "val/acc": 0.25}})
     lines = message.splitlines()
     assert lines[0] == "1 golden metric(s) moved:"
     assert lines[1].split() == ["config", "metric", "golden", "now"]
     assert lines[2].split() == ["rnn_hidden", "test/acc", "0.5", "0.5000000000000001"]
     assert "the code changed what it computes" in message and "make golden" in message
-    moved = golden.report({**expected, "environment": {**expected["environment"], "torch": "2.0.0"}},
-                          {"rnn_hidden": {"test/acc": 0.4, "val/acc": 0.25}})
-    assert "torch 2.0.0 -> " in moved and "expected to move numbers" in moved
+
+
+def test_make_golden_replaces_only_this_environments_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(golden, "GOLDEN", tmp_path / "golden.yaml")
+    other = {"torch": "2.0.0", "threads": "1", "cpu": "AVX2", "machine": "x86_64"}
+    golden.write({"environments": []}, other, {"a": {"x": 1.0}})
+    here = golden.environment()
+    golden.write(yaml.safe_load(golden.GOLDEN.read_text()), here, {"a": {"x": 2.0}})
+    golden.write(yaml.safe_load(golden.GOLDEN.read_text()), here, {"a": {"x": 3.0}})
+    kept = yaml.safe_load(golden.GOLDEN.read_text())
+    assert golden.recorded(kept, other) == {"a": {"x": 1.0}} and golden.recorded(kept, here) == {"a": {"x": 3.0}}
+    assert len(kept["environments"]) == 2

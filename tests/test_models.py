@@ -189,3 +189,22 @@ def test_sequence_models_read_each_padded_sequence_to_its_own_end(name):
     out = model(batch, lengths=torch.tensor([4, 6]))
     torch.testing.assert_close(out[0], model(short)[0])
     torch.testing.assert_close(out[1], model(longer)[0])
+
+
+@pytest.mark.parametrize("output, name", [(STEP, n) for n in PER_STEP] + [(SEQUENCE, n) for n in PER_SEQUENCE])
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "padded"])
+def test_every_model_runs_on_another_device_than_the_cpu(output, name, with_lengths):
+    """On the meta device (shapes only, on any machine): a tensor made on a fixed device (the
+    CPU) inside a model fails here as it would on a GPU."""
+    build = (PER_STEP if output == STEP else PER_SEQUENCE)[name]
+    with torch.device("meta"):
+        model = build(token_io(output))
+        x = torch.randint(5, (B, T))
+        lengths = torch.full((B,), T - 2) if with_lengths else None
+        y = torch.randint(5, (B, T))
+    out = model(x, lengths=lengths)
+    assert out.device.type == "meta" and out.shape == ((B, T, 5) if output == STEP else (B, 5))
+    if name == "rnn_output":  # trained teacher-forced: that path too
+        out = model(x, y=y, lengths=lengths)
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters() if p.requires_grad)

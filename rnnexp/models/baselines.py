@@ -38,10 +38,11 @@ class MLPWindow(nn.Module):
         w = self.window
         e = F.pad(e, (0, 0, w - 1, 0))  # (B, T+w-1, E)
         if self.per_sequence:
-            ends = torch.full((B,), T) if lengths is None else lengths  # (B,)
+            # every index on the inputs' device, wherever the lengths come from
+            ends = torch.full((B,), T, device=e.device) if lengths is None else lengths.to(e.device)  # (B,)
             # original step t sits at t + w - 1 after padding: the last w steps are ends-1 .. ends+w-2
-            steps = ends[:, None] - 1 + torch.arange(w)  # (B, w)
-            return self.mlp(e[torch.arange(B)[:, None], steps].reshape(B, w * E))  # (B, C)
+            steps = ends[:, None] - 1 + torch.arange(w, device=e.device)  # (B, w)
+            return self.mlp(e[torch.arange(B, device=e.device)[:, None], steps].reshape(B, w * E))  # (B, C)
         windows = e.unfold(1, w, 1).transpose(2, 3)  # (B, T, w, E): window t ends at step t
         return self.mlp(windows.reshape(B, T, w * E))  # (B, T, C)
 
@@ -68,7 +69,8 @@ class MLPBag(nn.Module):
         if self.per_sequence:
             if lengths is None:
                 return self.mlp(e.mean(dim=1))  # (B, C)
-            inside = (torch.arange(e.shape[1]) < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
+            lengths = lengths.to(e.device)
+            inside = (torch.arange(e.shape[1], device=e.device) < lengths[:, None]).unsqueeze(-1)  # (B, T, 1)
             return self.mlp((e * inside).sum(dim=1) / lengths[:, None])  # (B, C)
         steps = torch.arange(1, e.shape[1] + 1, dtype=e.dtype, device=e.device)  # (T,)
         return self.mlp(e.cumsum(dim=1) / steps[:, None])  # (B, T, C)

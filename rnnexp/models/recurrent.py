@@ -149,5 +149,8 @@ class RNNFinal(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h, _ = self.recurrence(self.embed(x))  # (B, T, H)
-        last = h[:, -1] if lengths is None else h[torch.arange(len(h)), lengths - 1]  # (B, H)
+        if lengths is None:
+            last = h[:, -1]  # (B, H)
+        else:  # indices on h's device, wherever the lengths come from
+            last = h[torch.arange(len(h), device=h.device), lengths.to(h.device) - 1]  # (B, H)
         return self.V(self.dropout(last))  # (B, C)

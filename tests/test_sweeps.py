@@ -3,6 +3,7 @@ turns an experiment into tables and plots."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -70,6 +71,26 @@ def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
     assert parent.info.status == "FAILED" and "did not finish" in parent.data.tags["error"]
     (child,) = [r for r in runs if r is not parent]
     assert child.info.status == "FINISHED" and child.data.params["model.hidden_size"] == "16"
+
+
+def test_a_resumed_sweep_stops_a_job_of_the_old_one_still_running(tmp_path, capsys):
+    from rnnexp.sweep import _stop_survivors
+
+    client = open_client(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("e")
+    parent = client.create_run(experiment).info.run_id
+    # a job's process the old sweep left behind: an orphan, not a child of this one
+    pid = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True).stdout)
+    try:
+        client.create_run(experiment, tags={"mlflow.parentRunId": parent, "host": socket.gethostname(),
+                                            "pid": str(pid)})
+        _stop_survivors(client, parent, wait_s=1)  # it does not end by itself: stopped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert f"waiting for 1 job(s) of the interrupted sweep to end (pids {pid})" in capsys.readouterr().out
 
 
 def test_a_sweep_with_a_bad_value_is_one_line_before_any_run(tmp_path):

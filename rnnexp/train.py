@@ -246,6 +246,10 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     from rnnexp.module import SequenceModule
 
     _share_cpu_threads()
+    if spec.trainer.deterministic and spec.trainer.accelerator in ("gpu", "cuda", "auto"):
+        # cuBLAS is deterministic only with a fixed workspace, set before CUDA starts; without
+        # it, deterministic algorithms raise at the first matmul (PyTorch's reproducibility notes)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     task = instantiate(cfg.task, seed=spec.seed)
     task.setup()

@@ -307,3 +307,28 @@ def test_last_ckpt_is_the_last_epoch_so_a_resumed_run_repeats_none(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     for key in ("val/acc", "train/loss"):
         assert sorted(_history(client, run.info.run_id, key)) == [3, 7, 11, 15]
+
+
+def test_gpu_runs_keep_cublas_deterministic_and_their_cuda_random_state(compose_train, monkeypatch):
+    import torch
+
+    from rnnexp import config
+    from rnnexp.module import SequenceModule
+    from rnnexp.train import build
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cfg = compose_train("trainer.accelerator=auto", "task.length=10", "task.distance=3", "task.train_size=64",
+                        "task.val_size=16", "task.test_size=16")
+    build(cfg, config.check(cfg))  # before CUDA starts: deterministic cuBLAS needs a fixed workspace
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+    # the CUDA generators' state goes into each checkpoint and comes back (no GPU here: the calls are stood in for)
+    state, restored = [torch.tensor([1, 2, 3], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    checkpoint: dict = {}
+    SequenceModule.on_save_checkpoint(None, checkpoint)  # type: ignore[arg-type]
+    SequenceModule.on_load_checkpoint(None, checkpoint)  # type: ignore[arg-type]
+    assert checkpoint["cuda_rng_state"] is state and restored == [state]

@@ -480,14 +480,6 @@ def _check_schema(uri: str, path: str, tables: set[str], revision: str | None) -
         repair = (f"sqlite3 {path} '{drop}', then " if leftovers else "") + f"mlflow db upgrade sqlite:///{path}"
         raise ConfigError("tracking.uri", uri, f"a store whose schema is complete; {path} has {found}: back it "
                           f"up, then repair it with `{repair}`")
-    elif uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-        except urllib.error.HTTPError:
-            pass  # it answered
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConfigError("tracking.uri", masked_uri(uri), f"a tracking server that answers ({reason})") from None
 
 
 @dataclass

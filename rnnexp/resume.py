@@ -93,7 +93,9 @@ def _compose_again(client, run) -> DictConfig:
         logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "overrides.yaml", tmp)).read_text())
     # the store is where the run is found now; the overrides it was made with, as logged
     where = [o for o in config.typed_overrides(HydraConfig.get().overrides.task) if o.lstrip("+~").startswith("tracking")]
-    replayed = safety.replayable((logged or []) if isinstance(logged or [], list) else [logged], f"resume={run.info.run_id} overrides.yaml")
+    logged = logged or []
+    replayed = safety.replayable(logged if isinstance(logged, list) else [logged],
+                                 f"resume={run.info.run_id} overrides.yaml")
     resumed_cfg = compose("train", overrides=replayed + where)
     if config_hash(resumed_cfg) != run.data.tags.get("config_hash"):
         commit = run.data.tags.get("git_commit", "unknown")

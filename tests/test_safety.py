@@ -4,7 +4,6 @@ corrupt database."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from rnnexp import safety
 from rnnexp.config import ConfigError

@@ -35,14 +35,14 @@ install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
-test: $(STAMP) ## run the tests (about nine minutes on 2 cores)
+test: $(STAMP) ## run the tests (about ten minutes on 2 cores)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (say why in the commit)
 	$(BIN)/python -m tests.golden --write
 
 # In a venv of their own with the `ray` extra, which would slow every --help in .venv.
-test-integration: ## the slow tests: PostgreSQL under a team's MLflow server, Ray (installs both; minutes)
+test-integration: ## the slow tests: real services, many processes, long end-to-end checks (about 20 min)
 	@$(MAKE) --no-print-directory VENV=.venv-int EXTRAS=dev,ray integration
 
 integration: $(STAMP) postgresql

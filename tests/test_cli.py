@@ -234,6 +234,7 @@ def test_make_stale_marks_a_run_whose_process_was_killed_and_spares_a_live_one(t
     assert client.get_run(live.info.run_id).info.status == "RUNNING"  # its process (this one) is alive
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tmp_path):
     # each of the 2 processes takes half of every epoch's batches: twice the epochs, the same steps
     base = ["task.length=10", "task.distance=3", "task.train_size=1024", "trainer.enable_progress_bar=false",

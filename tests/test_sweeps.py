@@ -198,6 +198,7 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     made = subprocess.run([TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=2",
@@ -394,6 +395,7 @@ def test_a_30_run_sweep_in_one_process_completes_without_growing_memory_or_open_
     assert growth < 1.0, rss
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_a_sweep_through_submitit_runs_each_job_in_its_own_process_as_a_child(tmp_path):
     # submitit_local: the SLURM launcher's executor without a cluster (each job its own process)
     proc, client = _sweep(tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "task.distance=3")

@@ -117,6 +117,7 @@ def test_a_crashed_run_resumes_from_its_logged_checkpoint_when_its_folder_is_gon
     assert "this one is FINISHED" in line
 
 
+@pytest.mark.integration  # slow: make test-integration
 def test_resume_refuses_what_it_cannot_continue_and_leaves_the_run_as_it_was(tmp_path):
     # a run that crashed in its first epoch: it has no checkpoint
     proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1.replace("== 1", "== 0"))

@@ -198,7 +198,6 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
-@pytest.mark.integration  # slow: make test-integration
 def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     made = subprocess.run([TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=2",

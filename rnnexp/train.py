@@ -115,6 +115,9 @@ def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
     return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
 
 
+OBJECTIVE_TAG = "best_val"  # the best value of val/<metric>: what `train` returns to a sweeper
+
+
 def _objective_of(uri: str, run_id: str) -> float | None:
     """What `train` returned for a finished run: its best validation metric."""
     from rnnexp import tracking
@@ -122,8 +125,6 @@ def _objective_of(uri: str, run_id: str) -> float | None:
     objective = tracking.open_client(uri).get_run(run_id).data.tags.get(OBJECTIVE_TAG)
     return None if objective is None else float(objective)  # None: a run made before the tag was
 
-
-OBJECTIVE_TAG = "best_val"  # the best value of val/<metric>: what `train` returns to a sweeper
 
 
 def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed=None) -> float:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from rnnexp.config import Optimizer
-from rnnexp.tasks.base import Task
+from rnnexp.tasks.base import IGNORE, Task
 
 _CHUNK = 65536  # scored steps fed to a metric at once
 
@@ -47,6 +47,10 @@ class SequenceModule(pl.LightningModule):
         # an epoch's scored batches not yet fed to the metric, and its loss summed over examples
         self._pending: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {stage: [] for stage in stages}
         self._loss: dict[str, list] = {stage: [0.0, 0] for stage in stages}
+        self.classes = bool(task.io.n_classes)
+        # steps scored in each stage's last epoch: a binomial test of an accuracy needs its count
+        self.scored: dict[str, int] = dict.fromkeys(stages, 0)
+        self._scoring: dict[str, int] = dict.fromkeys(stages, 0)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths=lengths)
@@ -78,7 +82,9 @@ class SequenceModule(pl.LightningModule):
         # small batches as much as the training step itself. Batches go to it in chunks.
         pending = self._pending[key]
         if pending:
-            self.metrics[f"{key}_metric"].update(torch.cat([p for p, _ in pending]), torch.cat([t for _, t in pending]))
+            targets = torch.cat([t for _, t in pending])
+            self.metrics[f"{key}_metric"].update(torch.cat([p for p, _ in pending]), targets)
+            self._scoring[key] += int((targets != IGNORE).sum()) if self.classes else targets.numel()
             pending.clear()
 
     def _log_epoch(self, stage: str) -> None:
@@ -95,6 +101,7 @@ class SequenceModule(pl.LightningModule):
                 self.log(f"{stage}/{self.metric_name}{suffix}", metric.compute(), prog_bar=not suffix, sync_dist=True)
             metric.reset()
             self._loss[key] = [0.0, 0]
+            self.scored[key], self._scoring[key] = self._scoring[key], 0
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

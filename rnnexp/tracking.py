@@ -264,16 +264,38 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Keys that cannot change a result: how a run is shown, where it is tracked, how it started.
+NOT_VARIANT = ("seed", "resume", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+               "trainer.log_every_n_steps")
+_NOT_VARIANT_PREFIXES = ("tracking.", "hydra.")
+
+
+def variant_hash(params: Mapping[str, str]) -> str:
+    """What a run is, less its seed: a hash of its logged params (the resolved config, flattened)
+    without the keys that cannot change a result. Runs with the same hash differ only in the seed,
+    so a report may average them; it hashes the params of runs logged before this tag the same way."""
+    import hashlib
+
+    kept = {k: v for k, v in params.items() if k not in NOT_VARIANT and not k.startswith(_NOT_VARIANT_PREFIXES)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def logged_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as MLflow params: flattened, values as strings, secrets masked."""
+    resolved = masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secret_keys(cfg))  # type: ignore[arg-type]
+    return flatten(resolved)
+
+
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],
                tags: Mapping[str, str]) -> None:
     """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
-    secrets masked in all three."""
+    secrets masked in all three. Tagged `variant_hash` (see there) besides `tags`."""
     secrets = secret_keys(cfg)
     resolved = masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secrets)  # type: ignore[arg-type]
-    params = [Param(k, v) for k, v in flatten(resolved).items()]
+    params = [Param(k, v) for k, v in logged_params(cfg).items()]
     for i in range(0, len(params), _BATCH):
         client.log_batch(run_id, params=params[i : i + _BATCH])
-    for key, value in tags.items():
+    for key, value in {**tags, "variant_hash": variant_hash(logged_params(cfg))}.items():
         client.set_tag(run_id, key, value)
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
     logged_overrides = [masked_override(o) for o in overrides]

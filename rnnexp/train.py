@@ -115,6 +115,7 @@ def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
     return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
 
 
+SMOKE = "smoke"  # trainer=smoke: a quick check of a config, tagged so that reports leave it out
 OBJECTIVE_TAG = "best_val"  # the best value of val/<metric>: what `train` returns to a sweeper
 
 
@@ -155,12 +156,15 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         else:
             tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg),
                     "checkpoint_dir": str(checkpoint_dir)}
+            if hydra_cfg.runtime.choices.get("trainer") == SMOKE:
+                tags["smoke"] = "true"  # a check of a config, not a result: reports leave it out
             tracking.log_config(client, run_id, cfg, config.typed_overrides(hydra_cfg.overrides.task), tags)
             if task.data_source is not None:
                 tracking.log_dataset(client, run_id, task.data_source)
         trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
+        epochs_trained = trainer.current_epoch
         if spec.trainer.strategy != "auto":  # test in this one process, so each example counts once
             from hydra.utils import instantiate
 
@@ -171,7 +175,8 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         n_params = sum(p.numel() for p in model.parameters())
         tracking.log_metrics(client, run_id, {"chance_level": task.chance_level, "n_params": n_params,
-                                              "wall_time_s": wall_time}, step=trainer.global_step)
+                                              "wall_time_s": wall_time, "epochs_trained": epochs_trained,
+                                              "n_test_scored": module.scored["test"]}, step=trainer.global_step)
         if checkpoint.best_model_score is not None:
             objective = float(checkpoint.best_model_score)
         else:  # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged

@@ -102,8 +102,13 @@ def report(expected: dict, measured: dict) -> str | None:
 
 def write(golden: dict, env: dict[str, str], measured: dict) -> None:
     """tests/golden.yaml with this environment's metrics replaced (or added), the others kept."""
-    entries = [e for e in golden.get("environments", []) if e["environment"] != env]
-    entries.append({"environment": env, "metrics": measured})
+    entries = list(golden.get("environments", []))
+    mine = {"environment": env, "metrics": measured}
+    at = next((i for i, e in enumerate(entries) if e["environment"] == env), None)
+    if at is None:
+        entries.append(mine)
+    else:
+        entries[at] = mine  # in place, so that the diff shows what moved
     header = ("# Golden metrics (tests/golden.py): the exact final metrics of the runs in tests/golden_conf/,\n"
               "# seed 0, CPU, per environment. Written by `make golden`; a commit that rewrites it says why.\n")
     GOLDEN.write_text(header + yaml.safe_dump({"environments": entries}, sort_keys=False))

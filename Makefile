@@ -12,12 +12,13 @@ SERVER_ARTIFACTS ?= mlartifacts-server
 ARGS ?=
 PYTEST_ARGS ?=
 EXP ?=
+URI ?= sqlite:///mlflow.db
 # an experiment is conf/experiment/NAME.yaml (one sweep) or conf/experiment/NAME/*.yaml (several)
 EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $(patsubst conf/experiment/%/,%,$(wildcard conf/experiment/*/)))
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test golden test-integration integration postgresql bench server sweep report reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test golden test-integration integration postgresql bench server sweep report docs reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -72,11 +73,17 @@ sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_re
 	  $(BIN)/rnnexp-train -m experiment=$$part $(ARGS) || exit $$?; \
 	done
 
-report: $(STAMP) need-exp ## tables and plots of an experiment's runs into experiments/EXP/results
-	$(BIN)/rnnexp-report --experiment $(EXP) --out experiments/$(EXP)/results
+# the comparisons an experiment's README makes, tested by the report
+COMPARISONS = $(wildcard experiments/$(EXP)/comparisons.yaml)
+
+report: $(STAMP) need-exp ## tables, tests and plots of an experiment's runs into experiments/EXP/results (URI=...)
+	$(BIN)/rnnexp-report --uri "$(URI)" --experiment $(EXP) --out experiments/$(EXP)/results $(if $(COMPARISONS),--comparisons $(COMPARISONS))
+
+docs: $(STAMP) ## rewrite the READMEs' generated results blocks from the committed results files
+	$(BIN)/python -m rnnexp.docs
 
 reproduce: $(STAMP) need-exp ## the sweep, then the report: make reproduce EXP=output_recurrence
-	$(MAKE) --no-print-directory sweep report EXP=$(EXP)
+	$(MAKE) --no-print-directory sweep report docs EXP=$(EXP)
 
 reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id>
 	@test -n "$(RUN)" || { echo "give RUN=<run id> (an MLflow run id)" >&2; exit 2; }

@@ -1,181 +1,66 @@
-"""`rnnexp-report`: the results of an experiment or a sweep, as tables and plots.
+"""`rnnexp-report`: the results of an experiment or a sweep, as tables, tests and plots.
 
-Reads the FINISHED runs of an MLflow experiment (or the children of one sweep's parent run) and
-writes into `--out`:
+Reads the FINISHED training runs of an MLflow experiment (or the children of one sweep's parent
+run) and groups them by **variant**: runs whose logged config is identical but for the seed
+(the `variant_hash` tag; see `rnnexp.tracking.variant_hash`). Runs of `trainer=smoke` (tag
+`smoke=true`) are left out, and of two runs of one variant and seed (a re-run) only the latest
+counts. It writes into `--out`:
 
-- `results.md` and `results.csv`: per task x model x distance, the mean and standard deviation
-  over seeds of the final test metric (free-running for pattern 2, with its teacher-forced score
-  alongside), the chance level, and the number of seeds;
-- `metric_vs_distance.png`: the test metric against the distance, one line per model with a band
-  of one standard deviation over seeds, and the chance level dashed, one panel per task;
-- `learning_curves.png`: the validation metric per epoch, one panel per task and model, one line
-  per distance (mean over seeds).
+- `runs.csv`: one row per run counted: its id, seed, config keys, final test metrics, chance
+  level, parameters, epochs and wall time;
+- `results.csv` and `results.md`: per variant, the number of seeds, mean, standard deviation and
+  95% confidence interval (Student t over seeds) of the test metric, the chance level, and two
+  one-sided tests against it: a t-test over the seeds and, for accuracy, an exact binomial test
+  on the scored test steps of all seeds pooled; p-values Holm-adjusted over the report's variants;
+- `comparisons.md` and `comparisons.csv` (with `--comparisons FILE`): each comparison the file
+  names, at every value of the other keys: the difference of the means with its 95% CI, Welch's
+  t-test, Holm-adjusted over all the comparisons;
+- `metric_vs_distance.png` (tasks swept over `task.distance`) or `metric_by_model.png` (tasks
+  without a distance axis): the test metric with a band or bar of its 95% CI, and chance dashed;
+- `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
+  per task on one y-axis, chance dashed.
 
-The same files are logged as artifacts (under `report/`) on the sweeps' parent runs, so they
-show in the MLflow UI.
+The files are logged as artifacts (under `report/`) on the sweeps' parent runs, so they show in
+the MLflow UI.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
 import sys
-from collections import defaultdict
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
 
 PROG = "rnnexp-report"
+ALPHA = 0.05  # the level of every test in a report
+CONFIDENCE = 0.95
+# the tags that name a variant in a table, before the config keys that vary
+TAG_COLUMNS = ("task", "model", "cell", "pattern")
+# every file a report writes: those a new report of the same folder does not write again are removed
+FILES = ("runs.csv", "results.csv", "results.md", "comparisons.csv", "comparisons.md", "metric_vs_distance.png",
+         "metric_by_model.png", "learning_curves.png")
 
 
-@dataclass
-class Group:
-    """The runs of one task x model x distance, over seeds."""
-
-    task: str
-    model: str
-    pattern: str
-    distance: str
-    metric: str
-    scores: list[float] = field(default_factory=list)
-    teacher_forced: list[float] = field(default_factory=list)
-    chances: list[float] = field(default_factory=list)  # per run: a split drawn by the seed can move it
-    run_ids: list[str] = field(default_factory=list)
-
-    @property
-    def chance(self) -> float:
-        return statistics.fmean(self.chances) if self.chances else float("nan")
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.scores)
-
-    @property
-    def std(self) -> float:
-        return statistics.stdev(self.scores) if len(self.scores) > 1 else 0.0
+class ReportError(Exception):
+    """Bad input to the report: one line naming the option, the value and what exists."""
 
 
-def model_label(tags: dict[str, str]) -> str:
-    cell = tags.get("cell", "none")
-    return tags["model"] if cell == "none" else f"{tags['model']} ({cell})"
+# ---------------------------------------------------------------- runs -> one row per run
 
 
-def _distance_key(distance: str) -> tuple[int, float]:
-    return (1, 0.0) if distance == "none" else (0, float(distance))
+def runs_frame(uri: str, experiment: str | None, parent: str | None) -> tuple[pd.DataFrame, list[str]]:
+    """The FINISHED runs of `experiment` (or of the sweep `parent`), one row each, as MLflow's
+    search gives them (`params.*`, `metrics.*`, `tags.*` columns); and the sweeps' parent runs,
+    to log the report on."""
+    import mlflow
 
-
-def collect(runs) -> list[Group]:
-    """Group finished runs by task, model and distance."""
-    groups: dict[tuple[str, str, str], Group] = {}
-    for run in runs:
-        tags, metrics = run.data.tags, run.data.metrics
-        metric = tags.get("metric")
-        if metric is None or f"test/{metric}" not in metrics:
-            continue  # not a training run of this project (e.g. a sweep's parent)
-        key = (tags["task"], model_label(tags), tags.get("distance", "none"))
-        group = groups.setdefault(key, Group(*key[:2], tags.get("pattern", "?"), key[2], metric))
-        group.scores.append(metrics[f"test/{metric}"])
-        if f"test/{metric}_tf" in metrics:
-            group.teacher_forced.append(metrics[f"test/{metric}_tf"])
-        if "chance_level" in metrics:
-            group.chances.append(metrics["chance_level"])
-        group.run_ids.append(run.info.run_id)
-    return sorted(groups.values(), key=lambda g: (g.task, g.model, _distance_key(g.distance)))
-
-
-def write_tables(groups: list[Group], out: Path) -> None:
-    header = ["task", "model", "pattern", "distance", "metric", "mean", "std", "teacher_forced_mean", "chance", "seeds"]
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for g in groups:
-            tf = f"{statistics.fmean(g.teacher_forced):.6g}" if g.teacher_forced else ""
-            writer.writerow([g.task, g.model, g.pattern, g.distance, g.metric, f"{g.mean:.6g}", f"{g.std:.6g}", tf,
-                             f"{g.chance:.6g}", len(g.scores)])
-    lines = ["| task | model | pattern | distance | test metric (mean ± std) | teacher-forced | chance | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
-    for g in groups:
-        tf = f"{statistics.fmean(g.teacher_forced):.3f}" if g.teacher_forced else ""
-        lines.append(f"| {g.task} | {g.model} | {g.pattern} | {g.distance} | {g.metric} {g.mean:.3f} ± {g.std:.3f} "
-                     f"| {tf} | {g.chance:.3f} | {len(g.scores)} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-
-
-def plot_metric_vs_distance(groups: list[Group], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = sorted({g.task for g in groups})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        mine = [g for g in groups if g.task == task]
-        by_model: dict[str, list[Group]] = defaultdict(list)
-        for g in mine:
-            by_model[g.model].append(g)
-        distances = {g.distance for g in mine}
-        with_distance = len(distances) > 1 and "none" not in distances  # else one bar per model
-        for i, (model, gs) in enumerate(sorted(by_model.items())):
-            means, stds = [g.mean for g in gs], [g.std for g in gs]
-            if with_distance:
-                x = [float(g.distance) for g in gs]
-                ax.plot(x, means, marker="o", label=model)
-                low, high = (0.0, 1.0) if gs[0].metric == "acc" else (float("-inf"), float("inf"))
-                ax.fill_between(x, [max(low, m - s) for m, s in zip(means, stds)],
-                                [min(high, m + s) for m, s in zip(means, stds)], alpha=0.2)
-            else:
-                ax.bar(i, means[0], yerr=stds[0], label=model)
-        ax.axhline(mine[0].chance, color="grey", linestyle="--", label="chance")
-        if with_distance:
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("task.distance")
-        else:
-            ax.set_xticks(range(len(by_model)), sorted(by_model), fontsize=8)
-            if distances != {"none"}:
-                ax.set_xlabel(f"task.distance {distances.pop()}")
-        ax.set_ylabel(f"test {mine[0].metric}")
-        ax.set_title(task)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "metric_vs_distance.png", dpi=110)
-    plt.close(fig)
-
-
-def plot_learning_curves(client, groups: list[Group], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.ticker import MaxNLocator
-
-    panels = sorted({(g.task, g.model) for g in groups})
-    cols = min(4, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, (task, model) in zip(axes.flat, panels):
-        for g in (g for g in groups if (g.task, g.model) == (task, model)):
-            curves = [[m.value for m in sorted(client.get_metric_history(r, f"val/{g.metric}"), key=lambda m: m.step)]
-                      for r in g.run_ids]
-            epochs = min(len(c) for c in curves)
-            if epochs:
-                ax.plot(range(1, epochs + 1), [statistics.fmean(c[e] for c in curves) for e in range(epochs)],
-                        label=f"distance {g.distance}" if g.distance != "none" else None)
-        ax.set_title(f"{task}: {model}", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(f"val {groups[0].metric}")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
-    plt.close(fig)
-
-
-def report(uri: str, experiment: str | None, parent: str | None, out: Path) -> list[Group]:
     from rnnexp.tracking import open_client
 
     client = open_client(uri)
@@ -183,42 +68,563 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path) -> l
         try:
             experiment_id = client.get_run(parent).info.experiment_id
         except Exception:
-            raise SystemExit(f"{PROG}: error: --parent={parent!r}: no such run in {uri}") from None
-        where, parents = f"tags.mlflow.parentRunId = '{parent}'", [parent]
+            raise ReportError(f"--parent={parent!r}: no such run in {uri}") from None
+        where, parents = f"tags.mlflow.parentRunId = '{parent}' and ", [parent]
     else:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             names = ", ".join(sorted(e.name for e in client.search_experiments()))
-            raise SystemExit(f"{PROG}: error: --experiment={experiment!r} is not in {uri}; experiments: {names or 'none'}")
+            raise ReportError(f"--experiment={experiment!r} is not in {uri}; experiments: {names or 'none'}")
         experiment_id, where = found.experiment_id, ""
         parents = [r.info.run_id for r in client.search_runs([experiment_id], "tags.sweep = 'true'")]
-    finished = "attributes.status = 'FINISHED'"
-    runs = client.search_runs([experiment_id], f"{where} and {finished}" if where else finished, max_results=50000)
-    groups = collect(runs)
-    if not groups:
-        raise SystemExit(f"{PROG}: error: no finished training runs in {'--parent=' + parent if parent else '--experiment=' + experiment}")
+    mlflow.set_tracking_uri(uri)
+    frame = mlflow.search_runs([experiment_id], f"{where}attributes.status = 'FINISHED'", output_format="pandas")
+    return frame, parents
+
+
+def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One row per counted training run, with the columns the report uses; and notices of what
+    was left out or inferred."""
+    from rnnexp.tracking import variant_hash
+
+    notes: list[str] = []
+    if frame.empty or "tags.metric" not in frame:
+        return pd.DataFrame(), notes
+    runs = frame[frame["tags.metric"].notna()].copy()
+
+    def metric(row: pd.Series, suffix: str = "") -> float:
+        return row.get(f"metrics.test/{row['tags.metric']}{suffix}", np.nan)
+
+    runs["score"] = runs.apply(metric, axis=1)
+    runs["teacher_forced"] = runs.apply(metric, axis=1, suffix="_tf")
+    runs = runs[runs["score"].notna()]  # a run that never reached its test
+    if "tags.smoke" in runs:
+        smoke = runs["tags.smoke"] == "true"
+        if smoke.any():
+            notes.append(f"{int(smoke.sum())} trainer=smoke run(s) left out (a check of a config, not a result)")
+        runs = runs[~smoke]
+    if runs.empty:
+        return runs, notes
+    params = sorted(c for c in runs.columns if c.startswith("params."))
+    hashes = runs.get("tags.variant_hash", pd.Series(np.nan, index=runs.index))
+    untagged = hashes.isna()
+    if untagged.any():  # logged before the tag: hashed the same way, from the params
+        notes.append(f"{int(untagged.sum())} run(s) without a variant_hash tag (an older rnnexp): grouped by their "
+                     "logged config")
+        hashes = hashes.where(~untagged, runs[params].apply(
+            lambda row: variant_hash({k[len("params."):]: v for k, v in row.items() if isinstance(v, str)}), axis=1))
+    runs["variant"] = hashes
+    runs["seed"] = runs["params.seed"].astype(int)
+    runs = runs.sort_values("start_time")
+    duplicates = runs.duplicated(["variant", "seed"], keep="last")
+    if duplicates.any():
+        notes.append(f"{int(duplicates.sum())} duplicate run(s) of a variant and seed (re-runs) left out: the latest "
+                     "of each counts")
+        runs = runs[~duplicates]
+    for column in TAG_COLUMNS + ("metric", "better"):
+        runs[column] = runs.get(f"tags.{column}", pd.Series(np.nan, index=runs.index))
+    runs["cell"] = runs["cell"].fillna("none")
+    runs["better"] = runs["better"].fillna(runs["metric"].map(lambda m: "higher" if m == "acc" else "lower"))
+    runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
+    for column, logged in (("chance", "chance_level"), ("n_params", "n_params"), ("wall_time_s", "wall_time_s"),
+                           ("n_test_scored", "n_test_scored"), ("epochs_trained", "epochs_trained")):
+        runs[column] = runs.get(f"metrics.{logged}", pd.Series(np.nan, index=runs.index))
+    if "metrics.epoch" in runs:  # runs logged before epochs_trained: Lightning's last epoch index, + 1
+        runs["epochs_trained"] = runs["epochs_trained"].fillna(runs["metrics.epoch"] + 1)
+    return runs.reset_index(drop=True), notes
+
+
+def varying_keys(runs: pd.DataFrame) -> list[str]:
+    """The config keys whose value differs between variants of one task and model (e.g.
+    `task.distance`, `model.hidden_size`, `optim.lr`): the columns that tell a table's rows apart.
+    (Keys that come with the task or the model, such as `model.window`, are told by those.)"""
+    from rnnexp.tracking import NOT_VARIANT
+
+    keys: set[str] = set()
+    params = [c for c in runs.columns if c.startswith("params.")]
+    for _, same in runs.groupby(["task", "label"]):
+        variants = same.drop_duplicates("variant")
+        for column in params:
+            key = column[len("params."):]
+            if key in NOT_VARIANT or key.startswith(("tracking.", "hydra.")) or key.endswith("_target_"):
+                continue
+            if variants[column].nunique(dropna=False) > 1:
+                keys.add(key)
+    return sorted(keys, key=lambda k: (k != "task.distance", k))
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm's step-down adjustment (Holm 1979) of a family of p-values; NaN (no test) stays NaN
+    and does not count in the family. Controls the family-wise error rate at any dependence."""
+    p = np.asarray(pvalues, dtype=float)
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m, running = len(order), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _spread(values: np.ndarray) -> bool:
+    return len(values) > 1 and bool(np.ptp(values) > 0)
+
+
+def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per variant: its seeds' mean, std, 95% CI and the tests against chance."""
+    rows = []
+    for variant, group in runs.groupby("variant", sort=False):
+        first = group.iloc[0]
+        scores = group["score"].to_numpy(float)
+        gains = scores - group["chance"].to_numpy(float)  # each seed against its own chance level
+        n = len(scores)
+        higher = first["better"] == "higher"
+        row: dict[str, Any] = {column: first[column] for column in TAG_COLUMNS}
+        row.update({"label": first["label"], **{k: first.get(f"params.{k}") for k in keys},
+                    "metric": first["metric"], "better": first["better"], "n_seeds": n,
+                    "mean": scores.mean(), "std": scores.std(ddof=1) if n > 1 else np.nan,
+                    "ci95_low": np.nan, "ci95_high": np.nan, "chance": group["chance"].mean(),
+                    "teacher_forced_mean": group["teacher_forced"].mean(), "p_seeds": np.nan, "p_seeds_worse": np.nan,
+                    "p_binomial": np.nan, "n_params": first["n_params"],
+                    "epochs_trained": group["epochs_trained"].mean(), "variant": variant,
+                    "runs": " ".join(group["run_id"])})
+        if _spread(scores):
+            low, high = stats.t.interval(CONFIDENCE, n - 1, loc=scores.mean(), scale=stats.sem(scores))
+            row.update(ci95_low=low, ci95_high=high)
+        elif n > 1:  # every seed scored the same: no spread to draw an interval from
+            row.update(ci95_low=scores.mean(), ci95_high=scores.mean())
+        if _spread(gains):
+            row["p_seeds"] = stats.ttest_1samp(gains, 0.0, alternative="greater" if higher else "less").pvalue
+            # the other side: a model can score below chance (e.g. by overfitting its training split)
+            row["p_seeds_worse"] = stats.ttest_1samp(gains, 0.0, alternative="less" if higher else "greater").pvalue
+        scored = group["n_test_scored"].to_numpy(float)
+        if first["metric"] == "acc" and not np.isnan(scored).any():
+            hits = int(np.round(scores * scored).sum())
+            row["p_binomial"] = stats.binomtest(hits, int(scored.sum()), float(row["chance"]),
+                                                alternative="greater").pvalue
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table["p_seeds_holm"] = holm(table["p_seeds"])
+    table["p_seeds_worse_holm"] = holm(table["p_seeds_worse"])
+    table["p_binomial_holm"] = holm(table["p_binomial"])
+    table["vs_chance"] = table.apply(_verdict, axis=1)
+    return _sorted(table, keys)
+
+
+def _verdict(row: pd.Series) -> str:
+    """Against chance, from the t-test over seeds; from the binomial test where the seeds give
+    no t-test (one seed, or every seed the same score)."""
+    if not np.isnan(row["p_seeds_holm"]):
+        p, test = row["p_seeds_holm"], "seeds"
+    elif not np.isnan(row["p_binomial_holm"]):
+        p, test = row["p_binomial_holm"], "binomial"
+    else:
+        return f"n/a ({row['n_seeds']} seed)" if row["n_seeds"] < 2 else "n/a (every seed the same)"
+    if p >= ALPHA and test == "seeds" and row["p_seeds_worse_holm"] < ALPHA:
+        return f"below chance (seeds, worse side, {format_p(row['p_seeds_worse_holm'])})"
+    verdict = "above chance" if p < ALPHA else "not distinguishable from chance"
+    if row["better"] == "lower" and p < ALPHA:
+        verdict = "better than chance"
+    return f"{verdict} ({test} {format_p(p)})"
+
+
+def format_p(p: float) -> str:
+    return "p" + _p(p)
+
+
+def _p(p: float) -> str:
+    """"<0.0001", "=0.0034" or "=0.042": two significant digits below 0.01, else three decimals."""
+    return "" if pd.isna(p) else "<0.0001" if p < 1e-4 else f"={p:.2g}" if p < 0.01 else f"={p:.3f}"
+
+
+def _sort_value(value: Any) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def _sorted(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    order = sorted(range(len(table)), key=lambda i: (
+        table["task"].iloc[i], table["label"].iloc[i], *[_sort_value(table[k].iloc[i]) for k in keys]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- comparisons
+
+
+@dataclass
+class Comparison:
+    """`a` against `b`, each a selector {key: value} over the table's columns (task, model,
+    cell, pattern) and config keys, at every value of the other keys."""
+
+    name: str
+    a: dict[str, str]
+    b: dict[str, str]
+
+
+def read_comparisons(path: Path) -> list[Comparison]:
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise ReportError(f"--comparisons={str(path)!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ReportError(f"--comparisons={str(path)!r}: not YAML ({' '.join(str(err).split())})") from None
+    items = spec.get("comparisons") if isinstance(spec, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ReportError(f"--comparisons={str(path)!r}: expected a list under `comparisons:`, each "
+                          "{name: ..., a: {KEY: VALUE, ...}, b: {KEY: VALUE, ...}}")
+    comparisons = []
+    for i, item in enumerate(items):
+        if (not isinstance(item, dict) or set(item) != {"name", "a", "b"}
+                or not all(isinstance(item[s], dict) and item[s] for s in "ab")):
+            raise ReportError(f"--comparisons={str(path)!r}: comparisons[{i}] must have exactly name, a and b, "
+                              f"a and b each a non-empty mapping KEY: VALUE; got {item!r}")
+        comparisons.append(Comparison(str(item["name"]), {str(k): str(v) for k, v in item["a"].items()},
+                                      {str(k): str(v) for k, v in item["b"].items()}))
+    return comparisons
+
+
+def _column(table: pd.DataFrame, key: str, comparison: Comparison) -> pd.Series:
+    if key not in table:
+        known = [c for c in TAG_COLUMNS] + [c for c in table.columns if "." in c]
+        raise ReportError(f"comparison {comparison.name!r}: {key!r} is not a column of this report; columns: "
+                          f"{', '.join(known)}")
+    return table[key].astype(str)
+
+
+def _select(table: pd.DataFrame, selector: dict[str, str], comparison: Comparison, side: str) -> pd.DataFrame:
+    mask = pd.Series(True, index=table.index)
+    for key, value in selector.items():
+        column = _column(table, key, comparison)
+        mask &= column == value
+    if not mask.any():
+        exists = "; ".join(f"{k} is one of {sorted(set(_column(table, k, comparison)))}" for k in selector)
+        raise ReportError(f"comparison {comparison.name!r}: {side}={selector} matches no variant; {exists}")
+    return table[mask]
+
+
+def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Comparison], keys: list[str]) -> pd.DataFrame:
+    """Each comparison at every value of the keys its selectors do not name: Welch's t-test of
+    the seeds' scores, the difference of the means (a - b) with its 95% CI; p Holm-adjusted over
+    every row."""
+    rows = []
+    scores = runs.groupby("variant")["score"].apply(lambda s: s.to_numpy(float))
+    for comparison in comparisons:
+        a_side = _select(table, comparison.a, comparison, "a")
+        b_side = _select(table, comparison.b, comparison, "b")
+        named = set(comparison.a) | set(comparison.b)
+        at = [k for k in ("task", *keys) if k not in named]
+        for where, a_rows in a_side.groupby(at, dropna=False, sort=False) if at else [((), a_side)]:
+            where = where if isinstance(where, tuple) else (where,)
+            b_rows = b_side
+            for key, value in zip(at, where):
+                b_rows = b_rows[b_rows[key].astype(str) == str(value)] if not pd.isna(value) else b_rows[b_rows[key].isna()]
+            for side, found in (("a", a_rows), ("b", b_rows)):
+                if len(found) > 1:
+                    differ = [k for k in found.columns if k in keys and found[k].nunique(dropna=False) > 1]
+                    raise ReportError(f"comparison {comparison.name!r}: {side} matches {len(found)} variants at "
+                                      f"{dict(zip(at, where))}: they differ in {', '.join(differ) or 'their config'}; "
+                                      f"name it in {side}")
+            if b_rows.empty:
+                continue  # nothing to compare with there (e.g. a distance one side did not run)
+            a, b = a_rows.iloc[0], b_rows.iloc[0]
+            named_a = [f"{k}={v}" for k, v in comparison.a.items() if "." in k]  # config keys the label lacks
+            named_b = [f"{k}={v}" for k, v in comparison.b.items() if "." in k]
+            x, y = scores[a["variant"]], scores[b["variant"]]
+            row = {"comparison": comparison.name, **{k: v for k, v in zip(at, where)},
+                   "a": ", ".join([a["label"], *named_a]), "b": ", ".join([b["label"], *named_b]), "metric": a["metric"], "better": a["better"], "n_a": len(x), "n_b": len(y),
+                   "mean_a": x.mean(), "mean_b": y.mean(), "difference": x.mean() - y.mean(),
+                   "ci95_low": np.nan, "ci95_high": np.nan, "t": np.nan, "df": np.nan, "p": np.nan}
+            if len(x) > 1 and len(y) > 1 and (_spread(x) or _spread(y)):
+                with warnings.catch_warnings():  # one side without spread is fine for Welch
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    result = stats.ttest_ind(x, y, equal_var=False)
+                    low, high = result.confidence_interval(CONFIDENCE)
+                row.update(t=result.statistic, df=result.df, p=result.pvalue, ci95_low=low, ci95_high=high)
+            rows.append(row)
+    found = pd.DataFrame(rows)
+    if found.empty:
+        return found
+    found["p_holm"] = holm(found["p"])
+    found["verdict"] = found.apply(_comparison_verdict, axis=1)
+    return found
+
+
+def _comparison_verdict(row: pd.Series) -> str:
+    if np.isnan(row["p_holm"]):
+        return "n/a (1 seed)" if min(row["n_a"], row["n_b"]) < 2 else "n/a (every seed the same on both sides)"
+    if row["p_holm"] >= ALPHA:
+        return f"no difference shown (Holm {format_p(row['p_holm'])})"
+    a_better = (row["difference"] > 0) == (row["better"] == "higher")
+    return f"{row['a'] if a_better else row['b']} better (Holm {format_p(row['p_holm'])})"
+
+
+# ---------------------------------------------------------------- files
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> str:
+    head = ["task", "model", "pattern", *keys, "test metric: mean ± std", "95% CI", "teacher-forced", "chance",
+            "vs chance", "seeds", "epochs"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        n = int(r["n_seeds"])
+        spread = f"{r['metric']} {_number(r['mean'])} ± {_number(r['std'])}" if n > 1 else f"{r['metric']} {_number(r['mean'])}"
+        ci = f"[{_number(r['ci95_low'])}, {_number(r['ci95_high'])}]" if n > 1 else "n/a (1 seed)"
+        cells = [r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], spread, ci,
+                 _number(r["teacher_forced_mean"]), _number(r["chance"]), r["vs_chance"], str(n),
+                 _number(r["epochs_trained"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Mean ± standard deviation over seeds; 95% CI: Student t over seeds. vs chance: one-sided t-test of "
+              f"the seeds' scores against their chance level (`seeds`) or, where the seeds give none, an exact "
+              f"binomial test on the scored test steps of all seeds pooled (`binomial`, accuracy only); p-values "
+              f"Holm-adjusted over the {len(table)} variants, level {ALPHA}; `below chance`: the same t-test on the "
+              "other side. Every p-value per variant is in `results.csv`."]
+    lines += [f"Note: {note}." for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
+    at = [k for k in ("task", *keys) if k in found.columns]
+    head = ["comparison", *at, "a", "b", "mean a", "mean b", "a - b [95% CI]", "Welch t (df)", "p", "Holm p",
+            "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in found.iterrows():
+        difference = f"{r['difference']:+.3f}" + (f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
+                                                    if not pd.isna(r["ci95_low"]) else "")
+        welch = "" if pd.isna(r["t"]) else f"{r['t']:.2f} ({r['df']:.1f})"
+        p, holm_p = _p(r["p"]).lstrip("="), _p(r["p_holm"]).lstrip("=")
+        cells = [r["comparison"], *["" if pd.isna(r[k]) else str(r[k]) for k in at], r["a"], r["b"],
+                 f"{r['mean_a']:.3f} (n={r['n_a']})", f"{r['mean_b']:.3f} (n={r['n_b']})", difference, welch, p,
+                 holm_p, r["verdict"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Welch's t-test (two-sided) of the seeds' test scores, a against b; the 95% CI is Welch's for the "
+              f"difference of the means. Holm-adjusted over the {len(found)} row(s), level {ALPHA}."]
+    return "\n".join(lines) + "\n"
+
+
+RUN_COLUMNS = ("run_id", "seed", "task", "model", "cell", "pattern", "metric", "score", "teacher_forced", "chance",
+               "n_test_scored", "n_params", "epochs_trained", "wall_time_s", "variant")
+
+
+def runs_csv(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
+    tests = sorted(c for c in runs.columns if c.startswith("metrics.test/"))
+    out = runs[[*RUN_COLUMNS, *[f"params.{k}" for k in keys], *tests]].rename(
+        columns=lambda c: c.removeprefix("params.").removeprefix("metrics."))
+    _sorted(out.assign(label=runs["label"]), keys).drop(columns="label").sort_values(
+        ["variant", "seed"], kind="stable").to_csv(path, index=False)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(table: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The keys besides the distance that split a task's variants into lines."""
+    return [k for k in keys if k != "task.distance" and table[k].nunique(dropna=False) > 1]
+
+
+def _line_label(row: pd.Series, series: list[str]) -> str:
+    return ", ".join([row["label"], *[f"{k}={row[k]}" for k in series]])
+
+
+def _limits(metric: str, values: list[float], chance: float) -> tuple[float, float]:
+    if metric == "acc":
+        return 0.0, 1.02
+    top = max([v for v in values if not np.isnan(v)] + [chance])
+    return 0.0, top * 1.08 if top > 0 else 1.0
+
+
+def _legend(fig, axes) -> None:
+    handles, labels = {}, []
+    for ax in np.ravel(axes):
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label], labels = h, labels + [label]
+    if handles:  # beside the panels, never over the data
+        fig.legend([handles[k] for k in labels], labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+
+
+def plot_results(table: pd.DataFrame, keys: list[str], out: Path) -> list[str]:
+    """The test metric with its 95% CI, against the distance where a task sweeps it, else as bars."""
+    plt = _pyplot()
+    written = []
+    with_distance = [t for t, g in table.groupby("task") if "task.distance" in keys and g["task.distance"].nunique() > 1]
+    for name, tasks in (("metric_vs_distance.png", with_distance),
+                        ("metric_by_model.png", sorted(set(table["task"]) - set(with_distance)))):
+        if not tasks:
+            continue
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            mine = table[table["task"] == task]
+            series = _series(mine, keys)
+            chance = mine["chance"].mean()
+            if name == "metric_vs_distance.png":
+                for label, line in mine.groupby(mine.apply(_line_label, axis=1, series=series), sort=True):
+                    line = line.assign(x=line["task.distance"].astype(float)).sort_values("x")
+                    ax.plot(line["x"], line["mean"], marker="o", label=label)
+                    ax.fill_between(line["x"], line["ci95_low"], line["ci95_high"], alpha=0.2)
+                ax.set_xscale("log", base=2)
+                ax.set_xlabel("task.distance")
+            else:
+                labels = list(mine.apply(_line_label, axis=1, series=series))
+                error = np.array([mine["mean"] - mine["ci95_low"], mine["ci95_high"] - mine["mean"]])
+                ax.bar(range(len(mine)), mine["mean"], yerr=np.nan_to_num(error), capsize=3, color="C0")
+                ax.set_xticks(range(len(mine)), labels, rotation=30, ha="right", fontsize=8)
+            ax.axhline(chance, color="grey", linestyle="--", label="chance")
+            ax.set_ylim(*_limits(mine["metric"].iloc[0], list(mine["ci95_high"].fillna(mine["mean"])), chance))
+            ax.set_ylabel(f"test {mine['metric'].iloc[0]}")
+            ax.set_title(task)
+        _legend(fig, axes)
+        fig.suptitle("mean over seeds;\n" + ("bands" if name == "metric_vs_distance.png" else "error bars")
+                     + ": 95% CI (Student t over seeds)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path, columns: int = 4) -> None:
+    """The validation metric per epoch, mean over seeds: a panel per task and model (a task's
+    panels in rows of `columns`, all on one y-axis), a line per distance and other varying keys."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    tasks = sorted(set(table["task"]))
+    labels = {t: sorted(set(table[table["task"] == t]["label"])) for t in tasks}
+    rows_of = {t: -(-len(labels[t]) // columns) for t in tasks}
+    cols = min(columns, max(len(v) for v in labels.values()))
+    fig, axes = plt.subplots(sum(rows_of.values()), cols, figsize=(4.0 * cols, 3.2 * sum(rows_of.values())),
+                             squeeze=False)
+    first_row = 0
+    for task in tasks:
+        mine = table[table["task"] == task]
+        metric, chance = mine["metric"].iloc[0], mine["chance"].mean()
+        series = [k for k in keys if mine[k].nunique(dropna=False) > 1]
+        block = axes[first_row : first_row + rows_of[task]].ravel()
+        tops = []
+        for ax, label in zip(block, labels[task]):
+            for _, variant in mine[mine["label"] == label].iterrows():
+                curves = [[m.value for m in sorted(client.get_metric_history(r, f"val/{metric}"), key=lambda m: m.step)]
+                          for r in variant["runs"].split()]
+                epochs = min(len(c) for c in curves)
+                if epochs:
+                    mean = np.mean([c[:epochs] for c in curves], axis=0)
+                    tops.append(float(mean.max()))
+                    ax.plot(range(1, epochs + 1), mean,
+                            label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds")
+            ax.axhline(chance, color="grey", linestyle="--", label="chance")
+            ax.set_title(f"{task}: {label}", fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(f"val {metric}")
+        for ax in block[: len(labels[task])]:  # one y-axis for the task: noise is not stretched into a swing
+            ax.set_ylim(*_limits(metric, tops, chance))
+        for ax in block[len(labels[task]) :]:
+            ax.axis("off")
+        first_row += rows_of[task]
+    _legend(fig, axes)
+    fig.suptitle("validation metric per epoch,\nmean over seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the command
+
+
+@dataclass
+class Report:
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    comparisons: pd.DataFrame
+    keys: list[str]
+    notes: list[str]
+    files: list[str]
+
+
+def report(uri: str, experiment: str | None, parent: str | None, out: Path,
+           comparisons: Path | None = None) -> Report:
+    from rnnexp.tracking import open_client
+
+    wanted = read_comparisons(comparisons) if comparisons is not None else []
+    frame, parents = runs_frame(uri, experiment, parent)
+    runs, notes = training_runs(frame)
+    if runs.empty:
+        which = f"--parent={parent}" if parent else f"--experiment={experiment}"
+        raise ReportError(f"{which}: no finished training runs to report"
+                          + (f" ({'; '.join(notes)})" if notes else ""))
+    keys = varying_keys(runs)
+    table = summarise(runs, keys)
+    found = compare(runs, table, wanted, keys)
     out.mkdir(parents=True, exist_ok=True)
-    write_tables(groups, out)
-    plot_metric_vs_distance(groups, out)
-    plot_learning_curves(client, groups, out)
+    runs_csv(runs, keys, out / "runs.csv")
+    table.to_csv(out / "results.csv", index=False)
+    (out / "results.md").write_text(results_markdown(table, keys, notes))
+    files = ["runs.csv", "results.csv", "results.md"]
+    if not found.empty:
+        found.to_csv(out / "comparisons.csv", index=False)
+        (out / "comparisons.md").write_text(comparisons_markdown(found, keys))
+        files += ["comparisons.csv", "comparisons.md"]
+    files += plot_results(table, keys, out)
+    client = open_client(uri)
+    plot_learning_curves(client, table, keys, out)
+    files.append("learning_curves.png")
+    for stale in set(FILES) - set(files):  # from an earlier report: it no longer says what these runs say
+        (out / stale).unlink(missing_ok=True)
     for run_id in parents:
-        client.log_artifacts(run_id, str(out), "report")
-    return groups
+        for name in files:
+            client.log_artifact(run_id, str(out / name), "report")
+    return Report(runs, table, found, keys, notes, files)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description="Tables and plots from the runs of an experiment or a sweep.",
-                                     epilog="Example: rnnexp-report --experiment context_length --out experiments/context_length/results")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Tables, tests and plots from the finished runs of an experiment or a sweep: runs that "
+        "differ only in the seed are one variant; trainer=smoke runs and re-runs of a seed are left out.",
+        epilog="Example: rnnexp-report --experiment context_length --out experiments/context_length/results "
+               "--comparisons experiments/context_length/comparisons.yaml")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="an MLflow experiment's name: all its finished runs")
     which.add_argument("--parent", help="a sweep's parent run id: its finished children")
     parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
+    parser.add_argument("--comparisons", type=Path, help="a YAML file of comparisons to test: comparisons: [{name: "
+                        "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
+                        "a config key (model.hidden_size, ...)")
     args = parser.parse_args(argv)
-    groups = report(args.uri, args.experiment, args.parent, args.out)
+    from rnnexp.tracking import quiet_store_logs
+
+    quiet_store_logs()
+    try:
+        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons)
+    except ReportError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print((args.out / "results.md").read_text(), end="")
-    print(f"{len(groups)} rows from {sum(len(g.scores) for g in groups)} runs -> {args.out}/: "
-          "results.md, results.csv, metric_vs_distance.png, learning_curves.png")
+    if not result.comparisons.empty:
+        print()
+        print((args.out / "comparisons.md").read_text(), end="")
+    seeds = result.table["n_seeds"]
+    print(f"{len(result.table)} variants ({int(seeds.min())}-{int(seeds.max())} seeds) from {len(result.runs)} runs -> "
+          f"{args.out}/: {', '.join(result.files)}")
 
 
 if __name__ == "__main__":

@@ -245,6 +245,7 @@ def run_tags(spec: TrainConfig, task: Task) -> dict[str, str]:
         "distance": "none" if task.distance is None else str(task.distance),
         "length": "none" if task.length is None else str(task.length),
         "metric": task.metric_name,  # the task's own metric, logged as test/<metric>
+        "better": "higher" if task.higher_is_better else "lower",
         "seed": str(spec.seed),
         "git_commit": commit,
         "git_dirty": "unknown" if dirty is None else str(dirty).lower(),

@@ -254,5 +254,5 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
     report_main(["--uri", store, "--parent", parent.info.run_id, "--out", str(tmp_path / "report")])
     with open(tmp_path / "report" / "results.csv") as f:
         (row,) = csv.DictReader(f)
-    assert row["seeds"] == "3"
+    assert row["n_seeds"] == "3"
     assert float(row["mean"]) == pytest.approx(statistics.fmean(c.data.metrics["test/acc"] for c in after), rel=1e-5)

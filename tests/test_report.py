@@ -1,0 +1,174 @@
+"""The report: runs that differ only in the seed are one variant, smoke runs and re-runs of a seed
+are left out, and every interval and test is the one scipy computes."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
+
+from rnnexp.report import holm, main, summarise
+from tests.test_sweeps import TINY
+
+TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+
+
+def _train(tmp_path: Path, *overrides: str) -> None:
+    flags = [o for o in overrides if o.startswith("-")]  # before the overrides, as argparse wants
+    overrides = tuple(o for o in overrides if o not in flags)
+    proc = subprocess.run([TRAIN, *flags, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/multirun",
+                           f"hydra.run.dir={tmp_path}/run", *TINY, "task.distance=3", *overrides],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _report(tmp_path: Path, *args: str, capsys) -> tuple[int, str, str]:
+    """rnnexp-report in this process (a fresh one costs seconds of imports): (exit status, stdout, stderr)."""
+    try:
+        main(["--uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report"), *args])
+        status = 0
+    except SystemExit as exit:
+        status = exit.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two sizes x two seeds, a smoke run of one of them, and seed 0 of size 16 run a second time."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    _train(tmp_path, "-m", "model.hidden_size=16,32", "seed=0,1")
+    # a smoke check, then a re-run of seed 0 (the latest counts): one sweep, run in this order
+    _train(tmp_path, "-m", "model.hidden_size=16", "seed=0", "trainer=smoke,default")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
+                              "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"])
+    return tmp_path, client, [r for r in runs if r.data.tags.get("sweep") != "true"]
+
+
+def test_runs_differing_only_in_the_seed_are_one_variant_smoke_runs_and_reruns_left_out(store, capsys):
+    tmp_path, _, runs = store
+    assert len(runs) == 6
+    smoke = [r for r in runs if r.data.tags.get("smoke") == "true"]
+    assert len(smoke) == 1 and len({r.data.tags["variant_hash"] for r in runs if r not in smoke}) == 2
+    (comparisons := tmp_path / "comparisons.yaml").write_text(
+        "comparisons:\n  - name: wide vs narrow\n    a: {model.hidden_size: 32}\n    b: {model.hidden_size: 16}\n")
+    status, out, err = _report(tmp_path, "--experiment", "delayed_recall", "--comparisons", str(comparisons),
+                               capsys=capsys)
+    assert status == 0, err
+    assert "1 trainer=smoke run(s) left out" in out and "1 duplicate run(s)" in out
+    with open(tmp_path / "report" / "results.csv") as f:
+        rows = {r["model.hidden_size"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"16", "32"} and all(r["n_seeds"] == "2" for r in rows.values())
+    assert "| model.hidden_size |" in (tmp_path / "report" / "results.md").read_text()  # the key that varies
+    counted = [r for r in runs if r not in smoke and r is not runs[0]]  # the re-run replaces the sweep's seed 0
+    for size, row in rows.items():
+        scores = np.array([r.data.metrics["test/acc"] for r in counted if r.data.params["model.hidden_size"] == size])
+        half = stats.t.ppf(0.975, df=1) * scores.std(ddof=1) / np.sqrt(2)  # by hand: Student t, 1 df
+        assert float(row["mean"]) == pytest.approx(scores.mean())
+        assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx((scores.mean() - half,
+                                                                                   scores.mean() + half))
+        assert set(row["runs"].split()) == {r.info.run_id for r in counted if r.data.params["model.hidden_size"] == size}
+    with open(tmp_path / "report" / "runs.csv") as f:
+        per_run = list(csv.DictReader(f))
+    assert len(per_run) == 4 and {"run_id", "seed", "model.hidden_size", "test/acc", "chance", "n_params",
+                                  "epochs_trained", "wall_time_s"} <= set(per_run[0])
+    # the comparison is Welch's test as scipy computes it, on the seeds' scores
+    with open(tmp_path / "report" / "comparisons.csv") as f:
+        (row,) = csv.DictReader(f)
+    wide, narrow = ([r.data.metrics["test/acc"] for r in counted if r.data.params["model.hidden_size"] == s]
+                    for s in ("32", "16"))
+    expected = stats.ttest_ind(wide, narrow, equal_var=False)
+    assert float(row["p"]) == pytest.approx(expected.pvalue) and float(row["t"]) == pytest.approx(expected.statistic)
+    assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx(tuple(expected.confidence_interval()))
+
+
+def test_runs_of_an_older_rnnexp_without_the_tag_group_by_their_logged_config(store, tmp_path, capsys):
+    source, client, runs = store
+    import shutil
+
+    shutil.copy(source / "mlflow.db", tmp_path / "mlflow.db")
+    old = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for run in runs:
+        old.delete_tag(run.info.run_id, "variant_hash")
+    status, out, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)
+    assert status == 0, err
+    assert "without a variant_hash tag (an older rnnexp): grouped by their logged config" in out
+    with open(tmp_path / "report" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    # hashed from the params exactly as the tag was: the same two variants
+    assert {r["variant"] for r in rows} == {r.data.tags["variant_hash"] for r in runs if "smoke" not in r.data.tags}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "rnnexp-report: error: --experiment='nope' is not in sqlite:///"),
+    (["--parent", "0" * 32], "rnnexp-report: error: --parent='" + "0" * 32 + "': no such run in"),
+    (["--experiment", "delayed_recall", "--comparisons", "missing.yaml"],
+     "rnnexp-report: error: --comparisons='missing.yaml': No such file or directory"),
+])
+def test_bad_options_are_one_line_and_exit_2(store, args, message, capsys):
+    status, _, err = _report(store[0], *args, capsys=capsys)
+    assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_a_comparison_naming_what_does_not_exist_is_one_line(store, tmp_path, capsys):
+    (bad := tmp_path / "c.yaml").write_text("comparisons:\n  - {name: x, a: {cell: gru}, b: {cell: rnn}}\n")
+    status, _, err = _report(store[0], "--experiment", "delayed_recall", "--comparisons", str(bad), capsys=capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert "comparison 'x': a={'cell': 'gru'} matches no variant; cell is one of ['rnn']" in err
+
+
+def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path, capsys):
+    import shutil
+
+    shutil.copy(store[0] / "mlflow.db", tmp_path / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for run in store[2]:
+        if run.data.tags.get("smoke") != "true":
+            client.delete_run(run.info.run_id)
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)
+    assert status == 2 and err.strip() == (
+        "rnnexp-report: error: --experiment=delayed_recall: no finished training runs to report "
+        "(1 trainer=smoke run(s) left out (a check of a config, not a result))")
+
+
+def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000) -> pd.DataFrame:
+    rows = [{"variant": v, "task": "t", "model": "m", "cell": "none", "pattern": "1", "label": v, "metric": "acc",
+             "better": "higher", "score": s, "teacher_forced": np.nan, "chance": chance, "n_test_scored": scored,
+             "n_params": 10, "epochs_trained": 5, "run_id": f"{v}{i}"}
+            for v, scores in scores_by_variant.items() for i, s in enumerate(scores)]
+    return pd.DataFrame(rows)
+
+
+def test_the_chance_test_finds_a_perfect_model_above_chance_and_a_random_one_not():
+    rng = np.random.default_rng(0)
+    # a random predictor of 8 symbols: each seed's accuracy is a binomial draw around 1/8
+    random = list(rng.binomial(1000, 0.125, size=5) / 1000)
+    table = summarise(_runs({"random": random, "perfect": [1.0, 1.0, 0.999, 1.0, 0.998]}), []).set_index("variant")
+    assert table.loc["perfect", "vs_chance"].startswith("above chance (seeds p<0.0001)")
+    assert table.loc["random", "vs_chance"].startswith("not distinguishable from chance (seeds")
+    assert table.loc["random", "p_binomial_holm"] > 0.05 and table.loc["perfect", "p_binomial_holm"] < 1e-100
+    one = summarise(_runs({"alone": [0.5]}), []).iloc[0]
+    assert np.isnan(one["ci95_low"]) and np.isnan(one["p_seeds"])  # one seed: no interval, no test over seeds
+    assert one["vs_chance"].startswith("above chance (binomial")  # the scored steps still give one
+
+
+def test_the_interval_is_students_t_over_seeds():
+    scores = [0.2, 0.25, 0.31, 0.22, 0.27]
+    row = summarise(_runs({"v": scores}), []).iloc[0]
+    expected = stats.t.interval(0.95, 4, loc=np.mean(scores), scale=stats.sem(scores))
+    assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(expected)
+    assert row["p_seeds"] == pytest.approx(stats.ttest_1samp(np.array(scores) - 0.125, 0, alternative="greater").pvalue)
+
+
+def test_holms_adjustment():
+    # Holm (1979): sorted p times (m - rank), then made monotone; untested (NaN) values stay out
+    assert holm([0.01, 0.04, 0.03, np.nan]) == pytest.approx([0.03, 0.06, 0.06, np.nan], nan_ok=True)
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])

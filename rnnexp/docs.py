@@ -8,7 +8,8 @@ A README holds a generated block between two markers; the first names the result
     <!-- rnnexp:end -->
 
 Views: `results` (a row per variant: mean ± std, 95% CI, chance, the test against it, seeds),
-`comparisons` (a row per comparison: a - b with its 95% CI, Holm's p, the verdict), and
+`comparisons [NAME]` (a row per comparison, or per row of comparison NAME: a - b with its 95% CI
+and the verdict with Holm's p), and
 `by-distance TASK` (for one task, a row per model and a column per `task.distance`: the mean,
 marked where no test shows it above chance).
 
@@ -28,8 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 PROG = "python -m rnnexp.docs"
-BLOCK = re.compile(r"(<!-- rnnexp:results (?P<folder>\S+) view=(?P<view>[\w-]+)(?: (?P<arg>[^>]*?))? -->\n)"
-                   r"(?P<body>.*?)(?P<end><!-- rnnexp:end -->)", re.S)
+START = re.compile(r"<!-- rnnexp:results (?P<folder>\S+) view=(?P<view>[\w-]+)(?: (?P<arg>[^>]*?))? -->")
+END = "<!-- rnnexp:end -->"
+MARKER = "<!-- rnnexp:"
 ROOT = Path(__file__).resolve().parent.parent
 NOT_ABOVE = "°"  # marks a mean that no test shows above chance
 
@@ -54,32 +56,38 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def results_view(folder: Path) -> str:
+    from rnnexp.report import binomial, interval
+
     table = pd.read_csv(folder / "results.csv", dtype={"pattern": str})
     keys = _keys(table)
     tasks = table["task"].nunique() > 1
     teacher = table["teacher_forced_mean"].notna().any()
-    head = [*(["task"] if tasks else []), "model", "pattern", *keys, "test metric (mean ± std)", "95% CI",
-            *(["teacher-forced"] if teacher else []), "chance", "vs chance", "seeds"]
+    head = [*(["task"] if tasks else []), "model", "pattern", *keys, "parameters", "test metric (mean ± std)", "95% CI",
+            *(["teacher-forced"] if teacher else []), "chance", "vs chance (t over seeds)", "binomial (pooled steps)",
+            "seeds"]
     rows = []
     for _, r in table.iterrows():
-        several = r["n_seeds"] > 1
         rows.append([*([r["task"]] if tasks else []), f"`{r['label']}`", str(r["pattern"]),
-                     *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys],
-                     f"{r['metric']} {_number(r['mean'])}" + (f" ± {_number(r['std'])}" if several else ""),
-                     f"[{_number(r['ci95_low'])}, {_number(r['ci95_high'])}]" if several else "n/a (1 seed)",
-                     *([_number(r["teacher_forced_mean"])] if teacher else []), _number(r["chance"]),
-                     r["vs_chance"], str(r["n_seeds"])])
+                     *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys], f"{int(r['n_params']):,}",
+                     f"{r['metric']} {_number(r['mean'])}" + (f" ± {_number(r['std'])}" if r["n_seeds"] > 1 else ""),
+                     interval(r), *([_number(r["teacher_forced_mean"])] if teacher else []), _number(r["chance"]),
+                     r["vs_chance"], binomial(r), str(r["n_seeds"])])
     return _table(head, rows)
 
 
-def comparisons_view(folder: Path) -> str:
+def comparisons_view(folder: Path, name: str | None = None) -> str:
     found = pd.read_csv(folder / "comparisons.csv")
+    if name:
+        if name not in set(found["comparison"]):
+            raise DocsError(f"view=comparisons {name}: no such comparison in {folder / 'comparisons.csv'}; "
+                            f"comparisons: {', '.join(dict.fromkeys(found['comparison']))}")
+        found = found[found["comparison"] == name]
     at = [c for c in found.columns[1 : list(found.columns).index("a")] if found[c].nunique() > 1]
-    head = ["comparison", *at, "a − b [95% CI]", "verdict (Welch's t-test, Holm-adjusted)"]
+    head = [*([] if name else ["comparison"]), *at, "a − b [95% CI]", "verdict (Welch's t-test, Holm-adjusted)"]
     rows = []
     for _, r in found.iterrows():
         interval = "" if pd.isna(r["ci95_low"]) else f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
-        rows.append([r["comparison"], *[str(r[k]).removesuffix(".0") for k in at],
+        rows.append([*([] if name else [r["comparison"]]), *[str(r[k]).removesuffix(".0") for k in at],
                      f"{r['difference']:+.3f}{interval}", r["verdict"]])
     return _table(head, rows)
 
@@ -87,50 +95,79 @@ def comparisons_view(folder: Path) -> str:
 def by_distance_view(folder: Path, task: str) -> str:
     table = pd.read_csv(folder / "results.csv", dtype={"pattern": str})
     mine = table[table["task"] == task]
-    if mine.empty or "task.distance" not in mine:
+    if mine.empty or "task.distance" not in mine or mine["task.distance"].isna().all():
         raise DocsError(f"view=by-distance {task}: no variants of task {task!r} with a task.distance in {folder}")
-    distances = sorted(mine["task.distance"].unique())
-    head = ["model", *[f"d={int(d)}" for d in distances]]
+    others = [k for k in _keys(table) if k != "task.distance" and mine[k].nunique(dropna=False) > 1]
+    distances = sorted(mine["task.distance"].dropna().unique())
+    head = ["model", *others, *[f"d={int(d)}" for d in distances]]
     rows = []
-    for label, variants in mine.groupby("label", sort=True):
+    for (label, *values), variants in mine.groupby(["label", *others], sort=True, dropna=False):
         cells = []
         for d in distances:
             found = variants[variants["task.distance"] == d]
-            if found.empty:
-                cells.append("")
-                continue
-            r = found.iloc[0]
-            cells.append(f"{r['mean']:.2f}" + ("" if str(r["vs_chance"]).startswith(("above", "better")) else NOT_ABOVE))
-        rows.append([f"`{label}`", *cells])
+            r = found.iloc[0] if len(found) else None
+            cells.append("" if r is None else f"{r['mean']:.2f}"
+                         + ("" if str(r["vs_chance"]).startswith(("above", "better")) else NOT_ABOVE))
+        rows.append([f"`{label}`", *[str(v).removesuffix(".0") for v in values], *cells])
     return _table(head, rows)
 
 
 def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
     where = (readme.parent / folder).resolve()
+    if Path(folder).is_absolute() or ".." in Path(folder).parts:
+        raise DocsError(f"{readme}: {folder}: a results folder beside the README or below it, given relative to it")
     try:
-        if view == "results":
+        if view == "results" and not arg:
             return results_view(where)
         if view == "comparisons":
-            return comparisons_view(where)
+            return comparisons_view(where, arg)
         if view == "by-distance" and arg:
             return by_distance_view(where, arg)
     except FileNotFoundError as err:
         raise DocsError(f"{readme}: {folder}: {err.filename} is missing (make report EXP=...)") from None
-    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons, by-distance TASK")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as err:
+        raise DocsError(f"{readme}: {folder}: not a results file of rnnexp-report ({err})") from None
+    except DocsError as err:
+        raise DocsError(f"{readme}: {err}") from None
+    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK")
 
 
-def generate(readme: Path) -> tuple[str, list[str]]:
-    """The README with every block rewritten; and the blocks that differed."""
-    text = readme.read_text()
+def generate(readme: Path) -> tuple[str, list[str], int]:
+    """The README with every block rewritten; the blocks that differed; how many there are. Markers inside code
+    fences are examples, not blocks; outside them, every start marker has its end marker."""
+    lines = readme.read_text().splitlines(keepends=True)
+    out: list[str] = []
     differed: list[str] = []
-
-    def replace(match: re.Match) -> str:
-        body = render(readme, match["folder"], match["view"], match["arg"])
-        if body != match["body"]:
-            differed.append(f"{match['folder']} view={match['view']}{' ' + match['arg'] if match['arg'] else ''}")
-        return match.group(1) + body + match["end"]
-
-    return BLOCK.sub(replace, text), differed
+    fenced, block, count = False, None, 0
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if fenced or MARKER not in line:
+            if block is None:
+                out.append(line)
+            else:
+                block["body"].append(line)
+            continue
+        start = START.fullmatch(line.strip())
+        if start and block is None:
+            block = {"match": start, "line": number, "body": []}
+            out.append(line)
+        elif line.strip() == END and block is not None:
+            match, body = block["match"], "".join(block["body"])
+            new = render(readme, match["folder"], match["view"], match["arg"])
+            if new != body:
+                differed.append(f"line {block['line']}: {match['folder']} view={match['view']}"
+                                + (f" {match['arg']}" if match["arg"] else ""))
+            out += [new, line]
+            block, count = None, count + 1
+        else:
+            what = "a start marker inside an open block" if start else (
+                "an end marker without a start" if line.strip() == END else "a marker that does not parse")
+            raise DocsError(f"{readme}, line {number}: {what}: {line.strip()!r} (markers: "
+                            "'<!-- rnnexp:results FOLDER view=VIEW [ARG] -->' ... '<!-- rnnexp:end -->', each on its own line)")
+    if block is not None:
+        raise DocsError(f"{readme}, line {block['line']}: a block without its end marker ({END})")
+    return "".join(out), differed, count
 
 
 def readmes() -> list[Path]:
@@ -146,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     stale = []
     try:
         for readme in args.readme or readmes():
-            text, differed = generate(readme)
+            text, differed, _ = generate(readme)
             stale += [f"{readme}: {block}" for block in differed]
             if differed and not args.check:
                 readme.write_text(text)

@@ -56,29 +56,42 @@ class ReportError(Exception):
 
 
 def runs_frame(uri: str, experiment: str | None, parent: str | None) -> tuple[pd.DataFrame, list[str]]:
-    """The FINISHED runs of `experiment` (or of the sweep `parent`), one row each, as MLflow's
-    search gives them (`params.*`, `metrics.*`, `tags.*` columns); and the sweeps' parent runs,
-    to log the report on."""
+    """The runs of `experiment` (or of the sweep `parent`), one row each, as MLflow's search gives
+    them (`params.*`, `metrics.*`, `tags.*` columns); and, for `parent`, the run to log the report
+    on (a report of a whole experiment is not one sweep's: it is not logged on any)."""
     import mlflow
 
+    from rnnexp import config
     from rnnexp.tracking import open_client
 
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?", 1)[0]).is_file():
+        raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
+                          "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)")
+    try:
+        config.check_store(uri)
+    except config.ConfigError as err:
+        raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None
     client = open_client(uri)
     if parent is not None:
+        sweeps = [r.info.run_id for r in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], "tags.sweep = 'true'", max_results=5)]
         try:
-            experiment_id = client.get_run(parent).info.experiment_id
+            run = client.get_run(parent)
         except Exception:
-            raise ReportError(f"--parent={parent!r}: no such run in {uri}") from None
-        where, parents = f"tags.mlflow.parentRunId = '{parent}' and ", [parent]
+            raise ReportError(f"--parent={parent!r}: no such run in {uri}; sweeps' parent runs there: "
+                              f"{', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}") from None
+        if run.data.tags.get("sweep") != "true":
+            raise ReportError(f"--parent={parent!r} is not a sweep's parent run (tag sweep=true); sweeps' parent "
+                              f"runs there: {', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}")
+        experiment_id, where, parents = run.info.experiment_id, f"tags.mlflow.parentRunId = '{parent}' and ", [parent]
     else:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             names = ", ".join(sorted(e.name for e in client.search_experiments()))
             raise ReportError(f"--experiment={experiment!r} is not in {uri}; experiments: {names or 'none'}")
-        experiment_id, where = found.experiment_id, ""
-        parents = [r.info.run_id for r in client.search_runs([experiment_id], "tags.sweep = 'true'")]
+        experiment_id, where, parents = found.experiment_id, "", []
     mlflow.set_tracking_uri(uri)
-    frame = mlflow.search_runs([experiment_id], f"{where}attributes.status = 'FINISHED'", output_format="pandas")
+    frame = mlflow.search_runs([experiment_id], where.removesuffix(" and "), output_format="pandas")
     return frame, parents
 
 
@@ -90,7 +103,12 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     notes: list[str] = []
     if frame.empty or "tags.metric" not in frame:
         return pd.DataFrame(), notes
-    runs = frame[frame["tags.metric"].notna()].copy()
+    runs = frame[frame["tags.metric"].notna()].copy()  # training runs (not a sweep's parent)
+    unfinished = runs["status"] != "FINISHED"
+    if unfinished.any():
+        counts = ", ".join(f"{n} {status}" for status, n in runs[unfinished]["status"].value_counts().items())
+        notes.append(f"{counts} run(s) left out: only FINISHED runs count")
+        runs = runs[~unfinished]
 
     def metric(row: pd.Series, suffix: str = "") -> float:
         return row.get(f"metrics.test/{row['tags.metric']}{suffix}", np.nan)
@@ -121,7 +139,7 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         notes.append(f"{int(duplicates.sum())} duplicate run(s) of a variant and seed (re-runs) left out: the latest "
                      "of each counts")
         runs = runs[~duplicates]
-    for column in TAG_COLUMNS + ("metric", "better"):
+    for column in TAG_COLUMNS + ("metric", "better", "git_commit"):
         runs[column] = runs.get(f"tags.{column}", pd.Series(np.nan, index=runs.index))
     runs["cell"] = runs["cell"].fillna("none")
     runs["better"] = runs["better"].fillna(runs["metric"].map(lambda m: "higher" if m == "acc" else "lower"))
@@ -134,22 +152,26 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return runs.reset_index(drop=True), notes
 
 
-def varying_keys(runs: pd.DataFrame) -> list[str]:
-    """The config keys whose value differs between variants of one task and model (e.g.
-    `task.distance`, `model.hidden_size`, `optim.lr`): the columns that tell a table's rows apart.
-    (Keys that come with the task or the model, such as `model.window`, are told by those.)"""
+def _shown(key: str) -> bool:
     from rnnexp.tracking import NOT_VARIANT
 
+    return not (key in NOT_VARIANT or key.startswith(("tracking.", "hydra.")) or key.endswith("_target_"))
+
+
+def varying_keys(runs: pd.DataFrame) -> list[str]:
+    """The config keys that tell a table's rows apart: a task's or trainer's key (`task.distance`,
+    `optim.lr`, `trainer.max_epochs`, ...) that differs between variants of one task, and a model's
+    key (`model.hidden_size`, ...) that differs between variants of one task and model. (A model's
+    own keys, such as `model.window`, come with the model; sizes show in the parameter count.)"""
     keys: set[str] = set()
-    params = [c for c in runs.columns if c.startswith("params.")]
-    for _, same in runs.groupby(["task", "label"]):
-        variants = same.drop_duplicates("variant")
-        for column in params:
-            key = column[len("params."):]
-            if key in NOT_VARIANT or key.startswith(("tracking.", "hydra.")) or key.endswith("_target_"):
-                continue
-            if variants[column].nunique(dropna=False) > 1:
-                keys.add(key)
+    params = [c for c in runs.columns if c.startswith("params.") and _shown(c[len("params."):])]
+    for by, prefix in ((["task"], None), (["task", "label"], "model.")):
+        for _, same in runs.groupby(by):
+            variants = same.drop_duplicates("variant")
+            for column in params:
+                key = column[len("params."):]
+                if (key.startswith("model.") == (prefix is not None)) and variants[column].nunique(dropna=False) > 1:
+                    keys.add(key)
     return sorted(keys, key=lambda k: (k != "task.distance", k))
 
 
@@ -188,48 +210,43 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                     "metric": first["metric"], "better": first["better"], "n_seeds": n,
                     "mean": scores.mean(), "std": scores.std(ddof=1) if n > 1 else np.nan,
                     "ci95_low": np.nan, "ci95_high": np.nan, "chance": group["chance"].mean(),
-                    "teacher_forced_mean": group["teacher_forced"].mean(), "p_seeds": np.nan, "p_seeds_worse": np.nan,
+                    "teacher_forced_mean": group["teacher_forced"].mean(), "p_seeds": np.nan,
                     "p_binomial": np.nan, "n_params": first["n_params"],
-                    "epochs_trained": group["epochs_trained"].mean(), "variant": variant,
+                    "epochs_trained": group["epochs_trained"].mean(), "wall_time_s": group["wall_time_s"].mean(),
+                    "git_commits": group.get("tags.git_commit", pd.Series(dtype=str)).nunique(), "variant": variant,
                     "runs": " ".join(group["run_id"])})
-        if _spread(scores):
+        if _spread(scores):  # else no interval: one seed, or every seed the same score
             low, high = stats.t.interval(CONFIDENCE, n - 1, loc=scores.mean(), scale=stats.sem(scores))
             row.update(ci95_low=low, ci95_high=high)
-        elif n > 1:  # every seed scored the same: no spread to draw an interval from
-            row.update(ci95_low=scores.mean(), ci95_high=scores.mean())
-        if _spread(gains):
+        if _spread(gains) and not np.isnan(gains).any():
             row["p_seeds"] = stats.ttest_1samp(gains, 0.0, alternative="greater" if higher else "less").pvalue
-            # the other side: a model can score below chance (e.g. by overfitting its training split)
-            row["p_seeds_worse"] = stats.ttest_1samp(gains, 0.0, alternative="less" if higher else "greater").pvalue
         scored = group["n_test_scored"].to_numpy(float)
-        if first["metric"] == "acc" and not np.isnan(scored).any():
+        if first["metric"] == "acc" and not np.isnan(scored).any() and not np.isnan(row["chance"]):
             hits = int(np.round(scores * scored).sum())
             row["p_binomial"] = stats.binomtest(hits, int(scored.sum()), float(row["chance"]),
                                                 alternative="greater").pvalue
         rows.append(row)
     table = pd.DataFrame(rows)
     table["p_seeds_holm"] = holm(table["p_seeds"])
-    table["p_seeds_worse_holm"] = holm(table["p_seeds_worse"])
     table["p_binomial_holm"] = holm(table["p_binomial"])
     table["vs_chance"] = table.apply(_verdict, axis=1)
     return _sorted(table, keys)
 
 
 def _verdict(row: pd.Series) -> str:
-    """Against chance, from the t-test over seeds; from the binomial test where the seeds give
-    no t-test (one seed, or every seed the same score)."""
-    if not np.isnan(row["p_seeds_holm"]):
-        p, test = row["p_seeds_holm"], "seeds"
-    elif not np.isnan(row["p_binomial_holm"]):
-        p, test = row["p_binomial_holm"], "binomial"
-    else:
+    """Against chance: the one-sided t-test over seeds (the claim is about the config, whatever
+    the seed). The binomial test, a claim about the trained networks' test steps, has its own column."""
+    if pd.isna(row["chance"]):
+        return "n/a (no chance level logged)"
+    if np.isnan(row["p_seeds_holm"]):
         return f"n/a ({row['n_seeds']} seed)" if row["n_seeds"] < 2 else "n/a (every seed the same)"
-    if p >= ALPHA and test == "seeds" and row["p_seeds_worse_holm"] < ALPHA:
-        return f"below chance (seeds, worse side, {format_p(row['p_seeds_worse_holm'])})"
-    verdict = "above chance" if p < ALPHA else "not distinguishable from chance"
-    if row["better"] == "lower" and p < ALPHA:
-        verdict = "better than chance"
-    return f"{verdict} ({test} {format_p(p)})"
+    p = row["p_seeds_holm"]
+    if p < ALPHA:
+        return f"{'above' if row['better'] == 'higher' else 'better than'} chance ({format_p(p)})"
+    on_the_wrong_side = (row["mean"] < row["chance"]) == (row["better"] == "higher")
+    if on_the_wrong_side and row["mean"] != row["chance"]:  # one-sided: it says "not better", no more
+        return f"not {'above' if row['better'] == 'higher' else 'better than'} chance ({format_p(p)})"
+    return f"not distinguishable from chance ({format_p(p)})"
 
 
 def format_p(p: float) -> str:
@@ -269,7 +286,7 @@ class Comparison:
 
 def read_comparisons(path: Path) -> list[Comparison]:
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = yaml.safe_load(path.read_text())  # safe: a tag cannot construct an object
     except OSError as err:
         raise ReportError(f"--comparisons={str(path)!r}: {err.strerror}") from None
     except yaml.YAMLError as err:
@@ -278,68 +295,95 @@ def read_comparisons(path: Path) -> list[Comparison]:
     if not isinstance(items, list) or not items:
         raise ReportError(f"--comparisons={str(path)!r}: expected a list under `comparisons:`, each "
                           "{name: ..., a: {KEY: VALUE, ...}, b: {KEY: VALUE, ...}}")
-    comparisons = []
+    comparisons: list[Comparison] = []
     for i, item in enumerate(items):
         if (not isinstance(item, dict) or set(item) != {"name", "a", "b"}
                 or not all(isinstance(item[s], dict) and item[s] for s in "ab")):
             raise ReportError(f"--comparisons={str(path)!r}: comparisons[{i}] must have exactly name, a and b, "
                               f"a and b each a non-empty mapping KEY: VALUE; got {item!r}")
-        comparisons.append(Comparison(str(item["name"]), {str(k): str(v) for k, v in item["a"].items()},
-                                      {str(k): str(v) for k, v in item["b"].items()}))
+        comparison = Comparison(str(item["name"]), {str(k): str(v) for k, v in item["a"].items()},
+                                {str(k): str(v) for k, v in item["b"].items()})
+        if comparison.name in {c.name for c in comparisons}:
+            raise ReportError(f"--comparisons={str(path)!r}: comparisons[{i}]: the name {comparison.name!r} is "
+                              "used twice; names tell the rows apart")
+        if comparison.a == comparison.b:
+            raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r}: a and b are the same")
+        comparisons.append(comparison)
     return comparisons
 
 
-def _column(table: pd.DataFrame, key: str, comparison: Comparison) -> pd.Series:
-    if key not in table:
-        known = [c for c in TAG_COLUMNS] + [c for c in table.columns if "." in c]
-        raise ReportError(f"comparison {comparison.name!r}: {key!r} is not a column of this report; columns: "
-                          f"{', '.join(known)}")
-    return table[key].astype(str)
+def _same(value: Any, wanted: str) -> bool:
+    """A logged value against one from the YAML file: `1e-2` is `0.01`, `15` is `15.0`."""
+    if pd.isna(value):
+        return wanted in ("None", "null")
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return str(value) == wanted
 
 
-def _select(table: pd.DataFrame, selector: dict[str, str], comparison: Comparison, side: str) -> pd.DataFrame:
-    mask = pd.Series(True, index=table.index)
+def _select(configs: pd.DataFrame, selector: dict[str, str], comparison: Comparison, side: str) -> pd.Index:
+    """The variants whose tags (task, model, cell, pattern) or config keys match `selector`."""
+    mask = pd.Series(True, index=configs.index)
     for key, value in selector.items():
-        column = _column(table, key, comparison)
-        mask &= column == value
+        column = key if key in TAG_COLUMNS else f"params.{key}"
+        if column not in configs:
+            known = [*TAG_COLUMNS, *sorted(c[len("params."):] for c in configs.columns if c.startswith("params."))]
+            raise ReportError(f"comparison {comparison.name!r}: {side} names {key!r}, which these runs do not have; "
+                              f"keys: {', '.join(known)}")
+        mask &= configs[column].map(lambda v, wanted=value: _same(v, wanted))
     if not mask.any():
-        exists = "; ".join(f"{k} is one of {sorted(set(_column(table, k, comparison)))}" for k in selector)
+        exists = "; ".join(f"{k} is one of {sorted(set(configs[k if k in TAG_COLUMNS else 'params.' + k].astype(str)))}"
+                           for k in selector)
         raise ReportError(f"comparison {comparison.name!r}: {side}={selector} matches no variant; {exists}")
-    return table[mask]
+    return configs.index[mask]
 
 
 def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Comparison], keys: list[str]) -> pd.DataFrame:
     """Each comparison at every value of the keys its selectors do not name: Welch's t-test of
     the seeds' scores, the difference of the means (a - b) with its 95% CI; p Holm-adjusted over
-    every row."""
+    every row. Two variants are paired only where every task, trainer and optimiser key agrees
+    (unless a side names it); a model's keys may differ, and the row says which do."""
     rows = []
+    configs = runs.drop_duplicates("variant").set_index("variant")
+    params = [c for c in configs.columns if c.startswith("params.") and _shown(c[len("params."):])]
     scores = runs.groupby("variant")["score"].apply(lambda s: s.to_numpy(float))
+    rows_by_variant = table.set_index("variant")
     for comparison in comparisons:
-        a_side = _select(table, comparison.a, comparison, "a")
-        b_side = _select(table, comparison.b, comparison, "b")
-        named = set(comparison.a) | set(comparison.b)
-        at = [k for k in ("task", *keys) if k not in named]
-        for where, a_rows in a_side.groupby(at, dropna=False, sort=False) if at else [((), a_side)]:
-            where = where if isinstance(where, tuple) else (where,)
-            b_rows = b_side
-            for key, value in zip(at, where):
-                b_rows = b_rows[b_rows[key].astype(str) == str(value)] if not pd.isna(value) else b_rows[b_rows[key].isna()]
-            for side, found in (("a", a_rows), ("b", b_rows)):
-                if len(found) > 1:
-                    differ = [k for k in found.columns if k in keys and found[k].nunique(dropna=False) > 1]
-                    raise ReportError(f"comparison {comparison.name!r}: {side} matches {len(found)} variants at "
-                                      f"{dict(zip(at, where))}: they differ in {', '.join(differ) or 'their config'}; "
-                                      f"name it in {side}")
-            if b_rows.empty:
-                continue  # nothing to compare with there (e.g. a distance one side did not run)
-            a, b = a_rows.iloc[0], b_rows.iloc[0]
-            named_a = [f"{k}={v}" for k, v in comparison.a.items() if "." in k]  # config keys the label lacks
-            named_b = [f"{k}={v}" for k, v in comparison.b.items() if "." in k]
-            x, y = scores[a["variant"]], scores[b["variant"]]
-            row = {"comparison": comparison.name, **{k: v for k, v in zip(at, where)},
-                   "a": ", ".join([a["label"], *named_a]), "b": ", ".join([b["label"], *named_b]), "metric": a["metric"], "better": a["better"], "n_a": len(x), "n_b": len(y),
-                   "mean_a": x.mean(), "mean_b": y.mean(), "difference": x.mean() - y.mean(),
-                   "ci95_low": np.nan, "ci95_high": np.nan, "t": np.nan, "df": np.nan, "p": np.nan}
+        a_side = _select(configs, comparison.a, comparison, "a")
+        b_side = _select(configs, comparison.b, comparison, "b")
+        named = {f"params.{k}" for k in (*comparison.a, *comparison.b)}
+        paired = [c for c in params if not c.startswith("params.model.") and c not in named]
+        found = 0
+        for a_variant in a_side:
+            a_config = configs.loc[a_variant]
+            partners = [b for b in b_side if b != a_variant and configs.loc[b, "task"] == a_config["task"]
+                        and all(_equal(configs.loc[b, c], a_config[c]) for c in paired)]
+            if len(partners) > 1:
+                differ = [c[len("params."):] for c in params
+                          if len({str(configs.loc[b, c]) for b in partners}) > 1]
+                raise ReportError(f"comparison {comparison.name!r}: b matches {len(partners)} variants beside one "
+                                  f"of a (task {a_config['task']}): they differ in {', '.join(differ) or 'tags'}; "
+                                  "name it in b")
+            if not partners:
+                continue
+            a, b = rows_by_variant.loc[a_variant], rows_by_variant.loc[partners[0]]
+            if (a["metric"], a["better"]) != (b["metric"], b["better"]):
+                raise ReportError(f"comparison {comparison.name!r}: a is scored by {a['metric']}, b by {b['metric']}")
+            found += 1
+            x, y = scores[a_variant], scores[partners[0]]
+            # a model's keys both sides have, with other values (the cell, if a side names it, goes without saying)
+            said = named | {f"params.model.{k}" for k in ("cell",) if k in comparison.a or k in comparison.b}
+            model_keys = [c[len("params."):] for c in params if c.startswith("params.model.") and c not in said
+                          and not pd.isna(configs.loc[partners[0], c]) and not pd.isna(a_config[c])
+                          and not _equal(configs.loc[partners[0], c], a_config[c])]
+            row = {"comparison": comparison.name, "task": a["task"], **{k: a[k] for k in keys if k not in
+                   {c[len("params."):] for c in named}},
+                   "a": _side_label(a, comparison.a), "b": _side_label(b, comparison.b),
+                   "models_differ_in": " ".join(model_keys), "metric": a["metric"], "better": a["better"],
+                   "n_a": len(x), "n_b": len(y), "mean_a": x.mean(), "mean_b": y.mean(),
+                   "difference": x.mean() - y.mean(), "ci95_low": np.nan, "ci95_high": np.nan, "t": np.nan,
+                   "df": np.nan, "p": np.nan}
             if len(x) > 1 and len(y) > 1 and (_spread(x) or _spread(y)):
                 with warnings.catch_warnings():  # one side without spread is fine for Welch
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -347,12 +391,24 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
                     low, high = result.confidence_interval(CONFIDENCE)
                 row.update(t=result.statistic, df=result.df, p=result.pvalue, ci95_low=low, ci95_high=high)
             rows.append(row)
-    found = pd.DataFrame(rows)
-    if found.empty:
-        return found
-    found["p_holm"] = holm(found["p"])
-    found["verdict"] = found.apply(_comparison_verdict, axis=1)
-    return found
+        if not found:
+            raise ReportError(f"comparison {comparison.name!r}: no variant of a has a partner in b on the same task "
+                              "with the same task, trainer and optimiser keys (name a key in a and b where they "
+                              "must differ)")
+    found_rows = pd.DataFrame(rows)
+    if found_rows.empty:
+        return found_rows
+    found_rows["p_holm"] = holm(found_rows["p"])
+    found_rows["verdict"] = found_rows.apply(_comparison_verdict, axis=1)
+    return found_rows
+
+
+def _equal(x: Any, y: Any) -> bool:
+    return (pd.isna(x) and pd.isna(y)) or (not pd.isna(x) and not pd.isna(y) and str(x) == str(y))
+
+
+def _side_label(row: pd.Series, selector: dict[str, str]) -> str:
+    return ", ".join([row["label"], *[f"{k}={v}" for k, v in selector.items() if "." in k]])
 
 
 def _comparison_verdict(row: pd.Series) -> str:
@@ -371,31 +427,48 @@ def _number(value: float, digits: int = 3) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
 
 
+def interval(row: pd.Series) -> str:
+    """The 95% CI as a table cell: n/a where the seeds give none."""
+    if row["n_seeds"] < 2:
+        return "n/a (1 seed)"
+    if pd.isna(row["ci95_low"]):
+        return "n/a (every seed the same)"
+    return f"[{_number(row['ci95_low'])}, {_number(row['ci95_high'])}]"
+
+
+def binomial(row: pd.Series) -> str:
+    return "" if pd.isna(row["p_binomial_holm"]) else f"p{_p(row['p_binomial_holm'])}"
+
+
+NOTE = ("Mean ± standard deviation over seeds; 95% CI: Student t over seeds. vs chance: a one-sided t-test of the seeds' "
+        "scores against their chance level, a claim about the config whatever the seed (`not above chance`: the mean is "
+        "below it, and a one-sided test says no more). binomial: an exact one-sided test on the scored test steps of all "
+        "seeds pooled (accuracy only), a claim about these trained networks on these test sets, which takes steps as "
+        "independent and seeds as fixed. p-values Holm-adjusted over the {n} variants, each test separately; level "
+        "{alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`.")
+
+
 def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> str:
-    head = ["task", "model", "pattern", *keys, "test metric: mean ± std", "95% CI", "teacher-forced", "chance",
-            "vs chance", "seeds", "epochs"]
+    head = ["task", "model", "pattern", *keys, "parameters", "test metric: mean ± std", "95% CI", "teacher-forced",
+            "chance", "vs chance (t over seeds)", "binomial (pooled steps)", "seeds", "epochs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         n = int(r["n_seeds"])
-        spread = f"{r['metric']} {_number(r['mean'])} ± {_number(r['std'])}" if n > 1 else f"{r['metric']} {_number(r['mean'])}"
-        ci = f"[{_number(r['ci95_low'])}, {_number(r['ci95_high'])}]" if n > 1 else "n/a (1 seed)"
-        cells = [r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], spread, ci,
-                 _number(r["teacher_forced_mean"]), _number(r["chance"]), r["vs_chance"], str(n),
-                 _number(r["epochs_trained"], 0)]
+        spread = f"{r['metric']} {_number(r['mean'])}" + (f" ± {_number(r['std'])}" if n > 1 else "")
+        cells = [r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], _number(r["n_params"], 0),
+                 spread, interval(r), _number(r["teacher_forced_mean"]), _number(r["chance"]), r["vs_chance"],
+                 binomial(r), str(n), _number(r["epochs_trained"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Mean ± standard deviation over seeds; 95% CI: Student t over seeds. vs chance: one-sided t-test of "
-              f"the seeds' scores against their chance level (`seeds`) or, where the seeds give none, an exact "
-              f"binomial test on the scored test steps of all seeds pooled (`binomial`, accuracy only); p-values "
-              f"Holm-adjusted over the {len(table)} variants, level {ALPHA}; `below chance`: the same t-test on the "
-              "other side. Every p-value per variant is in `results.csv`."]
+    lines += ["", NOTE.format(n=len(table), alpha=ALPHA)]
     lines += [f"Note: {note}." for note in notes]
     return "\n".join(lines) + "\n"
 
 
 def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
-    at = [k for k in ("task", *keys) if k in found.columns]
-    head = ["comparison", *at, "a", "b", "mean a", "mean b", "a - b [95% CI]", "Welch t (df)", "p", "Holm p",
-            "verdict"]
+    at = [k for k in ("task", *keys) if k in found.columns and found[k].notna().any()]
+    differ = (found["models_differ_in"] != "").any()
+    head = ["comparison", *at, "a", "b", *(["models differ in"] if differ else []), "mean a", "mean b",
+            "a - b [95% CI]", "Welch t (df)", "p", "Holm p", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in found.iterrows():
         difference = f"{r['difference']:+.3f}" + (f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
@@ -403,16 +476,17 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
         welch = "" if pd.isna(r["t"]) else f"{r['t']:.2f} ({r['df']:.1f})"
         p, holm_p = _p(r["p"]).lstrip("="), _p(r["p_holm"]).lstrip("=")
         cells = [r["comparison"], *["" if pd.isna(r[k]) else str(r[k]) for k in at], r["a"], r["b"],
-                 f"{r['mean_a']:.3f} (n={r['n_a']})", f"{r['mean_b']:.3f} (n={r['n_b']})", difference, welch, p,
+                 *([r["models_differ_in"]] if differ else []), f"{r['mean_a']:.3f} (n={r['n_a']})", f"{r['mean_b']:.3f} (n={r['n_b']})", difference, welch, p,
                  holm_p, r["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Welch's t-test (two-sided) of the seeds' test scores, a against b; the 95% CI is Welch's for the "
-              f"difference of the means. Holm-adjusted over the {len(found)} row(s), level {ALPHA}."]
+    lines += ["", f"Welch's t-test (two-sided) of the seeds' test scores, a against b, paired where every task, "
+              f"trainer and optimiser key agrees; the 95% CI is Welch's for the difference of the means. Holm-adjusted "
+              f"over the {len(found)} row(s), level {ALPHA}."]
     return "\n".join(lines) + "\n"
 
 
 RUN_COLUMNS = ("run_id", "seed", "task", "model", "cell", "pattern", "metric", "score", "teacher_forced", "chance",
-               "n_test_scored", "n_params", "epochs_trained", "wall_time_s", "variant")
+               "n_test_scored", "n_params", "epochs_trained", "wall_time_s", "variant", "git_commit")
 
 
 def runs_csv(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
@@ -528,7 +602,7 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
                 if epochs:
                     mean = np.mean([c[:epochs] for c in curves], axis=0)
                     tops.append(float(mean.max()))
-                    ax.plot(range(1, epochs + 1), mean,
+                    ax.plot(range(1, epochs + 1), mean, marker="o" if epochs < 4 else None,
                             label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds")
             ax.axhline(chance, color="grey", linestyle="--", label="chance")
             ax.set_title(f"{task}: {label}", fontsize=9)
@@ -573,8 +647,14 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
                           + (f" ({'; '.join(notes)})" if notes else ""))
     keys = varying_keys(runs)
     table = summarise(runs, keys)
+    if (mixed := int((table["git_commits"] > 1).sum())):  # same config, other code: say so, it may matter
+        notes.append(f"{mixed} variant(s) pool runs made at different git commits (column git_commits in "
+                     "results.csv; runs.csv has each run's)")
     found = compare(runs, table, wanted, keys)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ReportError(f"--out={str(out)!r}: cannot be a folder ({err.strerror})") from None
     runs_csv(runs, keys, out / "runs.csv")
     table.to_csv(out / "results.csv", index=False)
     (out / "results.md").write_text(results_markdown(table, keys, notes))
@@ -589,7 +669,7 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
     files.append("learning_curves.png")
     for stale in set(FILES) - set(files):  # from an earlier report: it no longer says what these runs say
         (out / stale).unlink(missing_ok=True)
-    for run_id in parents:
+    for run_id in parents:  # the sweep's own report, in the UI beside its runs
         for name in files:
             client.log_artifact(run_id, str(out / name), "report")
     return Report(runs, table, found, keys, notes, files)

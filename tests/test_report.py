@@ -142,7 +142,7 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
 def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000) -> pd.DataFrame:
     rows = [{"variant": v, "task": "t", "model": "m", "cell": "none", "pattern": "1", "label": v, "metric": "acc",
              "better": "higher", "score": s, "teacher_forced": np.nan, "chance": chance, "n_test_scored": scored,
-             "n_params": 10, "epochs_trained": 5, "run_id": f"{v}{i}"}
+             "n_params": 10, "epochs_trained": 5, "wall_time_s": 1.0, "run_id": f"{v}{i}"}
             for v, scores in scores_by_variant.items() for i, s in enumerate(scores)]
     return pd.DataFrame(rows)
 
@@ -152,12 +152,23 @@ def test_the_chance_test_finds_a_perfect_model_above_chance_and_a_random_one_not
     # a random predictor of 8 symbols: each seed's accuracy is a binomial draw around 1/8
     random = list(rng.binomial(1000, 0.125, size=5) / 1000)
     table = summarise(_runs({"random": random, "perfect": [1.0, 1.0, 0.999, 1.0, 0.998]}), []).set_index("variant")
-    assert table.loc["perfect", "vs_chance"].startswith("above chance (seeds p<0.0001)")
-    assert table.loc["random", "vs_chance"].startswith("not distinguishable from chance (seeds")
+    assert table.loc["perfect", "vs_chance"] == "above chance (p<0.0001)"
+    assert table.loc["random", "vs_chance"].startswith(("not distinguishable from chance (p=", "not above chance (p="))
     assert table.loc["random", "p_binomial_holm"] > 0.05 and table.loc["perfect", "p_binomial_holm"] < 1e-100
     one = summarise(_runs({"alone": [0.5]}), []).iloc[0]
     assert np.isnan(one["ci95_low"]) and np.isnan(one["p_seeds"])  # one seed: no interval, no test over seeds
-    assert one["vs_chance"].startswith("above chance (binomial")  # the scored steps still give one
+    assert one["vs_chance"] == "n/a (1 seed)" and one["p_binomial_holm"] < 1e-100  # the test steps still give one
+    same = summarise(_runs({"same": [0.5, 0.5, 0.5]}), []).iloc[0]
+    assert np.isnan(same["ci95_low"]) and same["vs_chance"] == "n/a (every seed the same)"
+
+
+def test_a_regression_worse_than_chance_is_not_called_below_it():
+    # MSE: lower is better; a model whose MSE is above the chance level's is "not better than chance"
+    runs = _runs({"worse": [0.28, 0.29, 0.27]}, chance=1 / 6).assign(metric="mse", better="lower")
+    assert summarise(runs, []).iloc[0]["vs_chance"].startswith("not better than chance (p=")
+    runs = _runs({"good": [0.01, 0.012, 0.011]}, chance=1 / 6).assign(metric="mse", better="lower")
+    row = summarise(runs, []).iloc[0]
+    assert row["vs_chance"].startswith("better than chance (p") and np.isnan(row["p_binomial"])  # no binomial for MSE
 
 
 def test_the_interval_is_students_t_over_seeds():

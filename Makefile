@@ -18,7 +18,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test golden test-integration integration postgresql bench server sweep report docs reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test golden test-integration integration postgresql bench gpu-check server sweep report docs reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ postgresql:
 
 bench: $(STAMP) ## the throughput benchmark, into experiments/throughput/results.md (minutes)
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)
+
+gpu-check: $(STAMP) ## on a CUDA machine: GPU against CPU, repeatability, resume, epoch times (skipped without one)
+	$(BIN)/python experiments/throughput/gpu_check.py $(ARGS)
 
 server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB, on HOST:PORT (127.0.0.1:5000)
 	@test -n "$$RNNEXP_SERVER_DB" || { echo "set RNNEXP_SERVER_DB=postgresql://USER:PASSWORD@HOST/DB, the backend store" >&2; exit 2; }

@@ -40,3 +40,29 @@ def test_the_benchmark_prints_and_writes_every_row_at_a_tiny_size(tmp_path):
         assert bool(cells[6]) == bool(cells[7])
     assert "as the length doubles" in table and "as the hidden size doubles" in table and "exponent" in table
     assert "generate `delayed_recall`" in table and "tokenise, cold" in table
+
+
+def test_the_gpu_check_is_skipped_without_cuda():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: `make gpu-check` runs the check itself")
+    proc = subprocess.run([sys.executable, "experiments/throughput/gpu_check.py"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == (
+        "gpu-check: skipped: no CUDA device here (torch.cuda.is_available() is False)"), proc.stderr
+
+
+@pytest.mark.integration  # slow: make test-integration
+def test_the_gpu_check_runs_every_check_with_the_cpu_standing_in(tmp_path):
+    # where no GPU is lent, the CPU on both sides checks the script: every case agrees, runs twice
+    # identically, resumes identically, and the timing table is written
+    out = tmp_path / "gpu.md"
+    proc = subprocess.run([sys.executable, "experiments/throughput/gpu_check.py", "--device", "cpu", "--quick",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = out.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| rnn_") or line.startswith("| mlp_")]
+    assert len(rows) == 7 and all("| yes (0.00 of the tolerance) | yes |" in row for row in rows)
+    assert "resumed: identical to the uninterrupted run" in table and "| hidden 512, length 1000" in table
+    assert table.rstrip().endswith("Every check passed.")

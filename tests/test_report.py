@@ -183,3 +183,32 @@ def test_holms_adjustment():
     # Holm (1979): sorted p times (m - rank), then made monotone; untested (NaN) values stay out
     assert holm([0.01, 0.04, 0.03, np.nan]) == pytest.approx([0.03, 0.06, 0.06, np.nan], nan_ok=True)
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_a_sweeps_training_run_or_a_missing_store_is_not_a_report(store, tmp_path, capsys):
+    status, _, err = _report(store[0], "--parent", store[2][0].info.run_id, capsys=capsys)
+    assert status == 2 and "is not a sweep's parent run (tag sweep=true); sweeps' parent runs there: " in err
+    status, _, err = _report(tmp_path / "nowhere", "--experiment", "delayed_recall", capsys=capsys)
+    assert status == 2 and "no such SQLite file" in err and not (tmp_path / "nowhere").exists()  # nothing created
+
+
+def _configs(**distance_by_variant: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = _runs({v: [0.5, 0.6] for v in distance_by_variant})
+    runs["params.task.distance"] = runs["variant"].map(lambda v: str(distance_by_variant[v]))
+    runs["params.model.hidden_size"] = "64"
+    runs["model"] = runs["variant"]
+    return runs, summarise(runs, [])
+
+
+def test_a_comparison_pairs_variants_only_where_the_task_and_trainer_agree():
+    from rnnexp.report import Comparison, ReportError, compare
+
+    runs, table = _configs(tanh=3, gru=5)  # run at different distances: nothing to pair
+    with pytest.raises(ReportError, match="no variant of a has a partner in b"):
+        compare(runs, table, [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})], [])
+    runs, table = _configs(tanh=3, gru=3)
+    (row,) = compare(runs, table, [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})], []).to_dict("records")
+    assert row["a"] == "gru" and row["b"] == "tanh" and row["n_a"] == 2
+    mse = runs.assign(metric=runs["variant"].map({"tanh": "acc", "gru": "mse"}))
+    with pytest.raises(ReportError, match="a is scored by mse, b by acc"):
+        compare(mse, summarise(mse, []), [Comparison("x", {"model": "gru"}, {"model": "tanh"})], [])

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from rnnexp.report import ALPHA
+
 PROG = "python -m rnnexp.docs"
 START = re.compile(r"<!-- rnnexp:results (?P<folder>\S+) view=(?P<view>[\w-]+)(?: (?P<arg>[^>]*?))? -->")
 END = "<!-- rnnexp:end -->"
 MARKER = "<!-- rnnexp:"
 ROOT = Path(__file__).resolve().parent.parent
-NOT_ABOVE = "°"  # marks a mean that no test shows above chance
+NOT_ABOVE = "°"  # marks a mean not shown above chance (see shown_above)
 
 
 class DocsError(Exception):
@@ -92,6 +94,15 @@ def comparisons_view(folder: Path, name: str | None = None) -> str:
     return _table(head, rows)
 
 
+def shown_above(row: pd.Series) -> bool:
+    """Above chance by the t-test over seeds; where the seeds give no test (every seed the same
+    score, or one seed), by the binomial test on their pooled test steps."""
+    verdict = str(row["vs_chance"])
+    if verdict.startswith("n/a") and not pd.isna(row["p_binomial_holm"]):
+        return row["p_binomial_holm"] < ALPHA
+    return verdict.startswith(("above", "better"))
+
+
 def by_distance_view(folder: Path, task: str) -> str:
     table = pd.read_csv(folder / "results.csv", dtype={"pattern": str})
     mine = table[table["task"] == task]
@@ -106,8 +117,7 @@ def by_distance_view(folder: Path, task: str) -> str:
         for d in distances:
             found = variants[variants["task.distance"] == d]
             r = found.iloc[0] if len(found) else None
-            cells.append("" if r is None else f"{r['mean']:.2f}"
-                         + ("" if str(r["vs_chance"]).startswith(("above", "better")) else NOT_ABOVE))
+            cells.append("" if r is None else f"{r['mean']:.2f}" + ("" if shown_above(r) else NOT_ABOVE))
         rows.append([f"`{label}`", *[str(v).removesuffix(".0") for v in values], *cells])
     return _table(head, rows)
 

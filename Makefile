@@ -85,7 +85,7 @@ report: $(STAMP) need-exp ## tables, tests and plots of an experiment's runs int
 docs: $(STAMP) ## rewrite the READMEs' generated results blocks from the committed results files
 	$(BIN)/python -m rnnexp.docs
 
-reproduce: $(STAMP) need-exp ## the sweep, then the report: make reproduce EXP=output_recurrence
+reproduce: $(STAMP) need-exp ## the sweep, the report, then the READMEs' tables: make reproduce EXP=output_recurrence
 	$(MAKE) --no-print-directory sweep report docs EXP=$(EXP)
 
 reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id>

@@ -70,7 +70,7 @@ def results_view(folder: Path) -> str:
     rows = []
     for _, r in table.iterrows():
         rows.append([*([r["task"]] if tasks else []), f"`{r['label']}`", str(r["pattern"]),
-                     *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys], f"{int(r['n_params']):,}",
+                     *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys], "" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}",
                      f"{r['metric']} {_number(r['mean'])}" + (f" ± {_number(r['std'])}" if r["n_seeds"] > 1 else ""),
                      interval(r), *([_number(r["teacher_forced_mean"])] if teacher else []), _number(r["chance"]),
                      r["vs_chance"], binomial(r), str(r["n_seeds"])])
@@ -85,11 +85,15 @@ def comparisons_view(folder: Path, name: str | None = None) -> str:
                             f"comparisons: {', '.join(dict.fromkeys(found['comparison']))}")
         found = found[found["comparison"] == name]
     at = [c for c in found.columns[1 : list(found.columns).index("a")] if found[c].nunique() > 1]
-    head = [*([] if name else ["comparison"]), *at, "a − b [95% CI]", "verdict (Welch's t-test, Holm-adjusted)"]
+    differ = "models_differ_in" in found and found["models_differ_in"].notna().any()  # empty cells read as NaN
+    head = [*([] if name else ["comparison"]), *at, "a", "b", *(["models differ in"] if differ else []),
+            "a − b [95% CI]", "verdict (Welch's t-test, Holm-adjusted)"]
     rows = []
     for _, r in found.iterrows():
         interval = "" if pd.isna(r["ci95_low"]) else f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
         rows.append([*([] if name else [r["comparison"]]), *[str(r[k]).removesuffix(".0") for k in at],
+                     f"`{r['a']}`", f"`{r['b']}`", *([str(r["models_differ_in"]) if not pd.isna(r["models_differ_in"])
+                                                     else ""] if differ else []),
                      f"{r['difference']:+.3f}{interval}", r["verdict"]])
     return _table(head, rows)
 
@@ -135,7 +139,7 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
             return by_distance_view(where, arg)
     except FileNotFoundError as err:
         raise DocsError(f"{readme}: {folder}: {err.filename} is missing (make report EXP=...)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError) as err:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, ValueError, TypeError) as err:
         raise DocsError(f"{readme}: {folder}: not a results file of rnnexp-report ({err})") from None
     except DocsError as err:
         raise DocsError(f"{readme}: {err}") from None

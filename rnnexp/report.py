@@ -27,7 +27,9 @@ the MLflow UI.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +103,16 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     from rnnexp.tracking import variant_hash
 
     notes: list[str] = []
-    if frame.empty or "tags.metric" not in frame:
+    if frame.empty:
         return pd.DataFrame(), notes
-    runs = frame[frame["tags.metric"].notna()].copy()  # training runs (not a sweep's parent)
+    parents = frame["tags.sweep"] == "true" if "tags.sweep" in frame else pd.Series(False, index=frame.index)
+    frame = frame[~parents]
+    needed = [c for c in ("tags.metric", "tags.task", "tags.model", "params.seed") if c in frame]
+    whole = frame[needed].notna().all(axis=1) if len(needed) == 4 else pd.Series(False, index=frame.index)
+    if (~whole).any():
+        notes.append(f"{int((~whole).sum())} run(s) without the tags or params of an rnnexp training run (metric, "
+                     "task, model, seed) left out")
+    runs = frame[whole].copy()
     unfinished = runs["status"] != "FINISHED"
     if unfinished.any():
         counts = ", ".join(f"{n} {status}" for status, n in runs[unfinished]["status"].value_counts().items())
@@ -113,9 +122,13 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     def metric(row: pd.Series, suffix: str = "") -> float:
         return row.get(f"metrics.test/{row['tags.metric']}{suffix}", np.nan)
 
+    if runs.empty:
+        return runs, notes
     runs["score"] = runs.apply(metric, axis=1)
     runs["teacher_forced"] = runs.apply(metric, axis=1, suffix="_tf")
-    runs = runs[runs["score"].notna()]  # a run that never reached its test
+    if (untested := runs["score"].isna()).any():
+        notes.append(f"{int(untested.sum())} FINISHED run(s) without their test metric left out")
+        runs = runs[~untested]
     if "tags.smoke" in runs:
         smoke = runs["tags.smoke"] == "true"
         if smoke.any():
@@ -143,6 +156,15 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         runs[column] = runs.get(f"tags.{column}", pd.Series(np.nan, index=runs.index))
     runs["cell"] = runs["cell"].fillna("none")
     runs["better"] = runs["better"].fillna(runs["metric"].map(lambda m: "higher" if m == "acc" else "lower"))
+    mixed = runs.groupby("variant")[["metric", "better"]].nunique().max(axis=1) > 1
+    if mixed.any():
+        raise ReportError(f"variant {mixed.index[mixed][0]} has runs scored by different metrics (tags metric, "
+                          "better): a tampered or hand-edited store")
+    if (runs.get("tags.git_dirty", pd.Series(dtype=str)) == "true").any():
+        notes.append(f"{int((runs['tags.git_dirty'] == 'true').sum())} run(s) were made from a working tree with "
+                     "changes (tag git_dirty=true): their git commit does not alone identify the code")
+    if "tags.dataset_digest" in runs and (runs.groupby("variant")["tags.dataset_digest"].nunique() > 1).any():
+        notes.append("some variants pool runs on data with different digests (tag dataset_digest)")
     runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
     for column, logged in (("chance", "chance_level"), ("n_params", "n_params"), ("wall_time_s", "wall_time_s"),
                            ("n_test_scored", "n_test_scored"), ("epochs_trained", "epochs_trained")):
@@ -209,7 +231,8 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         row.update({"label": first["label"], **{k: first.get(f"params.{k}") for k in keys},
                     "metric": first["metric"], "better": first["better"], "n_seeds": n,
                     "mean": scores.mean(), "std": scores.std(ddof=1) if n > 1 else np.nan,
-                    "ci95_low": np.nan, "ci95_high": np.nan, "chance": group["chance"].mean(),
+                    "ci95_low": np.nan, "ci95_high": np.nan,
+                    "chance": group["chance"].mean() if group["chance"].notna().all() else np.nan,
                     "teacher_forced_mean": group["teacher_forced"].mean(), "p_seeds": np.nan,
                     "p_binomial": np.nan, "n_params": first["n_params"],
                     "epochs_trained": group["epochs_trained"].mean(), "wall_time_s": group["wall_time_s"].mean(),
@@ -223,8 +246,9 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         scored = group["n_test_scored"].to_numpy(float)
         if first["metric"] == "acc" and not np.isnan(scored).any() and not np.isnan(row["chance"]):
             hits = int(np.round(scores * scored).sum())
-            row["p_binomial"] = stats.binomtest(hits, int(scored.sum()), float(row["chance"]),
-                                                alternative="greater").pvalue
+            # each seed's steps at its own chance level: the pooled rate is their weighted mean
+            rate = float((group["chance"].to_numpy(float) * scored).sum() / scored.sum())
+            row["p_binomial"] = stats.binomtest(hits, int(scored.sum()), rate, alternative="greater").pvalue
         rows.append(row)
     table = pd.DataFrame(rows)
     table["p_seeds_holm"] = holm(table["p_seeds"])
@@ -237,7 +261,7 @@ def _verdict(row: pd.Series) -> str:
     """Against chance: the one-sided t-test over seeds (the claim is about the config, whatever
     the seed). The binomial test, a claim about the trained networks' test steps, has its own column."""
     if pd.isna(row["chance"]):
-        return "n/a (no chance level logged)"
+        return "n/a (a seed without its chance level)"
     if np.isnan(row["p_seeds_holm"]):
         return f"n/a ({row['n_seeds']} seed)" if row["n_seeds"] < 2 else "n/a (every seed the same)"
     p = row["p_seeds_holm"]
@@ -289,7 +313,7 @@ def read_comparisons(path: Path) -> list[Comparison]:
         spec = yaml.safe_load(path.read_text())  # safe: a tag cannot construct an object
     except OSError as err:
         raise ReportError(f"--comparisons={str(path)!r}: {err.strerror}") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ReportError(f"--comparisons={str(path)!r}: not YAML ({' '.join(str(err).split())})") from None
     items = spec.get("comparisons") if isinstance(spec, dict) else None
     if not isinstance(items, list) or not items:
@@ -308,6 +332,13 @@ def read_comparisons(path: Path) -> list[Comparison]:
                               "used twice; names tell the rows apart")
         if comparison.a == comparison.b:
             raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r}: a and b are the same")
+        if any((c.a, c.b) in ((comparison.a, comparison.b), (comparison.b, comparison.a)) for c in comparisons):  # Holm would count it twice
+            raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r} repeats an earlier one")
+        for side in (comparison.a, comparison.b):
+            if fixed := [k for k in side if k == "seed" or ("." in k and not _shown(k))]:
+                raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r} selects by "
+                                  f"{', '.join(fixed)}, which a variant does not fix (seeds are pooled, tracking "
+                                  "keys cannot change a result)")
         comparisons.append(comparison)
     return comparisons
 
@@ -440,12 +471,12 @@ def binomial(row: pd.Series) -> str:
     return "" if pd.isna(row["p_binomial_holm"]) else f"p{_p(row['p_binomial_holm'])}"
 
 
-NOTE = ("Mean ± standard deviation over seeds; 95% CI: Student t over seeds. vs chance: a one-sided t-test of the seeds' "
+NOTE = ("Mean ± standard deviation over seeds; 95% CI: Student t over seeds (not clipped to the metric's range). vs chance: a one-sided t-test of the seeds' "
         "scores against their chance level, a claim about the config whatever the seed (`not above chance`: the mean is "
         "below it, and a one-sided test says no more). binomial: an exact one-sided test on the scored test steps of all "
         "seeds pooled (accuracy only), a claim about these trained networks on these test sets, which takes steps as "
-        "independent and seeds as fixed. p-values Holm-adjusted over the {n} variants, each test separately; level "
-        "{alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`.")
+        "independent and seeds as fixed. p-values Holm-adjusted, each test over the variants it could be run on "
+        "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`.")
 
 
 def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> str:
@@ -459,7 +490,8 @@ def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> 
                  spread, interval(r), _number(r["teacher_forced_mean"]), _number(r["chance"]), r["vs_chance"],
                  binomial(r), str(n), _number(r["epochs_trained"], 0)]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", NOTE.format(n=len(table), alpha=ALPHA)]
+    lines += ["", NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()),
+                              alpha=ALPHA)]
     lines += [f"Note: {note}." for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -481,7 +513,8 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Welch's t-test (two-sided) of the seeds' test scores, a against b, paired where every task, "
               f"trainer and optimiser key agrees; the 95% CI is Welch's for the difference of the means. Holm-adjusted "
-              f"over the {len(found)} row(s), level {ALPHA}."]
+              f"over the {int(found['p'].notna().sum())} row(s) with a test, level {ALPHA}; `n/a`: no test (a side "
+              "with one seed, or every seed the same on both)."]
     return "\n".join(lines) + "\n"
 
 
@@ -539,7 +572,9 @@ def plot_results(table: pd.DataFrame, keys: list[str], out: Path) -> list[str]:
     """The test metric with its 95% CI, against the distance where a task sweeps it, else as bars."""
     plt = _pyplot()
     written = []
-    with_distance = [t for t, g in table.groupby("task") if "task.distance" in keys and g["task.distance"].nunique() > 1]
+    distance = pd.to_numeric(table["task.distance"], errors="coerce") if "task.distance" in keys else None
+    with_distance = [t for t, g in table.groupby("task")
+                     if distance is not None and distance[g.index].notna().all() and g["task.distance"].nunique() > 1]
     for name, tasks in (("metric_vs_distance.png", with_distance),
                         ("metric_by_model.png", sorted(set(table["task"]) - set(with_distance)))):
         if not tasks:
@@ -655,18 +690,23 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ReportError(f"--out={str(out)!r}: cannot be a folder ({err.strerror})") from None
-    runs_csv(runs, keys, out / "runs.csv")
-    table.to_csv(out / "results.csv", index=False)
-    (out / "results.md").write_text(results_markdown(table, keys, notes))
-    files = ["runs.csv", "results.csv", "results.md"]
-    if not found.empty:
-        found.to_csv(out / "comparisons.csv", index=False)
-        (out / "comparisons.md").write_text(comparisons_markdown(found, keys))
-        files += ["comparisons.csv", "comparisons.md"]
-    files += plot_results(table, keys, out)
-    client = open_client(uri)
-    plot_learning_curves(client, table, keys, out)
-    files.append("learning_curves.png")
+    # written beside, then moved in: a report that fails half-way leaves the last one whole
+    with tempfile.TemporaryDirectory(dir=out, prefix=".report-") as tmp:
+        new = Path(tmp)
+        runs_csv(runs, keys, new / "runs.csv")
+        table.to_csv(new / "results.csv", index=False)
+        (new / "results.md").write_text(results_markdown(table, keys, notes))
+        files = ["runs.csv", "results.csv", "results.md"]
+        if not found.empty:
+            found.to_csv(new / "comparisons.csv", index=False)
+            (new / "comparisons.md").write_text(comparisons_markdown(found, keys))
+            files += ["comparisons.csv", "comparisons.md"]
+        files += plot_results(table, keys, new)
+        client = open_client(uri)
+        plot_learning_curves(client, table, keys, new)
+        files.append("learning_curves.png")
+        for name in files:
+            os.replace(new / name, out / name)
     for stale in set(FILES) - set(files):  # from an earlier report: it no longer says what these runs say
         (out / stale).unlink(missing_ok=True)
     for run_id in parents:  # the sweep's own report, in the UI beside its runs

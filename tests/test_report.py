@@ -212,3 +212,32 @@ def test_a_comparison_pairs_variants_only_where_the_task_and_trainer_agree():
     mse = runs.assign(metric=runs["variant"].map({"tanh": "acc", "gru": "mse"}))
     with pytest.raises(ReportError, match="a is scored by mse, b by acc"):
         compare(mse, summarise(mse, []), [Comparison("x", {"model": "gru"}, {"model": "tanh"})], [])
+
+
+def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole(store, tmp_path, capsys):
+    import shutil
+
+    shutil.copy(store[0] / "mlflow.db", tmp_path / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    counted = [r for r in store[2] if r.data.tags.get("smoke") != "true"]
+    client.delete_tag(counted[-1].info.run_id, "metric")  # not an rnnexp training run any more
+    client.set_terminated(counted[-2].info.run_id, "FAILED")
+    status, out, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)
+    assert status == 0, err
+    assert "1 run(s) without the tags or params of an rnnexp training run" in out and "1 FAILED run(s) left out" in out
+    before = {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()}
+    (bad := tmp_path / "c.yaml").write_bytes(b"\xff\xfe not utf-8")
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--comparisons", str(bad), capsys=capsys)
+    assert status == 2 and "not YAML" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == before  # untouched
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("comparisons:\n  - {name: x, a: {seed: 1}, b: {seed: 0}}\n", "selects by seed, which a variant does not fix"),
+    ("comparisons:\n  - {name: x, a: {cell: rnn}, b: {model: mlp_window}}\n  - {name: y, a: {model: mlp_window}, "
+     "b: {cell: rnn}}\n", "comparison 'y' repeats an earlier one"),
+])
+def test_comparisons_that_cannot_mean_what_they_say_are_refused(store, tmp_path, capsys, yaml_text, message):
+    (bad := tmp_path / "c.yaml").write_text(yaml_text)
+    status, _, err = _report(store[0], "--experiment", "delayed_recall", "--comparisons", str(bad), capsys=capsys)
+    assert status == 2 and message in err and err.count("\n") == 1, err

@@ -119,7 +119,7 @@ def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep,
         assert float(row["mean"]) == pytest.approx(statistics.fmean(scores), rel=1e-5)
         assert float(row["chance"]) == pytest.approx(0.125) and row["n_seeds"] == "1"
     table = (out / "results.md").read_text()
-    assert table.count("| delayed_recall |") == 4 and table.count("| n/a (1 seed) |") == 4
+    assert table.count("| delayed_recall |") == 4 and table.count("| n/a (1 seed) |") == 8  # interval and t-test
     for png in ("metric_vs_distance.png", "learning_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
@@ -142,6 +142,7 @@ def test_a_parallel_sweep_with_two_workers_loses_nothing(tmp_path):
         assert "test/acc" in child.data.metrics
 
 
+@pytest.mark.integration  # slow: make test-integration (the launchers test resumes a sweep too)
 def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     command = [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun",

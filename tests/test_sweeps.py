@@ -122,6 +122,8 @@ def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep,
     assert table.count("| delayed_recall |") == 4 and table.count("| n/a (1 seed) |") == 8  # interval and t-test
     for png in ("metric_vs_distance.png", "learning_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
+    assert client.list_artifacts(parent.info.run_id, "report") == []  # an experiment's report is no sweep's
+    report_main(["--uri", f"sqlite:///{tmp_path}/mlflow.db", "--parent", parent.info.run_id, "--out", str(out)])
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert {"report/results.md", "report/results.csv", "report/runs.csv", "report/metric_vs_distance.png"} <= logged
 

@@ -88,16 +88,18 @@ docs: $(STAMP) ## rewrite the READMEs' generated results blocks from the committ
 reproduce: $(STAMP) need-exp ## the sweep, the report, then the READMEs' tables: make reproduce EXP=output_recurrence
 	$(MAKE) --no-print-directory sweep report docs EXP=$(EXP)
 
-reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id>
+reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id> (URI=...)
 	@test -n "$(RUN)" || { echo "give RUN=<run id> (an MLflow run id)" >&2; exit 2; }
-	$(BIN)/python -m rnnexp.reproduce $(RUN)
+	$(BIN)/python -m rnnexp.reproduce $(RUN) --uri "$(URI)"
 
-stale: $(STAMP) ## mark KILLED the RUNNING runs whose process died without closing them
-	$(BIN)/python -m rnnexp.tracking --stale
+stale: $(STAMP) ## mark KILLED the RUNNING runs whose process died without closing them (URI=...)
+	$(BIN)/python -m rnnexp.tracking --stale --uri "$(URI)"
 
-ui: $(STAMP) ## serve the MLflow UI over the project's store on 127.0.0.1 (PORT=5000)
-	@echo "MLflow UI on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(PORT)
+# a server (URI=http://...) serves its own UI: nothing to start here
+ui: $(STAMP) ## serve the MLflow UI over the store on 127.0.0.1 (PORT=5000, URI=sqlite:///mlflow.db)
+	@case "$(URI)" in http://*|https://*) echo "$(URI) is a tracking server: open it in a browser, it serves the UI"; exit 0;; esac; \
+	echo "MLflow UI over $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"; \
+	$(BIN)/mlflow ui --backend-store-uri "$(URI)" --host 127.0.0.1 --port $(PORT)
 
 clean: ## remove .venv, .venv-int, caches (tokenised data too) and Hydra's outputs; keeps mlflow.db, mlartifacts/
 	rm -rf .venv .venv-int outputs multirun .cache .pytest_cache *.egg-info

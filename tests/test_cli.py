@@ -251,3 +251,13 @@ def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tm
     a, b = single.data.metrics["test/acc"], parallel.data.metrics["test/acc"]
     assert a > 0.9 and abs(a - b) < 0.05, (a, b)
     assert "Traceback" not in two.stderr
+
+
+@pytest.mark.parametrize("target", [["stale"], ["ui"], ["report", "EXP=default"], ["reproduce-run", "RUN=abc"]])
+def test_the_make_targets_that_read_a_store_take_its_uri(target):
+    # a dry run (make -n) prints the commands: each passes the store given as URI=, not the default
+    proc = subprocess.run(["make", "-n", "--no-print-directory", *target, "URI=sqlite:////tmp/other.db"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    command = proc.stdout.strip().splitlines()[-1]
+    assert '"sqlite:////tmp/other.db"' in command and "sqlite:///mlflow.db" not in command, command

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.report import ALPHA
+from rnnexp.report import ALPHA, number, markdown_table
 
 PROG = "python -m rnnexp.docs"
 START = re.compile(r"<!-- rnnexp:results (?P<folder>\S+) view=(?P<view>[\w-]+)(?: (?P<arg>[^>]*?))? -->")
@@ -42,19 +42,10 @@ class DocsError(Exception):
     pass
 
 
-def _number(value: float, digits: int = 3) -> str:
-    return "" if pd.isna(value) else f"{value:.{digits}f}"
-
-
 def _keys(table: pd.DataFrame) -> list[str]:
     """The varying config keys: the report puts them between `label` and `metric`."""
     columns = list(table.columns)
     return columns[columns.index("label") + 1 : columns.index("metric")]
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def results_view(folder: Path) -> str:
@@ -71,10 +62,10 @@ def results_view(folder: Path) -> str:
     for _, r in table.iterrows():
         rows.append([*([r["task"]] if tasks else []), f"`{r['label']}`", str(r["pattern"]),
                      *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys], "" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}",
-                     f"{r['metric']} {_number(r['mean'])}" + (f" ± {_number(r['std'])}" if r["n_seeds"] > 1 else ""),
-                     interval(r), *([_number(r["teacher_forced_mean"])] if teacher else []), _number(r["chance"]),
+                     f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if r["n_seeds"] > 1 else ""),
+                     interval(r), *([number(r["teacher_forced_mean"])] if teacher else []), number(r["chance"]),
                      r["vs_chance"], binomial(r), str(r["n_seeds"])])
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def comparisons_view(folder: Path, name: str | None = None) -> str:
@@ -95,7 +86,7 @@ def comparisons_view(folder: Path, name: str | None = None) -> str:
                      f"`{r['a']}`", f"`{r['b']}`", *([str(r["models_differ_in"]) if not pd.isna(r["models_differ_in"])
                                                      else ""] if differ else []),
                      f"{r['difference']:+.3f}{interval}", r["verdict"]])
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def shown_above(row: pd.Series) -> bool:
@@ -123,7 +114,7 @@ def by_distance_view(folder: Path, task: str) -> str:
             r = found.iloc[0] if len(found) else None
             cells.append("" if r is None else f"{r['mean']:.2f}" + ("" if shown_above(r) else NOT_ABOVE))
         rows.append([f"`{label}`", *[str(v).removesuffix(".0") for v in values], *cells])
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def render(readme: Path, folder: str, view: str, arg: str | None) -> str:

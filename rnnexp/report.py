@@ -57,23 +57,12 @@ class ReportError(Exception):
 # ---------------------------------------------------------------- runs -> one row per run
 
 
-def runs_frame(uri: str, experiment: str | None, parent: str | None) -> tuple[pd.DataFrame, list[str]]:
+def runs_frame(client, uri: str, experiment: str | None, parent: str | None) -> tuple[pd.DataFrame, list[str]]:
     """The runs of `experiment` (or of the sweep `parent`), one row each, as MLflow's search gives
     them (`params.*`, `metrics.*`, `tags.*` columns); and, for `parent`, the run to log the report
     on (a report of a whole experiment is not one sweep's: it is not logged on any)."""
     import mlflow
 
-    from rnnexp import config
-    from rnnexp.tracking import open_client
-
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?", 1)[0]).is_file():
-        raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
-                          "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)")
-    try:
-        config.check_store(uri)
-    except config.ConfigError as err:
-        raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None
-    client = open_client(uri)
     if parent is not None:
         sweeps = [r.info.run_id for r in client.search_runs(
             [e.experiment_id for e in client.search_experiments()], "tags.sweep = 'true'", max_results=5)]
@@ -236,7 +225,7 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                     "teacher_forced_mean": group["teacher_forced"].mean(), "p_seeds": np.nan,
                     "p_binomial": np.nan, "n_params": first["n_params"],
                     "epochs_trained": group["epochs_trained"].mean(), "wall_time_s": group["wall_time_s"].mean(),
-                    "git_commits": group.get("tags.git_commit", pd.Series(dtype=str)).nunique(), "variant": variant,
+                    "git_commits": group["git_commit"].nunique(), "variant": variant,
                     "runs": " ".join(group["run_id"])})
         if _spread(scores):  # else no interval: one seed, or every seed the same score
             low, high = stats.t.interval(CONFIDENCE, n - 1, loc=scores.mean(), scale=stats.sem(scores))
@@ -454,8 +443,13 @@ def _comparison_verdict(row: pd.Series) -> str:
 # ---------------------------------------------------------------- files
 
 
-def _number(value: float, digits: int = 3) -> str:
+def number(value: float, digits: int = 3) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def interval(row: pd.Series) -> str:
@@ -464,7 +458,7 @@ def interval(row: pd.Series) -> str:
         return "n/a (1 seed)"
     if pd.isna(row["ci95_low"]):
         return "n/a (every seed the same)"
-    return f"[{_number(row['ci95_low'])}, {_number(row['ci95_high'])}]"
+    return f"[{number(row['ci95_low'])}, {number(row['ci95_high'])}]"
 
 
 def binomial(row: pd.Series) -> str:
@@ -482,16 +476,16 @@ NOTE = ("Mean ± standard deviation over seeds; 95% CI: Student t over seeds (no
 def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> str:
     head = ["task", "model", "pattern", *keys, "parameters", "test metric: mean ± std", "95% CI", "teacher-forced",
             "chance", "vs chance (t over seeds)", "binomial (pooled steps)", "seeds", "epochs"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for _, r in table.iterrows():
         n = int(r["n_seeds"])
-        spread = f"{r['metric']} {_number(r['mean'])}" + (f" ± {_number(r['std'])}" if n > 1 else "")
-        cells = [r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], _number(r["n_params"], 0),
-                 spread, interval(r), _number(r["teacher_forced_mean"]), _number(r["chance"]), r["vs_chance"],
-                 binomial(r), str(n), _number(r["epochs_trained"], 0)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()),
-                              alpha=ALPHA)]
+        spread = f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if n > 1 else "")
+        rows.append([r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], number(r["n_params"], 0),
+                     spread, interval(r), number(r["teacher_forced_mean"]), number(r["chance"]), r["vs_chance"],
+                     binomial(r), str(n), number(r["epochs_trained"], 0)])
+    lines = [markdown_table(head, rows).rstrip("\n"), "",
+             NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()),
+                         alpha=ALPHA)]
     lines += [f"Note: {note}." for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -501,7 +495,7 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
     differ = (found["models_differ_in"] != "").any()
     head = ["comparison", *at, "a", "b", *(["models differ in"] if differ else []), "mean a", "mean b",
             "a - b [95% CI]", "Welch t (df)", "p", "Holm p", "verdict"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for _, r in found.iterrows():
         difference = f"{r['difference']:+.3f}" + (f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
                                                     if not pd.isna(r["ci95_low"]) else "")
@@ -510,7 +504,8 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
         cells = [r["comparison"], *["" if pd.isna(r[k]) else str(r[k]) for k in at], r["a"], r["b"],
                  *([r["models_differ_in"]] if differ else []), f"{r['mean_a']:.3f} (n={r['n_a']})", f"{r['mean_b']:.3f} (n={r['n_b']})", difference, welch, p,
                  holm_p, r["verdict"]]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines = [markdown_table(head, rows).rstrip("\n")]
     lines += ["", f"Welch's t-test (two-sided) of the seeds' test scores, a against b, paired where every task, "
               f"trainer and optimiser key agrees; the 95% CI is Welch's for the difference of the means. Holm-adjusted "
               f"over the {int(found['p'].notna().sum())} row(s) with a test, level {ALPHA}; `n/a`: no test (a side "
@@ -671,10 +666,19 @@ class Report:
 
 def report(uri: str, experiment: str | None, parent: str | None, out: Path,
            comparisons: Path | None = None) -> Report:
+    from rnnexp import config
     from rnnexp.tracking import open_client
 
     wanted = read_comparisons(comparisons) if comparisons is not None else []
-    frame, parents = runs_frame(uri, experiment, parent)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?", 1)[0]).is_file():
+        raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
+                          "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)")
+    try:
+        config.check_store(uri)
+    except config.ConfigError as err:
+        raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None
+    client = open_client(uri)
+    frame, parents = runs_frame(client, uri, experiment, parent)
     runs, notes = training_runs(frame)
     if runs.empty:
         which = f"--parent={parent}" if parent else f"--experiment={experiment}"
@@ -702,7 +706,6 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
             (new / "comparisons.md").write_text(comparisons_markdown(found, keys))
             files += ["comparisons.csv", "comparisons.md"]
         files += plot_results(table, keys, new)
-        client = open_client(uri)
         plot_learning_curves(client, table, keys, new)
         files.append("learning_curves.png")
         for name in files:

@@ -281,22 +281,17 @@ def variant_hash(params: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def logged_params(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as MLflow params: flattened, values as strings, secrets masked."""
-    resolved = masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secret_keys(cfg))  # type: ignore[arg-type]
-    return flatten(resolved)
-
-
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],
                tags: Mapping[str, str]) -> None:
     """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
     secrets masked in all three. Tagged `variant_hash` (see there) besides `tags`."""
     secrets = secret_keys(cfg)
     resolved = masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secrets)  # type: ignore[arg-type]
-    params = [Param(k, v) for k, v in logged_params(cfg).items()]
+    flat = flatten(resolved)
+    params = [Param(k, v) for k, v in flat.items()]
     for i in range(0, len(params), _BATCH):
         client.log_batch(run_id, params=params[i : i + _BATCH])
-    for key, value in {**tags, "variant_hash": variant_hash(logged_params(cfg))}.items():
+    for key, value in {**tags, "variant_hash": variant_hash(flat)}.items():
         client.set_tag(run_id, key, value)
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
     logged_overrides = [masked_override(o) for o in overrides]

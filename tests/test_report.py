@@ -142,7 +142,8 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
 def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000) -> pd.DataFrame:
     rows = [{"variant": v, "task": "t", "model": "m", "cell": "none", "pattern": "1", "label": v, "metric": "acc",
              "better": "higher", "score": s, "teacher_forced": np.nan, "chance": chance, "n_test_scored": scored,
-             "n_params": 10, "epochs_trained": 5, "wall_time_s": 1.0, "run_id": f"{v}{i}"}
+             "n_params": 10, "epochs_trained": 5, "wall_time_s": 1.0, "git_commit": "abc",
+             "run_id": f"{v}{i}"}
             for v, scores in scores_by_variant.items() for i, s in enumerate(scores)]
     return pd.DataFrame(rows)
 

@@ -6,13 +6,18 @@ commit. When that commit is not the checked-out one, it is checked out into a te
 worktree and trained from there. The re-run is tracked as a new run in the same store, tagged
 `reproduces=<run id>`. Its resolved config must equal the original's (tracking aside), and every
 final metric (`test/...`, and the last value of every per-epoch metric) is compared exactly. On CPU,
-with the logged seed and `trainer.deterministic=true` (the default), they are identical.
-Exit status: 0 when every metric matches, 1 when one differs, 2 when the run cannot be re-made.
+with the logged seed and `trainer.deterministic=true` (the default), they are identical, with one
+exception seen: in CI, a re-run's loss has come out a float32 rounding step or two (ulps) from the
+logged one, its accuracies identical. Such a re-run is reported as matching *within float32
+rounding* (each differing metric within `ULPS` float32 steps), never as exact.
+Exit status: 0 when every metric matches (exactly or within rounding), 1 when one differs, 2 when
+the run cannot be re-made.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import subprocess
@@ -26,6 +31,7 @@ from rnnexp.config import ConfigError
 from rnnexp.safety import replayable
 
 PROG = "rnnexp-reproduce"
+ULPS = 4  # float32 steps a re-run's metric may be off by and still count as within rounding
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,6 +46,12 @@ def _git(*args: str, cwd: Path = ROOT) -> str:
 
 def _final_metrics(run) -> dict[str, float]:
     return {k: v for k, v in run.data.metrics.items() if k not in ("wall_time_s",)}
+
+
+def within_rounding(a: float, b: float) -> bool:
+    """Whether two metrics logged from float32 values are at most `ULPS` float32 steps apart."""
+    step = 2.0 ** (math.frexp(max(abs(a), abs(b)))[1] - 24)  # float32's spacing at this magnitude
+    return abs(a - b) <= ULPS * step
 
 
 def _resolved_config(client, run_id: str, where: Path) -> dict:
@@ -101,15 +113,28 @@ def reproduce(run_id: str, uri: str) -> int:
     keys = sorted(set(before) | set(after))
     shown = {k: (repr(before.get(k, "-")), repr(after.get(k, "-"))) for k in keys}
     w = max(len(k) for k in keys), max(len(v) for pair in shown.values() for v in pair)
+
+    def verdict(key: str) -> str:
+        a, b = before.get(key), after.get(key)
+        if a == b:
+            return "yes"
+        return f"within {ULPS} ulps" if a is not None and b is not None and within_rounding(a, b) else "NO"
+
+    verdicts = {key: verdict(key) for key in keys}
     print(f"\n{'metric':<{w[0]}}  {'logged':>{w[1]}}  {'re-run':>{w[1]}}  same")
     for key in keys:
         a, b = shown[key]
-        print(f"{key:<{w[0]}}  {a:>{w[1]}}  {b:>{w[1]}}  {'yes' if before.get(key) == after.get(key) else 'NO'}")
-    exact = same_config and all(before.get(k) == after.get(k) for k in keys)
+        print(f"{key:<{w[0]}}  {a:>{w[1]}}  {b:>{w[1]}}  {verdicts[key]}")
+    metrics_exact = all(v == "yes" for v in verdicts.values())
+    metrics_rounded = not metrics_exact and "NO" not in verdicts.values()
+    exact, rounding = same_config and metrics_exact, same_config and metrics_rounded
     client.set_tag(again.info.run_id, "reproduced_exactly", str(exact).lower())
-    print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; "
-          f"{'every metric matches exactly' if exact else 'the metrics differ'} (re-run: {again.info.run_id})")
-    return 0 if exact else 1
+    client.set_tag(again.info.run_id, "reproduced", "exactly" if exact else "within_rounding" if rounding else "no")
+    outcome = ("every metric matches exactly" if metrics_exact else
+               f"every metric matches within float32 rounding ({sum(v != 'yes' for v in verdicts.values())} "
+               f"differ by at most {ULPS} ulps)" if metrics_rounded else "the metrics differ")
+    print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; {outcome} (re-run: {again.info.run_id})")
+    return 0 if exact or rounding else 1
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -196,10 +196,14 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     again = subprocess.run([sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "config identical; every metric matches exactly" in again.stdout
+    # exact here; in CI a loss has come out a float32 step off, which is reported as such
+    exact = "config identical; every metric matches exactly" in again.stdout
+    assert exact or "config identical; every metric matches within float32 rounding" in again.stdout, again.stdout
     (copy,) = [r for r in client.search_runs([run.info.experiment_id]) if r.info.run_id != run.info.run_id]
-    assert copy.data.tags["reproduces"] == run.info.run_id and copy.data.tags["reproduced_exactly"] == "true"
-    assert copy.data.metrics["test/acc"] == run.data.metrics["test/acc"]
+    assert copy.data.tags["reproduces"] == run.info.run_id
+    assert copy.data.tags["reproduced_exactly"] == str(exact).lower()
+    assert copy.data.tags["reproduced"] == ("exactly" if exact else "within_rounding")
+    assert all(copy.data.metrics[k] == run.data.metrics[k] for k in ("test/acc", "val/acc", "train/acc", "n_params"))
 
     (logged,) = client.get_metric_history(run.info.run_id, "test/acc")
     client.log_metric(run.info.run_id, "test/acc", 0.123, step=logged.step)  # a result the code does not give
@@ -207,6 +211,17 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert tampered.returncode == 1 and "the metrics differ" in tampered.stdout
     assert any(line.startswith("test/acc ") and line.endswith("NO") for line in tampered.stdout.splitlines())
+
+
+def test_within_rounding_is_a_few_float32_steps_and_no_more():
+    from rnnexp.reproduce import ULPS, within_rounding
+
+    logged = 2.0843167304992676  # test/loss_tf of a CI re-run, which came out 2 float32 steps lower
+    assert within_rounding(logged, 2.0843162536621094)
+    step = 2.0 ** -22  # float32's spacing between 2 and 4
+    assert within_rounding(2.5, 2.5 + ULPS * step) and not within_rounding(2.5, 2.5 + (ULPS + 1) * step)
+    assert within_rounding(0.0, 0.0) and not within_rounding(0.138671875, 0.123)
+    assert not within_rounding(1e-3, 2e-3) and not within_rounding(-1.0, 1.0)
 
 
 def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):

@@ -145,6 +145,9 @@ class TaskConfig:
     output: ClassVar[str]
     _target_: str = MISSING
     batch_size: int = _range(64, low=1)
+    # validation and test batches: as large as memory allows, so a pass is a few forward calls.
+    # Accuracies do not depend on it; a loss, summed in another order, moves in its last bits
+    eval_batch_size: int = _range(1024, low=1)
 
     def check(self) -> None:
         """Checks between fields; ranges of single fields are in their metadata."""
@@ -497,6 +500,8 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = _range(0, low=0)
+    # torch's threads for the run; None: one per core (shared out among a joblib sweep's jobs)
+    threads: Optional[int] = _range(1, low=1)
     # with -m: a sweep's parent run id, whose FINISHED jobs are skipped; alone: the id of a KILLED
     # or FAILED run, continued from its last checkpoint (rnnexp/resume.py)
     resume: Optional[str] = None

@@ -37,7 +37,8 @@ class SequenceModule(pl.LightningModule):
                  weight_decay: float = 0.0, step_metrics: bool = False):
         super().__init__()
         self.model = model
-        self.loss_fn, self.flatten, self.metric_name = task.loss, task.flatten, task.metric_name
+        self.loss_fn, self.summed_loss = task.loss, task.summed_loss
+        self.flatten, self.metric_name = task.flatten, task.metric_name
         self.teacher_forced = getattr(model, "teacher_forced", False)
         self.optimizer, self.lr, self.weight_decay = Optimizer(optimizer), lr, weight_decay
         self.step_metrics = step_metrics
@@ -55,12 +56,19 @@ class SequenceModule(pl.LightningModule):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(x, lengths=lengths)
 
-    def _score(self, stage: str, out: torch.Tensor, y: torch.Tensor, suffix: str = "") -> torch.Tensor:
-        """The batch's loss; the loss and the metric are logged once per epoch."""
-        loss = self.loss_fn(out, y)
+    def _score(self, stage: str, out: torch.Tensor, y: torch.Tensor, suffix: str = "") -> torch.Tensor | None:
+        """The training batch's loss; the loss (the mean over scored steps) and the metric are
+        logged once per epoch. Evaluation sums each step's loss in float64, so its mean does not
+        depend on how the split is batched (`task.eval_batch_size`)."""
         key = f"{stage}{suffix}"
         total = self._loss[key]
-        total[0], total[1] = total[0] + loss.detach() * y.shape[0], total[1] + y.shape[0]
+        if stage == "train":
+            loss = self.loss_fn(out, y)
+            count = (y != IGNORE).sum() if self.classes else y.numel()  # a tensor: no device sync a step
+            summed = loss.detach().double() * count
+        else:
+            loss, (summed, count) = None, self.summed_loss(out, y)
+        total[0], total[1] = total[0] + summed, total[1] + count
         pending = self._pending[key]
         pending.append(self.flatten(out.detach(), y))
         if len(pending) * len(pending[0][1]) >= _CHUNK:  # batches of one size (the last may be smaller)
@@ -97,7 +105,7 @@ class SequenceModule(pl.LightningModule):
             if n:
                 # under DDP each process has its own share of the batches: the loss is averaged
                 # over them (the metric's compute() reduces its state itself)
-                self.log(f"{stage}/loss{suffix}", loss_sum / n, prog_bar=not suffix, sync_dist=True)
+                self.log(f"{stage}/loss{suffix}", (loss_sum / n).float(), prog_bar=not suffix, sync_dist=True)
                 self.log(f"{stage}/{self.metric_name}{suffix}", metric.compute(), prog_bar=not suffix, sync_dist=True)
             metric.reset()
             self._loss[key] = [0.0, 0]

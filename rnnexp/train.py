@@ -251,7 +251,7 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
 
     from rnnexp.module import SequenceModule
 
-    _share_cpu_threads()
+    _set_threads(spec.threads)
     if spec.trainer.deterministic and spec.trainer.accelerator in ("gpu", "cuda", "auto"):
         # cuBLAS is deterministic only with a fixed workspace, set before CUDA starts; without
         # it, deterministic algorithms raise at the first matmul (PyTorch's reproducibility notes)
@@ -285,19 +285,18 @@ def _check_fits_in_memory(cfg: DictConfig, spec: config.TrainConfig, task) -> No
                                  f"need {needed / 2**30:,.0f} GiB to train, this machine has {memory / 2**30:,.0f} GiB")
 
 
-def _share_cpu_threads() -> None:
-    """Jobs that a launcher runs side by side (hydra/launcher=joblib) each get their share of
-    the CPU threads; torch would take them all in every job, and they would fight."""
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this run: `threads`, or with None one per core, shared out
+    among the jobs a launcher runs side by side (hydra/launcher=joblib), which would fight."""
     import torch
 
-    if not HydraConfig.initialized():
-        return
-    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
-    if n_jobs is None:
-        return
-    cpus = os.cpu_count() or 1
-    side_by_side = min(cpus, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)  # joblib: -1 is every CPU
-    torch.set_num_threads(max(1, cpus // max(1, side_by_side)))
+    if threads is None:
+        cpus = os.cpu_count() or 1
+        n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None) \
+            if HydraConfig.initialized() else None
+        side_by_side = 1 if n_jobs is None else min(cpus, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)  # -1: every CPU
+        threads = max(1, cpus // max(1, side_by_side))
+    torch.set_num_threads(threads)
 
 
 # Warnings that say nothing a user can act on, by the start of their message. No commas:

@@ -57,9 +57,12 @@ class Task(pl.LightningDataModule):
     distance: int | None = None  # how many steps back the evidence lies (None: no such knob)
     data_source: DataSource | None = None  # real data only
 
-    def __init__(self, batch_size: int, seed: int = 0):
+    def __init__(self, batch_size: int, seed: int = 0, eval_batch_size: int = 1024):
         super().__init__()
         self.batch_size = batch_size
+        # validation and test need no gradients and keep nothing between batches: a few large
+        # batches cost a few forward calls instead of a Lightning iteration per 64 sequences
+        self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
         self.shuffle = torch.Generator().manual_seed(seed)  # the training batches' order, epoch by epoch
@@ -82,7 +85,8 @@ class Task(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
+        batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
                           generator=self.shuffle if shuffle else None)
 
     def train_dataloader(self) -> DataLoader:
@@ -117,6 +121,14 @@ class Task(pl.LightningDataModule):
             return F.cross_entropy(o, t, ignore_index=IGNORE)
         return F.mse_loss(o, t)
 
+    def summed_loss(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """The loss summed over the scored steps in float64, and how many there are: the same
+        whatever the batches (a mean per batch, summed, would move in its last bits)."""
+        o, t = self.flatten(out, y)
+        if self.io.n_classes:  # 0 at ignored steps
+            return F.cross_entropy(o, t, ignore_index=IGNORE, reduction="none").double().sum(), (t != IGNORE).sum()
+        return F.mse_loss(o, t, reduction="none").double().sum(), t.numel()
+
     def metric(self) -> Metric:
         """A fresh metric (accumulates over batches): accuracy over scored steps, or MSE."""
         if self.io.n_classes:
@@ -128,8 +140,9 @@ class Task(pl.LightningDataModule):
 class SyntheticTask(Task):
     """A task whose data are generated: subclasses implement `generate`."""
 
-    def __init__(self, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int = 0):
-        super().__init__(batch_size, seed)
+    def __init__(self, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int = 0,
+                 eval_batch_size: int = 1024):
+        super().__init__(batch_size, seed, eval_batch_size)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
 
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,7 +193,8 @@ class CrossEntropy(Metric):
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        self.total += F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum").double()
+        # summed in float64 per step: the same whatever the batches
+        self.total += F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none").double().sum()
         self.count += (target != IGNORE).sum()
 
     def compute(self) -> torch.Tensor:

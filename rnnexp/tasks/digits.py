@@ -24,8 +24,8 @@ class Digits(Task):
     name = "digits"
 
     def __init__(self, read: str = "rows", val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 batch_size: int = 64, seed: int = 0):
-        super().__init__(batch_size, seed)
+                 batch_size: int = 64, seed: int = 0, eval_batch_size: int = 1024):
+        super().__init__(batch_size, seed, eval_batch_size)
         self.read = str(getattr(read, "value", read))
         self.fractions = (val_fraction, test_fraction)
         self.length = 8 if self.read == "rows" else 64

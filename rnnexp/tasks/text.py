@@ -54,8 +54,8 @@ class CharLM(Task):
     higher_is_better = False
 
     def __init__(self, path: str, length: int = 64, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 batch_size: int = 64, seed: int = 0):
-        super().__init__(batch_size, seed)
+                 batch_size: int = 64, seed: int = 0, eval_batch_size: int = 1024):
+        super().__init__(batch_size, seed, eval_batch_size)
         self.path, self.length, self.fractions = path, length, (val_fraction, test_fraction)
 
     def make_splits(self) -> dict[str, TensorDataset]:
@@ -112,9 +112,9 @@ class TextClassification(Task):
     def __init__(self, dataset: str | None = None, path: str | None = None, text_column: str = "text",
                  label_column: str = "label", tokenizer: str = "word", vocab_size: int = 20000,
                  min_frequency: int = 2, max_length: int = 256, cache_dir: str = ".cache/rnnexp",
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0, eval_batch_size: int = 1024,
                  where: str | None = None):
-        super().__init__(batch_size, seed)
+        super().__init__(batch_size, seed, eval_batch_size)
         self.dataset, self.path, self.where = dataset, path, where
         self.text_column, self.label_column = text_column, label_column
         self.settings = dict(tokenizer=str(getattr(tokenizer, "value", tokenizer)), vocab_size=vocab_size,

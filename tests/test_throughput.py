@@ -1,0 +1,48 @@
+"""What the speed-ups must not change: evaluation batching leaves every metric as it was, and a
+run uses the torch threads it is given."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.test_cli import _run, _runs
+
+
+def test_the_default_run_scores_the_same_whatever_the_evaluation_batches(tmp_path):
+    """The default run, two epochs, evaluated in batches of 64 (the training batch, as before
+    task.eval_batch_size) and in the default's whole-split batch: identical metrics, bit for bit."""
+    metrics = {}
+    for eval_batch in (64, 1024):
+        proc, client = _run(tmp_path / str(eval_batch), "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+                    f"task.eval_batch_size={eval_batch}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (run,) = _runs(client, "delayed_recall")
+        assert run.data.params["task.eval_batch_size"] == str(eval_batch) and run.data.params["threads"] == "1"
+        metrics[eval_batch] = {k: v for k, v in run.data.metrics.items() if k != "wall_time_s"}
+    assert {"val/loss", "val/acc", "test/loss", "test/acc"} <= set(metrics[64])
+    assert metrics[64] == metrics[1024]
+
+
+def test_the_validation_split_is_one_batch_by_default():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train")
+    task = instantiate(cfg.task, seed=0)
+    assert len(task.train_dataloader()) == 4096 // 64 and len(task.val_dataloader()) == len(task.test_dataloader()) == 1
+
+
+def test_a_run_sets_the_threads_it_is_given():
+    from rnnexp.train import _set_threads
+
+    before = torch.get_num_threads()
+    try:
+        _set_threads(1)
+        assert torch.get_num_threads() == 1
+        _set_threads(None)  # one per core, outside a joblib sweep
+        assert torch.get_num_threads() == (__import__("os").cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)

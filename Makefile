@@ -36,8 +36,9 @@ install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
-test: $(STAMP) ## run the tests (about ten minutes on 2 cores)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# one test worker per core (pytest-xdist): a run takes one torch thread, so the cores fill with tests
+test: $(STAMP) ## run the tests (about seven minutes on 2 cores)
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (say why in the commit)
 	$(BIN)/python -m tests.golden --write

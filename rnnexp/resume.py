@@ -17,6 +17,8 @@ loading one never runs code from it.
 
 from __future__ import annotations
 
+import os
+
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -36,15 +38,28 @@ RESUMABLE = ("KILLED", "FAILED")
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint keeping the best epoch's checkpoint, and `last.ckpt` written at
-    the end of every epoch. Lightning 2.6 writes `last.ckpt` only in an epoch that also made a new
-    best one (and save_last="link" links it to the best): a run resumed from it would repeat every
-    epoch since its best."""
+    """Lightning's ModelCheckpoint keeping the best epoch's checkpoint, and `last.ckpt` for resume
+    at the end of every epoch: in an epoch that made a new best, a link to it (one file written,
+    not two); in any other, a file of its own. (Lightning 2.6 writes `last.ckpt` only in an epoch
+    that also made a new best one, and with save_last="link" links it to the best of an earlier
+    epoch: a run resumed from it would repeat every epoch since its best.)"""
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:  # where it saves, validating each epoch
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer) and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # nothing saved this epoch
+
+    def _save_last_checkpoint(self, trainer: Any, monitor_candidates: dict) -> None:
+        path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+        best_now = (self._last_global_step_saved == trainer.global_step and bool(self._last_checkpoint_saved)
+                    and self._last_checkpoint_saved != path)
+        if os.path.islink(path):  # a link to an earlier best: a new file must not be written through it
+            os.remove(path)
+        self.save_last = "link" if best_now else True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self.save_last = True
 
 
 @dataclass(frozen=True)

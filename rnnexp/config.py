@@ -71,6 +71,9 @@ class ModelConfig:
     _target_: str = MISSING
     embed_dim: int = _range(32, low=1)
     hidden_size: int = _range(64, low=1)
+    # size the model to this many trainable parameters (within 3%) by solving for hidden_size,
+    # which is then logged as solved; None: hidden_size as given (rnnexp/models/sizing.py)
+    params: Optional[int] = _range(None, low=1)
 
 
 @dataclass

@@ -261,3 +261,18 @@ def test_the_make_targets_that_read_a_store_take_its_uri(target):
     assert proc.returncode == 0, proc.stderr
     command = proc.stdout.strip().splitlines()[-1]
     assert '"sqlite:////tmp/other.db"' in command and "sqlite:///mlflow.db" not in command, command
+
+
+def test_pattern_2s_checkpoint_is_chosen_on_its_teacher_forced_validation_score(tmp_path, compose_train):
+    from hydra.utils import instantiate
+
+    from rnnexp.train import monitor
+
+    for model, expected in (("rnn_output", "val/acc_tf"), ("rnn_hidden", "val/acc"), ("mlp_window", "val/acc")):
+        cfg = compose_train(f"model={model}")
+        assert monitor(cfg, instantiate(cfg.task, seed=0)) == expected
+    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", "model=rnn_output")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = _runs(client, "delayed_recall")
+    teacher_forced = [m.value for m in client.get_metric_history(run.info.run_id, "val/acc_tf")]
+    assert len(teacher_forced) == 3 and float(run.data.tags["best_val"]) == max(teacher_forced)

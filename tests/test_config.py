@@ -141,3 +141,28 @@ def test_each_experiment_composes_and_tracks_under_its_own_name(compose_train, o
     name = option.split("/")[0]  # conf/experiment/NAME.yaml, or one sweep of several: NAME/PART.yaml
     assert cfg.tracking.experiment == name
     assert (CONF.parent / "experiments" / name / "README.md").exists()
+
+
+@pytest.mark.parametrize("task", ["delayed_recall", "pronoun_reference"])  # one output per step, one per sequence
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_model_params_sizes_every_model_to_n_within_3_percent(compose_train, task, cell):
+    from rnnexp.models.sizing import count
+
+    for name, model_config in config.MODELS.items():
+        if instantiate(compose_train(f"task={task}").task, seed=0).io.output not in model_config.outputs:
+            continue  # a pair that does not fit
+        for n in (5_000, 20_000, 100_000):
+            overrides = [f"task={task}", f"model={name}", f"model.params={n}"]
+            if hasattr(model_config, "cell"):
+                overrides.append(f"model.cell={cell}")
+            cfg = compose_train(*overrides)
+            task_, model, _ = build(cfg, config.check(cfg))
+            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            assert abs(trained - n) <= 0.03 * n, (name, n, trained)
+            assert count(cfg.model, task_.io, cfg.model.hidden_size) == trained  # the config holds the solved size
+
+
+def test_model_params_below_the_smallest_model_names_the_smallest(compose_train):
+    cfg = compose_train("model=rnn_hidden", "model.params=10")
+    with pytest.raises(ConfigError, match=r"model.params=10 .*at least [\d,]+: the smallest RNNHidden"):
+        build(cfg, config.check(cfg))

@@ -27,7 +27,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -221,8 +221,7 @@ def plain_fit(cfg, tmp: Path) -> list[float]:
     return times
 
 
-def framework_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
-    rows = []
+def framework_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     epochs = 2 if quick else 5
     size = ["task.train_size=256", "task.val_size=64", "task.test_size=64"] if quick else []
     uri = f"tracking.uri=sqlite:///{tmp}/bench.db"
@@ -230,20 +229,19 @@ def framework_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
         cfg = compose_train(f"model={model}", f"trainer.max_epochs={epochs}", uri, *size)
         med = interleaved({"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:],  # the first epoch warms up
                            "plain": lambda: plain_fit(cfg, tmp)[1:]}, repeats)
-        rows.append(Row(f"1. an epoch, `{model}` on `delayed_recall` (default sizes)", "rnnexp-train s/epoch",
+        yield (Row(f"1. an epoch, `{model}` on `delayed_recall` (default sizes)", "rnnexp-train s/epoch",
                         med["rnnexp"], "plain PyTorch loop s/epoch", med["plain"], "≤ 1.10×", at_most(1.10)))
     # the framework's cost is per step and per epoch, not per example: with more work per step
     # (sequences 5x as long, the same number of steps) the ratio falls
     cfg = compose_train("model=rnn_hidden", f"trainer.max_epochs={epochs}", uri, "task.length=200", *size)
     med = interleaved({"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:], "plain": lambda: plain_fit(cfg, tmp)[1:]},
                       repeats)
-    rows.append(Row("1. an epoch, `rnn_hidden` on `delayed_recall` at length 200 (5× the work per step)",
+    yield (Row("1. an epoch, `rnn_hidden` on `delayed_recall` at length 200 (5× the work per step)",
                     "rnnexp-train s/epoch", med["rnnexp"], "plain PyTorch loop s/epoch", med["plain"], "≤ 1.03×",
                     at_most(1.03)))
-    return rows
 
 
-def tracking_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+def tracking_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     epochs = 2 if quick else 5
     size = ["task.train_size=256", "task.val_size=64", "task.test_size=64"] if quick else []
     uri = f"tracking.uri=sqlite:///{tmp}/bench.db"
@@ -259,16 +257,15 @@ def tracking_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
                        "stock epoch async": lambda: lightning_fit(base, tmp, stock="async")[0][1:],
                        "stock step": lambda: lightning_fit(every_step, tmp, stock="sync")[0][1:],
                        "stock step async": lambda: lightning_fit(every_step, tmp, stock="async")[0][1:]}, repeats)
-    rows = [Row("4. tracking every step (`tracking.step_metrics=true`, `log_every_n_steps=1`)", "s/epoch, tracked",
+    yield from [Row("4. tracking every step (`tracking.step_metrics=true`, `log_every_n_steps=1`)", "s/epoch, tracked",
                 med["step"], "s/epoch, tracking off", med["off"], "≤ 1.10×", at_most(1.10)),
             Row("4. tracking per epoch (the default)", "s/epoch, tracked", med["epoch"], "s/epoch, tracking off",
                 med["off"], "≤ 1.02×", at_most(1.02))]
     # what a user would otherwise reach for: Lightning's own logger, into the same store
     for when, ours in (("every step", "step"), ("per epoch", "epoch")):
         for mode, label in (("", "synchronous"), (" async", "`synchronous=False`")):
-            rows.append(Row(f"4. tracking {when}: Lightning's `MLFlowLogger`, {label}", "s/epoch, stock logger",
+            yield (Row(f"4. tracking {when}: Lightning's `MLFlowLogger`, {label}", "s/epoch, stock logger",
                             med[f"stock {ours}{mode}"], "s/epoch, rnnexp's logger", med[ours]))
-    return rows
 
 
 # --- 2 and 3: the recurrences themselves ---------------------------------------------------------
@@ -280,7 +277,7 @@ def fwd_bwd(forward: Callable[[], torch.Tensor]) -> float:
     return clock(go)
 
 
-def pattern2_rows(quick: bool, repeats: int) -> list[Row]:
+def pattern2_rows(quick: bool, repeats: int) -> Iterator[Row]:
     length, batch = (30, 8) if quick else (200, 64)
     io = TaskIO(vocab_size=10, n_features=1, n_classes=8, output="step")
     model = RNNOutput(io)
@@ -297,7 +294,7 @@ def pattern2_rows(quick: bool, repeats: int) -> list[Row]:
     with torch.no_grad():
         ev = interleaved({"free": lambda: clock(lambda: model(x)), "tf": lambda: clock(lambda: model(x, y))},
                          repeats * 4)
-    return [Row(f"2. pattern 2 training step, length {length}, batch {batch} (fwd+bwd)", "step-by-step loop s",
+    yield from [Row(f"2. pattern 2 training step, length {length}, batch {batch} (fwd+bwd)", "step-by-step loop s",
                 med["loop"], "teacher-forced, all steps at once s", med["all"], "≥ 4×", at_least(4)),
             Row(f"2. pattern 2 evaluation, length {length} (forward)", "running free (the loop) s", ev["free"],
                 "teacher-forced s", ev["tf"])]
@@ -325,8 +322,7 @@ class CellLoop(nn.Module):
         return torch.stack(out, dim=1)
 
 
-def fused_rows(quick: bool, repeats: int) -> list[Row]:
-    rows = []
+def fused_rows(quick: bool, repeats: int) -> Iterator[Row]:
     lengths, batch = ((20,), 8) if quick else ((50, 200, 1000), 64)
     for cell in ("rnn", "gru", "lstm"):
         fused = fused_recurrence(cell, 32, 64, 1, 0.0)
@@ -336,15 +332,14 @@ def fused_rows(quick: bool, repeats: int) -> list[Row]:
             assert torch.allclose(fused(x)[0], loop(x), atol=1e-5)  # the same function
             med = interleaved({"loop": lambda: fwd_bwd(lambda: loop(x)),
                                "fused": lambda: fwd_bwd(lambda: fused(x)[0])}, repeats)
-            rows.append(Row(f"3. `{cell}` recurrence, length {length}, batch {batch} (fwd+bwd)",
+            yield (Row(f"3. `{cell}` recurrence, length {length}, batch {batch} (fwd+bwd)",
                             "Python loop over the cell s", med["loop"], "fused module s", med["fused"]))
-    return rows
 
 
 # --- 5 and 6: the command line ---------------------------------------------------------------------
 
 
-def startup_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+def startup_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     def command(*args: str) -> Callable[[], float]:
         def run() -> float:
             return clock(lambda: subprocess.run([TRAIN, *args, f"hydra.run.dir={tmp}/startup"], cwd=tmp,
@@ -354,23 +349,21 @@ def startup_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
     python = lambda: clock(lambda: subprocess.run([sys.executable, "-c", "import hydra"], capture_output=True))  # noqa: E731
     med = interleaved({"help": command("--help"), "cfg": command("--cfg", "job"),
                        "bad": command("model.hidden_size=0"), "python": python}, repeats)
-    rows = []
     for key, label in (("help", "`rnnexp-train --help`"), ("cfg", "`rnnexp-train --cfg job`"),
                        ("bad", "a bad config (`model.hidden_size=0`)")):
-        rows.append(Row(f"5. start-up: {label}", "s", med[key], "`python -c 'import hydra'` s", med["python"],
+        yield (Row(f"5. start-up: {label}", "s", med[key], "`python -c 'import hydra'` s", med["python"],
                         "< 1.5 s", lambda row: row.a_s < 1.5))
-    return rows
 
 
-def sweep_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
+def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     import shutil
 
     from mlflow.tracking import MlflowClient
 
     runs = 2 if quick else 8
-    # short runs: the default experiment for 15 epochs, about 7 s each on 2 cores
+    # short runs: the default run for 5 epochs, about 8 s each on 1 core
     size = ["trainer=smoke", "task.length=10", "task.distance=3", "task.train_size=256", "task.val_size=64",
-            "task.test_size=64"] if quick else ["trainer.max_epochs=15", "trainer.enable_progress_bar=false",
+            "task.test_size=64"] if quick else ["trainer.max_epochs=5", "trainer.enable_progress_bar=false",
                                                  "trainer.enable_model_summary=false"]
     template = tmp / "empty.db"
     MlflowClient(f"sqlite:///{template}").search_experiments()  # a store as it is in use: its schema made
@@ -398,30 +391,28 @@ def sweep_rows(quick: bool, repeats: int, tmp: Path) -> list[Row]:
     one_run = compose_train(*size, f"tracking.uri=sqlite:///{tmp}/bench.db")
     med = interleaved({"basic": sweep(), "joblib": sweep("hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}"),
                        "limit": lambda: sum(plain_fit(one_run, tmp)) * runs / cores}, max(1, repeats // 2))
-    what = f"6. a {runs}-run sweep" + (" of tiny runs" if quick else " of short runs (15 epochs of the default run)")
-    rows = [Row(what + ", every run tracked", "basic launcher s", med["basic"], f"joblib, {cores} jobs s",
+    what = f"6. a {runs}-run sweep" + (" of tiny runs" if quick else " of short runs (5 epochs of the default run)")
+    yield from [Row(what + ", every run tracked", "basic launcher s", med["basic"], f"joblib, {cores} jobs s",
                 med["joblib"], "≥ 1.8×", at_least(1.8)),
             Row(what + ": end to end against the physical limit", f"joblib, {cores} jobs s", med["joblib"],
                 f"its runs in a plain loop, summed, / {cores} cores s", med["limit"], "≤ 1.25×", at_most(1.25))]
 
     # The default thread count (`threads`): the default run on 1 thread and on 2, alone, and beside
     # one busy process (a CPU-bound loop), as on any machine that is doing something else too
-    epochs = 2 if quick else 5
     small = ["task.train_size=256", "task.val_size=64", "task.test_size=64"] if quick else []
-    on_threads = {n: compose_train(f"trainer.max_epochs={epochs}", f"threads={n}", *small) for n in (1, 2)}
+    on_threads = {n: compose_train("trainer.max_epochs=3", f"threads={n}", *small) for n in (1, 2)}
     sides = {str(n): (lambda cfg=cfg: lightning_fit(cfg, tmp, tracked=False)[0][1:]) for n, cfg in on_threads.items()}
-    alone = interleaved(sides, repeats)
+    alone = interleaved(sides, max(1, repeats // 2))
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        contended = interleaved(sides, repeats)
+        contended = interleaved(sides, max(1, repeats // 2))
     finally:
         busy.kill()
         busy.wait()
-    rows += [Row("6. an epoch of the default run on 1 thread against 2, alone", "1 thread s/epoch", alone["1"],
+    yield from [Row("6. an epoch of the default run on 1 thread against 2, alone", "1 thread s/epoch", alone["1"],
                  "2 threads s/epoch", alone["2"]),
              Row("6. the same beside one busy process", "1 thread s/epoch", contended["1"], "2 threads s/epoch",
                  contended["2"])]
-    return rows
 
 
 # --- 7: scaling --------------------------------------------------------------------------------
@@ -491,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="every row at a tiny size: check that it works")
     parser.add_argument("--repeats", type=int, default=5, help="timings per side, interleaved (default 5)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md", help="where to write the tables")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8", help="which rows to measure, e.g. 1,6 (default: all)")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
 
@@ -505,15 +497,17 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         rows: list[Row] = []
-        for section in (lambda: framework_rows(args.quick, repeats, tmp), lambda: pattern2_rows(args.quick, repeats),
-                        lambda: fused_rows(args.quick, repeats), lambda: tracking_rows(args.quick, repeats, tmp),
-                        lambda: startup_rows(args.quick, repeats, tmp), lambda: sweep_rows(args.quick, repeats, tmp)):
-            new = section()
-            for row in new:
-                print(row.markdown(), file=sys.stderr, flush=True)  # progress, as the rows come
-            rows += new
-        scaling = scaling_tables(args.quick)
-        data = data_table(args.quick, repeats)
+        chosen = set(args.rows.split(","))
+        sections = {"1": lambda: framework_rows(args.quick, repeats, tmp), "2": lambda: pattern2_rows(args.quick, repeats),
+                    "3": lambda: fused_rows(args.quick, repeats), "4": lambda: tracking_rows(args.quick, repeats, tmp),
+                    "5": lambda: startup_rows(args.quick, repeats, tmp), "6": lambda: sweep_rows(args.quick, repeats, tmp)}
+        for number, section in sections.items():
+            if number in chosen:
+                for row in section():
+                    print(row.markdown(), file=sys.stderr, flush=True)  # progress, as each row is measured
+                    rows.append(row)
+        scaling = scaling_tables(args.quick) if "7" in chosen else ""
+        data = data_table(args.quick, repeats) if "8" in chosen else ""
 
     header = ("| what | a | a (median) | b | b (median) | a / b | a / b, lowest–highest | cores busy, a / b "
               "| target | |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -521,9 +515,9 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n\n".join([
         f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
         f"{torch.__version__}, 1 torch thread per run (the default `threads`) but where a row says otherwise; "
-        f"medians of {repeats} interleaved timings per side (the sweep rows: {max(1, repeats // 2)})"
+        f"medians of {repeats} interleaved timings per side (row 6: {max(1, repeats // 2)})"
         + (" (--quick: tiny sizes, not a measurement)" if args.quick else "") + ".",
-        header + "\n" + "\n".join(r.markdown() for r in rows), scaling, data])
+        header + "\n" + "\n".join(r.markdown() for r in rows) if rows else "", *filter(None, (scaling, data))])
     print(report)
     args.out.write_text(report + "\n")
     print(f"\n{sum(r.ok is True for r in rows)} of {sum(r.ok is not None for r in rows)} targets met; tables "

@@ -53,6 +53,8 @@ class Task(pl.LightningDataModule):
     name: str
     io: TaskIO
     chance_level: float
+    # where `chance_level` is measured on the run's own test split: the value the split is drawn around
+    chance_level_population: float | None = None
     length: int | None = None  # steps per sequence (None: varies)
     distance: int | None = None  # how many steps back the evidence lies (None: no such knob)
     data_source: DataSource | None = None  # real data only

@@ -75,6 +75,12 @@ class ModelConfig:
     # which is then logged as solved; None: hidden_size as given (rnnexp/models/sizing.py)
     params: Optional[int] = _range(None, low=1)
 
+    def check(self) -> None:
+        if self.params is not None and self.hidden_size != ModelConfig.hidden_size:
+            raise ConfigError("model.hidden_size", self.hidden_size,
+                              f"left at {ModelConfig.hidden_size} with model.params={self.params}: the hidden size "
+                              "is solved from model.params")
+
 
 @dataclass
 class FusedRecurrenceConfig(ModelConfig):

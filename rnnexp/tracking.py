@@ -262,6 +262,11 @@ def config_hash(cfg: DictConfig) -> str:
 
     tree = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     identity = {k: v for k, v in tree.items() if k not in NOT_IDENTITY}  # type: ignore[union-attr]
+    model = identity.get("model")
+    if isinstance(model, dict) and model.get("params") is not None:
+        # solved from model.params when the run starts (rnnexp/models/sizing.py): the request is the
+        # identity, the same before the solving (a resumed sweep looking for its jobs) and after
+        identity["model"] = {k: v for k, v in model.items() if k != "hidden_size"}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

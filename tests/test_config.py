@@ -127,7 +127,9 @@ def test_the_cell_is_an_enum_and_reaches_the_fused_module(compose_train):
     cfg = compose_train("model.cell=lstm")
     spec = config.check(cfg)
     assert spec.model.cell is config.Cell.lstm
-    net = instantiate(cfg.model, _partial_=True)(io=instantiate(cfg.task, seed=0).io)
+    from rnnexp.models.sizing import make_model
+
+    net = make_model(cfg.model, instantiate(cfg.task, seed=0).io)
     assert isinstance(net.recurrence, torch.nn.LSTM)
 
 
@@ -160,6 +162,11 @@ def test_model_params_sizes_every_model_to_n_within_3_percent(compose_train, tas
             trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
             assert abs(trained - n) <= 0.03 * n, (name, n, trained)
             assert count(cfg.model, task_.io, cfg.model.hidden_size) == trained  # the config holds the solved size
+
+
+def test_model_params_with_a_hidden_size_of_its_own_is_refused(compose_train):
+    with pytest.raises(ConfigError, match=r"model.hidden_size=8 is not allowed: left at 64 with model.params=20000"):
+        config.check(compose_train("model.params=20000", "model.hidden_size=8"))
 
 
 def test_model_params_below_the_smallest_model_names_the_smallest(compose_train):

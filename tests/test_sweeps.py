@@ -224,6 +224,17 @@ def test_within_rounding_is_a_few_float32_steps_and_no_more():
     assert not within_rounding(1e-3, 2e-3) and not within_rounding(-1.0, 1.0)
 
 
+def test_only_a_loss_may_differ_by_rounding_an_accuracy_or_a_count_never():
+    from rnnexp.reproduce import verdict
+
+    one_ulp = 2.0 ** -24  # float32's spacing between 0.125 and 0.25
+    assert verdict("test/loss_tf", 2.0843167304992676, 2.0843162536621094) == "within 4 ulps"
+    assert verdict("val/mse", 0.2, 0.2 + one_ulp) == "within 4 ulps"
+    assert verdict("test/acc", 0.138671875, 0.138671875 + one_ulp) == "NO"  # a tampered accuracy
+    assert verdict("test/acc_tf", 0.15, 0.15 + one_ulp) == "NO" and verdict("n_test_scored", 512.0, 513.0) == "NO"
+    assert verdict("test/loss", 2.0, None) == "NO" and verdict("epoch", 2.0, 2.0) == "yes"
+
+
 def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):
     """3 trials of the real search config; the seeded sampler draws the invalid size 0 once."""
     proc, client = _sweep(tmp_path, "hparams_search=recall_lr", "hydra.sweeper.n_trials=3", "task.distance=2",

@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n\n".join([
         f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
         f"{torch.__version__}, 1 torch thread per run (the default `threads`) but where a row says otherwise; "
-        f"medians of {repeats} interleaved timings per side (row 6: {max(1, repeats // 2)})"
+        f"medians of {repeats} interleaved timings per side (row 2: {repeats * 4}; row 6: {max(1, repeats // 2)})"
         + (" (--quick: tiny sizes, not a measurement)" if args.quick else "") + ".",
         header + "\n" + "\n".join(r.markdown() for r in rows) if rows else "", *filter(None, (scaling, data))])
     print(report)

@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
-from torchmetrics import MeanSquaredError, Metric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from rnnexp.config import SEQUENCE, STEP, ConfigError
@@ -136,7 +136,7 @@ class Task(pl.LightningDataModule):
         if self.io.n_classes:
             # the inputs are ours, well formed: checking them would cost more than the update
             return MulticlassAccuracy(self.io.n_classes, average="micro", ignore_index=IGNORE, validate_args=False)
-        return MeanSquaredError()
+        return SquaredError()
 
 
 class SyntheticTask(Task):
@@ -183,6 +183,26 @@ def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
     return ~torch.isin(ids[len(ref):], ids[: len(ref)])
 
 
+class SquaredError(Metric):
+    """Mean squared error over the scored values, summed in float64: the same whatever the batches
+    (torchmetrics' MeanSquaredError sums in float32, batch by batch)."""
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        self.total += (preds.float() - target.float()).square().double().sum()
+        self.count += target.numel()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
+
+
 class CrossEntropy(Metric):
     """Mean cross-entropy in nats over the scored steps, accumulated over batches."""
 
@@ -212,4 +232,4 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     return {"train": order[n_val + n_test :], "val": order[:n_val], "test": order[n_val : n_val + n_test]}
 
 
-__all__ = ["CrossEntropy", "DataSource", "SyntheticTask", "rows_not_in", "split_indices", "IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]
+__all__ = ["CrossEntropy", "DataSource", "SquaredError", "SyntheticTask", "rows_not_in", "split_indices", "IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]

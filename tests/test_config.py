@@ -173,3 +173,15 @@ def test_model_params_below_the_smallest_model_names_the_smallest(compose_train)
     cfg = compose_train("model=rnn_hidden", "model.params=10")
     with pytest.raises(ConfigError, match=r"model.params=10 .*at least [\d,]+: the smallest RNNHidden"):
         build(cfg, config.check(cfg))
+
+
+def test_a_sized_run_keeps_its_identity_when_its_hidden_size_is_solved(compose_train):
+    """resume= and a resumed sweep find a run by the hash of its config as composed from its
+    overrides, before model.params is solved into model.hidden_size."""
+    from rnnexp.tracking import config_hash
+
+    cfg = compose_train("model.params=20000")
+    before = config_hash(cfg)
+    build(cfg, config.check(cfg))
+    assert cfg.model.hidden_size != 64 and config_hash(cfg) == before
+    assert config_hash(compose_train("model.params=30000")) != before  # the request itself is the identity

@@ -183,9 +183,9 @@ def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
     return ~torch.isin(ids[len(ref):], ids[: len(ref)])
 
 
-class SquaredError(Metric):
-    """Mean squared error over the scored values, summed in float64: the same whatever the batches
-    (torchmetrics' MeanSquaredError sums in float32, batch by batch)."""
+class _MeanOverSteps(Metric):
+    """A mean over the scored steps of a per-step loss, summed in float64 across batches: the same
+    whatever the batches (torchmetrics' MeanSquaredError sums in float32, batch by batch)."""
 
     higher_is_better = False
     full_state_update = False
@@ -194,33 +194,25 @@ class SquaredError(Metric):
         super().__init__()
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.count).float()
+
+
+class SquaredError(_MeanOverSteps):
+    """Mean squared error over the scored values."""
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         self.total += (preds.float() - target.float()).square().double().sum()
         self.count += target.numel()
 
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count).float()
 
-
-class CrossEntropy(Metric):
-    """Mean cross-entropy in nats over the scored steps, accumulated over batches."""
-
-    higher_is_better = False
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
+class CrossEntropy(_MeanOverSteps):
+    """Mean cross-entropy in nats over the scored steps."""
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        # summed in float64 per step: the same whatever the batches
         self.total += F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none").double().sum()
         self.count += (target != IGNORE).sum()
-
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count).float()
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:

@@ -62,7 +62,9 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
     sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     try:
-        while len(running := [r for r in runs() if r.info.status == "RUNNING" and "sweep" not in r.data.tags]) < 2:
+        # jobs running, with their process tags (written just after each run is created)
+        while len(running := [r for r in runs() if r.info.status == "RUNNING" and "sweep" not in r.data.tags
+                              and "pid" in r.data.tags]) < 2:
             assert sweep.poll() is None and time.monotonic() < deadline, "the jobs did not start"
             time.sleep(0.3)
     finally:

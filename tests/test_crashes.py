@@ -50,8 +50,9 @@ def _alive(pid: int) -> bool:
 
 def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
+    # jobs long enough (150 tiny epochs) that none can finish between being seen RUNNING and the kill
     command = [TRAIN, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={store}",
-               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3", "trainer.max_epochs=40",
+               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3", "trainer.max_epochs=150",
                "trainer.limit_train_batches=8", "seed=0,1,2,3"]
     client = open_client(store)  # the store made first: a client polling it would race to create it
 

@@ -18,7 +18,6 @@ loading one never runs code from it.
 from __future__ import annotations
 
 import os
-
 import shutil
 import tempfile
 from dataclasses import dataclass

@@ -286,12 +286,9 @@ def _check_fits_in_memory(cfg: DictConfig, spec: config.TrainConfig, task) -> No
     """Refuse a model whose training state (weights, gradients and the optimizer's two moments,
     float32) would not fit in this machine's memory, before torch tries to allocate it: the
     model is built on the meta device, which allocates nothing and draws no random numbers."""
-    import torch
+    from rnnexp.models.sizing import count
 
-    from rnnexp.models.sizing import make_model
-
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in make_model(cfg.model, task.io).parameters())
+    n_params = count(cfg.model, task.io, cfg.model.hidden_size)
     needed = n_params * 4 * 4
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     if memory and needed > memory:

@@ -127,9 +127,7 @@ class Task(pl.LightningDataModule):
         """The loss summed over the scored steps in float64, and how many there are: the same
         whatever the batches (a mean per batch, summed, would move in its last bits)."""
         o, t = self.flatten(out, y)
-        if self.io.n_classes:  # 0 at ignored steps
-            return F.cross_entropy(o, t, ignore_index=IGNORE, reduction="none").double().sum(), (t != IGNORE).sum()
-        return F.mse_loss(o, t, reduction="none").double().sum(), t.numel()
+        return summed_cross_entropy(o, t) if self.io.n_classes else summed_squared_error(o, t)
 
     def metric(self) -> Metric:
         """A fresh metric (accumulates over batches): accuracy over scored steps, or MSE."""
@@ -183,6 +181,18 @@ def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
     return ~torch.isin(ids[len(ref):], ids[: len(ref)])
 
 
+def summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy summed over the scored steps in float64, and their count: the same whatever
+    the batches (a mean per batch, summed, would move in its last bits)."""
+    per_step = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none")  # 0 where ignored
+    return per_step.double().sum(), (target != IGNORE).sum()
+
+
+def summed_squared_error(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Squared error summed in float64, and the count of values."""
+    return (preds.float() - target.float()).square().double().sum(), target.numel()
+
+
 class _MeanOverSteps(Metric):
     """A mean over the scored steps of a per-step loss, summed in float64 across batches: the same
     whatever the batches (torchmetrics' MeanSquaredError sums in float32, batch by batch)."""
@@ -203,16 +213,16 @@ class SquaredError(_MeanOverSteps):
     """Mean squared error over the scored values."""
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        self.total += (preds.float() - target.float()).square().double().sum()
-        self.count += target.numel()
+        total, count = summed_squared_error(preds, target)
+        self.total, self.count = self.total + total, self.count + count
 
 
 class CrossEntropy(_MeanOverSteps):
     """Mean cross-entropy in nats over the scored steps."""
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        self.total += F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="none").double().sum()
-        self.count += (target != IGNORE).sum()
+        total, count = summed_cross_entropy(logits, target)
+        self.total, self.count = self.total + total, self.count + count
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, torch.Tensor]:

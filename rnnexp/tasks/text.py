@@ -112,8 +112,8 @@ class TextClassification(Task):
     def __init__(self, dataset: str | None = None, path: str | None = None, text_column: str = "text",
                  label_column: str = "label", tokenizer: str = "word", vocab_size: int = 20000,
                  min_frequency: int = 2, max_length: int = 256, cache_dir: str = ".cache/rnnexp",
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0, eval_batch_size: int = 1024,
-                 where: str | None = None):
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
+                 eval_batch_size: int = 1024, where: str | None = None):
         super().__init__(batch_size, seed, eval_batch_size)
         self.dataset, self.path, self.where = dataset, path, where
         self.text_column, self.label_column = text_column, label_column

@@ -51,6 +51,14 @@ class Cell(str, Enum):
     lstm = "lstm"
 
 
+class Selection(str, Enum):
+    """The validation quantity that picks the checkpoint tested (and, with early stopping, ends
+    training): the task's metric, or the loss (smoother, and lower is better on every task)."""
+
+    metric = "metric"
+    loss = "loss"
+
+
 class Optimizer(str, Enum):
     adam = "adam"
     adamw = "adamw"
@@ -328,8 +336,23 @@ TASKS: dict[str, type[TaskConfig]] = {
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Lightning's EarlyStopping on the quantity `trainer.select_on` names: training ends when it
+    has not improved by more than `min_delta` (absolute) in `patience` validation epochs, a
+    plateau; else at `trainer.max_epochs`, the budget."""
+
+    patience: Optional[int] = _range(None, low=1)  # None: no early stopping, train for max_epochs
+    min_delta: float = _range(1e-4, low=0.0)
+
+
+# the keys of `trainer` that are rnnexp's, not arguments of Lightning's Trainer
+TRAINER_OWN_KEYS = ("select_on", "early_stopping")
+
+
+@dataclass
 class TrainerConfig:
-    """Keyword arguments of Lightning's Trainer (the names are Lightning's)."""
+    """Keyword arguments of Lightning's Trainer (the names are Lightning's), and how the run picks
+    its checkpoint and when it stops (`TRAINER_OWN_KEYS`, rnnexp's)."""
 
     _target_: str = "pytorch_lightning.Trainer"
     max_epochs: int = _range(40, low=1)
@@ -347,6 +370,8 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
     log_every_n_steps: int = _range(50, low=1)
+    select_on: Selection = Selection.metric
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
     def check(self) -> None:
         allowed = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -578,6 +603,7 @@ def check(cfg: DictConfig) -> TrainConfig:
     _check_fields(obj, "")
     for group in ("model", "task", "trainer", "tracking", "optim"):
         _check_fields(getattr(obj, group), f"{group}.")
+    _check_fields(obj.trainer.early_stopping, "trainer.early_stopping.")
     model, task = obj.model, obj.task
     if task.output not in model.outputs:
         fit = [name for name, m in MODELS.items() if task.output in m.outputs]

@@ -12,6 +12,9 @@ counts. It writes into `--out`:
   95% confidence interval (Student t over seeds) of the test metric, the chance level, and two
   one-sided tests against it: a t-test over the seeds and, for accuracy, an exact binomial test
   on the scored test steps of all seeds pooled; p-values Holm-adjusted over the report's variants;
+  the last epoch's training metric, and flags: *budget ran out* (a seed stopped at
+  trainer.max_epochs, not at a plateau: tag `stopped_by`) and *did not learn in this budget* (the
+  training metric itself not above chance);
 - `comparisons.md` and `comparisons.csv` (with `--comparisons FILE`): each comparison the file
   names, at every value of the other keys: the difference of the means with its 95% CI, Welch's
   t-test, Holm-adjusted over all the comparisons;
@@ -115,6 +118,8 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         return runs, notes
     runs["score"] = runs.apply(metric, axis=1)
     runs["teacher_forced"] = runs.apply(metric, axis=1, suffix="_tf")
+    # the last training epoch's metric (pattern 2: teacher-forced): did the model learn at all?
+    runs["train_score"] = runs.apply(lambda row: row.get(f"metrics.train/{row['tags.metric']}", np.nan), axis=1)
     if (untested := runs["score"].isna()).any():
         notes.append(f"{int(untested.sum())} FINISHED run(s) without their test metric left out")
         runs = runs[~untested]
@@ -144,6 +149,8 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for column in TAG_COLUMNS + ("metric", "better", "git_commit"):
         runs[column] = runs.get(f"tags.{column}", pd.Series(np.nan, index=runs.index))
     runs["cell"] = runs["cell"].fillna("none")
+    # a run logged before the tag trained for trainer.max_epochs: no early stopping existed
+    runs["stopped_by"] = runs.get("tags.stopped_by", pd.Series(np.nan, index=runs.index)).fillna("budget")
     runs["better"] = runs["better"].fillna(runs["metric"].map(lambda m: "higher" if m == "acc" else "lower"))
     mixed = runs.groupby("variant")[["metric", "better"]].nunique().max(axis=1) > 1
     if mixed.any():
@@ -222,7 +229,8 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                     "mean": scores.mean(), "std": scores.std(ddof=1) if n > 1 else np.nan,
                     "ci95_low": np.nan, "ci95_high": np.nan,
                     "chance": group["chance"].mean() if group["chance"].notna().all() else np.nan,
-                    "teacher_forced_mean": group["teacher_forced"].mean(), "p_seeds": np.nan,
+                    "teacher_forced_mean": group["teacher_forced"].mean(), "train_mean": group["train_score"].mean(),
+                    "n_budget": int((group["stopped_by"] == "budget").sum()), "p_seeds": np.nan,
                     "p_binomial": np.nan, "n_params": first["n_params"],
                     "epochs_trained": group["epochs_trained"].mean(), "wall_time_s": group["wall_time_s"].mean(),
                     "git_commits": group["git_commit"].nunique(), "variant": variant,
@@ -232,6 +240,7 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             row.update(ci95_low=low, ci95_high=high)
         if _spread(gains) and not np.isnan(gains).any():
             row["p_seeds"] = stats.ttest_1samp(gains, 0.0, alternative="greater" if higher else "less").pvalue
+        row["learned"] = _learned(group["train_score"].to_numpy(float) - group["chance"].to_numpy(float), higher)
         scored = group["n_test_scored"].to_numpy(float)
         if first["metric"] == "acc" and not np.isnan(scored).any() and not np.isnan(row["chance"]):
             hits = int(np.round(scores * scored).sum())
@@ -243,7 +252,29 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     table["p_seeds_holm"] = holm(table["p_seeds"])
     table["p_binomial_holm"] = holm(table["p_binomial"])
     table["vs_chance"] = table.apply(_verdict, axis=1)
+    table["flags"] = table.apply(flags, axis=1)
     return _sorted(table, keys)
+
+
+def _learned(gains: np.ndarray, higher: bool) -> bool | None:
+    """Whether the training metric beats chance: a one-sided t-test over seeds at level ALPHA
+    (not adjusted: it flags, it claims nothing), or with no spread to test, every seed on the
+    right side of chance. None: no training metric logged."""
+    if len(gains) == 0 or np.isnan(gains).any():
+        return None
+    if _spread(gains):
+        return bool(stats.ttest_1samp(gains, 0.0, alternative="greater" if higher else "less").pvalue < ALPHA)
+    return bool(((gains > 0) if higher else (gains < 0)).all())
+
+
+def flags(row: pd.Series) -> str:
+    """What a reader must know before taking a score as what the model can do."""
+    out = []
+    if row["n_budget"]:
+        out.append(f"budget ran out ({row['n_budget']} of {row['n_seeds']} seeds)")
+    if row["learned"] is False:
+        out.append("did not learn in this budget (training metric at chance)")
+    return "; ".join(out)
 
 
 def _verdict(row: pd.Series) -> str:
@@ -473,19 +504,27 @@ NOTE = ("Mean ± standard deviation over seeds; 95% CI: Student t over seeds (no
         "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`.")
 
 
+FLAGS_NOTE = ("Flags: *budget ran out*: a seed trained for all of trainer.max_epochs (tag stopped_by=budget), not "
+              "to a plateau, so its score may still rise with training; *did not learn in this budget*: the last "
+              "training epoch's metric is itself not above chance (one-sided t over seeds, level {alpha}), which "
+              "says nothing of what the model could learn with more training or another learning rate.")
+
+
 def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> str:
     head = ["task", "model", "pattern", *keys, "parameters", "test metric: mean ± std", "95% CI", "teacher-forced",
-            "chance", "vs chance (t over seeds)", "binomial (pooled steps)", "seeds", "epochs"]
+            "chance", "vs chance (t over seeds)", "binomial (pooled steps)", "seeds", "epochs", "train", "flags"]
     rows = []
     for _, r in table.iterrows():
         n = int(r["n_seeds"])
         spread = f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if n > 1 else "")
         rows.append([r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], number(r["n_params"], 0),
                      spread, interval(r), number(r["teacher_forced_mean"]), number(r["chance"]), r["vs_chance"],
-                     binomial(r), str(n), number(r["epochs_trained"], 0)])
+                     binomial(r), str(n), number(r["epochs_trained"], 0), number(r["train_mean"]), r["flags"]])
     lines = [markdown_table(head, rows).rstrip("\n"), "",
              NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()),
                          alpha=ALPHA)]
+    if (table["flags"] != "").any():
+        lines += ["", FLAGS_NOTE.format(alpha=ALPHA)]
     lines += [f"Note: {note}." for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -514,7 +553,8 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
 
 
 RUN_COLUMNS = ("run_id", "seed", "task", "model", "cell", "pattern", "metric", "score", "teacher_forced", "chance",
-               "n_test_scored", "n_params", "epochs_trained", "wall_time_s", "variant", "git_commit")
+               "n_test_scored", "n_params", "epochs_trained", "stopped_by", "train_score", "wall_time_s", "variant",
+               "git_commit")
 
 
 def runs_csv(runs: pd.DataFrame, keys: list[str], path: Path) -> None:

@@ -52,8 +52,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
         best_now = (self._last_global_step_saved == trainer.global_step and bool(self._last_checkpoint_saved)
                     and self._last_checkpoint_saved != path)
-        if os.path.islink(path):  # a link to an earlier best: a new file must not be written through it
-            os.remove(path)
+        if trainer.is_global_zero and os.path.islink(path):  # a link to an earlier best: not to be written through
+            os.remove(path)  # (by rank 0 alone, which writes checkpoints: under DDP the others would race it)
         self.save_last = "link" if best_now else True
         try:
             super()._save_last_checkpoint(trainer, monitor_candidates)

@@ -164,12 +164,11 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
-        epochs_trained = trainer.current_epoch
+        epochs_trained, stopped = how_training_ended(trainer, cfg, client, run_id)
+        client.set_tag(run_id, "stopped_by", stopped)
         if spec.trainer.strategy != "auto":  # test in this one process, so each example counts once
-            from hydra.utils import instantiate
-
-            trainer = instantiate(cfg.trainer, strategy="auto", devices=1, logger=logger, callbacks=[checkpoint],
-                                  default_root_dir=out_dir)
+            trainer = lightning_trainer(cfg, strategy="auto", devices=1, logger=logger, callbacks=[checkpoint],
+                                        default_root_dir=out_dir)
         trainer.test(module, datamodule=task, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True)
         wall_time = time.perf_counter() - start
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -183,7 +182,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
             objective = float(checkpoint.best_model_score)
         else:  # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
             history = [m.value for m in client.get_metric_history(run_id, checkpoint.monitor)]
-            objective = max(history) if task.higher_is_better else min(history)
+            objective = max(history) if checkpoint.mode == "max" else min(history)
         client.set_tag(run_id, OBJECTIVE_TAG, repr(objective))
     except BaseException as err:
         try:
@@ -202,6 +201,11 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     for key in sorted(results):
         print(f"  {key:<14} {results[key]:.4f}")
     print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
+    stopping = spec.trainer.early_stopping
+    why = f"{checkpoint.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} epochs" \
+        if stopped == "plateau" else \
+        "trainer.max_epochs reached: the curve may still be rising"
+    print(f"  {'epochs':<14} {epochs_trained:<6}   (stopped by {stopped}: {why})")
     print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
     if spec.tracking.uri.startswith("sqlite:///"):
         print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
@@ -224,7 +228,7 @@ class StoreLost(RuntimeError):
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
     """Lightning's Trainer as `cfg.trainer` says, keeping the best checkpoint by the validation
     metric and the last one (to resume from) in `checkpoint_dir`."""
-    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import EarlyStopping
 
     from rnnexp import tracking
     from rnnexp.resume import BestAndLastCheckpoint
@@ -239,22 +243,52 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         ignored = [f"ignore:{start}" for start in _ignored_warnings(cfg.tracking.step_metrics)]
         os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored,
                                                               "ignore::DeprecationWarning"]))
-    checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=monitor(cfg, task), save_top_k=1,
-                                       mode="max" if task.higher_is_better else "min", save_last=True)
+    watched, mode = monitor(cfg, task)
+    checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=watched, save_top_k=1, mode=mode,
+                                       save_last=True)
     callbacks = [tracking.MetricsInCheckpoint(), checkpoint, *callbacks]
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
+    if (stopping := cfg.trainer.early_stopping).patience is not None:
+        callbacks.append(EarlyStopping(monitor=watched, mode=mode, patience=stopping.patience,
+                                       min_delta=stopping.min_delta))
+    trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
 
-def monitor(cfg: DictConfig, task) -> str:
-    """The validation metric that picks the checkpoint tested. For a teacher-forced model (pattern
-    2), its teacher-forced score: running free, its validation accuracy swings from epoch to epoch
-    (0.09 to 0.22 at distance 1 while the teacher-forced score stays at 0.12), and picking the best
-    swing would inflate the free-running test score reported for the checkpoint."""
+def lightning_trainer(cfg: DictConfig, **kwargs):
+    """Lightning's Trainer from `cfg.trainer`, less the keys that are rnnexp's own."""
+    from hydra.utils import instantiate
+
+    arguments = {k: v for k, v in cfg.trainer.items() if k not in config.TRAINER_OWN_KEYS}
+    return instantiate(arguments, **kwargs)
+
+
+def monitor(cfg: DictConfig, task) -> tuple[str, str]:
+    """The validation quantity that picks the checkpoint tested (`trainer.select_on`), and "max"
+    or "min" for its best. For a teacher-forced model (pattern 2), its teacher-forced score:
+    running free, its validation accuracy swings from epoch to epoch (0.09 to 0.22 at distance 1
+    while the teacher-forced score stays at 0.12), and picking the best swing would inflate the
+    free-running test score reported for the checkpoint."""
     from hydra.utils import get_class
 
     teacher_forced = getattr(get_class(cfg.model._target_), "teacher_forced", False)
-    return f"val/{task.metric_name}{'_tf' if teacher_forced else ''}"
+    on_loss = config.Selection(cfg.trainer.select_on) == config.Selection.loss
+    quantity = "loss" if on_loss else task.metric_name
+    return f"val/{quantity}{'_tf' if teacher_forced else ''}", "max" if task.higher_is_better and not on_loss else "min"
+
+
+def how_training_ended(trainer, cfg: DictConfig, client, run_id: str) -> tuple[int, str]:
+    """The epochs trained, and what stopped training: "plateau" when early stopping did, else
+    "budget" (the run used all of `trainer.max_epochs`; whether its curve was flat is not known)."""
+    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
+
+    if cfg.trainer.strategy == "ddp_spawn":  # trained in spawned processes: count the validation epochs logged
+        epochs = len(client.get_metric_history(run_id, "val/loss"))
+        early = cfg.trainer.early_stopping.patience is not None and epochs < cfg.trainer.max_epochs
+        return epochs, "plateau" if early else "budget"
+    stopping = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
+    early = bool(stopping) and stopping[0].stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED
+    return trainer.current_epoch, "plateau" if early else "budget"
 
 
 def build(cfg: DictConfig, spec: config.TrainConfig):

@@ -62,6 +62,7 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
     assert tags["git_dirty"] in ("true", "false", "unknown")
     assert tags["metric"] == "acc" and "mlflow.parentRunId" not in tags  # a single run has no parent
+    assert tags["stopped_by"] == "budget"  # no early stopping: it trained for trainer.max_epochs
 
     metrics = run.data.metrics
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc", "n_params"):
@@ -125,6 +126,8 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
                  marks=pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
                                           reason="the ray extra is installed here")),
     ("task.length=10", ["task.distance=15", "task.length (10)"]),  # the default distance does not fit
+    ("trainer.select_on=accuracy", ["trainer.select_on", "accuracy", "metric", "loss"]),
+    ("trainer.early_stopping.patience=0", ["trainer.early_stopping.patience=0", ">= 1"]),
 ])
 def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):
     proc, client = _run(tmp_path, override)
@@ -248,6 +251,7 @@ def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tm
     assert parallel.info.status == "FINISHED" and parallel.data.params["trainer.strategy"] == "ddp_spawn"
     steps = [m.step for m in client2.get_metric_history(parallel.info.run_id, "val/acc")]
     assert len(steps) == 8 and steps[-1] == 8 * 8 - 1  # 8 batches a process, once per epoch, no duplicates
+    assert parallel.data.metrics["epochs_trained"] == 8 and parallel.data.tags["stopped_by"] == "budget"
     a, b = single.data.metrics["test/acc"], parallel.data.metrics["test/acc"]
     assert a > 0.9 and abs(a - b) < 0.05, (a, b)
     assert "Traceback" not in two.stderr
@@ -270,9 +274,36 @@ def test_pattern_2s_checkpoint_is_chosen_on_its_teacher_forced_validation_score(
 
     for model, expected in (("rnn_output", "val/acc_tf"), ("rnn_hidden", "val/acc"), ("mlp_window", "val/acc")):
         cfg = compose_train(f"model={model}")
-        assert monitor(cfg, instantiate(cfg.task, seed=0)) == expected
+        assert monitor(cfg, instantiate(cfg.task, seed=0)) == (expected, "max")
+        cfg = compose_train(f"model={model}", "trainer=converge")  # on the loss: the lowest
+        assert monitor(cfg, instantiate(cfg.task, seed=0)) == (expected.replace("acc", "loss"), "min")
     proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", "model=rnn_output")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = _runs(client, "delayed_recall")
     teacher_forced = [m.value for m in client.get_metric_history(run.info.run_id, "val/acc_tf")]
     assert len(teacher_forced) == 3 and float(run.data.tags["best_val"]) == max(teacher_forced)
+
+
+def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a_tiny_ceiling(tmp_path):
+    easy = ["trainer=converge", "trainer.early_stopping.patience=3", "task=running_parity", "task.length=12",
+            "task.train_size=512", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    proc, client = _run(tmp_path / "plateau", *easy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = _runs(client, "running_parity")
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "val/loss")]
+    epochs = run.data.metrics["epochs_trained"]
+    assert run.data.tags["stopped_by"] == "plateau" and epochs == len(losses) < 500
+    assert run.data.metrics["test/acc"] > 0.95 and float(run.data.tags["best_val"]) == min(losses)
+    # EarlyStopping's rule: the last epoch is `patience` after the last one better by > min_delta
+    best, last_better = float("inf"), 0
+    for epoch, loss in enumerate(losses):
+        if loss < best - 1e-4:
+            best, last_better = loss, epoch
+    assert len(losses) - 1 == last_better + 3
+    assert "stopped by plateau: val/loss not better by more than 0.0001 in 3 epochs" in proc.stdout
+
+    proc, client = _run(tmp_path / "budget", *easy, "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = _runs(client, "running_parity")
+    assert run.data.tags["stopped_by"] == "budget" and run.data.metrics["epochs_trained"] == 2
+    assert "stopped by budget: trainer.max_epochs reached" in proc.stdout

@@ -4,10 +4,9 @@ project's own configs, and is scored on the held-out test split against the task
 from __future__ import annotations
 
 import pytest
-from hydra.utils import instantiate
 
 from rnnexp import config
-from rnnexp.train import build
+from rnnexp.train import build, lightning_trainer
 
 SMALL = ["task.train_size=2048", "task.val_size=256", "task.test_size=512", "task.batch_size=64"]
 
@@ -20,7 +19,7 @@ def fit(compose_train):
                             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
         spec = config.check(cfg)
         task, _, module = build(cfg, spec)
-        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        trainer = lightning_trainer(cfg, logger=False, enable_checkpointing=False)
         trainer.fit(module, datamodule=task)
         return trainer.test(module, datamodule=task, verbose=False)[0], task
     return _fit

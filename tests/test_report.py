@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from rnnexp.report import holm, main, summarise
+from rnnexp.report import holm, main, results_markdown, summarise
 from tests.test_sweeps import TINY
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
@@ -139,13 +139,33 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
         "(1 trainer=smoke run(s) left out (a check of a config, not a result))")
 
 
-def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000) -> pd.DataFrame:
+def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000,
+          stopped_by: str = "plateau") -> pd.DataFrame:
+    """Runs as `training_runs` gives them; each trained to the score it was tested at."""
     rows = [{"variant": v, "task": "t", "model": "m", "cell": "none", "pattern": "1", "label": v, "metric": "acc",
              "better": "higher", "score": s, "teacher_forced": np.nan, "chance": chance, "n_test_scored": scored,
-             "n_params": 10, "epochs_trained": 5, "wall_time_s": 1.0, "git_commit": "abc",
-             "run_id": f"{v}{i}"}
+             "n_params": 10, "epochs_trained": 5, "stopped_by": stopped_by, "train_score": s, "wall_time_s": 1.0,
+             "git_commit": "abc", "run_id": f"{v}{i}"}
             for v, scores in scores_by_variant.items() for i, s in enumerate(scores)]
     return pd.DataFrame(rows)
+
+
+def test_a_variant_is_flagged_when_a_seed_ran_out_of_budget_or_its_training_metric_is_at_chance():
+    learned = [0.9, 0.92, 0.95]
+    runs = _runs({"plateau": learned, "budget": learned, "at_chance": [0.12, 0.13, 0.126]})
+    runs.loc[runs["variant"] == "budget", "stopped_by"] = ["plateau", "budget", "budget"]
+    table = summarise(runs, []).set_index("variant")
+    assert table.loc["plateau", "flags"] == ""
+    assert table.loc["budget", "flags"] == "budget ran out (2 of 3 seeds)"
+    assert table.loc["at_chance", "flags"] == "did not learn in this budget (training metric at chance)"
+    # a model that learned its training set but not the test's: trained, not "at chance in training"
+    overfit = _runs({"overfit": [0.12, 0.13, 0.126]}).assign(train_score=[1.0, 0.99, 1.0])
+    assert summarise(overfit, []).iloc[0]["flags"] == ""
+    # MSE, lower is better: a training MSE at the constant predictor's is "did not learn"
+    flat = _runs({"flat": [0.17, 0.16, 0.168]}, chance=1 / 6).assign(metric="mse", better="lower")
+    assert "did not learn" in summarise(flat, []).iloc[0]["flags"]
+    text = results_markdown(table.reset_index(), [], [])
+    assert "budget ran out (2 of 3 seeds)" in text and "*budget ran out*: a seed trained for all of" in text
 
 
 def test_the_chance_test_finds_a_perfect_model_above_chance_and_a_random_one_not():

@@ -18,7 +18,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test golden test-integration integration postgresql bench gpu-check server sweep report docs reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test golden test-integration integration postgresql bench gpu-check server sweep tune-lr report docs reproduce reproduce-run stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,11 +71,23 @@ server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB,
 need-exp:
 	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }
 
-sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_recurrence
+sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_recurrence (LR_FROM=EXP_lr: the rates tune-lr chose)
 	@for part in $(EXP_PARTS); do \
-	  echo "$(BIN)/rnnexp-train -m experiment=$$part $(ARGS)"; \
-	  $(BIN)/rnnexp-train -m experiment=$$part $(ARGS) || exit $$?; \
+	  echo "$(BIN)/rnnexp-train -m experiment=$$part $(if $(LR_FROM),optim.lr_from=$(LR_FROM)) $(ARGS)"; \
+	  $(BIN)/rnnexp-train -m experiment=$$part $(if $(LR_FROM),optim.lr_from=$(LR_FROM)) $(ARGS) || exit $$?; \
 	done
+
+# stage 1 of the learning-rate recipe (rnnexp/tuning.py): a log grid, two seeds, validation only
+LR_GRID ?= 0.0003,0.001,0.003,0.01,0.03
+LR_SEEDS ?= 0,1
+LR_FROM ?=
+
+tune-lr: $(STAMP) need-exp ## choose each variant's lr on validation: EXP's sweeps at every rate of LR_GRID, seeds LR_SEEDS, into experiment EXP_lr
+	@for part in $(EXP_PARTS); do \
+	  echo "$(BIN)/rnnexp-train -m experiment=$$part optim.lr=$(LR_GRID) seed=$(LR_SEEDS) optim.lr_from=null tracking.experiment=$(EXP)_lr $(ARGS)"; \
+	  $(BIN)/rnnexp-train -m experiment=$$part optim.lr=$(LR_GRID) seed=$(LR_SEEDS) optim.lr_from=null tracking.experiment=$(EXP)_lr $(ARGS) || exit $$?; \
+	done
+	$(BIN)/python -m rnnexp.tuning --experiment $(EXP)_lr --uri "$(URI)"
 
 # the comparisons an experiment's README makes, tested by the report
 COMPARISONS = $(wildcard experiments/$(EXP)/comparisons.yaml)

@@ -524,6 +524,14 @@ class OptimConfig:
     optimizer: Optimizer = Optimizer.adam
     lr: float = _range(3e-3, low=1e-8, high=10.0)
     weight_decay: float = _range(0.0, low=0.0)
+    # an MLflow experiment of learning-rate selection runs (stage 1, `make tune-lr`): the run takes
+    # the lr chosen there on validation for its config (rnnexp/tuning.py), logged as optim.lr
+    lr_from: Optional[str] = None
+
+    def check(self) -> None:
+        if self.lr_from is not None and self.lr != OptimConfig.lr:
+            raise ConfigError("optim.lr", self.lr, f"left at {OptimConfig.lr} with optim.lr_from={self.lr_from}: the "
+                              "learning rate is the one chosen in that experiment")
 
 
 @dataclass

@@ -725,6 +725,9 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         raise ReportError(f"{which}: no finished training runs to report"
                           + (f" ({'; '.join(notes)})" if notes else ""))
     keys = varying_keys(runs)
+    if "tags.lr_from" in runs and runs["tags.lr_from"].notna().any():  # each variant's own lr: show it
+        keys = keys if "optim.lr" in keys else [*keys, "optim.lr"]
+        notes.append(lr_note(runs))
     table = summarise(runs, keys)
     if (mixed := int((table["git_commits"] > 1).sum())):  # same config, other code: say so, it may matter
         notes.append(f"{mixed} variant(s) pool runs made at different git commits (column git_commits in "
@@ -756,6 +759,16 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         for name in files:
             client.log_artifact(run_id, str(out / name), "report")
     return Report(runs, table, found, keys, notes, files)
+
+
+def lr_note(runs: pd.DataFrame) -> str:
+    """Where the learning rates came from (the recipe of `rnnexp.tuning`)."""
+    from rnnexp.tuning import RULE
+
+    chosen = runs.drop_duplicates("variant")["tags.lr_from"]
+    sources = ", ".join(sorted(chosen.dropna().unique()))
+    return (f"optim.lr of {int(chosen.notna().sum())} of {len(chosen)} variants chosen on validation data in experiment "
+            f"{sources} (optim.lr_from; each run's tag lr_choice gives every rate's score): {RULE}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -267,6 +267,9 @@ def config_hash(cfg: DictConfig) -> str:
         # solved from model.params when the run starts (rnnexp/models/sizing.py): the request is the
         # identity, the same before the solving (a resumed sweep looking for its jobs) and after
         identity["model"] = {k: v for k, v in model.items() if k != "hidden_size"}
+    optim = identity.get("optim")
+    if isinstance(optim, dict) and optim.get("lr_from") is not None:  # the same: chosen when the run starts
+        identity["optim"] = {k: v for k, v in optim.items() if k != "lr"}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -286,12 +289,20 @@ def variant_hash(params: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    return masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secret_keys(cfg))  # type: ignore[arg-type]
+
+
+def params_of(cfg: DictConfig) -> dict[str, str]:
+    """The run's params as `log_config` logs them: the resolved config, flattened, secrets masked."""
+    return flatten(_resolved(cfg))
+
+
 def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],
                tags: Mapping[str, str]) -> None:
     """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
     secrets masked in all three. Tagged `variant_hash` (see there) besides `tags`."""
-    secrets = secret_keys(cfg)
-    resolved = masked(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), secrets)  # type: ignore[arg-type]
+    resolved = _resolved(cfg)
     flat = flatten(resolved)
     params = [Param(k, v) for k, v in flat.items()]
     for i in range(0, len(params), _BATCH):

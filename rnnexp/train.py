@@ -158,6 +158,13 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
                     "checkpoint_dir": str(checkpoint_dir)}
             if hydra_cfg.runtime.choices.get("trainer") == SMOKE:
                 tags["smoke"] = "true"  # a check of a config, not a result: reports leave it out
+            if (choice := getattr(module, "lr_choice", None)) is not None:
+                from rnnexp.tuning import RULE
+
+                tags["lr_choice"] = choice.describe(spec.optim.lr_from)
+                for target in filter(None, (run_id, parent.run_id if parent else None)):  # the same on every job
+                    client.set_tag(target, "lr_from", spec.optim.lr_from)
+                    client.set_tag(target, "lr_rule", RULE)
             tracking.log_config(client, run_id, cfg, config.typed_overrides(hydra_cfg.overrides.task), tags)
             if task.data_source is not None:
                 tracking.log_dataset(client, run_id, task.data_source)
@@ -310,10 +317,28 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     if spec.model.params is not None:  # logged as solved: the run's params say what was trained
         cfg.model.hidden_size = sizing.solve_hidden_size(cfg.model, task.io, spec.model.params)
     _check_fits_in_memory(cfg, spec, task)
+    choice = _choose_lr(cfg, spec)
     model = sizing.make_model(cfg.model, task.io)
-    module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=spec.optim.lr,
+    module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=cfg.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)
+    module.lr_choice = choice  # what `train` logs of it
     return task, model, module
+
+
+def _choose_lr(cfg: DictConfig, spec: config.TrainConfig):
+    """With `optim.lr_from`: the learning rate chosen on validation for this config, set as
+    `optim.lr` (and so logged as it), as a rnnexp.tuning.Choice; else None. After sizing: the
+    selection runs logged their solved hidden size too."""
+    if spec.optim.lr_from is None:
+        return None
+    from rnnexp import tracking, tuning
+
+    try:
+        choice = tuning.chosen_lr(spec.tracking.uri, spec.optim.lr_from, tracking.params_of(cfg))
+    except tuning.SelectionError as err:
+        raise config.ConfigError("optim.lr_from", spec.optim.lr_from, str(err)) from None
+    cfg.optim.lr = choice.lr
+    return choice
 
 
 def _check_fits_in_memory(cfg: DictConfig, spec: config.TrainConfig, task) -> None:

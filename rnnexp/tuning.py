@@ -1,0 +1,172 @@
+"""A learning rate per model variant, chosen on validation data: the fair-comparison recipe.
+
+Stage 1, the selection (`make tune-lr EXP=NAME`): every variant of an experiment trained at each
+learning rate of a log grid, with a few seeds, into the MLflow experiment `NAME_lr`. Stage 2,
+the result (`make sweep EXP=NAME LR_FROM=NAME_lr`, i.e. `optim.lr_from=NAME_lr`): each run takes
+the learning rate chosen for its variant by `RULE`, from the runs of stage 1 whose config is its
+own but for `optim.lr` and the seed. Only the validation score each run's checkpoint was chosen
+on (tag `best_val`) is read; never a test metric.
+
+`python -m rnnexp.tuning --experiment NAME_lr` prints what stage 1 chose for every variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+RULE = ("for each learning rate, the mean over seeds of the best validation score the checkpoint is chosen on "
+        "(tag best_val; the loss under trainer.select_on=loss); the best mean wins, ties to the smaller rate; "
+        "a rate at which any seed failed (diverged) is out. Test data are never read")
+# besides the seed: the keys a selection run differs in from the run that takes its choice
+TUNED = ("optim.lr", "optim.lr_from")
+
+
+class SelectionError(ValueError):
+    """No learning rate can be chosen: the message says why, naming the experiment."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    lr: float
+    grid: tuple[float, ...]
+    seeds: tuple[int, ...]
+    means: tuple[float, ...]  # the grid's mean best validation scores, NaN where a seed failed
+    quantity: str  # what was compared: "val/loss", "val/acc", ...
+
+    def describe(self, experiment: str) -> str:
+        scores = ", ".join(f"{lr:g}: {'failed' if np.isnan(m) else f'{m:.4g}'}" for lr, m in zip(self.grid, self.means))
+        return (f"lr {self.lr:g}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
+                f"experiment {experiment} ({scores})")
+
+
+def selection_key(params: Mapping[str, str]) -> str:
+    """What a run is, less its seed and learning rate: runs of one key are one variant's grid."""
+    from rnnexp.tracking import variant_hash
+
+    return variant_hash({k: v for k, v in params.items() if k not in TUNED})
+
+
+def _lower_is_better(params: Mapping[str, str], tags: Mapping[str, str]) -> bool:
+    """The direction of `best_val`: a loss, or the task's metric (tag `better`)."""
+    return params.get("trainer.select_on", "metric") == "loss" or tags.get("better") == "lower"
+
+
+def _quantity(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    on_loss = params.get("trainer.select_on", "metric") == "loss"
+    return f"val/{'loss' if on_loss else tags.get('metric', 'metric')}" + ("_tf" if tags.get("pattern") == "2" else "")
+
+
+def _runs(client, experiment: str) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+        raise SelectionError(f"no experiment {experiment!r} in the store (stage 1, `make tune-lr`, writes "
+                             f"EXP_lr); experiments: {', '.join(names) or 'none'}")
+    runs = client.search_runs([found.experiment_id], max_results=50000)
+    return [r for r in runs if r.data.tags.get("sweep") != "true" and r.data.tags.get("smoke") != "true"
+            and "seed" in r.data.params and "optim.lr" in r.data.params]
+
+
+def choose(runs: list[Any], experiment: str) -> Choice:
+    """The learning rate `RULE` picks among one variant's selection runs."""
+    first = runs[0]
+    lower = _lower_is_better(first.data.params, first.data.tags)
+    latest: dict[tuple[float, int], Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):  # a re-run of a seed replaces it
+        lr, seed = float(run.data.params["optim.lr"]), int(run.data.params["seed"])
+        if run.info.status == "FINISHED" and "best_val" in run.data.tags:
+            latest[lr, seed] = float(run.data.tags["best_val"])
+        else:  # FAILED (diverged, say): the rate is out; RUNNING, KILLED: not done yet
+            latest[lr, seed] = float("nan") if run.info.status == "FAILED" else run.info.status
+    grid = tuple(sorted({lr for lr, _ in latest}))
+    seeds = tuple(sorted({seed for _, seed in latest}))
+    problems = [f"lr {lr:g} lacks seed {s}" if (lr, s) not in latest else f"lr {lr:g} seed {s} is {latest[lr, s]}"
+                for lr in grid for s in seeds if isinstance(latest.get((lr, s)), (str, type(None)))]
+    if problems or len(grid) < 2:
+        why = "; ".join(problems) or f"it has runs at {len(grid)} learning rate"
+        raise SelectionError(f"the selection in experiment {experiment} is incomplete for this variant: {why} (every "
+                             "rate needs every seed, and at least 2 rates)")
+    by_lr = {lr: {s: latest[lr, s] for s in seeds} for lr in grid}
+    means = tuple(float(np.mean([by_lr[lr][s] for s in seeds])) for lr in grid)
+    finite = [i for i, m in enumerate(means) if not np.isnan(m)]
+    if not finite:
+        raise SelectionError(f"every learning rate of experiment {experiment} failed for this variant")
+    best = min(finite, key=lambda i: (means[i] if lower else -means[i], grid[i]))
+    return Choice(grid[best], grid, seeds, means, _quantity(first.data.params, first.data.tags))
+
+
+def chosen_lr(uri: str, experiment: str, params: Mapping[str, str]) -> Choice:
+    """The learning rate chosen in `experiment` for the run whose flattened config is `params`."""
+    from rnnexp.tracking import open_client
+
+    runs = _runs(open_client(uri), experiment)
+    key = selection_key(params)
+    mine = [r for r in runs if selection_key(r.data.params) == key]
+    if not mine:
+        raise SelectionError(f"none of the {len(runs)} runs of experiment {experiment} has this run's config but for "
+                             "optim.lr and the seed (stage 1 must run the same sweep: `make tune-lr EXP=...`)")
+    return choose(mine, experiment)
+
+
+def table(uri: str, experiment: str) -> list[str]:
+    """A line per variant of a selection experiment: its grid's means, the chosen rate starred."""
+    from rnnexp.tracking import open_client
+
+    runs = _runs(open_client(uri), experiment)
+    groups: dict[str, list[Any]] = {}
+    for run in runs:
+        groups.setdefault(selection_key(run.data.params), []).append(run)
+    lines = []
+    for group in groups.values():
+        tags = group[0].data.tags
+        cell = "" if tags.get("cell", "none") == "none" else f" ({tags['cell']})"
+        distance = "" if tags.get("distance", "none") == "none" else f" d={tags['distance']}"
+        name = f"{tags.get('model')}{cell} on {tags.get('task')}{distance}"
+        try:
+            choice = choose(group, experiment)
+        except SelectionError as err:
+            lines.append(f"{name}: {err}")
+            continue
+        scores = "  ".join(f"{'*' if lr == choice.lr else ' '}{lr:g}={'failed' if np.isnan(m) else f'{m:.4f}'}"
+                           for lr, m in zip(choice.grid, choice.means))
+        lines.append(f"{name}: {choice.quantity} {scores}")
+    return sorted(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m rnnexp.tuning", description="The learning rate stage 1 of the recipe chose for each variant "
+        "(starred), with each rate's mean best validation score over seeds. Rule: " + RULE + ".")
+    parser.add_argument("--experiment", required=True, help="the selection's MLflow experiment (EXP_lr)")
+    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    args = parser.parse_args(argv)
+    from rnnexp.tracking import quiet_store_logs
+
+    quiet_store_logs()
+    from rnnexp import config
+
+    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///"):].split("?", 1)[0]):
+        print(f"{parser.prog}: error: --uri={args.uri}: no such SQLite file", file=sys.stderr)
+        sys.exit(2)
+    try:
+        config.check_store(args.uri)
+        lines = table(args.uri, args.experiment)
+    except config.ConfigError as err:
+        print(f"{parser.prog}: error: {str(err).replace('tracking.uri', '--uri', 1)}", file=sys.stderr)
+        sys.exit(2)
+    except SelectionError as err:
+        print(f"{parser.prog}: error: --experiment={args.experiment}: {err}", file=sys.stderr)
+        sys.exit(2)
+    print("\n".join(lines) if lines else f"no selection runs in experiment {args.experiment}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

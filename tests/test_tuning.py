@@ -1,0 +1,119 @@
+"""The learning-rate recipe: stage 1 selects on validation, stage 2 takes each variant's choice."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rnnexp.tuning import SelectionError, choose
+
+TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+TINY = ["task.length=10", "task.distance=3", "task.train_size=256", "task.val_size=128", "task.test_size=128",
+        "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+
+
+def _run(lr: float, seed: int, best_val: float | None, status: str = "FINISHED", select_on: str = "metric",
+         start: int = 0):
+    tags = {"better": "higher", "metric": "acc", "pattern": "1"}
+    if best_val is not None:
+        tags["best_val"] = repr(best_val)
+    return SimpleNamespace(info=SimpleNamespace(status=status, start_time=start),
+                           data=SimpleNamespace(params={"optim.lr": str(lr), "seed": str(seed),
+                                                        "trainer.select_on": select_on}, tags=tags))
+
+
+def test_the_rate_with_the_best_mean_validation_score_wins_and_a_diverged_rate_is_out():
+    runs = [_run(1e-3, 0, 0.50), _run(1e-3, 1, 0.60), _run(1e-2, 0, 0.70), _run(1e-2, 1, 0.52),
+            _run(1e-1, 0, 0.99), _run(1e-1, 1, None, status="FAILED")]
+    choice = choose(runs, "exp_lr")
+    assert choice.lr == 1e-2 and choice.grid == (1e-3, 1e-2, 1e-1) and choice.seeds == (0, 1)
+    assert choice.means[:2] == pytest.approx((0.55, 0.61)) and math.isnan(choice.means[2])
+    assert choice.quantity == "val/acc"
+    assert "lr 0.01, the best mean val/acc over seeds 0, 1 in experiment exp_lr" in choice.describe("exp_lr")
+    # on the loss, lower is better; a tie goes to the smaller rate
+    loss = [_run(1e-3, 0, 0.4, select_on="loss"), _run(1e-2, 0, 0.3, select_on="loss"),
+            _run(1e-1, 0, 0.3, select_on="loss")]
+    assert choose(loss, "exp_lr").lr == 1e-2 and choose(loss, "exp_lr").quantity == "val/loss"
+    # a re-run of a seed replaces the earlier run
+    rerun = [_run(1e-3, 0, 0.9, start=1), _run(1e-2, 0, 0.5, start=2), _run(1e-3, 0, 0.1, start=3)]
+    assert choose(rerun, "exp_lr").lr == 1e-2
+
+
+@pytest.mark.parametrize("runs,expected", [
+    ([_run(1e-3, 0, 0.5), _run(1e-3, 1, 0.6), _run(1e-2, 0, 0.7)], "lr 0.01 lacks seed 1"),
+    ([_run(1e-3, 0, 0.5), _run(1e-3, 1, 0.6)], "it has runs at 1 learning rate"),
+    ([_run(1e-3, 0, 0.5), _run(1e-2, 0, None, status="KILLED")], "lr 0.01 seed 0 is KILLED"),
+])
+def test_an_incomplete_selection_chooses_nothing(runs, expected):
+    with pytest.raises(SelectionError, match=expected):
+        choose(runs, "exp_lr")
+
+
+def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    flags = [o for o in overrides if o.startswith("-")]  # before the overrides: argparse takes them so
+    overrides = tuple(o for o in overrides if not o.startswith("-"))
+    return subprocess.run([TRAIN, *flags, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={tmp_path}/out",
+                           f"hydra.sweep.dir={tmp_path}/multirun", *TINY, *overrides],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_path):
+    selection = _train(tmp_path, "-m", "optim.lr=0.0003,0.03", "seed=0,1", "tracking.experiment=recall_lr")
+    assert selection.returncode == 0, selection.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("recall_lr").experiment_id
+    best: dict[float, list[float]] = {}
+    for run in [r for r in client.search_runs([experiment]) if r.data.tags.get("sweep") != "true"]:
+        best.setdefault(float(run.data.params["optim.lr"]), []).append(float(run.data.tags["best_val"]))
+    expected = max(best, key=lambda lr: (sum(best[lr]) / 2, -lr))  # val/acc: higher is better
+    assert sorted(best) == [0.0003, 0.03] and all(len(v) == 2 for v in best.values())
+
+    proc = _train(tmp_path, "-m", "optim.lr_from=recall_lr", "seed=2", "tracking.experiment=recall")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = client.search_runs([client.get_experiment_by_name("recall").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (run,) = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    assert float(run.data.params["optim.lr"]) == expected and run.data.params["optim.lr_from"] == "recall_lr"
+    assert run.data.tags["lr_choice"].startswith(f"lr {expected:g}, the best mean val/acc over seeds 0, 1")
+    assert "Test data are never read" in parent.data.tags["lr_rule"] and parent.data.tags["lr_from"] == "recall_lr"
+
+    # a variant stage 1 did not run, and an experiment that does not exist: one line, exit 2, no run
+    for override, message in (("task.distance=4", "none of the 4 runs of experiment recall_lr has this run's config"),
+                              ("optim.lr_from=nowhere", "no experiment 'nowhere' in the store")):
+        proc = _train(tmp_path, "optim.lr_from=recall_lr", override, "tracking.experiment=refused")
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rnnexp-train: error: optim.lr_from=")
+        assert message in lines[0], lines[0]
+        assert client.get_experiment_by_name("refused") is None
+    # an lr given beside optim.lr_from is refused: the lr is what stage 1 chose
+    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.01")
+    assert proc.returncode == 2 and "optim.lr=0.01" in proc.stderr and "optim.lr_from" in proc.stderr
+
+    printed = subprocess.run([sys.executable, "-m", "rnnexp.tuning", "--experiment", "recall_lr", "--uri",
+                              f"sqlite:///{tmp_path}/mlflow.db"], capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("rnn_hidden (rnn) on delayed_recall d=3: val/acc") and f"*{expected:g}=" in printed.stdout
+
+    report = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "recall", "--uri",
+                             f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report")],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "optim.lr of 1 of 1 variants chosen on validation data in experiment recall_lr" in report.stdout
+    assert " optim.lr " in report.stdout.splitlines()[0]  # the chosen rate is a column of the table
+
+
+def test_a_run_that_takes_its_rate_keeps_its_identity_when_the_rate_is_set(compose_train):
+    # a resumed sweep finds its FINISHED jobs by config_hash, before the rate is chosen
+    from rnnexp.tracking import config_hash
+
+    cfg = compose_train("optim.lr_from=recall_lr")
+    before = config_hash(cfg)
+    cfg.optim.lr = 0.03
+    assert config_hash(cfg) == before
+    assert config_hash(compose_train("optim.lr_from=other_lr")) != before  # where it comes from is the identity

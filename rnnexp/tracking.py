@@ -1,4 +1,4 @@
-"""Everything MLflow: the logger a run writes through, what it records, and how it ends.
+"""Everything MLflow but Lightning's logger (`rnnexp.logger`): what a run records, and how it ends.
 
 Every run records the whole resolved config as params (not truncated: Lightning's
 `log_hyperparams` cuts values at 250 characters, so the module does not use it), tags to filter
@@ -17,18 +17,18 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from typing import TYPE_CHECKING
+
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning import Callback
-from pytorch_lightning.loggers import MLFlowLogger
-from pytorch_lightning.utilities import rank_zero_only
 
 from rnnexp.config import MASK, NOT_IDENTITY, SECRET_KEY, TrackingConfig, TrainConfig, masked_uri, store_lock
-from rnnexp.tasks.base import DataSource, Task
+
+if TYPE_CHECKING:  # torch and Lightning take seconds to import: a sweep's own process needs neither
+    from rnnexp.tasks.base import DataSource, Task
 
 _BATCH = 100  # most params MLflow takes in one log_batch call
-_BATCH_METRICS = 1000  # most metrics it takes in one call
 _ERROR_TAG_CHARS = 5000
 
 
@@ -40,7 +40,7 @@ def quiet_store_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _artifact_location(tracking: TrackingConfig) -> str | None:
+def artifact_location(tracking: TrackingConfig) -> str | None:
     """A new experiment's artifact folder: set for a local store; a server decides its own."""
     return Path(tracking.artifacts).resolve().as_uri() if tracking.uri.startswith("sqlite:///") else None
 
@@ -60,97 +60,7 @@ def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> 
         experiment = client.get_experiment_by_name(name)
         if experiment is not None and experiment.lifecycle_stage != "deleted":
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=_artifact_location(tracking))
-
-
-class BatchedMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger, writing metrics in batches. Lightning hands the logger each
-    step's (or epoch's) metrics at once, and the parent writes them at once: one database write
-    of a few milliseconds each time, which per-step logging pays on every step. Here they wait in
-    memory and go in one `log_batch` (up to 1000 metrics) every `flush_every_s` seconds, and
-    whenever the run ends, fails or is interrupted (`finalize`), so nothing is lost but what a
-    SIGKILL cuts off in the last seconds. A metric at a step it has already logged is dropped;
-    a resumed run starts from what its run has (`logged_through`: each metric's last step)."""
-
-    def __init__(self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None,
-                 **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.flush_every_s = flush_every_s
-        self.logged_through = dict(logged_through or {})
-        self._pending: list[Metric] = []
-        self._flushed_at = time.monotonic()
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        now = int(time.time() * 1000)
-        step = step or 0
-        new = {k: float(v) for k, v in metrics.items() if not isinstance(v, str) and step > self.logged_through.get(k, -1)}
-        self._pending += [Metric(k, v, now, step) for k, v in new.items()]
-        self.logged_through.update(dict.fromkeys(new, step))
-        if len(self._pending) >= _BATCH_METRICS or time.monotonic() - self._flushed_at >= self.flush_every_s:
-            self.flush()
-
-    @property
-    def pending(self) -> list[Metric]:
-        """The metrics not written yet."""
-        return list(self._pending)
-
-    @rank_zero_only
-    def flush(self) -> None:
-        while self._pending:
-            self.experiment.log_batch(self.run_id, metrics=self._pending[:_BATCH_METRICS])
-            del self._pending[:_BATCH_METRICS]
-        self._flushed_at = time.monotonic()
-
-    @rank_zero_only
-    def finalize(self, status: str = "success") -> None:
-        """Write what waits and log the checkpoints, but leave the run's status alone: Lightning
-        calls this when `fit` ends, before the run is tested, and a run must not show FINISHED
-        without its test metrics. rnnexp sets the status once, after testing (`end_run`)."""
-        self.flush()
-        if self._initialized and self._checkpoint_callback:
-            self._scan_and_log_checkpoints(self._checkpoint_callback)
-
-
-class MetricsInCheckpoint(Callback):
-    """Every metric up to a checkpoint is in the store or in the checkpoint, so that a run resumed
-    from it loses none: what the logger has not written yet goes into the checkpoint, and a run
-    resumed from it logs those of them its run lacks. (Lightning checkpoints at the end of an
-    epoch before it hands the logger that epoch's training metrics: they are taken from
-    `callback_metrics` here, and the logger drops them when Lightning hands them over.) No write
-    to the store waits for a checkpoint."""
-
-    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, BatchedMLFlowLogger):
-                epoch_end = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-                if epoch_end:
-                    logger.log_metrics(epoch_end, step=trainer.global_step - 1)  # Lightning's step for them
-                checkpoint["unlogged_metrics"] = [(m.key, m.value, m.step) for m in logger.pending]
-
-    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, BatchedMLFlowLogger):
-                for key, value, step in checkpoint.get("unlogged_metrics", []):
-                    logger.log_metrics({key: value}, step=step)
-
-
-def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
-                tags: Mapping[str, str] | None = None, run_id: str | None = None,
-                logged_through: Mapping[str, int] | None = None) -> MLFlowLogger:
-    """Lightning's MLflow logger (batched) over the configured store, for a new run or (`run_id`) a resumed
-    one. The store URI is always passed: Lightning's default, a `./mlruns` file store, is refused
-    by MLflow 3.13+."""
-    return BatchedMLFlowLogger(
-        logged_through=logged_through,
-        experiment_name=experiment,
-        run_name=run_name,
-        run_id=run_id,
-        tracking_uri=spec.tracking.uri,
-        tags=dict(tags or {}),
-        artifact_location=_artifact_location(spec.tracking),
-        log_model=spec.tracking.log_checkpoint,
-    )
+        return client.create_experiment(name, artifact_location=artifact_location(tracking))
 
 
 def reopen(client: MlflowClient, run_id: str) -> None:

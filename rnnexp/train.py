@@ -134,6 +134,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from rnnexp import tracking
+    from rnnexp.logger import make_logger
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -142,12 +143,12 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     parent = parent_of_this_job()  # a job of a sweep logs under the sweep's parent run
     if resumed:
         experiment = resumed.experiment
-        logger = tracking.make_logger(spec, experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
+        logger = make_logger(spec, experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
     else:
         experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
         tracking.experiment_id(tracking.open_client(spec.tracking.uri), experiment, spec.tracking)  # once, here
         distance = "" if task.distance is None else f"-d{task.distance}"
-        logger = tracking.make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
+        logger = make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
                                       tags={"mlflow.parentRunId": parent.run_id} if parent else None)
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     try:
@@ -237,7 +238,7 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
     metric and the last one (to resume from) in `checkpoint_dir`."""
     from pytorch_lightning.callbacks import EarlyStopping
 
-    from rnnexp import tracking
+    from rnnexp.logger import MetricsInCheckpoint
     from rnnexp.resume import BestAndLastCheckpoint
 
     if cfg.trainer.strategy == "ddp_spawn":
@@ -253,7 +254,7 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
     watched, mode = monitor(cfg, task)
     checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=watched, save_top_k=1, mode=mode,
                                        save_last=True)
-    callbacks = [tracking.MetricsInCheckpoint(), checkpoint, *callbacks]
+    callbacks = [MetricsInCheckpoint(), checkpoint, *callbacks]
     if (stopping := cfg.trainer.early_stopping).patience is not None:
         callbacks.append(EarlyStopping(monitor=watched, mode=mode, patience=stopping.patience,
                                        min_delta=stopping.min_delta))

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from rnnexp import tracking
+from rnnexp.logger import BatchedMLFlowLogger
 from tests.test_cli import SMALL, TRAIN, _run, _runs
 from tests.test_sweeps import _free_port
 
@@ -222,7 +223,7 @@ def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch
 
 def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_where_its_run_is(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    logger = tracking.BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri)
+    logger = BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri)
     logger.log_metrics({"val/acc": 0.5}, step=3)
     logger.log_metrics({"val/acc": 0.5, "train/acc": 0.4}, step=3)  # handed over again: dropped
     logger.log_metrics({"val/acc": 0.6}, step=7)
@@ -231,7 +232,7 @@ def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_wher
     assert [(m.step, m.value) for m in client.get_metric_history(logger.run_id, "val/acc")] == [(3, 0.5), (7, 0.6)]
     assert [m.step for m in client.get_metric_history(logger.run_id, "train/acc")] == [3]
     # the same run resumed, with what its run already has
-    resumed = tracking.BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri, run_id=logger.run_id,
+    resumed = BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri, run_id=logger.run_id,
                                            logged_through={"val/acc": 7})
     resumed.log_metrics({"val/acc": 0.6, "train/acc": 0.45}, step=7)  # the epoch run again
     resumed.log_metrics({"val/acc": 0.7}, step=11)

@@ -46,3 +46,15 @@ def test_a_run_sets_the_threads_it_is_given():
         assert torch.get_num_threads() == (__import__("os").cpu_count() or 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_sweeps_own_process_imports_neither_torch_nor_lightning():
+    # with joblib, the sweep's process only creates the parent run: torch and Lightning (about
+    # 8 s to import here) would only delay the workers, which import them for their jobs
+    import subprocess
+    import sys
+
+    code = ("import sys, rnnexp.sweep, rnnexp.tracking, rnnexp.config; "
+            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning_fabric') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

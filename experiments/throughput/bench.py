@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))  # data.py, beside this file
 
 from data import generation, tokenisation  # noqa: E402
 
-from rnnexp import config, tracking  # noqa: E402
+from rnnexp import config, logger as run_logger, tracking  # noqa: E402
 from rnnexp.models.recurrent import RNNOutput, fused_recurrence  # noqa: E402
 from rnnexp.tasks.base import TaskIO  # noqa: E402
 from rnnexp.train import _quiet_libraries, build, make_trainer  # noqa: E402
@@ -176,7 +176,7 @@ def lightning_fit(cfg, tmp: Path, tracked: bool = True, stock: str | None = None
     if stock:
         logger = MLFlowLogger("bench", tracking_uri=spec.tracking.uri, synchronous=stock == "sync")
     elif tracked:
-        logger = tracking.make_logger(spec, "bench", "bench")
+        logger = run_logger.make_logger(spec, "bench", "bench")
         client, run_id = logger.experiment, logger.run_id
         tracking.log_config(client, run_id, cfg, [], tracking.run_tags(spec, task))
     timer = EpochTimer()

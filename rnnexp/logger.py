@@ -1,0 +1,108 @@
+"""The Lightning side of tracking: the MLflow logger a run writes through, and the callback that
+keeps its unwritten metrics in each checkpoint. (`rnnexp.tracking` is the store side, which a
+sweep's own process uses without importing torch or Lightning.)"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from mlflow.entities import Metric
+from pytorch_lightning import Callback
+from pytorch_lightning.loggers import MLFlowLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from rnnexp.config import TrainConfig
+from rnnexp.tracking import artifact_location
+
+_BATCH_METRICS = 1000  # most metrics MLflow takes in one log_batch call
+
+
+class BatchedMLFlowLogger(MLFlowLogger):
+    """Lightning's MLflow logger, writing metrics in batches. Lightning hands the logger each
+    step's (or epoch's) metrics at once, and the parent writes them at once: one database write
+    of a few milliseconds each time, which per-step logging pays on every step. Here they wait in
+    memory and go in one `log_batch` (up to 1000 metrics) every `flush_every_s` seconds, and
+    whenever the run ends, fails or is interrupted (`finalize`), so nothing is lost but what a
+    SIGKILL cuts off in the last seconds. A metric at a step it has already logged is dropped;
+    a resumed run starts from what its run has (`logged_through`: each metric's last step)."""
+
+    def __init__(self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.flush_every_s = flush_every_s
+        self.logged_through = dict(logged_through or {})
+        self._pending: list[Metric] = []
+        self._flushed_at = time.monotonic()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        step = step or 0
+        new = {k: float(v) for k, v in metrics.items() if not isinstance(v, str) and step > self.logged_through.get(k, -1)}
+        self._pending += [Metric(k, v, now, step) for k, v in new.items()]
+        self.logged_through.update(dict.fromkeys(new, step))
+        if len(self._pending) >= _BATCH_METRICS or time.monotonic() - self._flushed_at >= self.flush_every_s:
+            self.flush()
+
+    @property
+    def pending(self) -> list[Metric]:
+        """The metrics not written yet."""
+        return list(self._pending)
+
+    @rank_zero_only
+    def flush(self) -> None:
+        while self._pending:
+            self.experiment.log_batch(self.run_id, metrics=self._pending[:_BATCH_METRICS])
+            del self._pending[:_BATCH_METRICS]
+        self._flushed_at = time.monotonic()
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """Write what waits and log the checkpoints, but leave the run's status alone: Lightning
+        calls this when `fit` ends, before the run is tested, and a run must not show FINISHED
+        without its test metrics. rnnexp sets the status once, after testing (`end_run`)."""
+        self.flush()
+        if self._initialized and self._checkpoint_callback:
+            self._scan_and_log_checkpoints(self._checkpoint_callback)
+
+
+class MetricsInCheckpoint(Callback):
+    """Every metric up to a checkpoint is in the store or in the checkpoint, so that a run resumed
+    from it loses none: what the logger has not written yet goes into the checkpoint, and a run
+    resumed from it logs those of them its run lacks. (Lightning checkpoints at the end of an
+    epoch before it hands the logger that epoch's training metrics: they are taken from
+    `callback_metrics` here, and the logger drops them when Lightning hands them over.) No write
+    to the store waits for a checkpoint."""
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, BatchedMLFlowLogger):
+                epoch_end = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+                if epoch_end:
+                    logger.log_metrics(epoch_end, step=trainer.global_step - 1)  # Lightning's step for them
+                checkpoint["unlogged_metrics"] = [(m.key, m.value, m.step) for m in logger.pending]
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, BatchedMLFlowLogger):
+                for key, value, step in checkpoint.get("unlogged_metrics", []):
+                    logger.log_metrics({key: value}, step=step)
+
+
+def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
+                tags: Mapping[str, str] | None = None, run_id: str | None = None,
+                logged_through: Mapping[str, int] | None = None) -> MLFlowLogger:
+    """Lightning's MLflow logger (batched) over the configured store, for a new run or (`run_id`) a resumed
+    one. The store URI is always passed: Lightning's default, a `./mlruns` file store, is refused
+    by MLflow 3.13+."""
+    return BatchedMLFlowLogger(
+        logged_through=logged_through,
+        experiment_name=experiment,
+        run_name=run_name,
+        run_id=run_id,
+        tracking_uri=spec.tracking.uri,
+        tags=dict(tags or {}),
+        artifact_location=artifact_location(spec.tracking),
+        log_model=spec.tracking.log_checkpoint,
+    )

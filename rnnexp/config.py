@@ -574,8 +574,8 @@ def _check_fields(node: Any, prefix: str) -> None:
         if value is None or isinstance(value, (bool, str, Enum)) or not f.metadata:
             continue
         low, high = f.metadata.get("low"), f.metadata.get("high")
-        if value != value:  # NaN passes every comparison
-            raise ConfigError(f"{prefix}{f.name}", value, "a number, not NaN")
+        if value != value or value in (float("inf"), float("-inf")):  # NaN passes every comparison
+            raise ConfigError(f"{prefix}{f.name}", value, "a finite number")
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = (f">= {low}" if low is not None else "", f"<= {high}" if high is not None else "")
             raise ConfigError(f"{prefix}{f.name}", value, " and ".join(b for b in bounds if b))

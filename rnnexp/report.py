@@ -230,7 +230,8 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                     "ci95_low": np.nan, "ci95_high": np.nan,
                     "chance": group["chance"].mean() if group["chance"].notna().all() else np.nan,
                     "teacher_forced_mean": group["teacher_forced"].mean(), "train_mean": group["train_score"].mean(),
-                    "n_budget": int((group["stopped_by"] == "budget").sum()), "p_seeds": np.nan,
+                    "n_budget": int((group["stopped_by"] == "budget").sum()),
+                    "n_diverged": int((group["stopped_by"] == "diverged").sum()), "p_seeds": np.nan,
                     "p_binomial": np.nan, "n_params": first["n_params"],
                     "epochs_trained": group["epochs_trained"].mean(), "wall_time_s": group["wall_time_s"].mean(),
                     "git_commits": group["git_commit"].nunique(), "variant": variant,
@@ -272,6 +273,8 @@ def flags(row: pd.Series) -> str:
     out = []
     if row["n_budget"]:
         out.append(f"budget ran out ({row['n_budget']} of {row['n_seeds']} seeds)")
+    if row["n_diverged"]:
+        out.append(f"validation score not finite ({row['n_diverged']} of {row['n_seeds']} seeds)")
     if row["learned"] is False:
         out.append("did not learn in this budget (training metric at chance)")
     return "; ".join(out)
@@ -714,6 +717,7 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
                           "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)")
     try:
+        config.TrackingConfig(uri=uri).check()
         config.check_store(uri)
     except config.ConfigError as err:
         raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None

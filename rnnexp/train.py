@@ -210,10 +210,13 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         print(f"  {key:<14} {results[key]:.4f}")
     print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
     stopping = spec.trainer.early_stopping
-    why = f"{checkpoint.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} epochs" \
-        if stopped == "plateau" else \
-        "trainer.max_epochs reached: the curve may still be rising"
+    why = {"plateau": f"{checkpoint.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} "
+                      "epochs",
+           "diverged": f"{checkpoint.monitor} is not finite",
+           "budget": "trainer.max_epochs reached: the curve may still be rising"}[stopped]
     print(f"  {'epochs':<14} {epochs_trained:<6}   (stopped by {stopped}: {why})")
+    if (choice := getattr(module, "lr_choice", None)) is not None:
+        print(f"  {'lr':<14} {choice.lr:<6g}   (chosen on validation in experiment {spec.optim.lr_from})")
     print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
     if spec.tracking.uri.startswith("sqlite:///"):
         print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
@@ -285,8 +288,9 @@ def monitor(cfg: DictConfig, task) -> tuple[str, str]:
 
 
 def how_training_ended(trainer, cfg: DictConfig, client, run_id: str) -> tuple[int, str]:
-    """The epochs trained, and what stopped training: "plateau" when early stopping did, else
-    "budget" (the run used all of `trainer.max_epochs`; whether its curve was flat is not known)."""
+    """The epochs trained, and what stopped training: "plateau" when early stopping did, "diverged"
+    when it stopped on a validation score that is not finite, else "budget" (the run used all of
+    `trainer.max_epochs`; whether its curve was flat is not known)."""
     from pytorch_lightning.callbacks import EarlyStopping
     from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 
@@ -295,8 +299,9 @@ def how_training_ended(trainer, cfg: DictConfig, client, run_id: str) -> tuple[i
         early = cfg.trainer.early_stopping.patience is not None and epochs < cfg.trainer.max_epochs
         return epochs, "plateau" if early else "budget"
     stopping = [c for c in trainer.callbacks if isinstance(c, EarlyStopping)]
-    early = bool(stopping) and stopping[0].stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED
-    return trainer.current_epoch, "plateau" if early else "budget"
+    reason = stopping[0].stopping_reason if stopping else None
+    stopped = {EarlyStoppingReason.PATIENCE_EXHAUSTED: "plateau", EarlyStoppingReason.NON_FINITE_METRIC: "diverged"}
+    return trainer.current_epoch, stopped.get(reason, "budget")
 
 
 def build(cfg: DictConfig, spec: config.TrainConfig):
@@ -318,7 +323,7 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     if spec.model.params is not None:  # logged as solved: the run's params say what was trained
         cfg.model.hidden_size = sizing.solve_hidden_size(cfg.model, task.io, spec.model.params)
     _check_fits_in_memory(cfg, spec, task)
-    choice = _choose_lr(cfg, spec)
+    choice = _choose_lr(cfg, spec, task.name)
     model = sizing.make_model(cfg.model, task.io)
     module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=cfg.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)
@@ -326,7 +331,7 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     return task, model, module
 
 
-def _choose_lr(cfg: DictConfig, spec: config.TrainConfig):
+def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
     """With `optim.lr_from`: the learning rate chosen on validation for this config, set as
     `optim.lr` (and so logged as it), as a rnnexp.tuning.Choice; else None. After sizing: the
     selection runs logged their solved hidden size too."""
@@ -334,6 +339,15 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig):
         return None
     from rnnexp import tracking, tuning
 
+    given = [o for o in config.typed_overrides(HydraConfig.get().overrides.task)
+             if re.match(r"[+~]*optim\.lr=", o)] if HydraConfig.initialized() else []
+    if given:  # even at the default value: the run's rate is the chosen one
+        raise config.ConfigError("optim.lr", given[0].split("=", 1)[1], f"not given with optim.lr_from="
+                                 f"{spec.optim.lr_from}: the learning rate is the one chosen in that experiment")
+    parent = parent_of_this_job() if HydraConfig.initialized() else None
+    if spec.optim.lr_from == (spec.tracking.experiment or (parent.experiment if parent else task_name)):
+        raise config.ConfigError("optim.lr_from", spec.optim.lr_from, "another experiment than the one this run is "
+                                 "tracked in (tracking.experiment): the selection's runs are its own")
     try:
         choice = tuning.chosen_lr(spec.tracking.uri, spec.optim.lr_from, tracking.params_of(cfg))
     except tuning.SelectionError as err:

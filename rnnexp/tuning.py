@@ -71,8 +71,27 @@ def _runs(client, experiment: str) -> list[Any]:
         raise SelectionError(f"no experiment {experiment!r} in the store (stage 1, `make tune-lr`, writes "
                              f"EXP_lr); experiments: {', '.join(names) or 'none'}")
     runs = client.search_runs([found.experiment_id], max_results=50000)
+    # selection runs only: not a sweep's parent, a smoke run, or a run that took its rate from a selection
     return [r for r in runs if r.data.tags.get("sweep") != "true" and r.data.tags.get("smoke") != "true"
-            and "seed" in r.data.params and "optim.lr" in r.data.params]
+            and "seed" in r.data.params and "optim.lr" in r.data.params
+            and r.data.params.get("optim.lr_from", "None") == "None"]
+
+
+def _number(run: Any, key: str, value: str, kind: type = float) -> Any:
+    """A number read from the store: a value that is not one (a tampered or hand-edited store)
+    chooses nothing."""
+    from rnnexp.config import OptimConfig
+
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    low, high = (f.metadata["low"], f.metadata["high"]) if key == "optim.lr" and (
+        f := OptimConfig.__dataclass_fields__["lr"]) else (-np.inf, np.inf)
+    if number is None or not np.isfinite(number) or not low <= number <= high:
+        allowed = f"a finite number from {low:g} to {high:g}" if key == "optim.lr" else f"a finite {kind.__name__}"
+        raise SelectionError(f"run {run.info.run_id} has {key}={value!r}, not {allowed}: a store edited by hand?")
+    return number
 
 
 def choose(runs: list[Any], experiment: str) -> Choice:
@@ -81,9 +100,11 @@ def choose(runs: list[Any], experiment: str) -> Choice:
     lower = _lower_is_better(first.data.params, first.data.tags)
     latest: dict[tuple[float, int], Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):  # a re-run of a seed replaces it
-        lr, seed = float(run.data.params["optim.lr"]), int(run.data.params["seed"])
+        lr, seed = _number(run, "optim.lr", run.data.params["optim.lr"]), _number(run, "seed", run.data.params["seed"], int)
         if run.info.status == "FINISHED" and "best_val" in run.data.tags:
-            latest[lr, seed] = float(run.data.tags["best_val"])
+            latest[lr, seed] = _number(run, "best_val", run.data.tags["best_val"])
+        elif run.info.status == "FINISHED":
+            latest[lr, seed] = "FINISHED without its best_val tag (made by an older rnnexp?)"
         else:  # FAILED (diverged, say): the rate is out; RUNNING, KILLED: not done yet
             latest[lr, seed] = float("nan") if run.info.status == "FAILED" else run.info.status
     grid = tuple(sorted({lr for lr, _ in latest}))
@@ -98,7 +119,8 @@ def choose(runs: list[Any], experiment: str) -> Choice:
     means = tuple(float(np.mean([by_lr[lr][s] for s in seeds])) for lr in grid)
     finite = [i for i, m in enumerate(means) if not np.isnan(m)]
     if not finite:
-        raise SelectionError(f"every learning rate of experiment {experiment} failed for this variant")
+        raise SelectionError(f"the selection in experiment {experiment} chose nothing for this variant: every "
+                             "learning rate failed")
     best = min(finite, key=lambda i: (means[i] if lower else -means[i], grid[i]))
     return Choice(grid[best], grid, seeds, means, _quantity(first.data.params, first.data.tags))
 
@@ -116,15 +138,16 @@ def chosen_lr(uri: str, experiment: str, params: Mapping[str, str]) -> Choice:
     return choose(mine, experiment)
 
 
-def table(uri: str, experiment: str) -> list[str]:
-    """A line per variant of a selection experiment: its grid's means, the chosen rate starred."""
+def table(uri: str, experiment: str) -> tuple[list[str], int]:
+    """A line per variant of a selection experiment: its grid's means, the chosen rate starred;
+    and how many variants have no choice (their line says why)."""
     from rnnexp.tracking import open_client
 
     runs = _runs(open_client(uri), experiment)
     groups: dict[str, list[Any]] = {}
     for run in runs:
         groups.setdefault(selection_key(run.data.params), []).append(run)
-    lines = []
+    lines, unchosen = [], 0
     for group in groups.values():
         tags = group[0].data.tags
         cell = "" if tags.get("cell", "none") == "none" else f" ({tags['cell']})"
@@ -134,11 +157,12 @@ def table(uri: str, experiment: str) -> list[str]:
             choice = choose(group, experiment)
         except SelectionError as err:
             lines.append(f"{name}: {err}")
+            unchosen += 1
             continue
         scores = "  ".join(f"{'*' if lr == choice.lr else ' '}{lr:g}={'failed' if np.isnan(m) else f'{m:.4f}'}"
                            for lr, m in zip(choice.grid, choice.means))
         lines.append(f"{name}: {choice.quantity} {scores}")
-    return sorted(lines)
+    return sorted(lines), unchosen
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,8 +181,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{parser.prog}: error: --uri={args.uri}: no such SQLite file", file=sys.stderr)
         sys.exit(2)
     try:
+        config.TrackingConfig(uri=args.uri).check()
         config.check_store(args.uri)
-        lines = table(args.uri, args.experiment)
+        lines, unchosen = table(args.uri, args.experiment)
     except config.ConfigError as err:
         print(f"{parser.prog}: error: {str(err).replace('tracking.uri', '--uri', 1)}", file=sys.stderr)
         sys.exit(2)
@@ -166,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{parser.prog}: error: --experiment={args.experiment}: {err}", file=sys.stderr)
         sys.exit(2)
     print("\n".join(lines) if lines else f"no selection runs in experiment {args.experiment}")
+    if not lines or unchosen:
+        sys.exit(1)  # a variant whose stage 2 would be refused
 
 
 if __name__ == "__main__":

@@ -257,7 +257,8 @@ def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tm
     assert "Traceback" not in two.stderr
 
 
-@pytest.mark.parametrize("target", [["stale"], ["ui"], ["report", "EXP=default"], ["reproduce-run", "RUN=abc"]])
+@pytest.mark.parametrize("target", [["stale"], ["ui"], ["report", "EXP=default"], ["reproduce-run", "RUN=abc"],
+                                    ["tune-lr", "EXP=default"]])
 def test_the_make_targets_that_read_a_store_take_its_uri(target):
     # a dry run (make -n) prints the commands: each passes the store given as URI=, not the default
     proc = subprocess.run(["make", "-n", "--no-print-directory", *target, "URI=sqlite:////tmp/other.db"], cwd=ROOT,

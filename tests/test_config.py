@@ -81,7 +81,8 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
 @pytest.mark.parametrize("override,key,allowed", [
     ("model.hidden_size=0", "model.hidden_size", ">= 1"),
     ("model.dropout=1.5", "model.dropout", "<= 0.9"),
-    ("optim.lr=nan", "optim.lr", "not NaN"),
+    ("optim.lr=nan", "optim.lr", "a finite number"),
+    ("trainer.early_stopping.min_delta=inf", "trainer.early_stopping.min_delta", "a finite number"),
     ("task.length=10", "task.distance", "task.length"),  # the default distance 15 does not fit
     ("trainer.accelerator=tpu9", "trainer.accelerator", "cpu"),
     ("tracking.uri=./mlruns", "tracking.uri", "sqlite:///"),

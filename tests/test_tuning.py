@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ def _run(lr: float, seed: int, best_val: float | None, status: str = "FINISHED",
     tags = {"better": "higher", "metric": "acc", "pattern": "1"}
     if best_val is not None:
         tags["best_val"] = repr(best_val)
-    return SimpleNamespace(info=SimpleNamespace(status=status, start_time=start),
+    return SimpleNamespace(info=SimpleNamespace(status=status, start_time=start, run_id=f"r{lr}-{seed}"),
                            data=SimpleNamespace(params={"optim.lr": str(lr), "seed": str(seed),
                                                         "trainer.select_on": select_on}, tags=tags))
 
@@ -55,6 +56,24 @@ def test_an_incomplete_selection_chooses_nothing(runs, expected):
         choose(runs, "exp_lr")
 
 
+@pytest.mark.parametrize("key,value,expected", [
+    ("best_val", "abc", "has best_val='abc', not a finite float"),
+    ("best_val", "inf", "has best_val='inf', not a finite float"),
+    ("optim.lr", "-0.01", "has optim.lr='-0.01', not a finite number from 1e-08 to 10"),
+    ("optim.lr", "1e9", "has optim.lr='1e9', not a finite number from 1e-08 to 10"),
+    ("seed", "1.0", "has seed='1.0', not a finite int"),
+])
+def test_a_value_of_the_store_that_is_no_number_or_out_of_range_chooses_nothing(key, value, expected):
+    # a tampered or hand-edited store: one reason, naming the run, never a traceback or a silent choice
+    runs = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7)]
+    (runs[1].data.tags if key == "best_val" else runs[1].data.params)[key] = value
+    with pytest.raises(SelectionError, match=re.escape(f"run r0.01-0 {expected}")):
+        choose(runs, "exp_lr")
+    untagged = [_run(1e-3, 0, 0.5), _run(1e-2, 0, None)]
+    with pytest.raises(SelectionError, match="lr 0.01 seed 0 is FINISHED without its best_val tag"):
+        choose(untagged, "exp_lr")
+
+
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides: argparse takes them so
     overrides = tuple(o for o in overrides if not o.startswith("-"))
@@ -82,18 +101,22 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     assert float(run.data.params["optim.lr"]) == expected and run.data.params["optim.lr_from"] == "recall_lr"
     assert run.data.tags["lr_choice"].startswith(f"lr {expected:g}, the best mean val/acc over seeds 0, 1")
     assert "Test data are never read" in parent.data.tags["lr_rule"] and parent.data.tags["lr_from"] == "recall_lr"
+    assert re.search(rf"  lr +{expected:g} +\(chosen on validation in experiment recall_lr\)", proc.stdout)
 
     # a variant stage 1 did not run, and an experiment that does not exist: one line, exit 2, no run
     for override, message in (("task.distance=4", "none of the 4 runs of experiment recall_lr has this run's config"),
-                              ("optim.lr_from=nowhere", "no experiment 'nowhere' in the store")):
-        proc = _train(tmp_path, "optim.lr_from=recall_lr", override, "tracking.experiment=refused")
+                              ("optim.lr_from=nowhere", "no experiment 'nowhere' in the store"),
+                              # into the selection itself: it would count as one of its runs
+                              ("tracking.experiment=recall_lr", "another experiment than the one this run is tracked")):
+        proc = _train(tmp_path, "optim.lr_from=recall_lr", "tracking.experiment=refused", override)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rnnexp-train: error: optim.lr_from=")
         assert message in lines[0], lines[0]
         assert client.get_experiment_by_name("refused") is None
-    # an lr given beside optim.lr_from is refused: the lr is what stage 1 chose
-    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.01")
-    assert proc.returncode == 2 and "optim.lr=0.01" in proc.stderr and "optim.lr_from" in proc.stderr
+    assert len(client.search_runs([experiment])) == 5  # the selection's 4 runs and its parent, untouched
+    # an lr given beside optim.lr_from is refused, even the default: the lr is what stage 1 chose
+    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.003")
+    assert proc.returncode == 2 and "optim.lr='0.003'" in proc.stderr and "optim.lr_from" in proc.stderr
 
     printed = subprocess.run([sys.executable, "-m", "rnnexp.tuning", "--experiment", "recall_lr", "--uri",
                               f"sqlite:///{tmp_path}/mlflow.db"], capture_output=True, text=True, timeout=120)

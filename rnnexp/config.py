@@ -4,7 +4,7 @@
 `seed`. Each group is typed by a dataclass below, registered in Hydra's ConfigStore (the pattern of
 Hydra's "structured config schema" tutorial), so a misspelled key or a wrong type fails at compose
 time naming its full key, and choices such as the cell type are enums. `model` and `task` hold a
-different dataclass per option: each option's YAML extends `/schema/<group>/<option>`.
+different dataclass per option: each option's YAML extends `/schema_<group>_<option>`.
 
 What composition cannot check (ranges, a distance that must fit the length, a model that cannot
 serve a task) is checked by `check()`, still before torch is imported, so `--help` and config
@@ -638,6 +638,6 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for name, node in MODELS.items():
-        cs.store(group="schema/model", name=name, node=node)
+        cs.store(name=f"schema_model_{name}", node=node)  # not a group: `--help` lists groups to choose from
     for name, node in TASKS.items():
-        cs.store(group="schema/task", name=name, node=node)
+        cs.store(name=f"schema_task_{name}", node=node)

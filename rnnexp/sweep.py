@@ -145,6 +145,20 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
         time.sleep(0.5)
 
 
+def next_steps(uri: str, experiment_id: str, run_id: str, failed: bool) -> str:
+    """What a researcher does after a sweep: its report, its runs in the UI, or its resumption."""
+    from rnnexp.config import TrackingConfig, masked_uri
+
+    store = "" if uri == TrackingConfig.uri else f" --uri {masked_uri(uri)}"
+    lines = [f"  report: rnnexp-report --parent {run_id}{store} --out report"]
+    if uri.startswith("sqlite:///"):
+        ui = "make ui" + ("" if uri == TrackingConfig.uri else f" URI={uri}")
+        lines.append(f"  in the UI: `{ui}`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+    if failed:
+        lines.append(f"  resume it: the same command with resume={run_id} (jobs that FINISHED are skipped)")
+    return "\n".join(lines)
+
+
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.entities import Param
@@ -183,7 +197,7 @@ class SweepTracking(Callback):
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
-        self.client, self.run_id = client, run.info.run_id
+        self.client, self.run_id, self.uri = client, run.info.run_id, tracking_cfg.uri
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
 
@@ -224,3 +238,4 @@ class SweepTracking(Callback):
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
         print(f"sweep {self.run_id} {'FAILED' if failed else 'FINISHED'}: {finished} of {len(children)} runs "
               "finished", flush=True)
+        print(next_steps(self.uri, info.experiment_id, self.run_id, failed), flush=True)

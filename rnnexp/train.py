@@ -194,9 +194,14 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         client.set_tag(run_id, OBJECTIVE_TAG, repr(objective))
     except BaseException as err:
         try:
-            tracking.end_run(client, run_id, err)
+            status = tracking.end_run(client, run_id, err)
         except Exception as lost:  # the store is gone as well: nothing can close the run now
             raise StoreLost(spec.tracking.uri, run_id, lost) from err
+        if status == "KILLED":  # what to do next: the run goes on from its last checkpoint
+            store = "" if spec.tracking.uri == config.TrackingConfig.uri else \
+                f" tracking.uri={config.masked_uri(spec.tracking.uri)}"
+            print(f"{PROG}: run {run_id} KILLED; continue it with `{PROG} resume={run_id}{store}`", file=sys.stderr,
+                  flush=True)
         if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
             raise SystemExit(128 + signal.SIGTERM) from err
         raise

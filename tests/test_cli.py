@@ -146,6 +146,7 @@ def test_help_lists_the_groups_and_patterns(argv0):
     for part in ("model: " + ", ".join(sorted(config.MODELS)), "task: " + ", ".join(sorted(config.TASKS)),
                  "pattern 2", "fig. 10.4"):
         assert part in proc.stdout
+    assert "schema" not in proc.stdout  # the typed schemas behind the options are not options to choose
 
 
 def _signal_during_training(tmp_path: Path, sig: int):
@@ -155,7 +156,7 @@ def _signal_during_training(tmp_path: Path, sig: int):
     proc = subprocess.Popen(
         [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
          "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # wait until training is under way: an epoch is logged
@@ -166,10 +167,13 @@ def _signal_during_training(tmp_path: Path, sig: int):
         else:
             pytest.fail("training never logged an epoch")
         proc.send_signal(sig)
-        proc.wait(timeout=60)
+        _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
     (run,) = _runs(client, "delayed_recall")
+    # what to do next, after Lightning's own notice (a SIGKILLed process says nothing)
+    assert sig == signal.SIGKILL or f"rnnexp-train: run {run.info.run_id} KILLED; continue it with `rnnexp-train resume={run.info.run_id} " \
+        f"tracking.uri={store}`" in err, err[-2000:]
     return proc.returncode, run
 
 

@@ -52,7 +52,7 @@ def sweep(tmp_path_factory):
 
 
 def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
-    _, proc, _, parent, children = sweep
+    tmp_path, proc, _, parent, children = sweep
     assert parent.info.status == "FINISHED"
     params = parent.data.params  # the sweep's command line
     assert params["model"] == "rnn_hidden,mlp_window,rnn_final" and params["task.distance"] == "1,3"
@@ -64,6 +64,10 @@ def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
     assert combos == {(m, d) for m in ("rnn_hidden", "mlp_window") for d in ("1", "3")}
     # rnn_final cannot serve a per-step task: the sweep skips those pairs and says so
     assert proc.stderr.count("skipped: model='rnn_final'") == 2
+    # what to do next: the report of this sweep, and the sweep in the UI
+    assert f"  report: rnnexp-report --parent {parent.info.run_id} --uri sqlite:///{tmp_path}/mlflow.db --out report" \
+        in proc.stdout
+    assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in proc.stdout
 
 
 def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
@@ -73,6 +77,7 @@ def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert parent.info.status == "FAILED" and "did not finish" in parent.data.tags["error"]
+    assert f"  resume it: the same command with resume={parent.info.run_id}" in proc.stdout
     (child,) = [r for r in runs if r is not parent]
     assert child.info.status == "FINISHED" and child.data.params["model.hidden_size"] == "16"
 

@@ -57,7 +57,7 @@ postgresql:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
 	  || { echo "could not install PostgreSQL: run 'apt-get install postgresql' as root" >&2; exit 2; }; }
 
-bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 20 min; ARGS="--rows 1,6")
+bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 15 min; ARGS="--rows 1,6")
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)
 
 gpu-check: $(STAMP) ## on a CUDA machine: GPU against CPU, repeatability, resume, epoch times (skipped without one)

@@ -18,8 +18,10 @@ def test_the_default_run_scores_the_same_whatever_the_evaluation_batches(tmp_pat
         assert proc.returncode == 0, proc.stderr[-2000:]
         (run,) = _runs(client, "delayed_recall")
         assert run.data.params["task.eval_batch_size"] == str(eval_batch) and run.data.params["threads"] == "1"
-        metrics[eval_batch] = {k: v for k, v in run.data.metrics.items() if k != "wall_time_s"}
-    assert {"val/loss", "val/acc", "test/loss", "test/acc"} <= set(metrics[64])
+        # every epoch's value of every metric, not only the last
+        metrics[eval_batch] = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
+                               for k in run.data.metrics if k != "wall_time_s"}
+    assert {"val/loss", "val/acc", "test/loss", "test/acc"} <= set(metrics[64]) and len(metrics[64]["val/loss"]) == 2
     assert metrics[64] == metrics[1024]
 
 

@@ -59,6 +59,16 @@ class Selection(str, Enum):
     loss = "loss"
 
 
+class Scheduler(str, Enum):
+    """The learning-rate schedule: none, cosine annealing over `trainer.max_epochs` down to
+    `optim.min_lr`, or cut by `optim.lr_factor` when the validation quantity that picks the
+    checkpoint has not improved in `optim.lr_patience` epochs (PyTorch's ReduceLROnPlateau)."""
+
+    none = "none"
+    cosine = "cosine"
+    plateau = "plateau"
+
+
 class Optimizer(str, Enum):
     adam = "adam"
     adamw = "adamw"
@@ -370,6 +380,8 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
     log_every_n_steps: int = _range(50, low=1)
+    precision: str = "32-true"  # Lightning's: 32-true | 64-true | bf16-mixed (CPU or GPU) | 16-mixed (GPU)
+    accumulate_grad_batches: int = _range(1, low=1)  # an optimizer step every N batches
     select_on: Selection = Selection.metric
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
@@ -380,6 +392,10 @@ class TrainerConfig:
         strategies = ("auto", "ddp_spawn")
         if self.strategy not in strategies:
             raise ConfigError("trainer.strategy", self.strategy, "one of " + ", ".join(strategies))
+        precisions = ("32-true", "64-true", "bf16-mixed") + (() if self.accelerator == "cpu" else ("16-mixed",))
+        if self.precision not in precisions:
+            raise ConfigError("trainer.precision", self.precision, f"one of {', '.join(precisions)} with "
+                              f"trainer.accelerator={self.accelerator}")
 
 
 @dataclass
@@ -527,8 +543,15 @@ class OptimConfig:
     # an MLflow experiment of learning-rate selection runs (stage 1, `make tune-lr`): the run takes
     # the lr chosen there on validation for its config (rnnexp/tuning.py), logged as optim.lr
     lr_from: Optional[str] = None
+    scheduler: Scheduler = Scheduler.none
+    min_lr: float = _range(0.0, low=0.0)  # cosine: the lr it ends at; plateau: the lowest it cuts to
+    lr_factor: float = _range(0.5, low=0.01, high=0.99)  # plateau: the lr is multiplied by this at each cut
+    lr_patience: int = _range(5, low=0)  # plateau: epochs without improvement before a cut
 
     def check(self) -> None:
+        if self.scheduler != Scheduler.none and self.min_lr >= self.lr and self.lr_from is None:
+            raise ConfigError("optim.min_lr", self.min_lr, f"below optim.lr ({self.lr}) with optim.scheduler="
+                              f"{self.scheduler.value}")
         if self.lr_from is not None and self.lr != OptimConfig.lr:
             raise ConfigError("optim.lr", self.lr, f"left at {OptimConfig.lr} with optim.lr_from={self.lr_from}: the "
                               "learning rate is the one chosen in that experiment")

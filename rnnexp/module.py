@@ -34,9 +34,12 @@ _OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.Ad
 
 class SequenceModule(pl.LightningModule):
     def __init__(self, model: nn.Module, task: Task, optimizer: str = "adam", lr: float = 3e-3,
-                 weight_decay: float = 0.0, step_metrics: bool = False):
+                 weight_decay: float = 0.0, step_metrics: bool = False, schedule: dict | None = None):
+        """`schedule`: the learning-rate schedule, as `optim` says it (`scheduler`, `min_lr`,
+        `lr_factor`, `lr_patience`) plus `epochs` (cosine) and `monitor`, `mode` (plateau)."""
         super().__init__()
         self.model = model
+        self.schedule = dict(schedule or {"scheduler": "none"})
         self.loss_fn, self.summed_loss = task.loss, task.summed_loss
         self.flatten, self.metric_name = task.flatten, task.metric_name
         self.teacher_forced = getattr(model, "teacher_forced", False)
@@ -155,5 +158,20 @@ class SequenceModule(pl.LightningModule):
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng_state"])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return _OPTIMIZERS[self.optimizer](self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def configure_optimizers(self):
+        optimizer = _OPTIMIZERS[self.optimizer](self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        s = self.schedule
+        if s["scheduler"] == "cosine":  # stepped once an epoch: the last epoch runs at min_lr
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s["epochs"] - 1),
+                                                                   eta_min=s["min_lr"])
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if s["scheduler"] == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=s["mode"], factor=s["lr_factor"],
+                                                                   patience=s["lr_patience"], min_lr=s["min_lr"])
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": s["monitor"],
+                                                             "interval": "epoch"}}
+        return optimizer
+
+    def on_train_epoch_start(self) -> None:
+        if self.schedule["scheduler"] != "none":  # the epoch's learning rate, beside its metrics
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)

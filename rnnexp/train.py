@@ -330,8 +330,12 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     _check_fits_in_memory(cfg, spec, task)
     choice = _choose_lr(cfg, spec, task.name)
     model = sizing.make_model(cfg.model, task.io)
+    watched, mode = monitor(cfg, task)
+    schedule = {"scheduler": spec.optim.scheduler.value, "min_lr": spec.optim.min_lr, "lr_factor": spec.optim.lr_factor,
+                "lr_patience": spec.optim.lr_patience, "epochs": spec.trainer.max_epochs, "monitor": watched, "mode": mode}
     module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=cfg.optim.lr,
-                            weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics)
+                            weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics,
+                            schedule=schedule)
     module.lr_choice = choice  # what `train` logs of it
     return task, model, module
 

@@ -155,8 +155,9 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         if resumed:  # its config, tags and dataset are logged already
             tracking.reopen(client, run_id)
         else:
+            watched, mode = monitor(cfg, task)  # what best_val is the best of: read back by rnnexp.tuning
             tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg),
-                    "checkpoint_dir": str(checkpoint_dir)}
+                    "checkpoint_dir": str(checkpoint_dir), "monitor": watched, "monitor_mode": mode}
             if hydra_cfg.runtime.choices.get("trainer") == SMOKE:
                 tags["smoke"] = "true"  # a check of a config, not a result: reports leave it out
             if (choice := getattr(module, "lr_choice", None)) is not None:

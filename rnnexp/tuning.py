@@ -52,16 +52,6 @@ def selection_key(params: Mapping[str, str]) -> str:
     return variant_hash({k: v for k, v in params.items() if k not in TUNED})
 
 
-def _lower_is_better(params: Mapping[str, str], tags: Mapping[str, str]) -> bool:
-    """The direction of `best_val`: a loss, or the task's metric (tag `better`)."""
-    return params.get("trainer.select_on", "metric") == "loss" or tags.get("better") == "lower"
-
-
-def _quantity(params: Mapping[str, str], tags: Mapping[str, str]) -> str:
-    on_loss = params.get("trainer.select_on", "metric") == "loss"
-    return f"val/{'loss' if on_loss else tags.get('metric', 'metric')}" + ("_tf" if tags.get("pattern") == "2" else "")
-
-
 def _runs(client, experiment: str) -> list[Any]:
     from mlflow.entities import ViewType
 
@@ -97,7 +87,10 @@ def _number(run: Any, key: str, value: str, kind: type = float) -> Any:
 def choose(runs: list[Any], experiment: str) -> Choice:
     """The learning rate `RULE` picks among one variant's selection runs."""
     first = runs[0]
-    lower = _lower_is_better(first.data.params, first.data.tags)
+    quantity = first.data.tags.get("monitor")  # what best_val is the best of (rnnexp.train.monitor)
+    if quantity is None:
+        raise SelectionError(f"run {first.info.run_id} has no monitor tag (made by an older rnnexp): run stage 1 again")
+    lower = first.data.tags.get("monitor_mode") == "min"
     latest: dict[tuple[float, int], Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):  # a re-run of a seed replaces it
         lr, seed = _number(run, "optim.lr", run.data.params["optim.lr"]), _number(run, "seed", run.data.params["seed"], int)
@@ -122,7 +115,7 @@ def choose(runs: list[Any], experiment: str) -> Choice:
         raise SelectionError(f"the selection in experiment {experiment} chose nothing for this variant: every "
                              "learning rate failed")
     best = min(finite, key=lambda i: (means[i] if lower else -means[i], grid[i]))
-    return Choice(grid[best], grid, seeds, means, _quantity(first.data.params, first.data.tags))
+    return Choice(grid[best], grid, seeds, means, quantity)
 
 
 def chosen_lr(uri: str, experiment: str, params: Mapping[str, str]) -> Choice:

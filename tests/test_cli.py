@@ -287,6 +287,7 @@ def test_pattern_2s_checkpoint_is_chosen_on_its_teacher_forced_validation_score(
     (run,) = _runs(client, "delayed_recall")
     teacher_forced = [m.value for m in client.get_metric_history(run.info.run_id, "val/acc_tf")]
     assert len(teacher_forced) == 3 and float(run.data.tags["best_val"]) == max(teacher_forced)
+    assert (run.data.tags["monitor"], run.data.tags["monitor_mode"]) == ("val/acc_tf", "max")
 
 
 def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a_tiny_ceiling(tmp_path):

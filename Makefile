@@ -10,6 +10,7 @@ PORT ?= 5000
 HOST ?= 127.0.0.1
 SERVER_ARTIFACTS ?= mlartifacts-server
 ARGS ?=
+REPORT_ARGS ?=
 PYTEST_ARGS ?=
 EXP ?=
 URI ?= sqlite:///mlflow.db
@@ -18,7 +19,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test golden test-integration integration postgresql bench gpu-check server sweep tune-lr report docs reproduce reproduce-run stale ui clean need-exp
+.PHONY: help install train test golden test-integration integration postgresql bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -95,8 +96,8 @@ tune-lr: $(STAMP) need-exp ## choose each variant's lr on validation: EXP's swee
 # the comparisons an experiment's README makes, tested by the report
 COMPARISONS = $(wildcard experiments/$(EXP)/comparisons.yaml)
 
-report: $(STAMP) need-exp ## tables, tests and plots of an experiment's runs into experiments/EXP/results (URI=...)
-	$(BIN)/rnnexp-report --uri "$(URI)" --experiment $(EXP) --out experiments/$(EXP)/results $(if $(COMPARISONS),--comparisons $(COMPARISONS))
+report: $(STAMP) need-exp ## tables, tests and plots of an experiment's runs into experiments/EXP/results (URI=...; REPORT_ARGS=--evaluations)
+	$(BIN)/rnnexp-report --uri "$(URI)" --experiment $(EXP) --out experiments/$(EXP)/results $(if $(COMPARISONS),--comparisons $(COMPARISONS)) $(REPORT_ARGS)
 
 docs: $(STAMP) ## rewrite the READMEs' generated results blocks from the committed results files
 	$(BIN)/python -m rnnexp.docs
@@ -107,6 +108,10 @@ reproduce: $(STAMP) need-exp ## the sweep, the report, then the READMEs' tables:
 reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id> (URI=...)
 	@test -n "$(RUN)" || { echo "give RUN=<run id> (an MLflow run id)" >&2; exit 2; }
 	$(BIN)/python -m rnnexp.reproduce $(RUN) --uri "$(URI)"
+
+eval: $(STAMP) ## evaluate best checkpoints, logged beside them: RUN=<id> or EXP=<name> (all its runs), ARGS="task.length=40" (URI=...)
+	@test -n "$(RUN)$(EXP)" || { echo "give RUN=<run id> (a FINISHED training run) or EXP=<experiment>, and task overrides as ARGS=\"task.distance=32\"" >&2; exit 2; }
+	$(BIN)/rnnexp-eval $(if $(RUN),--run $(RUN),--experiment $(EXP)) --uri "$(URI)" $(ARGS)
 
 stale: $(STAMP) ## mark KILLED the RUNNING runs whose process died without closing them (URI=...)
 	$(BIN)/python -m rnnexp.tracking --stale --uri "$(URI)"

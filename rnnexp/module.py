@@ -6,6 +6,9 @@ stages train, val and test; with `tracking.step_metrics`, also `train/loss_step`
 and test it is scored both teacher-forced (`<stage>/<metric>_tf`) and running free
 (`<stage>/<metric>`): the free-running score is the one it is judged by, since at test time
 there are no true outputs to feed back.
+
+Every checkpoint holds the model's and the task's config as hyperparameters, so
+`SequenceModule.load_from_checkpoint(path)` rebuilds both (`rebuild`) and loads the weights.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from rnnexp.config import Optimizer
+from rnnexp.config import MODELS, TASKS, ConfigError, Optimizer
 from rnnexp.tasks.base import IGNORE, Task
 
 _CHUNK = 65536  # scored steps fed to a metric at once
@@ -32,12 +35,42 @@ _OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.Ad
                Optimizer.sgd: torch.optim.SGD}
 
 
+def rebuild(config: dict) -> tuple[nn.Module, Task]:
+    """The model and the task (its data not yet made) that `config` describes: `{"model": ...,
+    "task": ..., "seed": ...}`, resolved, as a checkpoint holds it. Read from a file, it names
+    only rnnexp's own classes: each `_target_` must be one of the schemas' (rnnexp.config)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rnnexp.models.sizing import make_model
+
+    nodes = {}
+    for group, schemas in (("model", MODELS), ("task", TASKS)):
+        node = dict(config.get(group) or {})
+        known = {schema._target_: schema for schema in schemas.values()}
+        if node.get("_target_") not in known:
+            raise ConfigError(f"{group}._target_", node.get("_target_"), f"one of rnnexp's {group}s "
+                              f"({', '.join(sorted(known))}): a checkpoint names no other code")
+        nodes[group] = OmegaConf.merge(OmegaConf.structured(known[node["_target_"]]), node)  # types checked too
+    task = instantiate(nodes["task"], seed=int(config.get("seed", 0)))
+    return make_model(nodes["model"], task.io), task
+
+
 class SequenceModule(pl.LightningModule):
-    def __init__(self, model: nn.Module, task: Task, optimizer: str = "adam", lr: float = 3e-3,
-                 weight_decay: float = 0.0, step_metrics: bool = False, schedule: dict | None = None):
+    def __init__(self, model: nn.Module | None = None, task: Task | None = None, optimizer: str = "adam",
+                 lr: float = 3e-3, weight_decay: float = 0.0, step_metrics: bool = False,
+                 schedule: dict | None = None, config: dict | None = None):
         """`schedule`: the learning-rate schedule, as `optim` says it (`scheduler`, `min_lr`,
-        `lr_factor`, `lr_patience`) plus `epochs` (cosine) and `monitor`, `mode` (plateau)."""
+        `lr_factor`, `lr_patience`) plus `epochs` (cosine) and `monitor`, `mode` (plateau).
+        `config`: the model's and the task's config (see `rebuild`), kept in every checkpoint;
+        without `model` and `task` (`load_from_checkpoint`), they are built from it."""
         super().__init__()
+        # in the checkpoint, not sent to the logger: the run's params are its whole config already
+        self.save_hyperparameters(ignore=["model", "task"], logger=False)
+        if model is None or task is None:
+            if config is None:
+                raise TypeError("SequenceModule needs a model and a task, or the config to build them from")
+            model, task = rebuild(config)
         self.model = model
         self.schedule = dict(schedule or {"scheduler": "none"})
         self.loss_fn, self.summed_loss = task.loss, task.summed_loss

@@ -24,7 +24,9 @@ counts. It writes into `--out`:
   per task on one y-axis, chance dashed.
 
 The files are logged as artifacts (under `report/`) on the sweeps' parent runs, so they show in
-the MLflow UI.
+the MLflow UI. Evaluation runs of `rnnexp-eval` (tag `evaluation=true`) are left out; with
+`--evaluations` they are reported instead, scored by their `eval/` metric, the x axis of the
+plot `task.length` where it varies (`metric_vs_length.png`), and no learning curves.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ CONFIDENCE = 0.95
 TAG_COLUMNS = ("task", "model", "cell", "pattern")
 # every file a report writes: those a new report of the same folder does not write again are removed
 FILES = ("runs.csv", "results.csv", "results.md", "comparisons.csv", "comparisons.md", "metric_vs_distance.png",
-         "metric_by_model.png", "learning_curves.png")
+         "metric_vs_length.png", "metric_by_model.png", "learning_curves.png")
 
 
 class ReportError(Exception):
@@ -89,9 +91,10 @@ def runs_frame(client, uri: str, experiment: str | None, parent: str | None) -> 
     return frame, parents
 
 
-def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """One row per counted training run, with the columns the report uses; and notices of what
-    was left out or inferred."""
+    was left out or inferred. With `evaluations`, the runs of `rnnexp-eval` instead, scored by
+    their `eval/` metric."""
     from rnnexp.tracking import variant_hash
 
     notes: list[str] = []
@@ -99,6 +102,12 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         return pd.DataFrame(), notes
     parents = frame["tags.sweep"] == "true" if "tags.sweep" in frame else pd.Series(False, index=frame.index)
     frame = frame[~parents]
+    evaluated = frame["tags.evaluation"] == "true" if "tags.evaluation" in frame else pd.Series(False, index=frame.index)
+    if evaluated.any() and not evaluations:
+        notes.append(f"{int(evaluated.sum())} evaluation run(s) of rnnexp-eval left out (`rnnexp-report --evaluations` "
+                     "reports them)")
+    frame = frame[evaluated] if evaluations else frame[~evaluated]
+    stage = "eval" if evaluations else "test"
     needed = [c for c in ("tags.metric", "tags.task", "tags.model", "params.seed") if c in frame]
     whole = frame[needed].notna().all(axis=1) if len(needed) == 4 else pd.Series(False, index=frame.index)
     if (~whole).any():
@@ -112,7 +121,7 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         runs = runs[~unfinished]
 
     def metric(row: pd.Series, suffix: str = "") -> float:
-        return row.get(f"metrics.test/{row['tags.metric']}{suffix}", np.nan)
+        return row.get(f"metrics.{stage}/{row['tags.metric']}{suffix}", np.nan)
 
     if runs.empty:
         return runs, notes
@@ -163,7 +172,7 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         notes.append("some variants pool runs on data with different digests (tag dataset_digest)")
     runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
     for column, logged in (("chance", "chance_level"), ("n_params", "n_params"), ("wall_time_s", "wall_time_s"),
-                           ("n_test_scored", "n_test_scored"), ("epochs_trained", "epochs_trained")):
+                           ("n_test_scored", f"n_{stage}_scored"), ("epochs_trained", "epochs_trained")):
         runs[column] = runs.get(f"metrics.{logged}", pd.Series(np.nan, index=runs.index))
     if "metrics.epoch" in runs:  # runs logged before epochs_trained: Lightning's last epoch index, + 1
         runs["epochs_trained"] = runs["epochs_trained"].fillna(runs["metrics.epoch"] + 1)
@@ -173,7 +182,8 @@ def training_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def _shown(key: str) -> bool:
     from rnnexp.tracking import NOT_VARIANT
 
-    return not (key in NOT_VARIANT or key.startswith(("tracking.", "hydra.")) or key.endswith("_target_"))
+    return not (key in NOT_VARIANT or key.startswith(("tracking.", "hydra.")) or key.endswith("_target_")
+                or key == "evaluated_with")  # an evaluation's overrides: their keys are columns of their own
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
@@ -580,9 +590,9 @@ def _pyplot():
     return plt
 
 
-def _series(table: pd.DataFrame, keys: list[str]) -> list[str]:
-    """The keys besides the distance that split a task's variants into lines."""
-    return [k for k in keys if k != "task.distance" and table[k].nunique(dropna=False) > 1]
+def _series(table: pd.DataFrame, keys: list[str], axis: str = "task.distance") -> list[str]:
+    """The keys besides the x axis (the distance) that split a task's variants into lines."""
+    return [k for k in keys if k != axis and table[k].nunique(dropna=False) > 1]
 
 
 def _line_label(row: pd.Series, series: list[str]) -> str:
@@ -606,29 +616,32 @@ def _legend(fig, axes) -> None:
         fig.legend([handles[k] for k in labels], labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
 
-def plot_results(table: pd.DataFrame, keys: list[str], out: Path) -> list[str]:
-    """The test metric with its 95% CI, against the distance where a task sweeps it, else as bars."""
+def plot_results(table: pd.DataFrame, keys: list[str], out: Path, axis: str = "task.distance",
+                 stage: str = "test") -> list[str]:
+    """The `stage` metric with its 95% CI, against `axis` (the distance) where a task sweeps it,
+    else as bars."""
     plt = _pyplot()
     written = []
-    distance = pd.to_numeric(table["task.distance"], errors="coerce") if "task.distance" in keys else None
+    curve = f"metric_vs_{axis.rsplit('.', 1)[-1]}.png"
+    distance = pd.to_numeric(table[axis], errors="coerce") if axis in keys else None
     with_distance = [t for t, g in table.groupby("task")
-                     if distance is not None and distance[g.index].notna().all() and g["task.distance"].nunique() > 1]
-    for name, tasks in (("metric_vs_distance.png", with_distance),
+                     if distance is not None and distance[g.index].notna().all() and g[axis].nunique() > 1]
+    for name, tasks in ((curve, with_distance),
                         ("metric_by_model.png", sorted(set(table["task"]) - set(with_distance)))):
         if not tasks:
             continue
         fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             mine = table[table["task"] == task]
-            series = _series(mine, keys)
+            series = _series(mine, keys, axis)
             chance = mine["chance"].mean()
-            if name == "metric_vs_distance.png":
+            if name == curve:
                 for label, line in mine.groupby(mine.apply(_line_label, axis=1, series=series), sort=True):
-                    line = line.assign(x=line["task.distance"].astype(float)).sort_values("x")
+                    line = line.assign(x=line[axis].astype(float)).sort_values("x")
                     ax.plot(line["x"], line["mean"], marker="o", label=label)
                     ax.fill_between(line["x"], line["ci95_low"], line["ci95_high"], alpha=0.2)
                 ax.set_xscale("log", base=2)
-                ax.set_xlabel("task.distance")
+                ax.set_xlabel(axis)
             else:
                 labels = list(mine.apply(_line_label, axis=1, series=series))
                 error = np.array([mine["mean"] - mine["ci95_low"], mine["ci95_high"] - mine["mean"]])
@@ -636,10 +649,10 @@ def plot_results(table: pd.DataFrame, keys: list[str], out: Path) -> list[str]:
                 ax.set_xticks(range(len(mine)), labels, rotation=30, ha="right", fontsize=8)
             ax.axhline(chance, color="grey", linestyle="--", label="chance")
             ax.set_ylim(*_limits(mine["metric"].iloc[0], list(mine["ci95_high"].fillna(mine["mean"])), chance))
-            ax.set_ylabel(f"test {mine['metric'].iloc[0]}")
+            ax.set_ylabel(f"{stage} {mine['metric'].iloc[0]}")
             ax.set_title(task)
         _legend(fig, axes)
-        fig.suptitle("mean over seeds;\n" + ("bands" if name == "metric_vs_distance.png" else "error bars")
+        fig.suptitle("mean over seeds;\n" + ("bands" if name == curve else "error bars")
                      + ": 95% CI (Student t over seeds)", fontsize=9)
         fig.tight_layout()
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
@@ -708,7 +721,7 @@ class Report:
 
 
 def report(uri: str, experiment: str | None, parent: str | None, out: Path,
-           comparisons: Path | None = None) -> Report:
+           comparisons: Path | None = None, evaluations: bool = False) -> Report:
     from rnnexp import config
     from rnnexp.tracking import open_client
 
@@ -723,12 +736,15 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None
     client = open_client(uri)
     frame, parents = runs_frame(client, uri, experiment, parent)
-    runs, notes = training_runs(frame)
+    runs, notes = training_runs(frame, evaluations)
     if runs.empty:
         which = f"--parent={parent}" if parent else f"--experiment={experiment}"
-        raise ReportError(f"{which}: no finished training runs to report"
+        raise ReportError(f"{which}: no finished {'evaluation' if evaluations else 'training'} runs to report"
                           + (f" ({'; '.join(notes)})" if notes else ""))
     keys = varying_keys(runs)
+    if evaluations:
+        notes.append("evaluation runs of rnnexp-eval: each trained run's best checkpoint scored on the task as the "
+                     "columns say (metric eval/<metric>); parameters and epochs are the trained model's")
     if "tags.lr_from" in runs and runs["tags.lr_from"].notna().any():  # each variant's own lr: show it
         keys = keys if "optim.lr" in keys else [*keys, "optim.lr"]
         notes.append(lr_note(runs))
@@ -752,9 +768,11 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
             found.to_csv(new / "comparisons.csv", index=False)
             (new / "comparisons.md").write_text(comparisons_markdown(found, keys))
             files += ["comparisons.csv", "comparisons.md"]
-        files += plot_results(table, keys, new)
-        plot_learning_curves(client, table, keys, new)
-        files.append("learning_curves.png")
+        axis = "task.length" if evaluations and "task.length" in keys else "task.distance"
+        files += plot_results(table, keys, new, axis, "eval" if evaluations else "test")
+        if not evaluations:  # an evaluation has no curve: its model's is the trained run's
+            plot_learning_curves(client, table, keys, new)
+            files.append("learning_curves.png")
         for name in files:
             os.replace(new / name, out / name)
     for stale in set(FILES) - set(files):  # from an earlier report: it no longer says what these runs say
@@ -786,6 +804,8 @@ def main(argv: list[str] | None = None) -> None:
     which.add_argument("--parent", help="a sweep's parent run id: its finished children")
     parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
+    parser.add_argument("--evaluations", action="store_true", help="report the runs of rnnexp-eval (scored by their "
+                        "eval/ metric) instead of the training runs")
     parser.add_argument("--comparisons", type=Path, help="a YAML file of comparisons to test: comparisons: [{name: "
                         "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
                         "a config key (model.hidden_size, ...)")
@@ -794,7 +814,7 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_store_logs()
     try:
-        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons)
+        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations)
     except ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)

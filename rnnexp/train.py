@@ -334,9 +334,11 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     watched, mode = monitor(cfg, task)
     schedule = {"scheduler": spec.optim.scheduler.value, "min_lr": spec.optim.min_lr, "lr_factor": spec.optim.lr_factor,
                 "lr_patience": spec.optim.lr_patience, "epochs": spec.trainer.max_epochs, "monitor": watched, "mode": mode}
-    module = SequenceModule(model, task, optimizer=spec.optim.optimizer, lr=cfg.optim.lr,
+    built = {"model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),  # as sized: the shapes of the weights
+             "task": OmegaConf.to_container(cfg.task, resolve=True, enum_to_str=True), "seed": spec.seed}
+    module = SequenceModule(model, task, optimizer=spec.optim.optimizer.value, lr=cfg.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics,
-                            schedule=schedule)
+                            schedule=schedule, config=built)
     module.lr_choice = choice  # what `train` logs of it
     return task, model, module
 

@@ -1,0 +1,320 @@
+"""`rnnexp-eval`: evaluate a trained run's best checkpoint, on its own task or on the task with
+overrides that keep the model's shapes (another distance, length, test size, or seed for fresh
+data), and log the result as an MLflow run beside it.
+
+    rnnexp-eval --run <id> task.distance=32          # one run
+    rnnexp-eval --experiment NAME task.length=80     # every training run of an experiment
+
+The checkpoint holds the model's and the task's config (`SequenceModule.load_from_checkpoint`);
+the overrides change the task's, never the model's. The evaluation run is named after the trained
+run and its overrides, nested under it in the UI (`mlflow.parentRunId`) and tagged
+`evaluated_run` (its id), `evaluated_with` (the overrides) and `evaluation=true`. Its params are
+the trained run's with the overrides applied; its metrics `eval/<metric>`, `eval/loss` and the
+chance level of the task it was evaluated on. `rnnexp-report --evaluations` reports such runs;
+a plain report leaves them out. Without overrides, an evaluation reproduces the run's `test/`
+metrics exactly (on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROG = "rnnexp-eval"
+# what an evaluation may change besides task keys: fresh data, and where it runs
+OTHER_KEYS = ("seed", "trainer.accelerator")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+TAGS_KEPT = ("pattern", "model", "cell", "task", "metric", "better", "monitor", "monitor_mode", "stopped_by",
+             "dataset_name", "dataset_digest", "lr_from")
+
+
+class EvalError(ValueError):
+    """One line: what cannot be evaluated, and why."""
+
+
+def parse_overrides(overrides: list[str], task_schema: type) -> dict[str, Any]:
+    """`key=value` strings as {key: value}; only task keys (not `_target_`), `seed` and
+    `trainer.accelerator`. Values are read as YAML scalars, as on the training command line."""
+    task_keys = [f.name for f in fields(task_schema) if not f.name.startswith("_")]
+    parsed: dict[str, Any] = {}
+    for override in overrides:
+        key, eq, text = override.partition("=")
+        if not eq or not key:
+            raise EvalError(f"{override!r} is not an override: give key=value, e.g. task.distance=32")
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, (dict, list)):
+            raise EvalError(f"{key}={text!r} is not allowed: a single value")
+        if key.startswith("task."):
+            if key[len("task."):] not in task_keys:
+                raise EvalError(f"{key}={text!r} is not allowed: {key} is not a key of task {task_schema.name}; "
+                                f"its keys: {', '.join(task_keys)}")
+        elif key == "seed":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise EvalError(f"seed={text!r} is not allowed: an integer >= 0 (fresh data for the evaluation)")
+        elif key == "trainer.accelerator":
+            if value not in ACCELERATORS:
+                raise EvalError(f"trainer.accelerator={text!r} is not allowed: one of {', '.join(ACCELERATORS)}")
+        else:
+            raise EvalError(f"{key}={text!r} is not allowed at evaluation: the model is the trained one; give task.* "
+                            "keys that keep its shapes, seed or trainer.accelerator")
+        parsed[key] = value
+    return parsed
+
+
+def task_config(trained: dict, changes: dict[str, Any]):
+    """The trained task's config with `changes` ({"task.X": v}), typed and range-checked as a
+    training run's is; EvalError naming the key otherwise."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rnnexp import config
+
+    schema = _task_schema(trained)
+    node = OmegaConf.structured(schema)
+    try:
+        node = OmegaConf.merge(node, trained, {k[len("task."):]: v for k, v in changes.items() if k.startswith("task.")})
+        config._check_fields(OmegaConf.to_object(node), "task.")
+    except config.ConfigError as err:
+        raise EvalError(str(err)) from None
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or "task"
+        raise EvalError(f"task.{key}: {str(err).splitlines()[0]}") from None
+    return node
+
+
+def _task_schema(trained: dict) -> type:
+    from rnnexp.config import TASKS
+
+    known = {schema._target_: schema for schema in TASKS.values()}
+    if trained.get("_target_") not in known:
+        raise EvalError(f"the checkpoint's task._target_={trained.get('_target_')!r} is not one of rnnexp's tasks")
+    return known[trained["_target_"]]
+
+
+def best_checkpoint(client, run, folder: Path) -> Path:
+    """The run's best checkpoint: in its checkpoint folder (tag checkpoint_dir), else downloaded
+    from its artifacts into `folder`. The best is the one that is not `last.ckpt`."""
+    from rnnexp.resume import LAST
+
+    local = Path(run.data.tags.get("checkpoint_dir", "/nonexistent"))
+    found = sorted(p for p in local.glob("*.ckpt") if p.name != LAST and not p.is_symlink()) if local.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    run_id = run.info.run_id
+    for entry in client.list_artifacts(run_id):
+        if entry.is_dir and entry.path != Path(LAST).stem:
+            for item in client.list_artifacts(run_id, entry.path):
+                if item.path.endswith(".ckpt"):
+                    return Path(client.download_artifacts(run_id, item.path, str(folder)))
+    raise EvalError(f"run {run_id} has no best checkpoint: none in {local} nor among its artifacts "
+                    "(tracking.log_checkpoint=false, or it stopped before its first epoch ended)")
+
+
+def _checkpoint_config(path: Path, run_id: str) -> dict:
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise EvalError(f"run {run_id}'s checkpoint {path} does not load as weights ({type(err).__name__})") from None
+    saved = checkpoint.get("hyper_parameters", {}).get("config")
+    if not isinstance(saved, dict) or not {"model", "task"} <= saved.keys():
+        raise EvalError(f"run {run_id}'s checkpoint holds no model and task config (made by an rnnexp older than "
+                        "rnnexp-eval): train it again")
+    return saved
+
+
+def _shape_changes(trained_io, new_io) -> list[str]:
+    return [f"{f.name} {getattr(trained_io, f.name)} -> {getattr(new_io, f.name)}" for f in fields(trained_io)
+            if getattr(trained_io, f.name) != getattr(new_io, f.name)]
+
+
+def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = True) -> str:
+    """Evaluate `run` with `overrides`, logged as a new run in its experiment; its id."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from rnnexp import tracking
+    from rnnexp.module import SequenceModule
+
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        path = best_checkpoint(client, run, Path(tmp))
+        saved = _checkpoint_config(path, run_id)
+        seed = int(overrides.get("seed", saved.get("seed", 0)))
+        trained_task = instantiate(task_config(saved["task"], {}), seed=int(saved.get("seed", 0)))
+        new_cfg = task_config(saved["task"], overrides)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        task = instantiate(new_cfg, seed=seed)
+        changed = _shape_changes(trained_task.io, task.io)
+        if changed:  # name the override(s) that change it
+            culprits = [f"{k}={v}" for k, v in overrides.items() if k.startswith("task.") and _shape_changes(
+                trained_task.io, instantiate(task_config(saved["task"], {k: v}), seed=seed).io)]
+            raise EvalError(f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
+                            "at evaluation, a task override must keep what the model reads and writes")
+        module = SequenceModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        task.setup()
+
+        params = dict(run.data.params)
+        params.update({f"task.{k}": str(v) for k, v in OmegaConf.to_container(new_cfg, enum_to_str=True).items()})
+        params["seed"] = str(seed)
+        with_ = " ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+        params["evaluated_with"] = with_
+        commit, dirty = tracking.git_state(Path(__file__).parent)
+        tags = {k: run.data.tags[k] for k in TAGS_KEPT if k in run.data.tags}
+        tags.update({**tracking.process_tags(), "evaluation": "true", "evaluated_run": run_id, "evaluated_with": with_,
+                     "mlflow.parentRunId": run_id, "seed": str(seed), "git_commit": commit,
+                     "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
+                     "distance": "none" if task.distance is None else str(task.distance),
+                     "length": "none" if task.length is None else str(task.length),
+                     "variant_hash": tracking.variant_hash({k: v for k, v in params.items() if k != "seed"})})
+        name = f"{run.data.tags.get('mlflow.runName', run_id)} @ {'own task' if with_ == 'none' else with_}"
+        # every check passed: only now a run exists, and it ends FINISHED or FAILED, never RUNNING
+        created = client.create_run(run.info.experiment_id, run_name=name, tags=tags)
+        new_id = created.info.run_id
+        try:
+            from mlflow.entities import Param
+
+            batch = [Param(k, v[:6000]) for k, v in params.items()]
+            for i in range(0, len(batch), 100):
+                client.log_batch(new_id, params=batch[i:i + 100])
+            accelerator = overrides.get("trainer.accelerator", "cpu")
+            precision = run.data.params.get("trainer.precision", "32-true")
+            trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=verbose, enable_model_summary=False)
+            trainer.test(module, datamodule=task, verbose=False)
+            results = {k.replace("test/", "eval/", 1): float(v) for k, v in trainer.callback_metrics.items()
+                       if k.startswith("test/")}
+            population = {} if task.chance_level_population is None else {
+                "chance_level_population": task.chance_level_population}
+            trained = {k: run.data.metrics[k] for k in ("epochs_trained",) if k in run.data.metrics}
+            tracking.log_metrics(client, new_id, {**results, "chance_level": task.chance_level, **population,
+                                                  "n_eval_scored": module.scored["test"], **trained,
+                                                  "n_params": sum(p.numel() for p in module.parameters())})
+        except BaseException as err:
+            tracking.end_run(client, new_id, err)
+            raise
+        tracking.end_run(client, new_id)
+    if verbose:
+        print(f"\n{name}: {run.data.tags.get('model')} trained in run {run_id}, evaluated with {with_}:")
+        for key in sorted(results):
+            print(f"  {key:<14} {results[key]:.4f}")
+        print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
+        print(f"run {new_id} FINISHED in experiment {run.info.experiment_id} ({_masked(uri)}), under run {run_id}")
+    return new_id
+
+
+def _masked(uri: str) -> str:
+    from rnnexp.config import masked_uri
+
+    return masked_uri(uri)
+
+
+def check_trained(run) -> type:
+    """The task schema of `run`, a FINISHED training run; EvalError if it is not one."""
+    tags = run.data.tags
+    if run.info.status != "FINISHED" or tags.get("sweep") == "true" or tags.get("evaluation") or \
+            "task._target_" not in run.data.params:
+        kind = "a sweep's parent" if tags.get("sweep") == "true" else "an evaluation" if tags.get("evaluation") else \
+            f"status {run.info.status}" if run.info.status != "FINISHED" else "not made by rnnexp-train"
+        raise EvalError(f"--run={run.info.run_id}: a FINISHED training run; this one is {kind}")
+    return _task_schema({"_target_": run.data.params["task._target_"]})
+
+
+def training_runs(client, experiment: str) -> list:
+    """The FINISHED training runs of `experiment` (no sweep parents, evaluations or smoke runs)."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise EvalError(f"--experiment={experiment!r} is not in the store; experiments: {', '.join(names) or 'none'}")
+    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
+    return [r for r in runs if r.data.tags.get("sweep") != "true" and not r.data.tags.get("evaluation")
+            and r.data.tags.get("smoke") != "true" and "seed" in r.data.params]
+
+
+def _already(client, run, with_: str) -> str | None:
+    """The FINISHED evaluation of `run` with these overrides, if there is one."""
+    found = client.search_runs([run.info.experiment_id], f"tags.evaluated_run = '{run.info.run_id}' and "
+                               "attributes.status = 'FINISHED'", max_results=1000)
+    return next((r.info.run_id for r in found if r.data.tags.get("evaluated_with") == with_), None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Evaluate trained runs' best checkpoints, on their own task or with task overrides "
+        "that keep the model's shapes (task.distance, task.length, task.test_size, seed for fresh data, "
+        "trainer.accelerator), each logged as an MLflow run nested under the trained one.",
+        epilog="Examples: rnnexp-eval --run 3f2a... task.distance=32 | rnnexp-eval --experiment "
+               "length_generalisation task.length=80")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="the id of a FINISHED training run")
+    which.add_argument("--experiment", help="every FINISHED training run of this experiment (those already "
+                       "evaluated with the same overrides are skipped)")
+    parser.add_argument("overrides", nargs="*", help="key=value: task.<key>, seed, trainer.accelerator")
+    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    args = parser.parse_args(argv)
+
+    from rnnexp import config
+    from rnnexp.tracking import quiet_store_logs
+
+    def fail(message: str) -> None:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///"):].split("?", 1)[0]):
+        fail(f"--uri={args.uri}: no such SQLite file")
+    try:
+        config.TrackingConfig(uri=args.uri).check()
+        config.check_store(args.uri)
+    except config.ConfigError as err:
+        fail(str(err).replace("tracking.uri", "--uri", 1))
+    quiet_store_logs()
+    from mlflow.exceptions import MlflowException
+
+    from rnnexp.tracking import open_client
+    from rnnexp.train import _quiet_libraries
+
+    _quiet_libraries()
+    client = open_client(args.uri)
+    try:
+        if args.run is not None:
+            try:
+                runs = [client.get_run(args.run)]
+            except MlflowException:
+                fail(f"--run={args.run!r}: no such run in {_masked(args.uri)}")
+        else:
+            runs = training_runs(client, args.experiment)
+        done = 0
+        for run in runs:
+            overrides = parse_overrides(args.overrides, check_trained(run))
+            with_ = " ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+            if args.experiment is not None and (earlier := _already(client, run, with_)) is not None:
+                print(f"run {run.info.run_id}: already evaluated with {with_} in run {earlier}")
+                continue
+            new = evaluate(client, run, overrides, args.uri, verbose=args.run is not None)
+            if args.experiment is not None:
+                got = client.get_run(new).data.metrics
+                score = got.get(f"eval/{run.data.tags.get('metric')}", float("nan"))
+                print(f"{run.data.tags.get('mlflow.runName', run.info.run_id)} @ {with_}: eval/{run.data.tags.get('metric')} "
+                      f"{score:.4f} (run {new})")
+            done += 1
+        if args.experiment is not None:
+            print(f"{done} run(s) of experiment {args.experiment} evaluated with "
+                  f"{' '.join(args.overrides) or 'no overrides'}; {len(runs) - done} skipped (done before)")
+    except EvalError as err:
+        fail(str(err))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,115 @@
+"""rnnexp-eval: a trained run's best checkpoint, evaluated on its own task or another distance,
+logged as a run beside it; SequenceModule.load_from_checkpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+TINY = ["model.cell=gru", "task.length=12", "task.distance=3", "task.train_size=256", "task.val_size=128",
+        "task.test_size=128", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short run: (folder, store URI, client, the run)."""
+    tmp = tmp_path_factory.mktemp("eval")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp}/out", *TINY], cwd=tmp,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    return tmp, uri, client, run
+
+
+def _eval(tmp: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rnnexp.evaluation", "--uri", uri, *args], cwd=tmp,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _evaluations(client, run) -> list:
+    return client.search_runs([run.info.experiment_id], f"tags.evaluated_run = '{run.info.run_id}'")
+
+
+def test_the_checkpoint_loads_back_with_its_config_and_gives_the_trained_outputs(trained):
+    from rnnexp.module import SequenceModule
+
+    tmp, _, _, run = trained
+    (best,) = [p for p in (tmp / "out" / "checkpoints").glob("epoch=*.ckpt")]
+    module = SequenceModule.load_from_checkpoint(best, weights_only=True)
+    assert type(module.model).__name__ == "RNNHidden" and module.model.recurrence.hidden_size == 64
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in state.items())
+    x = torch.randint(8, (4, 12))
+    twin = SequenceModule.load_from_checkpoint(best, weights_only=True)
+    assert torch.equal(module(x), twin(x)) and module(x).shape == (4, 12, 8)
+    assert not any(key.startswith("config") for key in run.data.params)  # hparams stay out of the run's params
+
+
+def test_eval_on_the_runs_own_task_reproduces_its_test_metrics_exactly(trained):
+    tmp, uri, client, run = trained
+    proc = _eval(tmp, uri, "--run", run.info.run_id)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (evaluation,) = _evaluations(client, run)
+    for key in ("acc", "loss"):
+        assert evaluation.data.metrics[f"eval/{key}"] == run.data.metrics[f"test/{key}"], key
+    assert evaluation.data.metrics["chance_level"] == run.data.metrics["chance_level"]
+    assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id and evaluation.info.status == "FINISHED"
+    assert evaluation.data.tags["mlflow.runName"] == f"{run.data.tags['mlflow.runName']} @ own task"
+
+
+def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):
+    tmp, uri, client, run = trained
+    before = {r.info.run_id for r in _evaluations(client, run)}
+    proc = _eval(tmp, uri, "--run", run.info.run_id, "task.distance=6", "seed=7")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (evaluation,) = [r for r in _evaluations(client, run) if r.info.run_id not in before]
+    assert evaluation.data.tags["evaluated_with"] == "task.distance=6 seed=7"
+    assert evaluation.data.tags["distance"] == "6" and evaluation.data.params["task.distance"] == "6"
+    assert evaluation.data.params["seed"] == "7" and evaluation.data.tags["evaluation"] == "true"
+    assert 0.0 <= evaluation.data.metrics["eval/acc"] <= 1.0 and evaluation.data.metrics["chance_level"] == 0.125
+    assert evaluation.data.metrics["n_eval_scored"] == 128 * (12 - 6)  # the steps with a symbol 6 back
+    assert f"eval/acc       {evaluation.data.metrics['eval/acc']:.4f}" in proc.stdout
+
+
+@pytest.mark.parametrize("override,message", [
+    ("task.symbols=16", "task.symbols=16 changes the model's shapes (vocab_size 8 -> 16, n_classes 8 -> 16)"),
+    ("model.hidden_size=8", "model.hidden_size='8' is not allowed at evaluation: the model is the trained one"),
+    ("task.distanse=4", "task.distanse='4' is not allowed: task.distanse is not a key of task delayed_recall"),
+    ("task._target_=os.system", "task._target_='os.system' is not allowed: task._target_ is not a key"),
+    ("task.distance=20", "task.distance=20 is not allowed: 0 <= distance < task.length (12)"),
+])
+def test_an_override_that_changes_the_model_or_is_not_the_tasks_is_one_line_and_logs_nothing(trained, override,
+                                                                                              message):
+    tmp, uri, client, run = trained
+    before = len(client.search_runs([run.info.experiment_id]))
+    proc = _eval(tmp, uri, "--run", run.info.run_id, override)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rnnexp-eval: error: "), proc.stderr
+    assert message in lines[0], lines[0]
+    assert len(client.search_runs([run.info.experiment_id])) == before
+
+
+def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained):
+    tmp, uri, client, run = trained
+    for _ in range(2):  # the second time, the run is skipped: already evaluated with these overrides
+        proc = _eval(tmp, uri, "--experiment", "delayed_recall", "task.length=24")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 skipped (done before)" in proc.stdout
+    assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == "task.length=24"]) == 1
+    report = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "delayed_recall", "--uri", uri,
+                             "--out", str(tmp / "report"), "--evaluations"], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "task.length" in report.stdout.splitlines()[0] and "evaluation runs of rnnexp-eval" in report.stdout
+    plain = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "delayed_recall", "--uri", uri,
+                            "--out", str(tmp / "plain")], capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and "evaluation run(s) of rnnexp-eval left out" in plain.stdout
+    assert "1 variants (1-1 seeds) from 1 runs" in plain.stdout

@@ -407,6 +407,7 @@ class TrackingConfig:
     experiment: Optional[str] = None  # None: the task's name
     artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
     log_checkpoint: bool = True  # log the best checkpoint as an artifact
+    log_model: bool = True  # log the best model through mlflow.pytorch.log_model ("Logged models" in the UI)
     step_metrics: bool = False  # also log the training loss every `trainer.log_every_n_steps` steps
 
     def __post_init__(self) -> None:

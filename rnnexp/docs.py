@@ -11,7 +11,7 @@ Views: `results` (a row per variant: mean ± std, 95% CI, chance, the test again
 `comparisons [NAME]` (a row per comparison, or per row of comparison NAME: a - b with its 95% CI
 and the verdict with Holm's p), and
 `by-distance TASK` (for one task, a row per model and a column per `task.distance`: the mean,
-marked where no test shows it above chance).
+marked where no test shows it above chance), and `by-length TASK` (the same per `task.length`).
 
     python -m rnnexp.docs [README ...]          rewrite the blocks (default: every README.md here)
     python -m rnnexp.docs --check [README ...]  exit 1 naming each block that differs from its files
@@ -98,19 +98,23 @@ def shown_above(row: pd.Series) -> bool:
     return verdict.startswith(("above", "better"))
 
 
-def by_distance_view(folder: Path, task: str) -> str:
+AXES = {"by-distance": ("task.distance", "d"), "by-length": ("task.length", "T")}
+
+
+def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
+    key, short = AXES[view]
     table = pd.read_csv(folder / "results.csv", dtype={"pattern": str})
     mine = table[table["task"] == task]
-    if mine.empty or "task.distance" not in mine or mine["task.distance"].isna().all():
-        raise DocsError(f"view=by-distance {task}: no variants of task {task!r} with a task.distance in {folder}")
-    others = [k for k in _keys(table) if k != "task.distance" and mine[k].nunique(dropna=False) > 1]
-    distances = sorted(mine["task.distance"].dropna().unique())
-    head = ["model", *others, *[f"d={int(d)}" for d in distances]]
+    if mine.empty or key not in mine or mine[key].isna().all():
+        raise DocsError(f"view={view} {task}: no variants of task {task!r} with a {key} in {folder}")
+    others = [k for k in _keys(table) if k != key and mine[k].nunique(dropna=False) > 1]
+    distances = sorted(mine[key].dropna().unique())
+    head = ["model", *others, *[f"{short}={int(d)}" for d in distances]]
     rows = []
     for (label, *values), variants in mine.groupby(["label", *others], sort=True, dropna=False):
         cells = []
         for d in distances:
-            found = variants[variants["task.distance"] == d]
+            found = variants[variants[key] == d]
             r = found.iloc[0] if len(found) else None
             cells.append("" if r is None else f"{r['mean']:.2f}" + ("" if shown_above(r) else NOT_ABOVE))
         rows.append([f"`{label}`", *[str(v).removesuffix(".0") for v in values], *cells])
@@ -126,15 +130,15 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
             return results_view(where)
         if view == "comparisons":
             return comparisons_view(where, arg)
-        if view == "by-distance" and arg:
-            return by_distance_view(where, arg)
+        if view in AXES and arg:
+            return by_axis_view(where, arg, view)
     except FileNotFoundError as err:
         raise DocsError(f"{readme}: {folder}: {err.filename} is missing (make report EXP=...)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, ValueError, TypeError) as err:
         raise DocsError(f"{readme}: {folder}: not a results file of rnnexp-report ({err})") from None
     except DocsError as err:
         raise DocsError(f"{readme}: {err}") from None
-    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK")
+    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK, by-length TASK")
 
 
 def generate(readme: Path) -> tuple[str, list[str], int]:

@@ -106,3 +106,31 @@ def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
         artifact_location=artifact_location(spec.tracking),
         log_model=spec.tracking.log_checkpoint,
     )
+
+
+def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
+    """Log `model` (a torch module, its best weights loaded) to run `run_id` with MLflow's own
+    `mlflow.pytorch.log_model`, so the UI lists it under "Logged models" and
+    `mlflow.pytorch.load_model` loads it back; its URI (`models:/<id>`). Saved as a `pt2` program
+    (`torch.export`), which loads without running pickled code. The signature is `example`'s
+    shape with any batch size: a recurrent model's graph is traced at the trained length."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    model = model.cpu().eval()
+    with torch.no_grad():
+        out = model(example)
+
+    def spec(tensor: torch.Tensor) -> TensorSpec:
+        return TensorSpec(np.dtype(str(tensor.dtype).removeprefix("torch.")), (-1, *tensor.shape[1:]))
+
+    signature = ModelSignature(inputs=Schema([spec(example)]), outputs=Schema([spec(out)]))
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):  # the run is ended right after by rnnexp.train, whatever this sets
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
+                                        serialization_format="pt2", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    return info.model_uri

@@ -193,6 +193,11 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
             history = [m.value for m in client.get_metric_history(run_id, checkpoint.monitor)]
             objective = max(history) if checkpoint.mode == "max" else min(history)
         client.set_tag(run_id, OBJECTIVE_TAG, repr(objective))
+        if spec.tracking.log_model:  # the module holds the best checkpoint's weights, which trainer.test loaded
+            from rnnexp.logger import log_model
+
+            example = task.splits["test"].tensors[0][:2]
+            client.set_tag(run_id, "logged_model", log_model(spec.tracking.uri, run_id, model, example))
     except BaseException as err:
         try:
             status = tracking.end_run(client, run_id, err)
@@ -410,6 +415,7 @@ _IGNORED_WARNINGS = (
     "`isinstance(treespec",  # Lightning 2.6 calls an API that torch 2.13 deprecates
     "The dataloader",  # "... does not have many workers": in-memory tensors, workers only add start-up
     "Checkpoint directory",  # "... exists and is not empty": a resumed run writes on into its own, on purpose
+    "The tensor attributes",  # torch.export of nn.RNN/GRU/LSTM (tracking.log_model): their own weights' cache
 )
 # "... is smaller than the logging interval": with per-epoch metrics only, the step interval does not matter
 _STEP_INTERVAL_WARNING = "The number of training batches"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 config.register()
+# tracking.log_model's default: off in the runs the tests start (about 5 s each), on where a test
+# says tracking.log_model=true (tests/test_evaluation.py checks the logged model)
+os.environ.setdefault("RNNEXP_LOG_MODEL", "false")
 
 
 @pytest.fixture

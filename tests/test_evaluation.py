@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 TINY = ["model.cell=gru", "task.length=12", "task.distance=3", "task.train_size=256", "task.val_size=128",
         "task.test_size=128", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false"]
+        "trainer.enable_model_summary=false", "tracking.log_model=true"]
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,36 @@ def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained)
                             "--out", str(tmp / "plain")], capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0 and "evaluation run(s) of rnnexp-eval left out" in plain.stdout
     assert "1 variants (1-1 seeds) from 1 runs" in plain.stdout
+
+
+def test_the_logged_model_loads_back_with_mlflow_and_gives_the_checkpoints_outputs(trained):
+    import mlflow.pytorch
+
+    from rnnexp.module import SequenceModule
+
+    tmp, uri, client, run = trained
+    mlflow.set_tracking_uri(uri)
+    (logged,) = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list")
+    assert logged.source_run_id == run.info.run_id and run.data.tags["logged_model"] == f"models:/{logged.model_id}"
+    loaded = mlflow.pytorch.load_model(run.data.tags["logged_model"])
+    (best,) = [p for p in (tmp / "out" / "checkpoints").glob("epoch=*.ckpt")]
+    module = SequenceModule.load_from_checkpoint(best, weights_only=True).eval()
+    x = torch.randint(8, (5, 12))  # any batch size, the trained length
+    with torch.no_grad():
+        assert torch.equal(loaded(x), module(x))
+    assert mlflow.models.get_model_info(run.data.tags["logged_model"]).signature.inputs.to_dict()[0]["tensor-spec"] \
+        == {"dtype": "int64", "shape": (-1, 12)}
+
+
+def test_tracking_log_model_false_logs_no_model(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY[:-1],
+                           "trainer.max_epochs=1", "tracking.log_model=false"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import mlflow
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list") == []
+    assert "logged_model" not in run.data.tags and run.info.status == "FINISHED"

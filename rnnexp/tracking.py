@@ -54,13 +54,22 @@ def open_client(uri: str) -> MlflowClient:
     return client
 
 
+# The MLflow UI opens an experiment by its kind (the tag's values are in MLflow's UI code): model
+# training, not its GenAI mode (an assistant panel, a training run's breadcrumb "Evaluations")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:
-    """The id of experiment `name`, created if missing (once, whoever else asks at the same time)."""
+    """The id of experiment `name`, created if missing (once, whoever else asks at the same time),
+    and tagged as model training (`EXPERIMENT_KIND`) unless it says another kind already."""
+    key, kind = EXPERIMENT_KIND
     with store_lock(tracking.uri):
         experiment = client.get_experiment_by_name(name)
         if experiment is not None and experiment.lifecycle_stage != "deleted":
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, kind)
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location(tracking))
+        return client.create_experiment(name, artifact_location=artifact_location(tracking), tags={key: kind})
 
 
 def reopen(client: MlflowClient, run_id: str) -> None:

@@ -147,8 +147,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     else:
         experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
         tracking.experiment_id(tracking.open_client(spec.tracking.uri), experiment, spec.tracking)  # once, here
-        distance = "" if task.distance is None else f"-d{task.distance}"
-        logger = make_logger(spec, experiment, f"{spec.model.name}-{task.name}{distance}-s{spec.seed}",
+        logger = make_logger(spec, experiment, run_name(cfg, spec, task, hydra_cfg.overrides.task),
                                       tags={"mlflow.parentRunId": parent.run_id} if parent else None)
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     try:
@@ -232,6 +231,31 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     if spec.tracking.uri.startswith("sqlite:///"):
         print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
     return objective
+
+
+# keys a run name gives in short, and keys it gives otherwise or not at all (where a run is
+# tracked, how it started, what the progress bar shows)
+_SHORT = {"task.distance": "d", "task.length": "T", "model.hidden_size": "h", "model.params": "p", "optim.lr": "lr",
+          "seed": "s"}
+_UNNAMED = ("model", "task", "model.cell", "task.distance", "seed", "experiment", "resume", "optim.lr_from",
+            "optim.lr_shared_over", "model.hidden_size", "hparams_search", "threads")
+_UNNAMED_PREFIXES = ("tracking", "hydra", "trainer.enable_", "trainer.log_every", "trainer.accelerator",
+                     "trainer.devices")
+
+
+def run_name(cfg: DictConfig, spec: config.TrainConfig, task, overrides) -> str:
+    """What the run is, at a glance in the MLflow UI: its model, cell, task, distance, hidden size
+    (as solved from model.params), every other key its command line or sweep set, and its seed,
+    e.g. `rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s0`."""
+    cell = getattr(spec.model, "cell", None)
+    parts = [spec.model.name, *([] if cell is None else ["tanh" if cell.value == "rnn" else cell.value]), task.name,
+             *([] if task.distance is None else [f"d{task.distance}"]), f"h{cfg.model.hidden_size}"]
+    for override in config.typed_overrides(overrides):
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in _UNNAMED or key.startswith(_UNNAMED_PREFIXES):
+            continue
+        parts.append(f"{_SHORT.get(key, key.rsplit('.', 1)[-1])}{value.strip(chr(39) + chr(34))[:24]}")
+    return "-".join([*parts, f"s{spec.seed}"])[:250]
 
 
 class StoreLost(RuntimeError):

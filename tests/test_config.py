@@ -186,3 +186,18 @@ def test_a_sized_run_keeps_its_identity_when_its_hidden_size_is_solved(compose_t
     build(cfg, config.check(cfg))
     assert cfg.model.hidden_size != 64 and config_hash(cfg) == before
     assert config_hash(compose_train("model.params=30000")) != before  # the request itself is the identity
+
+
+def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compose_train):
+    from omegaconf import OmegaConf
+
+    from rnnexp.train import run_name
+
+    given = ["model.cell=gru", "task.distance=16", "optim.lr=0.01", "tracking.uri=sqlite:///x.db", "seed=3"]
+    cfg = compose_train(*given)
+    task = instantiate(cfg.task, seed=3)
+    assert run_name(cfg, config.check(cfg), task, OmegaConf.create(given)) == \
+        "rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s3"
+    tanh = compose_train("model=rnn_final", "task=pronoun_reference")
+    assert run_name(tanh, config.check(tanh), instantiate(tanh.task, seed=0), OmegaConf.create([])) == \
+        "rnn_final-tanh-pronoun_reference-d4-h64-s0"

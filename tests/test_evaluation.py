@@ -64,6 +64,11 @@ def test_eval_on_the_runs_own_task_reproduces_its_test_metrics_exactly(trained):
     assert evaluation.data.metrics["chance_level"] == run.data.metrics["chance_level"]
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id and evaluation.info.status == "FINISHED"
     assert evaluation.data.tags["mlflow.runName"] == f"{run.data.tags['mlflow.runName']} @ own task"
+    # named for what it is; its experiment opens in the UI as model training
+    assert run.data.tags["mlflow.runName"] == "rnn_hidden-gru-delayed_recall-d3-h64-T12-train_size256-val_size128-" \
+        "test_size128-max_epochs3-s0"
+    kind = client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
 
 
 def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):

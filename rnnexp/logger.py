@@ -25,7 +25,11 @@ class BatchedMLFlowLogger(MLFlowLogger):
     memory and go in one `log_batch` (up to 1000 metrics) every `flush_every_s` seconds, and
     whenever the run ends, fails or is interrupted (`finalize`), so nothing is lost but what a
     SIGKILL cuts off in the last seconds. A metric at a step it has already logged is dropped;
-    a resumed run starts from what its run has (`logged_through`: each metric's last step)."""
+    a resumed run starts from what its run has (`logged_through`: each metric's last step).
+
+    Epoch metrics (all that Lightning hands over: it adds the `epoch`) are logged at step = the
+    epoch, so the UI's charts read in epochs; the per-step loss (`train/loss_step`, logged by
+    the module itself) keeps Lightning's global step."""
 
     def __init__(self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None,
                  **kwargs: Any):
@@ -38,7 +42,7 @@ class BatchedMLFlowLogger(MLFlowLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
-        step = step or 0
+        step = int(metrics["epoch"]) if "epoch" in metrics else step or 0
         new = {k: float(v) for k, v in metrics.items() if not isinstance(v, str) and step > self.logged_through.get(k, -1)}
         self._pending += [Metric(k, v, now, step) for k, v in new.items()]
         self.logged_through.update(dict.fromkeys(new, step))
@@ -80,7 +84,7 @@ class MetricsInCheckpoint(Callback):
             if isinstance(logger, BatchedMLFlowLogger):
                 epoch_end = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
                 if epoch_end:
-                    logger.log_metrics(epoch_end, step=trainer.global_step - 1)  # Lightning's step for them
+                    logger.log_metrics({**epoch_end, "epoch": trainer.current_epoch})  # as Lightning will hand them
                 checkpoint["unlogged_metrics"] = [(m.key, m.value, m.step) for m in logger.pending]
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:

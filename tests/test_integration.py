@@ -188,7 +188,7 @@ def test_a_run_rides_out_a_server_restart_and_loses_nothing(postgres, tmp_path):
         assert finished.info.status == "FINISHED" and "test/acc" in finished.data.metrics
         # every epoch, none twice: what was logged before the outage is kept and nothing went missing
         assert [m.step for m in sorted(client.get_metric_history(run_id, "val/acc"), key=lambda m: m.step)] == \
-            [STEPS * (e + 1) - 1 for e in range(EPOCHS)]
+            list(range(EPOCHS))
 
 
 def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_resumes(postgres, tmp_path):
@@ -219,7 +219,7 @@ def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_re
         # and those it had are not logged a second time
         for key in ("val/acc", "val/loss", "train/acc", "train/loss"):
             steps = sorted(m.step for m in client.get_metric_history(run_id, key))
-            assert steps == [STEPS * (e + 1) - 1 for e in range(EPOCHS)], (key, steps)
+            assert steps == list(range(EPOCHS)), (key, steps)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "ray"])

@@ -111,7 +111,7 @@ def test_a_crashed_run_resumes_from_its_logged_checkpoint_when_its_folder_is_gon
     assert resumed.returncode == 0, resumed.stderr
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED" and "injected crash" in again.data.tags["resumed_after"]
-    assert sorted(_history(client, run.info.run_id, "val/acc")) == [3, 7, 11]  # epochs 0, 1, 2; 4 steps each
+    assert sorted(_history(client, run.info.run_id, "val/acc")) == [0, 1, 2]  # epochs 0, 1, 2, once each
     assert "test/acc" in again.data.metrics
 
     line = _one_error_line(_resume(tmp_path, run.info.run_id))  # once is enough
@@ -239,6 +239,10 @@ def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_wher
     resumed.flush()
     assert [m.step for m in client.get_metric_history(logger.run_id, "val/acc")] == [3, 7, 11]
     assert [m.step for m in client.get_metric_history(logger.run_id, "train/acc")] == [3, 7]
+    # what Lightning hands over carries its epoch: logged at step = the epoch, whatever its step
+    resumed.log_metrics({"val/loss": 1.5, "epoch": 4.0}, step=99)
+    resumed.flush()
+    assert [m.step for m in client.get_metric_history(logger.run_id, "val/loss")] == [4]
 
 
 def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
@@ -287,7 +291,7 @@ def test_a_run_is_running_while_it_is_tested_and_a_kill_there_leaves_it_resumabl
     assert resumed.returncode == 0, resumed.stderr
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED" and "test/acc" in again.data.metrics
-    assert sorted(_history(client, run.info.run_id, "val/acc")) == [3, 7]  # the epochs, once each
+    assert sorted(_history(client, run.info.run_id, "val/acc")) == [0, 1]  # the epochs, once each
 
 
 @pytest.mark.integration  # slow: make test-integration

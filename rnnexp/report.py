@@ -21,7 +21,9 @@ counts. It writes into `--out`:
 - `metric_vs_distance.png` (tasks swept over `task.distance`) or `metric_by_model.png` (tasks
   without a distance axis): the test metric with a band or bar of its 95% CI, and chance dashed;
 - `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
-  per task on one y-axis, chance dashed.
+  per task on one y-axis, chance dashed;
+- `budget_curve.png` (with `--budget-curve KEY=VALUE`): for the variants at that value, each
+  seed's validation metric against optimizer updates, and its test score where it stopped.
 
 The files are logged as artifacts (under `report/`) on the sweeps' parent runs, so they show in
 the MLflow UI. Evaluation runs of `rnnexp-eval` (tag `evaluation=true`) are left out; with
@@ -52,7 +54,7 @@ CONFIDENCE = 0.95
 TAG_COLUMNS = ("task", "model", "cell", "pattern")
 # every file a report writes: those a new report of the same folder does not write again are removed
 FILES = ("runs.csv", "results.csv", "results.md", "comparisons.csv", "comparisons.md", "metric_vs_distance.png",
-         "metric_vs_length.png", "metric_by_model.png", "learning_curves.png")
+         "metric_vs_length.png", "metric_by_model.png", "learning_curves.png", "budget_curve.png")
 
 
 class ReportError(Exception):
@@ -407,7 +409,8 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
     """Each comparison at every value of the keys its selectors do not name: Welch's t-test of
     the seeds' scores, the difference of the means (a - b) with its 95% CI; p Holm-adjusted over
     every row. Two variants are paired only where every task, trainer and optimiser key agrees
-    (unless a side names it); a model's keys may differ, and the row says which do."""
+    (unless a side names it); a model's keys may differ, and the row says which do. A learning
+    rate each variant took from the same selection (tag lr_from) is its own, as a model key is."""
     rows = []
     configs = runs.drop_duplicates("variant").set_index("variant")
     params = [c for c in configs.columns if c.startswith("params.") and _shown(c[len("params."):])]
@@ -421,8 +424,14 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
         found = 0
         for a_variant in a_side:
             a_config = configs.loc[a_variant]
+            def tuned(b: str) -> bool:  # both rates chosen on validation by one selection: each model's own
+                source = configs.get("tags.lr_from")
+                return source is not None and not pd.isna(a_config.get("tags.lr_from")) and \
+                    configs.loc[b, "tags.lr_from"] == a_config["tags.lr_from"]
+
             partners = [b for b in b_side if b != a_variant and configs.loc[b, "task"] == a_config["task"]
-                        and all(_equal(configs.loc[b, c], a_config[c]) for c in paired)]
+                        and all(_equal(configs.loc[b, c], a_config[c]) for c in paired
+                                if not (c == "params.optim.lr" and tuned(b)))]
             if len(partners) > 1:
                 differ = [c[len("params."):] for c in params
                           if len({str(configs.loc[b, c]) for b in partners}) > 1]
@@ -441,8 +450,10 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
             model_keys = [c[len("params."):] for c in params if c.startswith("params.model.") and c not in said
                           and not pd.isna(configs.loc[partners[0], c]) and not pd.isna(a_config[c])
                           and not _equal(configs.loc[partners[0], c], a_config[c])]
+            if tuned(partners[0]) and not _equal(configs.loc[partners[0], "params.optim.lr"], a_config["params.optim.lr"]):
+                model_keys.append("optim.lr")
             row = {"comparison": comparison.name, "task": a["task"], **{k: a[k] for k in keys if k not in
-                   {c[len("params."):] for c in named}},
+                   {c[len("params."):] for c in named} and not (k == "optim.lr" and tuned(partners[0]))},
                    "a": _side_label(a, comparison.a), "b": _side_label(b, comparison.b),
                    "models_differ_in": " ".join(model_keys), "metric": a["metric"], "better": a["better"],
                    "n_a": len(x), "n_b": len(y), "mean_a": x.mean(), "mean_b": y.mean(),
@@ -707,6 +718,48 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
     plt.close(fig)
 
 
+def plot_budget_curve(client, table: pd.DataFrame, at: tuple[str, str], out: Path) -> None:
+    """Would more training change the ranking? For the variants at `at` (a key and its value, e.g.
+    task.distance=32): each seed's validation metric against the optimizer updates it had made
+    (epochs x ceil(task.train_size / task.batch_size)), and its test score where it stopped."""
+    plt = _pyplot()
+    key, value = at
+    chosen = table[table[key].astype(str).str.removesuffix(".0") == value] if key in table else table.iloc[0:0]
+    if chosen.empty:
+        raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes "
+                          f"{', '.join(sorted(set(table[key].astype(str)))) if key in table else 'no values here'}")
+    tasks = sorted(set(chosen["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = chosen[chosen["task"] == task]
+        metric, chance = mine["metric"].iloc[0], mine["chance"].mean()
+        for i, (_, variant) in enumerate(mine.sort_values("label").iterrows()):
+            colour = f"C{i % 10}"
+            for n, run_id in enumerate(variant["runs"].split()):
+                run = client.get_run(run_id)
+                per_epoch = -(-int(run.data.params["task.train_size"]) // int(run.data.params["task.batch_size"]))
+                curve = [m.value for m in sorted(client.get_metric_history(run_id, f"val/{metric}"),
+                                                 key=lambda m: m.step)]
+                updates = [per_epoch * (e + 1) for e in range(len(curve))]
+                ax.plot(updates, curve, color=colour, alpha=0.55, linewidth=1,
+                        label=variant["label"] if n == 0 else None)
+                if curve and f"test/{metric}" in run.data.metrics:
+                    ax.plot(updates[-1], run.data.metrics[f"test/{metric}"], marker="o", color=colour,
+                            markeredgecolor="black", linestyle="none")
+        ax.axhline(chance, color="grey", linestyle="--", label="chance")
+        ax.set_xlabel("optimizer updates")
+        ax.set_ylabel(f"val {metric} (lines), test {metric} where it stopped (dots)")
+        ax.set_title(f"{task}, {key}={value}", fontsize=9)
+        if metric == "acc":
+            ax.set_ylim(0.0, 1.02)
+    _legend(fig, axes)
+    fig.suptitle("budget curve: each seed's validation metric per epoch against updates;\n"
+                 "dots: its test metric (best checkpoint) at the update it stopped", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "budget_curve.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------- the command
 
 
@@ -721,7 +774,8 @@ class Report:
 
 
 def report(uri: str, experiment: str | None, parent: str | None, out: Path,
-           comparisons: Path | None = None, evaluations: bool = False) -> Report:
+           comparisons: Path | None = None, evaluations: bool = False,
+           budget_curve: tuple[str, str] | None = None) -> Report:
     from rnnexp import config
     from rnnexp.tracking import open_client
 
@@ -773,6 +827,9 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         if not evaluations:  # an evaluation has no curve: its model's is the trained run's
             plot_learning_curves(client, table, keys, new)
             files.append("learning_curves.png")
+        if budget_curve is not None:
+            plot_budget_curve(client, table, budget_curve, new)
+            files.append("budget_curve.png")
         for name in files:
             os.replace(new / name, out / name)
     for stale in set(FILES) - set(files):  # from an earlier report: it no longer says what these runs say
@@ -806,6 +863,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
     parser.add_argument("--evaluations", action="store_true", help="report the runs of rnnexp-eval (scored by their "
                         "eval/ metric) instead of the training runs")
+    parser.add_argument("--budget-curve", metavar="KEY=VALUE", help="also budget_curve.png: for the variants at "
+                        "KEY=VALUE (e.g. task.distance=32), each seed's validation metric against optimizer updates "
+                        "and its test score where it stopped")
     parser.add_argument("--comparisons", type=Path, help="a YAML file of comparisons to test: comparisons: [{name: "
                         "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
                         "a config key (model.hidden_size, ...)")
@@ -814,7 +874,13 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_store_logs()
     try:
-        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations)
+        at = None
+        if args.budget_curve is not None:
+            key, eq, value = args.budget_curve.partition("=")
+            if not eq or not key or not value:
+                raise ReportError(f"--budget-curve={args.budget_curve!r}: give KEY=VALUE, e.g. task.distance=32")
+            at = (key, value)
+        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations, at)
     except ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -235,6 +235,29 @@ def test_a_comparison_pairs_variants_only_where_the_task_and_trainer_agree():
         compare(mse, summarise(mse, []), [Comparison("x", {"model": "gru"}, {"model": "tanh"})], [])
 
 
+def test_rates_each_variant_took_from_one_selection_pair_as_model_keys_and_others_do_not():
+    from rnnexp.report import Comparison, ReportError, compare
+
+    runs, _ = _configs(tanh=3, gru=3)
+    runs["params.optim.lr"] = runs["variant"].map({"tanh": "0.001", "gru": "0.03"})
+    comparison = [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})]
+    with pytest.raises(ReportError, match="no variant of a has a partner in b"):  # rates set by hand: not comparable
+        compare(runs, summarise(runs, ["optim.lr"]), comparison, ["optim.lr"])
+    runs["tags.lr_from"] = "exp_lr"  # each the rate chosen for it on validation: its own, like its width
+    (row,) = compare(runs, summarise(runs, ["optim.lr"]), comparison, ["optim.lr"]).to_dict("records")
+    assert row["models_differ_in"] == "optim.lr" and "optim.lr" not in row
+
+
+def test_the_budget_curve_plots_the_variants_at_one_value_and_names_the_values_otherwise(store, capsys):
+    tmp_path = store[0]
+    status, out, _ = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
+                             capsys=capsys)
+    assert status == 0 and (tmp_path / "report" / "budget_curve.png").stat().st_size > 10_000
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=8",
+                             capsys=capsys)
+    assert status == 2 and "--budget-curve model.hidden_size=8: no variant has it; model.hidden_size takes 16, 32" in err
+
+
 def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole(store, tmp_path, capsys):
     import shutil
 

@@ -449,8 +449,15 @@ def _ignored_warnings(step_metrics: bool) -> list[str]:
     return [*_IGNORED_WARNINGS, *([] if step_metrics else [_STEP_INTERVAL_WARNING])]
 
 
+# Lightning's INFO lines a run's own summary says better, or that say nothing on a CPU: each
+# run of a sweep printed them, four lines a run
+_SAID_ELSEWHERE = ("GPU available:", "TPU available:", "HPU available:", "Restoring states from the checkpoint",
+                   "Loaded model weights from the checkpoint")
+
+
 def _no_adverts(record: logging.LogRecord) -> bool:
-    return "💡 Tip" not in record.getMessage()
+    message = record.getMessage()
+    return "💡 Tip" not in message and not message.startswith(_SAID_ELSEWHERE)
 
 
 def _quiet_libraries(step_metrics: bool = False) -> None:

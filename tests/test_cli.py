@@ -48,6 +48,8 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
     proc, client = _run(tmp_path, *SMALL, "model.cell=gru", f"tracking.artifacts={artifacts}")
     assert proc.returncode == 0, proc.stderr
     (run,) = _runs(client, "delayed_recall")
+    for noise in ("GPU available", "TPU available", "Restoring states", "Loaded model weights", "Tip"):
+        assert noise not in proc.stdout + proc.stderr  # what the run's summary says, or nothing on a CPU
 
     assert run.info.status == "FINISHED"
     params = run.data.params

@@ -19,7 +19,7 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test golden test-integration integration postgresql bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
+.PHONY: help install train test golden test-integration integration postgresql chromium ui-screenshots bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (
 test-integration: ## the slow tests: real services, many processes, long end-to-end checks (about 20 min)
 	@$(MAKE) --no-print-directory VENV=.venv-int EXTRAS=dev,ray integration
 
-integration: $(STAMP) postgresql
+integration: $(STAMP) postgresql chromium
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 # Debian's package; the tests run their own server from its programs, in a temporary folder
@@ -57,6 +57,16 @@ postgresql:
 	  echo "installing Debian's postgresql package (the tests start their own server)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
 	  || { echo "could not install PostgreSQL: run 'apt-get install postgresql' as root" >&2; exit 2; }; }
+
+# Debian's package: the UI test and `make ui-screenshots` photograph `mlflow ui` with it, headless
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium package (a headless browser for the MLflow UI test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  || { echo "could not install Chromium: run 'apt-get install chromium' as root" >&2; exit 2; }; }
+
+ui-screenshots: $(STAMP) chromium ## the README's MLflow UI screenshots, from a small sweep, into experiments/ui/
+	RNNEXP_LOG_MODEL=true $(BIN)/python experiments/ui/screenshots.py
 
 bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 15 min; ARGS="--rows 1,6")
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)

@@ -148,12 +148,13 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
 def next_steps(uri: str, experiment_id: str, run_id: str, failed: bool) -> str:
     """What a researcher does after a sweep: its report, its runs in the UI, or its resumption."""
     from rnnexp.config import TrackingConfig, masked_uri
+    from rnnexp.tracking import ui_link
 
     store = "" if uri == TrackingConfig.uri else f" --uri {masked_uri(uri)}"
     lines = [f"  report: rnnexp-report --parent {run_id}{store} --out report"]
     if uri.startswith("sqlite:///"):
         ui = "make ui" + ("" if uri == TrackingConfig.uri else f" URI={uri}")
-        lines.append(f"  in the UI: `{ui}`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+        lines.append(f"  in the UI: `{ui}`, then {ui_link(experiment_id, run_id)}")
     if failed:
         lines.append(f"  resume it: the same command with resume={run_id} (jobs that FINISHED are skipped)")
     return "\n".join(lines)

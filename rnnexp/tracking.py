@@ -57,6 +57,15 @@ def open_client(uri: str) -> MlflowClient:
 # The MLflow UI opens an experiment by its kind (the tag's values are in MLflow's UI code): model
 # training, not its GenAI mode (an assistant panel, a training run's breadcrumb "Evaluations")
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# MLflow 3.17's UI takes the mode from its GenAI / Model training switch (kept in the browser,
+# GenAI at first) and reads the tag only where the switch is off; a link sets the switch itself
+UI_MODE = "workflowType=machine_learning"
+
+
+def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
+    """A link into `make ui` that opens the experiment (or run) as model training."""
+    run = f"/runs/{run_id}" if run_id else ""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}{run}?{UI_MODE}"
 
 
 def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:

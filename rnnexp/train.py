@@ -229,7 +229,9 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         print(f"  {'lr':<14} {choice.lr:<6g}   (chosen on validation in experiment {spec.optim.lr_from})")
     print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
     if spec.tracking.uri.startswith("sqlite:///"):
-        print(f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
+        from rnnexp.tracking import ui_link
+
+        print(f"open it: `make ui`, then {ui_link(experiment_id, run_id)}")
     return objective
 
 

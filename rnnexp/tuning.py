@@ -66,6 +66,7 @@ def _runs(client, experiment: str) -> list[Any]:
     runs = client.search_runs([found.experiment_id], max_results=50000)
     # selection runs only: not a sweep's parent, a smoke run, or a run that took its rate from a selection
     return [r for r in runs if r.data.tags.get("sweep") != "true" and r.data.tags.get("smoke") != "true"
+            and r.data.tags.get("evaluation") != "true"
             and "seed" in r.data.params and "optim.lr" in r.data.params
             and r.data.params.get("optim.lr_from", "None") == "None"]
 

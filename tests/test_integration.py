@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -256,3 +257,26 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
         (row,) = csv.DictReader(f)
     assert row["n_seeds"] == "3"
     assert float(row["mean"]) == pytest.approx(statistics.fmean(c.data.metrics["test/acc"] for c in after), rel=1e-5)
+
+
+def test_the_mlflow_ui_lists_a_sweeps_runs_in_headless_chromium(tmp_path):
+    # a real `mlflow ui` over a real sweep, rendered by Debian's chromium (make test-integration installs it)
+    sys.path.insert(0, str(ROOT / "experiments" / "ui"))
+    import screenshots
+
+    uri = screenshots.sweep(tmp_path)
+    experiment, parent, children = screenshots.runs_of(uri)
+    client = MlflowClient(uri)
+    names = [client.get_run(r).data.tags["mlflow.runName"] for r in children]
+    sweep_name = client.get_run(parent).data.tags["mlflow.runName"]
+    shot = tmp_path / "runs_table.png"
+    with screenshots.serve(uri) as base:
+        table = screenshots.page(f"{base}/#/experiments/{experiment}?{screenshots.MODE}", shot, until=sweep_name)
+        compared = screenshots.page(f"{base}/#/compare-runs?runs={json.dumps(children)}"
+                                    f"&experiments={json.dumps([experiment])}&{screenshots.MODE}", until=names[0])
+    # the sweep is one parent, its 4 children under it: the table lists the parent and counts all
+    table, compared = (" ".join(re.sub(r"<[^>]+>", " ", dom).split()) for dom in (table, compared))  # the text shown
+    assert sweep_name in table and "5 matching runs" in table
+    assert "Model training" in table  # opened as model training, as rnnexp's links say
+    assert all(name in compared for name in names) and any("-gru-" in n for n in names)
+    assert shot.stat().st_size > 20_000  # a page, not a blank

@@ -131,7 +131,30 @@ def _checkpoint_config(path: Path, run_id: str) -> dict:
     if not isinstance(saved, dict) or not {"model", "task"} <= saved.keys():
         raise EvalError(f"run {run_id}'s checkpoint holds no model and task config (made by an rnnexp older than "
                         "rnnexp-eval): train it again")
+    _check_model(saved.get("model"), run_id)
     return saved
+
+
+def _check_model(model: Any, run_id: str) -> None:
+    """The checkpoint's model config, typed and range-checked as a training run's is: a tampered
+    one is one line, not a traceback or a model too large to build."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from rnnexp import config
+
+    known = {schema._target_: schema for schema in config.MODELS.values()}
+    target = model.get("_target_") if isinstance(model, dict) else None
+    if target not in known:
+        raise EvalError(f"run {run_id}'s checkpoint names model._target_={target!r}, not one of rnnexp's models")
+    try:
+        config._check_fields(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(known[target]), model)),
+                             "model.")
+    except config.ConfigError as err:
+        raise EvalError(f"run {run_id}'s checkpoint: {err}") from None
+    except OmegaConfBaseException as err:
+        raise EvalError(f"run {run_id}'s checkpoint: model.{getattr(err, 'full_key', '')}: "
+                        f"{str(err).splitlines()[0]}") from None
 
 
 def _shape_changes(trained_io, new_io) -> list[str]:
@@ -165,6 +188,14 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
                             "at evaluation, a task override must keep what the model reads and writes")
         module = SequenceModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         task.setup()
+        accelerator = overrides.get("trainer.accelerator", "cpu")
+        precision = run.data.params.get("trainer.precision", "32-true")
+        try:  # before the run exists: a machine without the device is one line and no run
+            trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=verbose, enable_model_summary=False)
+        except Exception as err:
+            raise EvalError(f"trainer.accelerator={accelerator} (trainer.precision={precision}) is not allowed here: "
+                            f"{' '.join(str(err).split())[:200]}") from None
 
         params = dict(run.data.params)
         params.update({f"task.{k}": str(v) for k, v in OmegaConf.to_container(new_cfg, enum_to_str=True).items()})
@@ -189,10 +220,6 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
             batch = [Param(k, v[:6000]) for k, v in params.items()]
             for i in range(0, len(batch), 100):
                 client.log_batch(new_id, params=batch[i:i + 100])
-            accelerator = overrides.get("trainer.accelerator", "cpu")
-            precision = run.data.params.get("trainer.precision", "32-true")
-            trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
-                                 enable_checkpointing=False, enable_progress_bar=verbose, enable_model_summary=False)
             trainer.test(module, datamodule=task, verbose=False)
             results = {k.replace("test/", "eval/", 1): float(v) for k, v in trainer.callback_metrics.items()
                        if k.startswith("test/")}

@@ -151,3 +151,29 @@ def test_tracking_log_model_false_logs_no_model(tmp_path):
     mlflow.set_tracking_uri(uri)
     assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list") == []
     assert "logged_model" not in run.data.tags and run.info.status == "FINISHED"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU evaluates on it")
+def test_a_device_the_machine_lacks_is_one_line_and_logs_nothing(trained):
+    tmp, uri, client, run = trained
+    before = len(client.search_runs([run.info.experiment_id]))
+    proc = _eval(tmp, uri, "--run", run.info.run_id, "trainer.accelerator=gpu")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rnnexp-eval: error: trainer.accelerator=gpu (trainer.precision=32-true) is not allowed")
+    assert len(client.search_runs([run.info.experiment_id])) == before
+
+
+def test_a_checkpoint_naming_other_code_or_a_huge_model_is_one_line(trained, tmp_path):
+    from rnnexp.evaluation import EvalError, _check_model
+
+    tmp, _, _, run = trained
+    (best,) = [p for p in (tmp / "out" / "checkpoints").glob("epoch=*.ckpt")]
+    model = torch.load(best, map_location="cpu", weights_only=True)["hyper_parameters"]["config"]["model"]
+    _check_model(model, "r")  # as trained: fine
+    with pytest.raises(EvalError, match="names model._target_='os.system', not one of rnnexp's models"):
+        _check_model({**model, "_target_": "os.system"}, "r")
+    with pytest.raises(EvalError, match="model.hidden_size"):
+        _check_model({**model, "hidden_size": "many"}, "r")
+    with pytest.raises(EvalError, match="model.dropout=5.0 is not allowed"):
+        _check_model({**model, "dropout": 5.0}, "r")

@@ -342,6 +342,13 @@ TASKS: dict[str, type[TaskConfig]] = {
 }
 
 
+def schema_of(group: str, target: Any) -> type | None:
+    """The schema of group "model" or "task" whose `_target_` is `target`; None for any other
+    (a config read from a file names only rnnexp's own classes)."""
+    schemas = MODELS if group == "model" else TASKS
+    return next((schema for schema in schemas.values() if schema._target_ == target), None)
+
+
 # --- training and tracking --------------------------------------------------------------------
 
 

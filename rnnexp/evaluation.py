@@ -93,12 +93,11 @@ def task_config(trained: dict, changes: dict[str, Any]):
 
 
 def _task_schema(trained: dict) -> type:
-    from rnnexp.config import TASKS
+    from rnnexp.config import schema_of
 
-    known = {schema._target_: schema for schema in TASKS.values()}
-    if trained.get("_target_") not in known:
+    if (schema := schema_of("task", trained.get("_target_"))) is None:
         raise EvalError(f"the checkpoint's task._target_={trained.get('_target_')!r} is not one of rnnexp's tasks")
-    return known[trained["_target_"]]
+    return schema
 
 
 def best_checkpoint(client, run, folder: Path) -> Path:
@@ -143,13 +142,11 @@ def _check_model(model: Any, run_id: str) -> None:
 
     from rnnexp import config
 
-    known = {schema._target_: schema for schema in config.MODELS.values()}
     target = model.get("_target_") if isinstance(model, dict) else None
-    if target not in known:
+    if (schema := config.schema_of("model", target)) is None:
         raise EvalError(f"run {run_id}'s checkpoint names model._target_={target!r}, not one of rnnexp's models")
     try:
-        config._check_fields(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(known[target]), model)),
-                             "model.")
+        config._check_fields(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), model)), "model.")
     except config.ConfigError as err:
         raise EvalError(f"run {run_id}'s checkpoint: {err}") from None
     except OmegaConfBaseException as err:

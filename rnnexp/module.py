@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from rnnexp.config import MODELS, TASKS, ConfigError, Optimizer
+from rnnexp.config import MODELS, TASKS, ConfigError, Optimizer, schema_of
 from rnnexp.tasks.base import IGNORE, Task
 
 _CHUNK = 65536  # scored steps fed to a metric at once
@@ -47,11 +47,11 @@ def rebuild(config: dict) -> tuple[nn.Module, Task]:
     nodes = {}
     for group, schemas in (("model", MODELS), ("task", TASKS)):
         node = dict(config.get(group) or {})
-        known = {schema._target_: schema for schema in schemas.values()}
-        if node.get("_target_") not in known:
+        if (schema := schema_of(group, node.get("_target_"))) is None:
+            known = sorted(s._target_ for s in schemas.values())
             raise ConfigError(f"{group}._target_", node.get("_target_"), f"one of rnnexp's {group}s "
-                              f"({', '.join(sorted(known))}): a checkpoint names no other code")
-        nodes[group] = OmegaConf.merge(OmegaConf.structured(known[node["_target_"]]), node)  # types checked too
+                              f"({', '.join(known)}): a checkpoint names no other code")
+        nodes[group] = OmegaConf.merge(OmegaConf.structured(schema), node)  # types checked too
     task = instantiate(nodes["task"], seed=int(config.get("seed", 0)))
     return make_model(nodes["model"], task.io), task
 

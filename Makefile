@@ -16,7 +16,9 @@ EXP ?=
 URI ?= sqlite:///mlflow.db
 # an experiment is conf/experiment/NAME.yaml (one sweep) or conf/experiment/NAME/*.yaml (several)
 EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $(patsubst conf/experiment/%/,%,$(wildcard conf/experiment/*/)))
-EXP_PARTS = $(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP))
+# PARTS="adding adding_gated": only those parts of EXP (stage 1 of literature tunes each task apart)
+PARTS ?=
+EXP_PARTS = $(if $(PARTS),$(addprefix $(EXP)/,$(PARTS)),$(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test golden test-integration integration postgresql chromium ui-screenshots bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp

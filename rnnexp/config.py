@@ -238,10 +238,11 @@ class AddingConfig(SyntheticTaskConfig):
     output: ClassVar[str] = SEQUENCE
     _target_: str = "rnnexp.tasks.synthetic.Adding"
     length: int = _range(50, low=2)
-    distance: int = _range(25, low=1)
+    distance: Optional[int] = _range(25, low=1)  # None: one mark in each half (Arjovsky et al. 2016)
 
     def check(self) -> None:
-        _check_distance(self.distance, self.length, low=1)
+        if self.distance is not None:
+            _check_distance(self.distance, self.length, low=1)
 
 
 @dataclass

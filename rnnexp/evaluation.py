@@ -8,9 +8,12 @@ data), and log the result as an MLflow run beside it.
 The checkpoint holds the model's and the task's config (`SequenceModule.load_from_checkpoint`);
 the overrides change the task's, never the model's. The evaluation run is named after the trained
 run and its overrides, nested under it in the UI (`mlflow.parentRunId`) and tagged
-`evaluated_run` (its id), `evaluated_with` (the overrides) and `evaluation=true`. Its params are
-the trained run's with the overrides applied; its metrics `eval/<metric>`, `eval/loss` and the
-chance level of the task it was evaluated on. `rnnexp-report --evaluations` reports such runs;
+`evaluated_run` (its id), `evaluated_with` (the overrides, sorted by key) and `evaluation=true`.
+Its params are the trained run's with the task overrides applied, and beside each changed task
+key its trained value (`trained.task.distance`), so evaluations of runs trained apart are never
+pooled; `seed` stays the trained run's (the network's), and a `seed=` override, which draws fresh
+data, is logged as `eval.seed`. Its metrics are `eval/<metric>`, `eval/loss` and the chance level
+of the task it was evaluated on. `rnnexp-report --evaluations` reports such runs;
 a plain report leaves them out. Without overrides, an evaluation reproduces the run's `test/`
 metrics exactly (on the CPU).
 """
@@ -67,8 +70,20 @@ def parse_overrides(overrides: list[str], task_schema: type) -> dict[str, Any]:
         else:
             raise EvalError(f"{key}={text!r} is not allowed at evaluation: the model is the trained one; give task.* "
                             "keys that keep its shapes, seed or trainer.accelerator")
+        if key in parsed:
+            raise EvalError(f"{key} is given twice ({key}={_text(parsed[key])} and {override}): give it once")
         parsed[key] = value
-    return parsed
+    return dict(sorted(parsed.items()))  # one spelling whatever the order: `evaluated_with` finds earlier ones
+
+
+def _text(value: Any) -> str:
+    """An override's value as the command line writes it: `080` is 80, `~` is null."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def describe(overrides: dict[str, Any]) -> str:
+    """The `evaluated_with` tag: the overrides, sorted by key, or "none"."""
+    return " ".join(f"{k}={_text(v)}" for k, v in overrides.items()) or "none"
 
 
 def task_config(trained: dict, changes: dict[str, Any]):
@@ -102,7 +117,8 @@ def _task_schema(trained: dict) -> type:
 
 def best_checkpoint(client, run, folder: Path) -> Path:
     """The run's best checkpoint: in its checkpoint folder (tag checkpoint_dir), else downloaded
-    from its artifacts into `folder`. The best is the one that is not `last.ckpt`."""
+    from its artifacts into `folder`. The best is the one that is not `last.ckpt`; among logged
+    ones (a resumed run has its first attempt's too), the one of the best logged score."""
     from rnnexp.resume import LAST
 
     local = Path(run.data.tags.get("checkpoint_dir", "/nonexistent"))
@@ -110,13 +126,35 @@ def best_checkpoint(client, run, folder: Path) -> Path:
     if len(found) == 1:
         return found[0]
     run_id = run.info.run_id
+    logged = []  # (score, the .ckpt artifact): Lightning logs each with metadata.yaml (score, mode)
     for entry in client.list_artifacts(run_id):
         if entry.is_dir and entry.path != Path(LAST).stem:
-            for item in client.list_artifacts(run_id, entry.path):
-                if item.path.endswith(".ckpt"):
-                    return Path(client.download_artifacts(run_id, item.path, str(folder)))
+            items = [item.path for item in client.list_artifacts(run_id, entry.path)]
+            checkpoints = [path for path in items if path.endswith(".ckpt")]
+            if checkpoints:
+                meta = _metadata(client, run_id, f"{entry.path}/metadata.yaml", folder) if \
+                    f"{entry.path}/metadata.yaml" in items else {}
+                logged.append((meta, checkpoints[0]))
+    if logged:
+        # a resumed run keeps the best its first attempt logged: the best score wins, not the first found
+        def rank(found: tuple[dict, str]) -> float:
+            score, mode = found[0].get("score"), found[0].get("Checkpoint", {}).get("mode", "min")
+            if not isinstance(score, (int, float)):
+                return float("inf")
+            return -score if mode == "max" else score
+        best = min(logged, key=rank)[1]
+        return Path(client.download_artifacts(run_id, best, str(folder)))
     raise EvalError(f"run {run_id} has no best checkpoint: none in {local} nor among its artifacts "
                     "(tracking.log_checkpoint=false, or it stopped before its first epoch ended)")
+
+
+def _metadata(client, run_id: str, path: str, folder: Path) -> dict:
+    """Lightning's metadata.yaml beside a logged checkpoint ({} if it does not read as a mapping)."""
+    try:
+        meta = yaml.safe_load(Path(client.download_artifacts(run_id, path, str(folder / "meta"))).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) and isinstance(meta.get("Checkpoint", {}), dict) else {}
 
 
 def _checkpoint_config(path: Path, run_id: str) -> dict:
@@ -195,14 +233,19 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
                             f"{' '.join(str(err).split())[:200]}") from None
 
         params = dict(run.data.params)
-        params.update({f"task.{k}": str(v) for k, v in OmegaConf.to_container(new_cfg, enum_to_str=True).items()})
-        params["seed"] = str(seed)
-        with_ = " ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+        for key, value in OmegaConf.to_container(new_cfg, enum_to_str=True).items():
+            if (trained_value := params.get(f"task.{key}")) is not None and trained_value != str(value):
+                params[f"trained.task.{key}"] = trained_value  # apart from an evaluation of a run trained at `value`
+            params[f"task.{key}"] = str(value)
+        if "seed" in overrides:  # `seed` stays the network's: seeds of one trained variant pool
+            params["eval.seed"] = str(seed)
+        params["trainer.accelerator"] = str(accelerator)
+        with_ = describe(overrides)
         params["evaluated_with"] = with_
         commit, dirty = tracking.git_state(Path(__file__).parent)
         tags = {k: run.data.tags[k] for k in TAGS_KEPT if k in run.data.tags}
         tags.update({**tracking.process_tags(), "evaluation": "true", "evaluated_run": run_id, "evaluated_with": with_,
-                     "mlflow.parentRunId": run_id, "seed": str(seed), "git_commit": commit,
+                     "mlflow.parentRunId": run_id, "seed": params["seed"], "git_commit": commit,
                      "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
                      "distance": "none" if task.distance is None else str(task.distance),
                      "length": "none" if task.length is None else str(task.length),
@@ -322,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         done = 0
         for run in runs:
             overrides = parse_overrides(args.overrides, check_trained(run))
-            with_ = " ".join(f"{k}={v}" for k, v in overrides.items()) or "none"
+            with_ = describe(overrides)
             if args.experiment is not None and (earlier := _already(client, run, with_)) is not None:
                 print(f"run {run.info.run_id}: already evaluated with {with_} in run {earlier}")
                 continue

@@ -718,33 +718,43 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
     plt.close(fig)
 
 
-def plot_budget_curve(client, table: pd.DataFrame, at: tuple[str, str], out: Path) -> None:
+def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], at: tuple[str, str],
+                      out: Path) -> None:
     """Would more training change the ranking? For the variants at `at` (a key and its value, e.g.
-    task.distance=32): each seed's validation metric against the optimizer updates it had made
-    (epochs x ceil(task.train_size / task.batch_size)), and its test score where it stopped."""
+    task.distance=32, whether or not the key varies): each seed's validation metric against the
+    optimizer updates it had made (metric `updates`, or for older runs epochs x
+    ceil(ceil(task.train_size / task.batch_size) / trainer.accumulate_grad_batches)), and its test
+    score where it stopped. One colour per variant, the same in every panel."""
     plt = _pyplot()
     key, value = at
-    chosen = table[table[key].astype(str).str.removesuffix(".0") == value] if key in table else table.iloc[0:0]
+    column = f"params.{key}"
+    if column not in runs:
+        known = sorted(c[len("params."):] for c in runs.columns if c.startswith("params.") and _shown(c[len("params."):]))
+        raise ReportError(f"--budget-curve {key}={value}: these runs have no key {key}; keys: {', '.join(known)}")
+    values = runs[column].astype(str).str.removesuffix(".0")
+    chosen = table[table["variant"].isin(set(runs.loc[values == value, "variant"]))]
     if chosen.empty:
-        raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes "
-                          f"{', '.join(sorted(set(table[key].astype(str)))) if key in table else 'no values here'}")
+        raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(sorted(set(values)))}")
+    # what tells the chosen variants of a task apart, besides the model: in the label
+    apart = [k for k in keys if k != key and k in chosen and chosen.groupby("task")[k].nunique(dropna=False).max() > 1]
+    label_of = {v["variant"]: ", ".join([v["label"], *[f"{k}={v[k]}" for k in apart]]) for _, v in chosen.iterrows()}
+    colour_of = {label: f"C{i % 10}" for i, label in enumerate(sorted(set(label_of.values())))}
     tasks = sorted(set(chosen["task"]))
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         mine = chosen[chosen["task"] == task]
         metric, chance = mine["metric"].iloc[0], mine["chance"].mean()
-        for i, (_, variant) in enumerate(mine.sort_values("label").iterrows()):
-            colour = f"C{i % 10}"
+        for _, variant in sorted(mine.iterrows(), key=lambda item: label_of[item[1]["variant"]]):
+            label = label_of[variant["variant"]]
             for n, run_id in enumerate(variant["runs"].split()):
                 run = client.get_run(run_id)
-                per_epoch = -(-int(run.data.params["task.train_size"]) // int(run.data.params["task.batch_size"]))
                 curve = [m.value for m in sorted(client.get_metric_history(run_id, f"val/{metric}"),
                                                  key=lambda m: m.step)]
+                per_epoch = _updates_per_epoch(run, len(curve))
                 updates = [per_epoch * (e + 1) for e in range(len(curve))]
-                ax.plot(updates, curve, color=colour, alpha=0.55, linewidth=1,
-                        label=variant["label"] if n == 0 else None)
+                ax.plot(updates, curve, color=colour_of[label], alpha=0.55, linewidth=1, label=label if n == 0 else None)
                 if curve and f"test/{metric}" in run.data.metrics:
-                    ax.plot(updates[-1], run.data.metrics[f"test/{metric}"], marker="o", color=colour,
+                    ax.plot(updates[-1], run.data.metrics[f"test/{metric}"], marker="o", color=colour_of[label],
                             markeredgecolor="black", linestyle="none")
         ax.axhline(chance, color="grey", linestyle="--", label="chance")
         ax.set_xlabel("optimizer updates")
@@ -758,6 +768,19 @@ def plot_budget_curve(client, table: pd.DataFrame, at: tuple[str, str], out: Pat
     fig.tight_layout()
     fig.savefig(out / "budget_curve.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def _updates_per_epoch(run, epochs: int) -> float:
+    """Optimizer updates an epoch of `run` made: its `updates` over its epochs, or (older runs)
+    from its task's train size, batch size and gradient accumulation."""
+    metrics, params = run.data.metrics, run.data.params
+    if "updates" in metrics and epochs:
+        return metrics["updates"] / metrics.get("epochs_trained", epochs)
+    if "task.train_size" not in params:
+        raise ReportError(f"--budget-curve: run {run.info.run_id} logged no `updates` (an older rnnexp) and its task "
+                          "has no task.train_size to count them from")
+    batches = -(-int(params["task.train_size"]) // int(params["task.batch_size"]))
+    return -(-batches // int(params.get("trainer.accumulate_grad_batches", 1)))
 
 
 # ---------------------------------------------------------------- the command
@@ -779,6 +802,9 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
     from rnnexp import config
     from rnnexp.tracking import open_client
 
+    if evaluations and budget_curve is not None:
+        raise ReportError("--budget-curve with --evaluations: an evaluation has no learning curve (its trained run "
+                          "has); draw it from a report of the training runs")
     wanted = read_comparisons(comparisons) if comparisons is not None else []
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?", 1)[0]).is_file():
         raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
@@ -828,7 +854,7 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
             plot_learning_curves(client, table, keys, new)
             files.append("learning_curves.png")
         if budget_curve is not None:
-            plot_budget_curve(client, table, budget_curve, new)
+            plot_budget_curve(client, runs, table, keys, budget_curve, new)
             files.append("budget_curve.png")
         for name in files:
             os.replace(new / name, out / name)

@@ -74,8 +74,9 @@ def _resolved_config(client, run_id: str, where: Path) -> dict:
 
 
 def reproduce(run_id: str, uri: str) -> int:
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from rnnexp.tracking import open_client
+    from rnnexp.tracking import open_client, quiet_store_logs
+
+    quiet_store_logs()
 
     client = open_client(uri)
     try:

@@ -33,8 +33,11 @@ _ERROR_TAG_CHARS = 5000
 
 
 def quiet_store_logs() -> None:
-    """MLflow's database set-up (alembic migrations) logs at INFO on first use: keep it quiet."""
+    """MLflow's database set-up (alembic migrations) logs at INFO on first use, and it draws a
+    progress bar for each small file it downloads (a checkpoint, a config): keep them quiet."""
     import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     for name in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -112,13 +115,14 @@ def secret_keys(cfg: DictConfig) -> set[str]:
 
 
 def masked(tree: Mapping[str, Any], secrets: set[str], prefix: str = "") -> dict[str, Any]:
-    """A copy of a resolved config tree with its secrets replaced by `***`."""
+    """A copy of a resolved config tree with its secrets replaced by `***` (but a switch, such as
+    `tracking.log_model` read from RNNEXP_LOG_MODEL: true or false tells no secret)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out[key] = masked(value, secrets, dotted + ".")
-        elif dotted in secrets:
+        elif dotted in secrets and not isinstance(value, bool):  # a switch is one bit, never a credential
             out[key] = MASK
         else:
             out[key] = masked_uri(value) if isinstance(value, str) else value

@@ -193,11 +193,16 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
 
     from rnnexp.train import run_name
 
-    given = ["model.cell=gru", "task.distance=16", "optim.lr=0.01", "tracking.uri=sqlite:///x.db", "seed=3"]
+    given = ["model.cell=gru", "task.distance=16", "optim.lr=0.03", "tracking.uri=sqlite:///x.db", "seed=3",
+             "optim.lr=0.01"]  # a key given twice: its last value, once
     cfg = compose_train(*given)
     task = instantiate(cfg.task, seed=3)
     assert run_name(cfg, config.check(cfg), task, OmegaConf.create(given)) == \
         "rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s3"
+    chosen = compose_train("optim.lr_from=recall_lr")
+    chosen.optim.lr = 0.003  # as the selection sets it
+    assert run_name(chosen, config.check(chosen), instantiate(chosen.task, seed=0), OmegaConf.create(
+        ["optim.lr_from=recall_lr"])) == "rnn_hidden-tanh-delayed_recall-d15-h64-lr0.003-s0"
     tanh = compose_train("model=rnn_final", "task=pronoun_reference")
     assert run_name(tanh, config.check(tanh), instantiate(tanh.task, seed=0), OmegaConf.create([])) == \
         "rnn_final-tanh-pronoun_reference-d4-h64-s0"

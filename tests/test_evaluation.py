@@ -77,9 +77,12 @@ def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):
     proc = _eval(tmp, uri, "--run", run.info.run_id, "task.distance=6", "seed=7")
     assert proc.returncode == 0, proc.stderr[-2000:]
     (evaluation,) = [r for r in _evaluations(client, run) if r.info.run_id not in before]
-    assert evaluation.data.tags["evaluated_with"] == "task.distance=6 seed=7"
+    assert evaluation.data.tags["evaluated_with"] == "seed=7 task.distance=6"  # sorted: one spelling
     assert evaluation.data.tags["distance"] == "6" and evaluation.data.params["task.distance"] == "6"
-    assert evaluation.data.params["seed"] == "7" and evaluation.data.tags["evaluation"] == "true"
+    # the trained value beside the new one; the network's seed kept, the data's apart
+    assert evaluation.data.params["trained.task.distance"] == "3" and "trained.task.length" not in evaluation.data.params
+    assert evaluation.data.params["seed"] == run.data.params["seed"] and evaluation.data.params["eval.seed"] == "7"
+    assert evaluation.data.tags["evaluation"] == "true"
     assert 0.0 <= evaluation.data.metrics["eval/acc"] <= 1.0 and evaluation.data.metrics["chance_level"] == 0.125
     assert evaluation.data.metrics["n_eval_scored"] == 128 * (12 - 6)  # the steps with a symbol 6 back
     assert f"eval/acc       {evaluation.data.metrics['eval/acc']:.4f}" in proc.stdout
@@ -91,12 +94,13 @@ def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):
     ("task.distanse=4", "task.distanse='4' is not allowed: task.distanse is not a key of task delayed_recall"),
     ("task._target_=os.system", "task._target_='os.system' is not allowed: task._target_ is not a key"),
     ("task.distance=20", "task.distance=20 is not allowed: 0 <= distance < task.length (12)"),
+    ("task.distance=4 task.distance=5", "task.distance is given twice (task.distance=4 and task.distance=5)"),
 ])
 def test_an_override_that_changes_the_model_or_is_not_the_tasks_is_one_line_and_logs_nothing(trained, override,
                                                                                               message):
     tmp, uri, client, run = trained
     before = len(client.search_runs([run.info.experiment_id]))
-    proc = _eval(tmp, uri, "--run", run.info.run_id, override)
+    proc = _eval(tmp, uri, "--run", run.info.run_id, *override.split())
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rnnexp-eval: error: "), proc.stderr
     assert message in lines[0], lines[0]
@@ -105,11 +109,13 @@ def test_an_override_that_changes_the_model_or_is_not_the_tasks_is_one_line_and_
 
 def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained):
     tmp, uri, client, run = trained
-    for _ in range(2):  # the second time, the run is skipped: already evaluated with these overrides
-        proc = _eval(tmp, uri, "--experiment", "delayed_recall", "task.length=24")
+    # the second time, in another order, the run is skipped: already evaluated with these overrides
+    for overrides in (["task.length=24", "task.test_size=64"], ["task.test_size=64", "task.length=24"]):
+        proc = _eval(tmp, uri, "--experiment", "delayed_recall", *overrides)
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 skipped (done before)" in proc.stdout
-    assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == "task.length=24"]) == 1
+    with_ = "task.length=24 task.test_size=64"
+    assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == with_]) == 1
     report = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "delayed_recall", "--uri", uri,
                              "--out", str(tmp / "report"), "--evaluations"], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
@@ -177,3 +183,22 @@ def test_a_checkpoint_naming_other_code_or_a_huge_model_is_one_line(trained, tmp
         _check_model({**model, "hidden_size": "many"}, "r")
     with pytest.raises(EvalError, match="model.dropout=5.0 is not allowed"):
         _check_model({**model, "dropout": 5.0}, "r")
+
+
+@pytest.mark.parametrize("mode,best", [("min", "epoch=7-step=64"), ("max", "epoch=1-step=16")])
+def test_without_its_folder_the_best_logged_checkpoint_is_the_best_scored_not_the_first(tmp_path, mode, best):
+    # a resumed run's artifacts: its first attempt's best (epoch 1) and the better one after resuming (epoch 7)
+    import yaml
+
+    from rnnexp.evaluation import best_checkpoint
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = client.create_run(client.create_experiment("e", artifact_location=str(tmp_path / "art"))).info.run_id
+    for stem, score in (("epoch=1-step=16", 0.9), ("epoch=7-step=64", 0.4), ("last", 0.1)):
+        folder = tmp_path / stem
+        folder.mkdir()
+        (folder / f"{stem}.ckpt").write_bytes(b"weights")
+        (folder / "metadata.yaml").write_text(yaml.safe_dump({"score": score, "Checkpoint": {"mode": mode}}))
+        client.log_artifacts(run_id, str(folder), stem)
+    run = client.get_run(run_id)  # no checkpoint_dir tag: its folder is gone
+    assert best_checkpoint(client, run, tmp_path / "down").name == f"{best}.ckpt"

@@ -206,6 +206,7 @@ def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch
     assert proc.returncode == 0, proc.stderr
     (run,) = _runs(client, "delayed_recall")
     assert run.data.params["tracking.artifacts"] == "***"
+    assert run.data.params["tracking.log_model"] == "False"  # from RNNEXP_LOG_MODEL, but a switch tells no secret
     artifacts = tmp_path / "from-env" / run.info.run_id / "artifacts"  # the value itself was used
     assert yaml.safe_load((artifacts / "config.yaml").read_text())["tracking"]["artifacts"] == "***"
     overrides = (artifacts / "overrides.yaml").read_text()

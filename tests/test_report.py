@@ -256,6 +256,29 @@ def test_the_budget_curve_plots_the_variants_at_one_value_and_names_the_values_o
     status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=8",
                              capsys=capsys)
     assert status == 2 and "--budget-curve model.hidden_size=8: no variant has it; model.hidden_size takes 16, 32" in err
+    # a key every run shares (not a column of the table) is a value too: both sizes, told apart in the legend
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distance=3",
+                             capsys=capsys)
+    assert status == 0, err
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distanse=3",
+                             capsys=capsys)
+    assert status == 2 and "--budget-curve task.distanse=3: these runs have no key task.distanse; keys:" in err
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--evaluations", "--budget-curve",
+                             "task.distance=3", capsys=capsys)
+    assert status == 2 and "--budget-curve with --evaluations: an evaluation has no learning curve" in err
+
+
+def test_a_run_logs_its_optimizer_updates_which_the_budget_curve_counts(store):
+    from rnnexp.report import _updates_per_epoch
+
+    client = MlflowClient(f"sqlite:///{store[0]}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
+                              "tags.smoke != 'true' and tags.sweep != 'true'")
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        per_epoch = -(-int(params["task.train_size"]) // int(params["task.batch_size"]))
+        assert metrics["updates"] == per_epoch * metrics["epochs_trained"]
+        assert _updates_per_epoch(run, int(metrics["epochs_trained"])) == per_epoch
 
 
 def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole(store, tmp_path, capsys):

@@ -56,6 +56,16 @@ def test_adding_marks_two_values_at_least_distance_apart_and_sums_them():
     assert set(positions[:, 0].tolist()) == set(range(12 - 5))
 
 
+def test_adding_without_a_distance_marks_one_value_in_each_half_as_arjovsky_et_al():
+    task = Adding(length=11, distance=None, **SIZES)
+    x, y = _generate(task, n=2000)
+    positions = x[..., 1].nonzero()[:, 1].view(2000, 2)
+    assert set(positions[:, 0].tolist()) == set(range(5))  # every step of the first half, none after
+    assert set(positions[:, 1].tolist()) == set(range(5, 11))
+    assert (positions[:, 1] - positions[:, 0]).min() == 1  # unlike distance=d, they may be neighbours
+    torch.testing.assert_close(y, (x[..., 0] * x[..., 1]).sum(1))
+
+
 def test_same_seed_same_data_and_splits_differ():
     a, b = DelayedRecall(seed=3, **SIZES), DelayedRecall(seed=3, **SIZES)
     a.setup(), b.setup()

@@ -130,6 +130,10 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     assert proc.returncode == 2 and proc.stderr.strip() == ("rnnexp-train: error: optim.lr_shared_over='task.distanse' is not allowed: "
                                                             "a key of the run's config other than the seed and optim.lr*, "
                                                             "e.g. task.distance")
+    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr_shared_over=[task.distance,task.distance]",
+                  "tracking.experiment=x")
+    assert proc.returncode == 2 and proc.stderr.strip() == ("rnnexp-train: error: optim.lr_shared_over="
+                                                            "['task.distance', 'task.distance'] is not allowed: each key once")
     # an lr given beside optim.lr_from is refused, even the default: the lr is what stage 1 chose
     proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.003")
     assert proc.returncode == 2 and "optim.lr='0.003'" in proc.stderr and "optim.lr_from" in proc.stderr

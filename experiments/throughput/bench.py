@@ -336,6 +336,32 @@ def fused_rows(quick: bool, repeats: int) -> Iterator[Row]:
                             "Python loop over the cell s", med["loop"], "fused module s", med["fused"]))
 
 
+def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
+    """A training step of pattern 3 on the adding problem, with denormal floats kept (IEEE) and
+    flushed to zero (what rnnexp-train does): gradients that vanish back over a long sequence
+    pass through denormals, which a CPU handles many times slower than normal floats."""
+    from rnnexp.models.recurrent import RNNFinal
+    from rnnexp.tasks.synthetic import Adding
+
+    lengths, batch = ((20,), 8) if quick else ((100, 200), 64)
+    for cell in ("rnn", "gru", "lstm"):
+        for length in lengths:
+            task = Adding(length=length, distance=None, train_size=batch, val_size=1, test_size=1, batch_size=batch)
+            x, y = task.make_splits()["train"].tensors
+            torch.manual_seed(0)
+            model = RNNFinal(task.io, cell=cell)
+
+            def step(flush: bool) -> float:
+                torch.set_flush_denormal(flush)
+                try:
+                    return clock(lambda: F.mse_loss(model(x).squeeze(-1), y).backward())
+                finally:
+                    torch.set_flush_denormal(False)
+            med = interleaved({"kept": lambda: step(False), "flushed": lambda: step(True)}, repeats * 4)
+            yield Row(f"9. `{cell}` pattern 3 on adding, T = {length}, batch {batch} (fwd+bwd)",
+                      "denormals kept s", med["kept"], "flushed to zero s", med["flushed"])
+
+
 # --- 5 and 6: the command line ---------------------------------------------------------------------
 
 
@@ -483,7 +509,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="every row at a tiny size: check that it works")
     parser.add_argument("--repeats", type=int, default=5, help="timings per side, interleaved (default 5)")
     parser.add_argument("--out", type=Path, default=HERE / "results.md", help="where to write the tables")
-    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8", help="which rows to measure, e.g. 1,6 (default: all)")
+    parser.add_argument("--rows", default="1,2,3,4,5,6,7,8,9", help="which rows to measure, e.g. 1,6 (default: all)")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
 
@@ -501,7 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         chosen = set(args.rows.split(","))
         sections = {"1": lambda: framework_rows(args.quick, repeats, tmp), "2": lambda: pattern2_rows(args.quick, repeats),
                     "3": lambda: fused_rows(args.quick, repeats), "4": lambda: tracking_rows(args.quick, repeats, tmp),
-                    "5": lambda: startup_rows(args.quick, repeats, tmp), "6": lambda: sweep_rows(args.quick, repeats, tmp)}
+                    "5": lambda: startup_rows(args.quick, repeats, tmp), "6": lambda: sweep_rows(args.quick, repeats, tmp),
+                    "9": lambda: denormal_rows(args.quick, repeats)}
         for number, section in sections.items():
             if number in chosen:
                 for row in section():

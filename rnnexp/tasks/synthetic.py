@@ -107,7 +107,9 @@ class CopyMemory(SyntheticTask):
 class Adding(SyntheticTask):
     """The adding problem (Hochreiter & Schmidhuber 1997, §5.4): a sequence of (value, marker)
     pairs, values ~ U[0, 1]; exactly two steps are marked, at least `distance` steps apart; at
-    the end output the sum of the two marked values. Regression, scored by MSE.
+    the end output the sum of the two marked values. Regression, scored by MSE. `distance=None`
+    places the marks as Arjovsky et al. (2016) do, for their published numbers: one uniform in
+    each half of the sequence.
 
     Chance level: always predicting 1, the mean of the sum (the baseline of Arjovsky et al.
     2016), scored on the run's own test split, so that a model exactly as good scores exactly
@@ -119,7 +121,7 @@ class Adding(SyntheticTask):
 
     name = "adding"
 
-    def __init__(self, length: int = 50, distance: int = 25, **sizes):
+    def __init__(self, length: int = 50, distance: int | None = 25, **sizes):
         super().__init__(**sizes)
         self.length, self.distance = length, distance
         self.io = TaskIO(vocab_size=None, n_features=2, n_classes=None, output=SEQUENCE)
@@ -135,9 +137,13 @@ class Adding(SyntheticTask):
     def generate(self, n, generator):
         T, d = self.length, self.distance
         values = torch.rand(n, T, generator=generator)
-        # first mark uniform on [0, T-d-1], second uniform on [first+d, T-1]
-        first = (torch.rand(n, generator=generator) * (T - d)).long()
-        second = first + d + (torch.rand(n, generator=generator) * (T - d - first)).long()
+        if d is None:  # first uniform on [0, T/2), second on [T/2, T)
+            half = T // 2
+            first = (torch.rand(n, generator=generator) * half).long()
+            second = half + (torch.rand(n, generator=generator) * (T - half)).long()
+        else:  # first uniform on [0, T-d-1], second uniform on [first+d, T-1]
+            first = (torch.rand(n, generator=generator) * (T - d)).long()
+            second = first + d + (torch.rand(n, generator=generator) * (T - d - first)).long()
         marks = torch.zeros(n, T)
         rows = torch.arange(n)
         marks[rows, first] = 1.0

@@ -104,9 +104,9 @@ class ModelConfig:
 class FusedRecurrenceConfig(ModelConfig):
     """Patterns 1 and 3: a hidden -> hidden recurrence in one of PyTorch's fused cells."""
 
-    cell: Cell = Cell.rnn
-    layers: int = _range(1, low=1)
-    dropout: float = _range(0.0, low=0.0, high=0.9)
+    cell: Cell = Cell.rnn  # rnn (tanh) | gru | lstm
+    layers: int = _range(1, low=1)  # stacked recurrences
+    dropout: float = _range(0.0, low=0.0, high=0.9)  # between stacked layers and before the output layer
 
 
 @dataclass
@@ -139,8 +139,8 @@ class MLPWindowConfig(ModelConfig):
     pattern: ClassVar[str] = "baseline"
     outputs: ClassVar[tuple[str, ...]] = (STEP, SEQUENCE)
     _target_: str = "rnnexp.models.baselines.MLPWindow"
-    window: int = _range(8, low=1)
-    layers: int = _range(2, low=1)
+    window: int = _range(8, low=1)  # the steps it sees, the last one included
+    layers: int = _range(2, low=1)  # hidden layers
     dropout: float = _range(0.0, low=0.0, high=0.9)
 
 
@@ -150,7 +150,7 @@ class MLPBagConfig(ModelConfig):
     pattern: ClassVar[str] = "baseline"
     outputs: ClassVar[tuple[str, ...]] = (STEP, SEQUENCE)
     _target_: str = "rnnexp.models.baselines.MLPBag"
-    layers: int = _range(2, low=1)
+    layers: int = _range(2, low=1)  # hidden layers
     dropout: float = _range(0.0, low=0.0, high=0.9)
 
 
@@ -158,6 +158,19 @@ MODELS: dict[str, type[ModelConfig]] = {
     m.name: m
     for m in (RNNHiddenConfig, RNNOutputConfig, RNNFinalConfig, MLPWindowConfig, MLPBagConfig)
 }
+
+
+def defaults(schema: type, **changes: Any) -> dict[str, Any]:
+    """The keyword arguments of the class a model or task schema builds, at the schema's defaults,
+    with `changes`: for building one outside a run (a test, a benchmark). A run builds it from its
+    config. (`params` is a request to the sizing, not an argument.)"""
+    kwargs = {f.name: f.default for f in fields(schema) if not f.name.startswith("_") and f.name != "params"}
+    return {k: v.value if isinstance(v, Enum) else v for k, v in {**kwargs, **changes}.items()}
+
+
+def model_defaults(name: str, **changes: Any) -> dict[str, Any]:
+    """Model `name`'s keyword arguments at its schema's defaults, with `changes`."""
+    return defaults(MODELS[name], **changes)
 
 
 # --- task -------------------------------------------------------------------------------------
@@ -343,6 +356,14 @@ TASKS: dict[str, type[TaskConfig]] = {
 }
 
 
+def task_defaults(task_class: type, **changes: Any) -> dict[str, Any]:
+    """Task class `task_class`'s keyword arguments at its schema's defaults, with `changes`."""
+    schema = schema_of("task", f"{task_class.__module__}.{task_class.__name__}")
+    if schema is None:
+        raise ValueError(f"{task_class.__name__} has no schema among rnnexp's tasks")
+    return defaults(schema, **changes)
+
+
 def schema_of(group: str, target: Any) -> type | None:
     """The schema of group "model" or "task" whose `_target_` is `target`; None for any other
     (a config read from a file names only rnnexp's own classes)."""
@@ -411,11 +432,13 @@ class TrackingConfig:
     """Where runs are tracked. MLflow 3.13+ refuses the old `./mlruns` file store, so the store
     is always a database (SQLite by default) or a tracking server."""
 
-    uri: str = "sqlite:///mlflow.db"
+    uri: str = "sqlite:///mlflow.db"  # an SQLite file relative to where the command runs, or a server's URL
     experiment: Optional[str] = None  # None: the task's name
     artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
     log_checkpoint: bool = True  # log the best checkpoint as an artifact
-    log_model: bool = True  # log the best model through mlflow.pytorch.log_model ("Logged models" in the UI)
+    # log the best model through mlflow.pytorch.log_model ("Logged models" in the UI), for
+    # mlflow.pytorch.load_model; about 5 s a run
+    log_model: bool = True
     step_metrics: bool = False  # also log the training loss every `trainer.log_every_n_steps` steps
 
     def __post_init__(self) -> None:
@@ -546,7 +569,7 @@ def _check_schema(uri: str, path: str, tables: set[str], revision: str | None) -
 
 @dataclass
 class OptimConfig:
-    optimizer: Optimizer = Optimizer.adam
+    optimizer: Optimizer = Optimizer.adam  # adam | adamw | sgd
     lr: float = _range(3e-3, low=1e-8, high=10.0)
     weight_decay: float = _range(0.0, low=0.0)
     # an MLflow experiment of learning-rate selection runs (stage 1, `make tune-lr`): the run takes
@@ -555,6 +578,7 @@ class OptimConfig:
     # config keys one chosen lr is shared over (e.g. [task.distance]): stage 1 ran at one value of
     # each, and a run at any value takes that choice
     lr_shared_over: list[str] = field(default_factory=list)
+    # none | cosine (over trainer.max_epochs, to min_lr) | plateau (on the checkpoint's quantity)
     scheduler: Scheduler = Scheduler.none
     min_lr: float = _range(0.0, low=0.0)  # cosine: the lr it ends at; plateau: the lowest it cuts to
     lr_factor: float = _range(0.5, low=0.01, high=0.99)  # plateau: the lr is multiplied by this at each cut
@@ -577,7 +601,10 @@ class TrainConfig:
     tracking: TrackingConfig = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = _range(0, low=0)
-    # torch's threads for the run; None: one per core (shared out among a joblib sweep's jobs)
+    # torch's threads per run. One by default: alone, a second thread made an epoch 0.85-1.11x as
+    # fast in the runs measured; beside one busy process, a 2-thread run was 6.6-45x slower
+    # (experiments/throughput). Sweeps fill the cores with jobs instead (hydra/launcher=joblib).
+    # None: one per core (shared out among a joblib sweep's jobs).
     threads: Optional[int] = _range(1, low=1)
     # with -m: a sweep's parent run id, whose FINISHED jobs are skipped; alone: the id of a KILLED
     # or FAILED run, continued from its last checkpoint (rnnexp/resume.py)

@@ -29,6 +29,11 @@ def compose_train():
     return _compose
 
 
+def make_task(task_class: type, **changes):
+    """A task built outside a run: its schema's defaults (rnnexp/config.py), with `changes`."""
+    return task_class(**config.task_defaults(task_class, **changes))
+
+
 def token_io(output: str = STEP, vocab: int = 5, classes: int | None = 5) -> TaskIO:
     return TaskIO(vocab_size=vocab, n_features=1, n_classes=classes, output=output)
 
@@ -37,4 +42,4 @@ def feature_io(output: str = STEP, features: int = 3, classes: int | None = 4) -
     return TaskIO(vocab_size=None, n_features=features, n_classes=classes, output=output)
 
 
-__all__ = ["CONF", "ROOT", "SEQUENCE", "STEP", "feature_io", "token_io"]
+__all__ = ["CONF", "ROOT", "SEQUENCE", "STEP", "feature_io", "make_task", "token_io"]

@@ -206,3 +206,22 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
     tanh = compose_train("model=rnn_final", "task=pronoun_reference")
     assert run_name(tanh, config.check(tanh), instantiate(tanh.task, seed=0), OmegaConf.create([])) == \
         "rnn_final-tanh-pronoun_reference-d4-h64-s0"
+
+
+def test_each_default_is_written_once_in_its_schema_not_in_the_yaml_or_the_constructor():
+    import inspect
+
+    import yaml
+    from hydra.utils import get_class
+
+    for group, schemas in (("model", config.MODELS), ("task", config.TASKS)):
+        for name, schema in schemas.items():
+            written = yaml.safe_load((CONF / group / f"{name}.yaml").read_text()) or {}
+            fields = set(config.defaults(schema))
+            assert not fields & (set(written) - {"defaults"}), (group, name, "a YAML restates a schema default")
+            signature = inspect.signature(get_class(schema._target_).__init__)
+            with_default = {k for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+            assert not fields & with_default, (group, name, "a constructor restates a schema default")
+    for path in (CONF / "trainer" / "default.yaml", CONF / "tracking" / "local.yaml"):
+        written = yaml.safe_load(path.read_text()) or {}
+        assert set(written) <= {"log_model"}, path  # log_model: read from the environment, for the tests

@@ -9,19 +9,23 @@ from rnnexp.models import MLPBag, MLPWindow, RNNFinal, RNNHidden, RNNOutput
 from tests.conftest import SEQUENCE, STEP, feature_io, token_io
 
 B, T = 3, 7
+# every size is a required keyword (its default lives in the schema): small ones here
+SMALL = dict(embed_dim=6, hidden_size=8)
+FUSED = dict(SMALL, cell="rnn", layers=1, dropout=0.0)
+MLP = dict(SMALL, layers=2, dropout=0.0)
 
 PER_STEP = {
-    "rnn_hidden": lambda io: RNNHidden(io, hidden_size=8, embed_dim=6),
-    "rnn_hidden_lstm": lambda io: RNNHidden(io, cell="lstm", hidden_size=8, embed_dim=6, layers=2),
-    "rnn_output": lambda io: RNNOutput(io, hidden_size=8, embed_dim=6),
-    "mlp_window": lambda io: MLPWindow(io, window=3, hidden_size=8, embed_dim=6),
-    "mlp_bag": lambda io: MLPBag(io, hidden_size=8, embed_dim=6),
+    "rnn_hidden": lambda io: RNNHidden(io, **FUSED),
+    "rnn_hidden_lstm": lambda io: RNNHidden(io, **{**FUSED, "cell": "lstm", "layers": 2}),
+    "rnn_output": lambda io: RNNOutput(io, **SMALL),
+    "mlp_window": lambda io: MLPWindow(io, window=3, **MLP),
+    "mlp_bag": lambda io: MLPBag(io, **MLP),
 }
 PER_SEQUENCE = {
-    "rnn_final": lambda io: RNNFinal(io, hidden_size=8, embed_dim=6),
-    "rnn_final_gru": lambda io: RNNFinal(io, cell="gru", hidden_size=8, embed_dim=6, layers=2),
-    "mlp_window": lambda io: MLPWindow(io, window=3, hidden_size=8, embed_dim=6),
-    "mlp_bag": lambda io: MLPBag(io, hidden_size=8, embed_dim=6),
+    "rnn_final": lambda io: RNNFinal(io, **FUSED),
+    "rnn_final_gru": lambda io: RNNFinal(io, **{**FUSED, "cell": "gru", "layers": 2}),
+    "mlp_window": lambda io: MLPWindow(io, window=3, **MLP),
+    "mlp_bag": lambda io: MLPBag(io, **MLP),
 }
 
 
@@ -69,14 +73,14 @@ def test_per_step_output_has_no_gradient_from_future_inputs(name):
 def test_pattern1_output_depends_on_every_earlier_input():
     torch.manual_seed(0)
     io = feature_io(STEP)
-    grad = _input_gradient(RNNHidden(io, hidden_size=8, embed_dim=6), torch.randn(B, T, 3), T - 1)
+    grad = _input_gradient(RNNHidden(io, **FUSED), torch.randn(B, T, 3), T - 1)
     assert torch.all(grad > 0)
 
 
 def test_window_baseline_sees_exactly_its_window():
     torch.manual_seed(0)
     io = feature_io(STEP)
-    grad = _input_gradient(MLPWindow(io, window=3, hidden_size=8, embed_dim=6), torch.randn(B, T, 3), 5)
+    grad = _input_gradient(MLPWindow(io, window=3, **MLP), torch.randn(B, T, 3), 5)
     assert torch.all(grad[3:6] > 0) and torch.all(grad[:3] == 0) and torch.all(grad[6:] == 0)
 
 
@@ -84,7 +88,7 @@ def test_sequence_window_baseline_sees_the_last_window():
     torch.manual_seed(0)
     io = feature_io(SEQUENCE)
     x = torch.randn(B, T, 3, requires_grad=True)
-    MLPWindow(io, window=3, hidden_size=8, embed_dim=6)(x).sum().backward()
+    MLPWindow(io, window=3, **MLP)(x).sum().backward()
     seen = x.grad.abs().sum(dim=(0, 2))
     assert torch.all(seen[-3:] > 0) and torch.all(seen[:-3] == 0)
 
@@ -92,7 +96,7 @@ def test_sequence_window_baseline_sees_the_last_window():
 def test_bag_baseline_ignores_order():
     torch.manual_seed(0)
     io = token_io(SEQUENCE)
-    model = MLPBag(io, hidden_size=8, embed_dim=6)
+    model = MLPBag(io, **MLP)
     x = torch.randint(5, (B, T))
     assert torch.allclose(model(x), model(x.flip(1)), atol=1e-6)
 
@@ -101,7 +105,7 @@ def test_pattern3_reads_the_whole_sequence():
     torch.manual_seed(0)
     io = feature_io(SEQUENCE)
     x = torch.randn(B, T, 3, requires_grad=True)
-    RNNFinal(io, hidden_size=8, embed_dim=6)(x).sum().backward()
+    RNNFinal(io, **FUSED)(x).sum().backward()
     assert torch.all(x.grad.abs().sum(dim=(0, 2)) > 0)
 
 
@@ -109,7 +113,7 @@ def test_pattern3_reads_the_whole_sequence():
 
 
 def test_pattern2_has_no_hidden_to_hidden_weights():
-    model = RNNOutput(token_io(STEP, classes=5), hidden_size=8, embed_dim=6)
+    model = RNNOutput(token_io(STEP, classes=5), **SMALL)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert (8, 8) not in shapes.values()
     assert shapes["W.weight"] == (8, 5)  # output(t-1) -> hidden(t), the only recurrent weights
@@ -120,7 +124,7 @@ def test_pattern2_hidden_state_depends_only_on_previous_output():
     and from the fed-back outputs only at t-1."""
     torch.manual_seed(0)
     io = feature_io(STEP, classes=None)  # real-valued targets, so they can carry gradient
-    model = RNNOutput(io, hidden_size=8, embed_dim=6)
+    model = RNNOutput(io, **SMALL)
     for t in range(T):
         x = torch.randn(B, T, 3, requires_grad=True)
         y = torch.randn(B, T, requires_grad=True)
@@ -138,7 +142,7 @@ def test_pattern2_teacher_forcing_equals_a_step_by_step_loop():
     true previous output one step at a time."""
     torch.manual_seed(0)
     io = token_io(STEP, vocab=4, classes=3)
-    model = RNNOutput(io, hidden_size=8, embed_dim=6)
+    model = RNNOutput(io, **SMALL)
     x, y = torch.randint(4, (B, T)), torch.randint(3, (B, T))
     y[:, :2] = -100  # steps with nothing to predict feed back zeros
 
@@ -166,7 +170,7 @@ def test_pattern2_running_free_feeds_back_its_own_outputs():
     predictions are given as the targets: its only memory is its previous output."""
     torch.manual_seed(0)
     io = token_io(STEP, vocab=4, classes=3)
-    model = RNNOutput(io, hidden_size=8, embed_dim=6)
+    model = RNNOutput(io, **SMALL)
     x = torch.randint(4, (B, T))
     free = model(x)
     torch.testing.assert_close(model(x, free.argmax(-1)), free)
@@ -174,9 +178,9 @@ def test_pattern2_running_free_feeds_back_its_own_outputs():
 
 def test_model_refuses_a_task_of_the_wrong_output_kind():
     with pytest.raises(ValueError, match="rnn_final"):
-        RNNFinal(token_io(STEP))
+        RNNFinal(token_io(STEP), **FUSED)
     with pytest.raises(ValueError, match="rnn_hidden"):
-        RNNHidden(token_io(SEQUENCE))
+        RNNHidden(token_io(SEQUENCE), **FUSED)
 
 
 @pytest.mark.parametrize("name", PER_SEQUENCE)

@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 
 from rnnexp.config import ConfigError
+from tests.conftest import make_task
 from rnnexp.tasks.digits import Digits
 from rnnexp.tasks.grammar import NegatedSentiment
 from rnnexp.tasks.text import CharLM, TextClassification
@@ -23,7 +24,7 @@ from rnnexp.tasks.text import CharLM, TextClassification
 
 @pytest.mark.parametrize("read,shape", [("rows", (8, 8)), ("pixels", (64, 1))])
 def test_digits_read_as_rows_or_pixels_in_disjoint_splits(read, shape):
-    task = Digits(read=read, seed=1)
+    task = make_task(Digits, read=read, seed=1)
     task.setup()
     sizes = {s: len(task.splits[s]) for s in ("train", "val", "test")}
     assert sum(sizes.values()) == 1797 and sizes["val"] == sizes["test"] == 180
@@ -35,7 +36,7 @@ def test_digits_read_as_rows_or_pixels_in_disjoint_splits(read, shape):
     metric.update(*task.flatten(torch.nn.functional.one_hot(majority, 10).float().expand(len(test_y), -1), test_y))
     assert float(metric.compute()) == pytest.approx(task.chance_level) and 0.05 < task.chance_level < 0.16
     assert task.data_source.rows == 1797 and task.data_source.name == "sklearn-digits"
-    other = Digits(read=read, seed=2)
+    other = make_task(Digits, read=read, seed=2)
     other.setup()
     assert not torch.equal(other.splits["test"].tensors[1], task.splits["test"].tensors[1])
 
@@ -46,7 +47,7 @@ def test_digits_read_as_rows_or_pixels_in_disjoint_splits(read, shape):
 def test_char_lm_windows_predict_the_next_character(tmp_path):
     text = "the cat sat on the mat. " * 40 + "ünïcode ✓"
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
-    task = CharLM(path=str(tmp_path / "t.txt"), length=16, seed=0)
+    task = make_task(CharLM, path=str(tmp_path / "t.txt"), length=16, seed=0)
     task.setup()
     x, y = torch.cat([task.splits[s].tensors[0] for s in ("train", "val", "test")]), None
     assert x.shape[1] == 16 and len(x) == (len(text) - 1) // 16
@@ -58,7 +59,7 @@ def test_char_lm_windows_predict_the_next_character(tmp_path):
 
 def test_char_lm_chance_is_what_the_unigram_predictor_scores(tmp_path):
     (tmp_path / "t.txt").write_text("abracadabra, said the wizard. " * 30, encoding="utf-8")
-    task = CharLM(path=str(tmp_path / "t.txt"), length=10)
+    task = make_task(CharLM, path=str(tmp_path / "t.txt"), length=10)
     task.setup()
     counts = torch.bincount(task.splits["train"].tensors[1].reshape(-1), minlength=len(task.alphabet)) + 1.0
     _, y = task.splits["test"].tensors
@@ -71,10 +72,10 @@ def test_char_lm_chance_is_what_the_unigram_predictor_scores(tmp_path):
 def test_char_lm_rejects_a_file_that_is_not_utf8_or_too_short(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("café ".encode("latin-1") * 100)
     with pytest.raises(ConfigError, match="task.path.*UTF-8"):
-        CharLM(path=str(tmp_path / "latin1.txt")).setup()
+        make_task(CharLM, path=str(tmp_path / "latin1.txt")).setup()
     (tmp_path / "short.txt").write_text("too short", encoding="utf-8")
     with pytest.raises(ConfigError, match="at least 193 characters"):
-        CharLM(path=str(tmp_path / "short.txt")).setup()
+        make_task(CharLM, path=str(tmp_path / "short.txt")).setup()
 
 
 # --- text classification --------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def test_char_lm_rejects_a_file_that_is_not_utf8_or_too_short(tmp_path):
 def _reviews(path: Path, n: int = 1200, seed: int = 0) -> list[tuple[str, str]]:
     """Negated-sentiment reviews as plain text, cut to varying lengths after the pair of words
     that decides them, with string labels."""
-    task = NegatedSentiment(length=12, distance=3, train_size=1, val_size=1, test_size=1, batch_size=1)
+    task = make_task(NegatedSentiment, length=12, distance=3, train_size=1, val_size=1, test_size=1, batch_size=1)
     x, y = task.generate(n, torch.Generator().manual_seed(seed))
     rows = []
     for i, (ids, label) in enumerate(zip(x, y)):
@@ -104,7 +105,7 @@ NEGATED_OR_SENTIMENT = {"good", "great", "fine", "superb", "bad", "awful", "poor
 def _text_task(path, tmp_path, **kwargs):
     options = dict(path=str(path), text_column="review", label_column="sentiment", cache_dir=str(tmp_path / "cache"),
                    min_frequency=1, batch_size=32)
-    return TextClassification(**(options | kwargs))
+    return make_task(TextClassification, **(options | kwargs))
 
 
 def test_text_round_trips_through_tokenising_caching_and_batching(tmp_path):
@@ -213,7 +214,7 @@ def test_a_hub_dataset_keeps_its_own_test_split(tmp_path, monkeypatch):
     unlabelled = datasets.Dataset.from_dict({"text": ["a film"] * 7, "label": [-1] * 7})  # like imdb's
     monkeypatch.setattr(text, "_load_hub", lambda name: (
         datasets.DatasetDict(train=train, test=test, unsupervised=unlabelled), "d1"))
-    task = TextClassification(dataset="toy", cache_dir=str(tmp_path), min_frequency=1, val_fraction=0.2)
+    task = make_task(TextClassification, dataset="toy", cache_dir=str(tmp_path), min_frequency=1, val_fraction=0.2)
     task.setup()
     assert len(task.splits["test"]) == 3 and len(task.splits["val"]) == 20 and len(task.splits["train"]) == 80
     assert task.classes == ["0", "1"]  # the unlabelled split is left out

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rnnexp.config import ConfigError
+from tests.conftest import make_task
 from rnnexp.tasks import IGNORE, Adding, DelayedRecall, RunningParity
 from rnnexp.tasks.base import rows_not_in
 from rnnexp.tasks.grammar import NegatedSentiment, PronounReference
@@ -21,7 +22,7 @@ def _generate(task, n=5, seed=0):
 
 
 def test_delayed_recall_targets_are_the_symbol_distance_steps_back():
-    task = DelayedRecall(length=6, distance=2, symbols=4, **SIZES)
+    task = make_task(DelayedRecall, length=6, distance=2, symbols=4, **SIZES)
     x, y = _generate(task)
     assert x.shape == y.shape == (5, 6)
     assert torch.all(y[:, :2] == IGNORE)
@@ -30,7 +31,7 @@ def test_delayed_recall_targets_are_the_symbol_distance_steps_back():
 
 
 def test_running_parity_by_hand():
-    task = RunningParity(length=6, **SIZES)
+    task = make_task(RunningParity, length=6, **SIZES)
     x, y = _generate(task, n=200)
     # one row checked by hand: the parity flips on every 1
     row = x[0].tolist()
@@ -43,7 +44,7 @@ def test_running_parity_by_hand():
 
 
 def test_adding_marks_two_values_at_least_distance_apart_and_sums_them():
-    task = Adding(length=12, distance=5, **SIZES)
+    task = make_task(Adding, length=12, distance=5, **SIZES)
     x, y = _generate(task, n=500)
     assert x.shape == (500, 12, 2) and y.shape == (500,)
     values, marks = x[..., 0], x[..., 1]
@@ -57,7 +58,7 @@ def test_adding_marks_two_values_at_least_distance_apart_and_sums_them():
 
 
 def test_adding_without_a_distance_marks_one_value_in_each_half_as_arjovsky_et_al():
-    task = Adding(length=11, distance=None, **SIZES)
+    task = make_task(Adding, length=11, distance=None, **SIZES)
     x, y = _generate(task, n=2000)
     positions = x[..., 1].nonzero()[:, 1].view(2000, 2)
     assert set(positions[:, 0].tolist()) == set(range(5))  # every step of the first half, none after
@@ -67,12 +68,12 @@ def test_adding_without_a_distance_marks_one_value_in_each_half_as_arjovsky_et_a
 
 
 def test_same_seed_same_data_and_splits_differ():
-    a, b = DelayedRecall(seed=3, **SIZES), DelayedRecall(seed=3, **SIZES)
+    a, b = make_task(DelayedRecall, seed=3, **SIZES), make_task(DelayedRecall, seed=3, **SIZES)
     a.setup(), b.setup()
     for split in ("train", "val", "test"):
         assert torch.equal(a.splits[split].tensors[0], b.splits[split].tensors[0])
     assert not torch.equal(a.splits["val"].tensors[0], a.splits["test"].tensors[0])
-    c = DelayedRecall(seed=4, **SIZES)
+    c = make_task(DelayedRecall, seed=4, **SIZES)
     c.setup()
     assert not torch.equal(a.splits["train"].tensors[0], c.splits["train"].tensors[0])
 
@@ -87,20 +88,20 @@ def _score_constant(task, constant_output):
 
 
 def test_chance_levels_are_what_an_input_blind_predictor_scores():
-    recall = DelayedRecall(length=10, distance=3, symbols=8, **SIZES)
+    recall = make_task(DelayedRecall, length=10, distance=3, symbols=8, **SIZES)
     always_0 = torch.nn.functional.one_hot(torch.tensor(0), 8).float()
     assert abs(_score_constant(recall, always_0) - recall.chance_level) < 0.01
 
-    parity = RunningParity(length=10, **SIZES)
+    parity = make_task(RunningParity, length=10, **SIZES)
     assert abs(_score_constant(parity, torch.tensor([1.0, 0.0])) - parity.chance_level) < 0.01
 
-    adding = Adding(length=20, distance=5, **SIZES)
+    adding = make_task(Adding, length=20, distance=5, **SIZES)
     assert abs(_score_constant(adding, 1.0) - adding.chance_level) < 0.01
     assert _score_constant(adding, 0.8) > adding.chance_level  # 1 is the best constant
 
 
 def test_loaders_batch_and_cover_the_split():
-    task = RunningParity(length=12, **SIZES)
+    task = make_task(RunningParity, length=12, **SIZES)
     batches = list(task.train_dataloader())
     assert len(batches) == 64 // 16
     assert batches[0][0].shape == (16, 12)
@@ -110,18 +111,18 @@ def test_loaders_batch_and_cover_the_split():
 
 
 def test_copy_memory_layout_follows_arjovsky_et_al():
-    task = CopyMemory(distance=5, **SIZES)  # T = 5: 10 symbols, 4 blanks, delimiter, 10 blanks
+    task = make_task(CopyMemory, distance=5, **SIZES)  # T = 5: 10 symbols, 4 blanks, delimiter, 10 blanks
     x, y = _generate(task, n=3)
     assert x.shape == y.shape == (3, 25)
     assert torch.all(x[:, :10] < 8) and torch.all(x[:, 10:14] == task.BLANK)
     assert torch.all(x[:, 14] == task.DELIMITER) and torch.all(x[:, 15:] == task.BLANK)
     assert torch.all(y[:, :15] == task.BLANK) and torch.equal(y[:, 15:], x[:, :10])
     assert task.chance_level == pytest.approx(10 * math.log(8) / 25)
-    assert CopyMemory(distance=100, **SIZES).chance_level == pytest.approx(0.173, abs=5e-4)  # the paper's
+    assert make_task(CopyMemory, distance=100, **SIZES).chance_level == pytest.approx(0.173, abs=5e-4)  # the paper's
 
 
 def test_copy_memory_chance_is_what_the_memoryless_baseline_scores():
-    task = CopyMemory(distance=30, **SIZES)
+    task = make_task(CopyMemory, distance=30, **SIZES)
     x, y = _generate(task, n=2000)
     logits = torch.full((*y.shape, 9), -1e9)
     logits[:, :-10, task.BLANK] = 0.0  # sure of a blank until the recall starts
@@ -143,7 +144,7 @@ def _pronoun_label(words: list[str]) -> str:
 
 def test_pronoun_reference_by_hand():
     lex = PronounReference.lexicon
-    task = PronounReference(distance=3, **SIZES)
+    task = make_task(PronounReference, distance=3, **SIZES)
     x, y = _generate(task, n=300)
     assert x.shape == (300, 14)
     for row, label in zip(x, y):
@@ -159,10 +160,10 @@ def test_pronoun_reference_by_hand():
 
 
 def test_pronoun_reference_per_step_is_due_at_the_pronoun():
-    task = PronounReference(distance=2, per_step=True, **SIZES)
+    task = make_task(PronounReference, distance=2, per_step=True, **SIZES)
     x, y = _generate(task, n=50)
     assert y.shape == x.shape and torch.all(y[:, :-1] == IGNORE)
-    _, per_sequence = _generate(PronounReference(distance=2, **SIZES), n=50)
+    _, per_sequence = _generate(make_task(PronounReference, distance=2, **SIZES), n=50)
     assert torch.equal(y[:, -1], per_sequence)  # same stream, same labels
 
 
@@ -174,7 +175,7 @@ def _sentiment_label(words: list[str]) -> int:
 
 def test_negated_sentiment_by_hand():
     lex = NegatedSentiment.lexicon
-    task = NegatedSentiment(length=9, distance=3, **SIZES)
+    task = make_task(NegatedSentiment, length=9, distance=3, **SIZES)
     x, y = _generate(task, n=300)
     for row, label in zip(x, y):
         words = lex.decode(row).split()
@@ -192,7 +193,7 @@ def _sentiment_position(words):
 
 
 def test_grammar_chance_levels_are_what_a_constant_predictor_scores():
-    for task in (PronounReference(distance=3, **SIZES), NegatedSentiment(**SIZES)):
+    for task in (make_task(PronounReference, distance=3, **SIZES), make_task(NegatedSentiment, **SIZES)):
         assert abs(_score_constant(task, torch.tensor([1.0, 0.0])) - task.chance_level) < 0.02
 
 
@@ -200,7 +201,7 @@ def test_grammar_chance_levels_are_what_a_constant_predictor_scores():
 
 
 def test_validation_and_test_hold_no_training_sequence():
-    task = RunningParity(length=8, train_size=200, val_size=100, test_size=100, batch_size=10)  # 256 sequences
+    task = make_task(RunningParity, length=8, train_size=200, val_size=100, test_size=100, batch_size=10)  # 256 sequences
     task.setup()
     train, val, test = (task.splits[s].tensors[0] for s in ("train", "val", "test"))
     assert 0 < len(val) < 100 and 0 < len(test) < 100
@@ -209,6 +210,6 @@ def test_validation_and_test_hold_no_training_sequence():
 
 
 def test_a_task_too_small_for_disjoint_splits_is_a_config_error():
-    task = RunningParity(length=2, train_size=100, val_size=10, test_size=10, batch_size=10)  # 4 sequences
+    task = make_task(RunningParity, length=2, train_size=100, val_size=10, test_size=10, batch_size=10)  # 4 sequences
     with pytest.raises(ConfigError, match="task.val_size"):
         task.setup()

@@ -280,7 +280,7 @@ def fwd_bwd(forward: Callable[[], torch.Tensor]) -> float:
 def pattern2_rows(quick: bool, repeats: int) -> Iterator[Row]:
     length, batch = (30, 8) if quick else (200, 64)
     io = TaskIO(vocab_size=10, n_features=1, n_classes=8, output="step")
-    model = RNNOutput(io)
+    model = RNNOutput(io, **config.model_defaults("rnn_output"))
     x, y = torch.randint(0, 10, (batch, length)), torch.randint(0, 8, (batch, length))
 
     def loop_teacher_forced() -> torch.Tensor:  # the same model, one step at a time
@@ -346,10 +346,11 @@ def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
     lengths, batch = ((20,), 8) if quick else ((100, 200), 64)
     for cell in ("rnn", "gru", "lstm"):
         for length in lengths:
-            task = Adding(length=length, distance=None, train_size=batch, val_size=1, test_size=1, batch_size=batch)
+            task = Adding(**config.task_defaults(Adding, length=length, distance=None, train_size=batch, val_size=1,
+                                                 test_size=1, batch_size=batch))
             x, y = task.make_splits()["train"].tensors
             torch.manual_seed(0)
-            model = RNNFinal(task.io, cell=cell)
+            model = RNNFinal(task.io, **config.model_defaults("rnn_final", cell=cell))
 
             def step(flush: bool) -> float:
                 torch.set_flush_denormal(flush)

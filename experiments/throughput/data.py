@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rnnexp import config
 from rnnexp.tasks.grammar import NegatedSentiment, PronounReference
 from rnnexp.tasks.synthetic import Adding, CopyMemory, DelayedRecall, RunningParity
 from rnnexp.tasks.text import TextClassification
@@ -27,12 +28,12 @@ def tasks(length: int) -> list:
     sizes = dict(train_size=1, val_size=1, test_size=1, batch_size=1)
     half = length // 2
     return [
-        DelayedRecall(length=length, distance=half, **sizes),
-        RunningParity(length=length, **sizes),
-        CopyMemory(distance=max(1, length - 20), **sizes),
-        Adding(length=length, distance=half, **sizes),
-        PronounReference(distance=max(0, length - 11), **sizes),
-        NegatedSentiment(length=length, distance=half, **sizes),
+        DelayedRecall(**config.task_defaults(DelayedRecall, length=length, distance=half, **sizes)),
+        RunningParity(**config.task_defaults(RunningParity, length=length, **sizes)),
+        CopyMemory(**config.task_defaults(CopyMemory, distance=max(1, length - 20), **sizes)),
+        Adding(**config.task_defaults(Adding, length=length, distance=half, **sizes)),
+        PronounReference(**config.task_defaults(PronounReference, distance=max(0, length - 11), **sizes)),
+        NegatedSentiment(**config.task_defaults(NegatedSentiment, length=length, distance=half, **sizes)),
     ]
 
 
@@ -61,7 +62,8 @@ def tokenisation(megabytes: float) -> list[tuple[str, float, int, float]]:
         rows = write_reviews(path, megabytes)
         mb = path.stat().st_size / 1e6
         for label in ("cold (load, train tokenizer, encode, cache)", "warm (from the cache)"):
-            task = TextClassification(path=str(path), cache_dir=str(Path(tmp) / "cache"), max_length=256)
+            task = TextClassification(**config.task_defaults(TextClassification, path=str(path),
+                                                              cache_dir=str(Path(tmp) / "cache"), max_length=256))
             start = time.perf_counter()
             task.setup()
             rows_out.append((label, mb, rows, time.perf_counter() - start))

@@ -25,8 +25,7 @@ class MLPWindow(nn.Module):
     once per sequence.
     """
 
-    def __init__(self, io: TaskIO, window: int = 8, embed_dim: int = 32, hidden_size: int = 64,
-                 layers: int = 2, dropout: float = 0.0):
+    def __init__(self, io: TaskIO, *, window: int, embed_dim: int, hidden_size: int, layers: int, dropout: float):
         super().__init__()
         self.window, self.per_sequence = window, io.output == SEQUENCE
         self.embed = input_layer(io, embed_dim)
@@ -57,8 +56,7 @@ class MLPBag(nn.Module):
     once per sequence.
     """
 
-    def __init__(self, io: TaskIO, embed_dim: int = 32, hidden_size: int = 64, layers: int = 2,
-                 dropout: float = 0.0):
+    def __init__(self, io: TaskIO, *, embed_dim: int, hidden_size: int, layers: int, dropout: float):
         super().__init__()
         self.per_sequence = io.output == SEQUENCE
         self.embed = input_layer(io, embed_dim)

@@ -46,8 +46,7 @@ class RNNHidden(nn.Module):
     Shapes: x (B, T) token ids or (B, T, F) features -> o (B, T, C).
     """
 
-    def __init__(self, io: TaskIO, cell: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
-                 layers: int = 1, dropout: float = 0.0):
+    def __init__(self, io: TaskIO, *, cell: str, embed_dim: int, hidden_size: int, layers: int, dropout: float):
         super().__init__()
         _require(io, STEP, "rnn_hidden")
         self.embed = input_layer(io, embed_dim)
@@ -81,7 +80,7 @@ class RNNOutput(nn.Module):
 
     teacher_forced = True  # the training module passes the targets in `forward(x, y)`
 
-    def __init__(self, io: TaskIO, embed_dim: int = 32, hidden_size: int = 64):
+    def __init__(self, io: TaskIO, *, embed_dim: int, hidden_size: int):
         super().__init__()
         _require(io, STEP, "rnn_output")
         self.io = io
@@ -138,8 +137,7 @@ class RNNFinal(nn.Module):
     Shapes: x (B, T) token ids or (B, T, F) features, lengths (B,) -> o (B, C).
     """
 
-    def __init__(self, io: TaskIO, cell: str = "rnn", embed_dim: int = 32, hidden_size: int = 64,
-                 layers: int = 1, dropout: float = 0.0):
+    def __init__(self, io: TaskIO, *, cell: str, embed_dim: int, hidden_size: int, layers: int, dropout: float):
         super().__init__()
         _require(io, SEQUENCE, "rnn_final")
         self.embed = input_layer(io, embed_dim)

@@ -59,7 +59,9 @@ class Task(pl.LightningDataModule):
     distance: int | None = None  # how many steps back the evidence lies (None: no such knob)
     data_source: DataSource | None = None  # real data only
 
-    def __init__(self, batch_size: int, seed: int = 0, eval_batch_size: int = 1024):
+    def __init__(self, *, batch_size: int, eval_batch_size: int, seed: int = 0):
+        # every config key a required keyword: its default is written once, in the task's schema
+        # (rnnexp/config.py; `config.defaults(schema)` for one built outside a run)
         super().__init__()
         self.batch_size = batch_size
         # validation and test need no gradients and keep nothing between batches: a few large
@@ -140,9 +142,9 @@ class Task(pl.LightningDataModule):
 class SyntheticTask(Task):
     """A task whose data are generated: subclasses implement `generate`."""
 
-    def __init__(self, train_size: int, val_size: int, test_size: int, batch_size: int, seed: int = 0,
-                 eval_batch_size: int = 1024):
-        super().__init__(batch_size, seed, eval_batch_size)
+    def __init__(self, *, train_size: int, val_size: int, test_size: int, batch_size: int, eval_batch_size: int,
+                 seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
 
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

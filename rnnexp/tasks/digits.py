@@ -23,9 +23,9 @@ class Digits(Task):
 
     name = "digits"
 
-    def __init__(self, read: str = "rows", val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 batch_size: int = 64, seed: int = 0, eval_batch_size: int = 1024):
-        super().__init__(batch_size, seed, eval_batch_size)
+    def __init__(self, *, read: str, val_fraction: float, test_fraction: float, batch_size: int,
+                 eval_batch_size: int, seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.read = str(getattr(read, "value", read))
         self.fractions = (val_fraction, test_fraction)
         self.length = 8 if self.read == "rows" else 64

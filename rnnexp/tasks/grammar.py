@@ -61,7 +61,7 @@ class PronounReference(SyntheticTask):
                 "later", "on", "at", "home"),
     )
 
-    def __init__(self, distance: int = 4, per_step: bool = False, **sizes):
+    def __init__(self, *, distance: int, per_step: bool, **sizes):
         super().__init__(**sizes)
         self.distance, self.per_step = distance, per_step
         self.length = 11 + distance
@@ -117,7 +117,7 @@ class NegatedSentiment(SyntheticTask):
                 "story", "overall", "it", "seemed", "honestly", "very"),
     )
 
-    def __init__(self, length: int = 16, distance: int = 4, **sizes):
+    def __init__(self, *, length: int, distance: int, **sizes):
         super().__init__(**sizes)
         self.length, self.distance = length, distance
         self.io = TaskIO(vocab_size=len(self.lexicon.words), n_features=1, n_classes=2, output=SEQUENCE)

@@ -27,7 +27,7 @@ class DelayedRecall(SyntheticTask):
 
     SCORED = 25  # steps with a target, per sequence, when the length is left to follow the distance
 
-    def __init__(self, length: int | None = None, distance: int = 15, symbols: int = 8, **sizes):
+    def __init__(self, *, length: int | None, distance: int, symbols: int, **sizes):
         super().__init__(**sizes)
         self.length = distance + self.SCORED if length is None else length
         self.distance, self.symbols = distance, symbols
@@ -53,7 +53,7 @@ class RunningParity(SyntheticTask):
 
     name = "running_parity"
 
-    def __init__(self, length: int = 20, **sizes):
+    def __init__(self, *, length: int, **sizes):
         super().__init__(**sizes)
         self.length = length
         self.io = TaskIO(vocab_size=2, n_features=1, n_classes=2, output=STEP)
@@ -83,7 +83,7 @@ class CopyMemory(SyntheticTask):
     SYMBOLS, RECALL = 8, 10
     BLANK, DELIMITER = 8, 9
 
-    def __init__(self, distance: int = 20, **sizes):
+    def __init__(self, *, distance: int, **sizes):
         super().__init__(**sizes)
         self.distance = distance
         self.length = distance + 2 * self.RECALL
@@ -121,7 +121,7 @@ class Adding(SyntheticTask):
 
     name = "adding"
 
-    def __init__(self, length: int = 50, distance: int | None = 25, **sizes):
+    def __init__(self, *, length: int, distance: int | None, **sizes):
         super().__init__(**sizes)
         self.length, self.distance = length, distance
         self.io = TaskIO(vocab_size=None, n_features=2, n_classes=None, output=SEQUENCE)

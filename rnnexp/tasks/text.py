@@ -53,9 +53,9 @@ class CharLM(Task):
     metric_name = "bpc"
     higher_is_better = False
 
-    def __init__(self, path: str, length: int = 64, val_fraction: float = 0.1, test_fraction: float = 0.1,
-                 batch_size: int = 64, seed: int = 0, eval_batch_size: int = 1024):
-        super().__init__(batch_size, seed, eval_batch_size)
+    def __init__(self, *, path: str, length: int, val_fraction: float, test_fraction: float, batch_size: int,
+                 eval_batch_size: int, seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.path, self.length, self.fractions = path, length, (val_fraction, test_fraction)
 
     def make_splits(self) -> dict[str, TensorDataset]:
@@ -109,12 +109,11 @@ class TextClassification(Task):
 
     name = "text"
 
-    def __init__(self, dataset: str | None = None, path: str | None = None, text_column: str = "text",
-                 label_column: str = "label", tokenizer: str = "word", vocab_size: int = 20000,
-                 min_frequency: int = 2, max_length: int = 256, cache_dir: str = ".cache/rnnexp",
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
-                 eval_batch_size: int = 1024, where: str | None = None):
-        super().__init__(batch_size, seed, eval_batch_size)
+    def __init__(self, *, dataset: str | None, path: str | None, text_column: str, label_column: str,
+                 tokenizer: str, vocab_size: int, min_frequency: int, max_length: int, cache_dir: str,
+                 val_fraction: float, test_fraction: float, batch_size: int, eval_batch_size: int,
+                 where: str | None, seed: int = 0):
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.dataset, self.path, self.where = dataset, path, where
         self.text_column, self.label_column = text_column, label_column
         self.settings = dict(tokenizer=str(getattr(tokenizer, "value", tokenizer)), vocab_size=vocab_size,

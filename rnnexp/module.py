@@ -53,13 +53,14 @@ def rebuild(config: dict) -> tuple[nn.Module, Task]:
                               f"({', '.join(known)}): a checkpoint names no other code")
         nodes[group] = OmegaConf.merge(OmegaConf.structured(schema), node)  # types checked too
     task = instantiate(nodes["task"], seed=int(config.get("seed", 0)))
-    return make_model(nodes["model"], task.io), task
+    with torch.random.fork_rng(devices=[]):  # its initial weights, soon replaced, draw from no caller's stream
+        model = make_model(nodes["model"], task.io)
+    return model, task
 
 
 class SequenceModule(pl.LightningModule):
-    def __init__(self, model: nn.Module | None = None, task: Task | None = None, optimizer: str = "adam",
-                 lr: float = 3e-3, weight_decay: float = 0.0, step_metrics: bool = False,
-                 schedule: dict | None = None, config: dict | None = None):
+    def __init__(self, model: nn.Module | None = None, task: Task | None = None, *, optimizer: str, lr: float,
+                 weight_decay: float, step_metrics: bool, schedule: dict | None = None, config: dict | None = None):
         """`schedule`: the learning-rate schedule, as `optim` says it (`scheduler`, `min_lr`,
         `lr_factor`, `lr_patience`) plus `epochs` (cosine) and `monitor`, `mode` (plateau).
         `config`: the model's and the task's config (see `rebuild`), kept in every checkpoint;
@@ -179,13 +180,15 @@ class SequenceModule(pl.LightningModule):
         self._evaluate("test", batch)
 
     # torch's global random state (dropout masks) in every checkpoint, so a resumed run draws
-    # what the uninterrupted one would have
+    # what the uninterrupted one would have (but loading one to use leaves the caller's alone)
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         if torch.cuda.is_initialized():  # dropout on a GPU draws from each device's own generator
             checkpoint["cuda_rng_state"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self._trainer is None:  # load_from_checkpoint: a model to use, not a run to go on with
+            return
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
         if "cuda_rng_state" in checkpoint and torch.cuda.is_available():

@@ -44,7 +44,10 @@ def test_the_checkpoint_loads_back_with_its_config_and_gives_the_trained_outputs
 
     tmp, _, _, run = trained
     (best,) = [p for p in (tmp / "out" / "checkpoints").glob("epoch=*.ckpt")]
+    torch.manual_seed(5)
+    stream = torch.get_rng_state()
     module = SequenceModule.load_from_checkpoint(best, weights_only=True)
+    assert torch.equal(torch.get_rng_state(), stream)  # loading draws nothing from the caller's random stream
     assert type(module.model).__name__ == "RNNHidden" and module.model.recurrence.hidden_size == 64
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     assert all(torch.equal(module.state_dict()[k], v) for k, v in state.items())

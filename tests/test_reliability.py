@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import time
+import types
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,8 +22,9 @@ from rnnexp.logger import BatchedMLFlowLogger
 from tests.test_cli import SMALL, TRAIN, _run, _runs
 from tests.test_sweeps import _free_port
 
+# with dropout: a resumed run draws the masks the uninterrupted one drew (the random state is in the checkpoint)
 LONGER = ["trainer.max_epochs=5", "trainer.enable_progress_bar=false", "task.train_size=4096",
-          "task.val_size=128", "task.test_size=128"]
+          "task.val_size=128", "task.test_size=128", "model.dropout=0.3"]
 
 # a run that crashes as its second epoch starts, once it has a checkpoint, unless told not to
 CRASH_AT_EPOCH_1 = """
@@ -261,6 +263,7 @@ def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
 STATUS_AT_TEST = """
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from mlflow.tracking import MlflowClient
@@ -337,6 +340,9 @@ def test_gpu_runs_keep_cublas_deterministic_and_their_cuda_random_state(compose_
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: state)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     checkpoint: dict = {}
-    SequenceModule.on_save_checkpoint(None, checkpoint)  # type: ignore[arg-type]
-    SequenceModule.on_load_checkpoint(None, checkpoint)  # type: ignore[arg-type]
+    resuming = types.SimpleNamespace(_trainer=object())  # a module a Trainer restores, to go on training
+    SequenceModule.on_save_checkpoint(resuming, checkpoint)  # type: ignore[arg-type]
+    SequenceModule.on_load_checkpoint(resuming, checkpoint)  # type: ignore[arg-type]
     assert checkpoint["cuda_rng_state"] is state and restored == [state]
+    SequenceModule.on_load_checkpoint(types.SimpleNamespace(_trainer=None), checkpoint)  # type: ignore[arg-type]
+    assert restored == [state]  # load_from_checkpoint, a model to use: the caller's streams left alone

@@ -588,9 +588,6 @@ class OptimConfig:
         if self.scheduler != Scheduler.none and self.min_lr >= self.lr and self.lr_from is None:
             raise ConfigError("optim.min_lr", self.min_lr, f"below optim.lr ({self.lr}) with optim.scheduler="
                               f"{self.scheduler.value}")
-        if self.lr_from is not None and self.lr != OptimConfig.lr:
-            raise ConfigError("optim.lr", self.lr, f"left at {OptimConfig.lr} with optim.lr_from={self.lr_from}: the "
-                              "learning rate is the one chosen in that experiment")
 
 
 @dataclass

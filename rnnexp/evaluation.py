@@ -183,6 +183,8 @@ def _check_model(model: Any, run_id: str) -> None:
     target = model.get("_target_") if isinstance(model, dict) else None
     if (schema := config.schema_of("model", target)) is None:
         raise EvalError(f"run {run_id}'s checkpoint names model._target_={target!r}, not one of rnnexp's models")
+    # the sizes as built: `params`, a request the sizing met, has its answer in hidden_size already
+    model = {k: v for k, v in model.items() if k != "params"}
     try:
         config._check_fields(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), model)), "model.")
     except config.ConfigError as err:
@@ -362,9 +364,10 @@ def main(argv: list[str] | None = None) -> None:
                 fail(f"--run={args.run!r}: no such run in {_masked(args.uri)}")
         else:
             runs = training_runs(client, args.experiment)
+        # every run's overrides checked before the first is evaluated: a bad one logs nothing
+        parsed = [parse_overrides(args.overrides, check_trained(run)) for run in runs]
         done = 0
-        for run in runs:
-            overrides = parse_overrides(args.overrides, check_trained(run))
+        for run, overrides in zip(runs, parsed):
             with_ = describe(overrides)
             if args.experiment is not None and (earlier := _already(client, run, with_)) is not None:
                 print(f"run {run.info.run_id}: already evaluated with {with_} in run {earlier}")

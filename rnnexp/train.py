@@ -388,10 +388,10 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
         return None
     from rnnexp import tracking, tuning
 
-    given = [o for o in config.typed_overrides(HydraConfig.get().overrides.task)
+    given = [o.split("=", 1)[1] for o in config.typed_overrides(HydraConfig.get().overrides.task)
              if re.match(r"[+~]*optim\.lr=", o)] if HydraConfig.initialized() else []
-    if given:  # even at the default value: the run's rate is the chosen one
-        raise config.ConfigError("optim.lr", given[0].split("=", 1)[1], f"not given with optim.lr_from="
+    if given or spec.optim.lr != config.OptimConfig.lr:  # on the command line even at the default, or in a file
+        raise config.ConfigError("optim.lr", given[0] if given else spec.optim.lr, f"not given with optim.lr_from="
                                  f"{spec.optim.lr_from}: the learning rate is the one chosen in that experiment")
     parent = parent_of_this_job() if HydraConfig.initialized() else None
     if spec.optim.lr_from == (spec.tracking.experiment or (parent.experiment if parent else task_name)):

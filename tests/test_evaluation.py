@@ -205,3 +205,19 @@ def test_without_its_folder_the_best_logged_checkpoint_is_the_best_scored_not_th
         client.log_artifacts(run_id, str(folder), stem)
     run = client.get_run(run_id)  # no checkpoint_dir tag: its folder is gone
     assert best_checkpoint(client, run, tmp_path / "down").name == f"{best}.ckpt"
+
+
+def test_a_run_sized_by_model_params_is_evaluated_at_its_solved_size(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sized = [o for o in TINY if not o.startswith(("trainer.max_epochs", "tracking.log_model"))]
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *sized, "model.cell=lstm",
+                           "model.params=19592", "trainer.max_epochs=1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    assert run.data.params["model.hidden_size"] != "64"  # solved from model.params: not the default width
+    evaluated = _eval(tmp_path, uri, "--run", run.info.run_id, "task.distance=4")
+    assert evaluated.returncode == 0, evaluated.stderr
+    (evaluation,) = _evaluations(client, run)
+    assert evaluation.data.params["model.hidden_size"] == run.data.params["model.hidden_size"]

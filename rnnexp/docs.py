@@ -11,7 +11,8 @@ Views: `results` (a row per variant: mean ± std, 95% CI, chance, the test again
 `comparisons [NAME]` (a row per comparison, or per row of comparison NAME: a - b with its 95% CI
 and the verdict with Holm's p), and
 `by-distance TASK` (for one task, a row per model and a column per `task.distance`: the mean,
-marked where no test shows it above chance), and `by-length TASK` (the same per `task.length`).
+marked where no test shows it above chance), `by-length TASK` (the same per `task.length`) and
+`by-read TASK` (per `task.read`: digits read by rows or pixels).
 
     python -m rnnexp.docs [README ...]          rewrite the blocks (default: every README.md here)
     python -m rnnexp.docs --check [README ...]  exit 1 naming each block that differs from its files
@@ -98,7 +99,16 @@ def shown_above(row: pd.Series) -> bool:
     return verdict.startswith(("above", "better"))
 
 
-AXES = {"by-distance": ("task.distance", "d"), "by-length": ("task.length", "T")}
+AXES = {"by-distance": ("task.distance", "d"), "by-length": ("task.length", "T"), "by-read": ("task.read", "read")}
+
+
+def _mean(value: float) -> str:
+    """Two decimals, or two significant digits below 0.01 (a regression's MSE near 0 is not 0.00)."""
+    return f"{value:.2f}" if value == 0 or abs(value) >= 0.01 else f"{value:.1e}"
+
+
+def _column(short: str, value) -> str:
+    return f"{short}={int(value)}" if isinstance(value, (int, float)) else f"{short}={value}"
 
 
 def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
@@ -109,14 +119,14 @@ def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
         raise DocsError(f"view={view} {task}: no variants of task {task!r} with a {key} in {folder}")
     others = [k for k in _keys(table) if k != key and mine[k].nunique(dropna=False) > 1]
     distances = sorted(mine[key].dropna().unique())
-    head = ["model", *others, *[f"{short}={int(d)}" for d in distances]]
+    head = ["model", *others, *[_column(short, d) for d in distances]]
     rows = []
     for (label, *values), variants in mine.groupby(["label", *others], sort=True, dropna=False):
         cells = []
         for d in distances:
             found = variants[variants[key] == d]
             r = found.iloc[0] if len(found) else None
-            cells.append("" if r is None else f"{r['mean']:.2f}" + ("" if shown_above(r) else NOT_ABOVE))
+            cells.append("" if r is None else _mean(r["mean"]) + ("" if shown_above(r) else NOT_ABOVE))
         rows.append([f"`{label}`", *[str(v).removesuffix(".0") for v in values], *cells])
     return markdown_table(head, rows)
 
@@ -138,7 +148,7 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
         raise DocsError(f"{readme}: {folder}: not a results file of rnnexp-report ({err})") from None
     except DocsError as err:
         raise DocsError(f"{readme}: {err}") from None
-    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK, by-length TASK")
+    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK, by-length TASK, by-read TASK")
 
 
 def generate(readme: Path) -> tuple[str, list[str], int]:

@@ -47,3 +47,10 @@ def test_a_malformed_block_is_one_line_and_exit_2(tmp_path, capsys, text, messag
         docs.main(["--check", str(readme)])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_mean_near_zero_keeps_its_digits_and_a_text_axis_its_values():
+    from rnnexp.docs import _column, _mean
+
+    assert [_mean(v) for v in (0.5, 0.0123, 0.000123, 0.0)] == ["0.50", "0.01", "1.2e-04", "0.00"]
+    assert _column("T", 100.0) == "T=100" and _column("read", "pixels") == "read=pixels"

@@ -442,9 +442,9 @@ def _set_threads(threads: int | None) -> None:
         threads = max(1, cpus // max(1, side_by_side))
     torch.set_num_threads(threads)
     # Gradients that vanish over a long sequence pass through denormal floats (below about 1e-38),
-    # each of which costs a CPU many times a normal multiply: flushed to zero, a GRU on adding at
-    # T=200 trains about 2.6x as fast (experiments/throughput, `denormal`), and no gradient that
-    # size moves a weight. No effect on a GPU.
+    # each of which costs a CPU many times a normal multiply: flushed to zero, a training step on
+    # adding at T=200 is 3-4x as fast, at T=100 the same (experiments/throughput/denormal.md), and
+    # no gradient that size moves a weight. No effect on a GPU.
     torch.set_flush_denormal(True)
 
 

@@ -736,7 +736,8 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
     if chosen.empty:
         raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(sorted(set(values)))}")
     # what tells the chosen variants of a task apart, besides the model: in the label
-    apart = [k for k in keys if k != key and k in chosen and chosen.groupby("task")[k].nunique(dropna=False).max() > 1]
+    apart = [k for k in keys if k != key and k in chosen
+             and chosen.groupby(["task", "label"])[k].nunique(dropna=False).max() > 1]
     label_of = {v["variant"]: ", ".join([v["label"], *[f"{k}={v[k]}" for k in apart]]) for _, v in chosen.iterrows()}
     colour_of = {label: f"C{i % 10}" for i, label in enumerate(sorted(set(label_of.values())))}
     tasks = sorted(set(chosen["task"]))
@@ -757,6 +758,8 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
                     ax.plot(updates[-1], run.data.metrics[f"test/{metric}"], marker="o", color=colour_of[label],
                             markeredgecolor="black", linestyle="none")
         ax.axhline(chance, color="grey", linestyle="--", label="chance")
+        if metric != "acc" and ax.dataLim.y0 > 0 and ax.dataLim.y1 > 100 * ax.dataLim.y0:
+            ax.set_yscale("log")  # an error falling by orders of magnitude (adding's MSE)
         ax.set_xlabel("optimizer updates")
         ax.set_ylabel(f"val {metric} (lines), test {metric} where it stopped (dots)")
         ax.set_title(f"{task}, {key}={value}", fontsize=9)

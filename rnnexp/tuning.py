@@ -155,11 +155,22 @@ def table(uri: str, experiment: str) -> tuple[list[str], int]:
     for run in runs:
         groups.setdefault(selection_key(run.data.params), []).append(run)
     lines, unchosen = [], 0
-    for group in groups.values():
+
+    def base(group: list[Any]) -> str:
         tags = group[0].data.tags
         cell = "" if tags.get("cell", "none") == "none" else f" ({tags['cell']})"
         distance = "" if tags.get("distance", "none") == "none" else f" d={tags['distance']}"
-        name = f"{tags.get('model')}{cell} on {tags.get('task')}{distance}"
+        return f"{tags.get('model')}{cell} on {tags.get('task')}{distance}"
+
+    def apart(group: list[Any]) -> str:  # what else tells it from a variant of the same name (task.read=pixels)
+        same = [g for g in groups.values() if base(g) == base(group)]
+        params = group[0].data.params
+        keys = sorted(k for k in params if k not in ("seed", "optim.lr", "task.distance") and not k.startswith(
+            ("tracking.", "model.hidden_size")) and len({g[0].data.params.get(k) for g in same}) > 1)
+        return "".join(f" {k}={params[k]}" for k in keys)
+
+    for group in groups.values():
+        name = base(group) + apart(group)
         try:
             choice = choose(group, experiment)
         except SelectionError as err:

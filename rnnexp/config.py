@@ -399,13 +399,13 @@ class TrainerConfig:
     limit_val_batches: Optional[int] = _range(None, low=1)
     limit_test_batches: Optional[int] = _range(None, low=1)
     num_sanity_val_steps: int = _range(2, low=0)
-    gradient_clip_val: Optional[float] = _range(1.0, low=0.0)
+    gradient_clip_val: Optional[float] = _range(1.0, low=0.0)  # recurrent nets need it (Pascanu et al. 2013); None: off
     accelerator: str = "cpu"
     devices: int = _range(1, low=1)
     # "ddp_spawn": one process per device, started by the trainer; the run's process keeps
     # the MLflow run (rank 0 logs into it). Plain "ddp" would start each rank as a new command.
     strategy: str = "auto"
-    deterministic: bool = True
+    deterministic: bool = True  # same seed, same numbers (on CPU)
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
     log_every_n_steps: int = _range(50, low=1)
@@ -585,6 +585,8 @@ class OptimConfig:
     lr_patience: int = _range(5, low=0)  # plateau: epochs without improvement before a cut
 
     def check(self) -> None:
+        if len(set(self.lr_shared_over)) != len(self.lr_shared_over):
+            raise ConfigError("optim.lr_shared_over", list(self.lr_shared_over), "each key once")
         if self.scheduler != Scheduler.none and self.min_lr >= self.lr and self.lr_from is None:
             raise ConfigError("optim.min_lr", self.min_lr, f"below optim.lr ({self.lr}) with optim.scheduler="
                               f"{self.scheduler.value}")
@@ -681,14 +683,34 @@ def check(cfg: DictConfig) -> TrainConfig:
     return obj
 
 
-def package_data(package: str, path: str) -> str:
-    """`${package_data:PACKAGE,PATH}` in a config: a data file shipped inside an installed package."""
-    from importlib.resources import files
-    from importlib.util import find_spec
+def check_plain(tree: Any, where: str) -> None:
+    """A config read from a file (a checkpoint's, resolved when it was saved) holds values, not
+    interpolations: a `${...}` there could call a resolver. ConfigError naming the first."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            check_plain(value, f"{where}.{key}")
+        elif isinstance(value, str) and "${" in value:
+            raise ConfigError(f"{where}.{key}", value, "a plain value: a config read from a file holds no interpolation")
 
-    if find_spec(package) is None:
-        raise ValueError(f"package {package!r} is not installed")
-    return str(files(package) / path)
+
+def package_data(package: str, path: str) -> str:
+    """`${package_data:PACKAGE,PATH}` in a config: a data file shipped inside an installed package.
+    Found, never imported: a config read from a checkpoint or a store names no code to run, so
+    PACKAGE is a top-level package (a dotted name would import its parent) and PATH stays in it."""
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(package)):
+        raise ValueError(f"package {package!r}: a top-level package name (no dots)")
+    spec = find_spec(package)  # a top-level name is looked up on the path, not executed
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"package {package!r} is not an installed package")
+    base = Path(next(iter(spec.submodule_search_locations))).resolve()
+    target = (base / str(path)).resolve()
+    if base not in target.parents:
+        raise ValueError(f"path {path!r} leaves package {package!r}")
+    return str(target)
 
 
 def register() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from dataclasses import fields
@@ -35,7 +36,7 @@ PROG = "rnnexp-eval"
 OTHER_KEYS = ("seed", "trainer.accelerator")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 TAGS_KEPT = ("pattern", "model", "cell", "task", "metric", "better", "monitor", "monitor_mode", "stopped_by",
-             "dataset_name", "dataset_digest", "lr_from")
+             "dataset_name", "dataset_digest", "lr_from", "smoke")
 
 
 class EvalError(ValueError):
@@ -44,19 +45,27 @@ class EvalError(ValueError):
 
 def parse_overrides(overrides: list[str], task_schema: type) -> dict[str, Any]:
     """`key=value` strings as {key: value}; only task keys (not `_target_`), `seed` and
-    `trainer.accelerator`. Values are read as YAML scalars, as on the training command line."""
+    `trainer.accelerator`. Values are read by Hydra's override parser, as on the training command
+    line (`010` is 10, `1:30` is text), and a whole number written as text becomes one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
     task_keys = [f.name for f in fields(task_schema) if not f.name.startswith("_")]
     parsed: dict[str, Any] = {}
+    parser = OverridesParser.create()
     for override in overrides:
         key, eq, text = override.partition("=")
         if not eq or not key:
             raise EvalError(f"{override!r} is not an override: give key=value, e.g. task.distance=32")
         try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            value = text
-        if isinstance(value, (dict, list)):
+            (read,) = parser.parse_overrides([override])
+            value = None if text == "" else read.value()
+        except OverrideParseException as err:
+            raise EvalError(f"{override!r} does not parse as an override: {str(err).splitlines()[0][:160]}") from None
+        if read.is_sweep_override() or isinstance(value, (dict, list)):
             raise EvalError(f"{key}={text!r} is not allowed: a single value")
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
+            value = int(value)  # one spelling of a number: evaluated_with finds the earlier evaluation
         if key.startswith("task."):
             if key[len("task."):] not in task_keys:
                 raise EvalError(f"{key}={text!r} is not allowed: {key} is not a key of task {task_schema.name}; "
@@ -111,7 +120,7 @@ def _task_schema(trained: dict) -> type:
     from rnnexp.config import schema_of
 
     if (schema := schema_of("task", trained.get("_target_"))) is None:
-        raise EvalError(f"the checkpoint's task._target_={trained.get('_target_')!r} is not one of rnnexp's tasks")
+        raise EvalError(f"the trained run's task._target_={trained.get('_target_')!r} is not one of rnnexp's tasks")
     return schema
 
 
@@ -168,7 +177,16 @@ def _checkpoint_config(path: Path, run_id: str) -> dict:
     if not isinstance(saved, dict) or not {"model", "task"} <= saved.keys():
         raise EvalError(f"run {run_id}'s checkpoint holds no model and task config (made by an rnnexp older than "
                         "rnnexp-eval): train it again")
+    from rnnexp.config import ConfigError, check_plain
+
+    try:
+        check_plain({k: saved[k] for k in ("model", "task")}, "config")
+    except ConfigError as err:
+        raise EvalError(f"run {run_id}'s checkpoint: {err}") from None
     _check_model(saved.get("model"), run_id)
+    state = checkpoint.get("state_dict") or {}
+    saved = {**saved, "_weights": sum(v.numel() for k, v in state.items() if k.startswith("model.")
+                                      and hasattr(v, "numel"))}
     return saved
 
 
@@ -199,36 +217,72 @@ def _shape_changes(trained_io, new_io) -> list[str]:
             if getattr(trained_io, f.name) != getattr(new_io, f.name)]
 
 
+def _io(task) -> Any:
+    """A task's inputs and outputs: a real-data task knows them once its data are read."""
+    if getattr(task, "io", None) is None:
+        task.setup()
+    return task.io
+
+
+def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, dict, Any, Any, int]:
+    """Everything that can refuse an evaluation of `run`, before any is logged: its checkpoint
+    (found, plain, typed, its model's size that of its weights), the overrides' values and
+    ranges, and shapes the model keeps. (checkpoint, its config, the new task's config, the
+    new task, its seed)."""
+    from hydra.utils import instantiate
+
+    from rnnexp.models.sizing import count
+
+    run_id = run.info.run_id
+    path = best_checkpoint(client, run, folder)
+    saved = _checkpoint_config(path, run_id)
+    seed = int(overrides.get("seed", saved.get("seed", 0)))
+    trained_task = instantiate(task_config(saved["task"], {}), seed=int(saved.get("seed", 0)))
+    built = count(_model_node(saved["model"]), _io(trained_task), int(saved["model"]["hidden_size"]))
+    if built != saved["_weights"]:  # counted on the meta device: nothing allocated
+        raise EvalError(f"run {run_id}'s checkpoint: its model config makes {built:,} parameters, its weights "
+                        f"hold {saved['_weights']:,}: the config does not describe these weights")
+    new_cfg = task_config(saved["task"], overrides)
+    task = instantiate(new_cfg, seed=seed)
+    changed = _shape_changes(trained_task.io, _io(task))
+    if changed:  # name the override(s) that change it
+        culprits = [f"{k}={_text(v)}" for k, v in overrides.items() if k.startswith("task.") and _shape_changes(
+            trained_task.io, _io(instantiate(task_config(saved["task"], {k: v}), seed=seed)))]
+        raise EvalError(f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
+                        "at evaluation, a task override must keep what the model reads and writes")
+    return path, saved, new_cfg, task, seed
+
+
+def _model_node(model: dict):
+    from omegaconf import OmegaConf
+
+    from rnnexp import config
+
+    return OmegaConf.merge(OmegaConf.structured(config.schema_of("model", model["_target_"])),
+                           {k: v for k, v in model.items() if k != "params"})
+
+
 def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = True) -> str:
     """Evaluate `run` with `overrides`, logged as a new run in its experiment; its id."""
     import pytorch_lightning as pl
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from rnnexp import tracking
+    from rnnexp.config import MASK
     from rnnexp.module import SequenceModule
 
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
-        path = best_checkpoint(client, run, Path(tmp))
-        saved = _checkpoint_config(path, run_id)
-        seed = int(overrides.get("seed", saved.get("seed", 0)))
-        trained_task = instantiate(task_config(saved["task"], {}), seed=int(saved.get("seed", 0)))
-        new_cfg = task_config(saved["task"], overrides)
+        path, saved, new_cfg, task, seed = check(client, run, overrides, Path(tmp))
         pl.seed_everything(seed, workers=True, verbose=False)
-        task = instantiate(new_cfg, seed=seed)
-        changed = _shape_changes(trained_task.io, task.io)
-        if changed:  # name the override(s) that change it
-            culprits = [f"{k}={v}" for k, v in overrides.items() if k.startswith("task.") and _shape_changes(
-                trained_task.io, instantiate(task_config(saved["task"], {k: v}), seed=seed).io)]
-            raise EvalError(f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
-                            "at evaluation, a task override must keep what the model reads and writes")
         module = SequenceModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         task.setup()
         accelerator = overrides.get("trainer.accelerator", "cpu")
         precision = run.data.params.get("trainer.precision", "32-true")
         try:  # before the run exists: a machine without the device is one line and no run
+            limit = run.data.params.get("trainer.limit_test_batches", "None")  # the trained run's test, as it ran
             trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
+                                 limit_test_batches=None if limit in ("None", "") else int(limit),
                                  enable_checkpointing=False, enable_progress_bar=verbose, enable_model_summary=False)
         except Exception as err:
             raise EvalError(f"trainer.accelerator={accelerator} (trainer.precision={precision}) is not allowed here: "
@@ -236,8 +290,11 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
 
         params = dict(run.data.params)
         for key, value in OmegaConf.to_container(new_cfg, enum_to_str=True).items():
-            if (trained_value := params.get(f"task.{key}")) is not None and trained_value != str(value):
-                params[f"trained.task.{key}"] = trained_value  # apart from an evaluation of a run trained at `value`
+            trained_value = params.get(f"task.{key}")
+            if trained_value == MASK and f"task.{key}" not in overrides:
+                continue  # read from the environment when it trained: a secret, masked here too
+            if trained_value is not None:  # every one, so a report tells evaluations of runs trained apart
+                params[f"trained.task.{key}"] = trained_value
             params[f"task.{key}"] = str(value)
         if "seed" in overrides:  # `seed` stays the network's: seeds of one trained variant pool
             params["eval.seed"] = str(seed)
@@ -364,8 +421,12 @@ def main(argv: list[str] | None = None) -> None:
                 fail(f"--run={args.run!r}: no such run in {_masked(args.uri)}")
         else:
             runs = training_runs(client, args.experiment)
-        # every run's overrides checked before the first is evaluated: a bad one logs nothing
+        # every run checked before the first is evaluated: a bad one logs nothing
         parsed = [parse_overrides(args.overrides, check_trained(run)) for run in runs]
+        if len(runs) > 1:
+            for run, overrides in zip(runs, parsed):
+                with tempfile.TemporaryDirectory() as tmp:
+                    check(client, run, overrides, Path(tmp))
         done = 0
         for run, overrides in zip(runs, parsed):
             with_ = describe(overrides)

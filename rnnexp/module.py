@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from rnnexp.config import MODELS, TASKS, ConfigError, Optimizer, schema_of
+from rnnexp.config import MODELS, TASKS, ConfigError, Optimizer, check_plain, schema_of
 from rnnexp.tasks.base import IGNORE, Task
 
 _CHUNK = 65536  # scored steps fed to a metric at once
@@ -36,7 +36,8 @@ _OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.Ad
 
 
 def rebuild(config: dict) -> tuple[nn.Module, Task]:
-    """The model and the task (its data not yet made) that `config` describes: `{"model": ...,
+    """The model and the task (its data not yet made, but for a real-data task, whose shapes come
+    from its data) that `config` describes: `{"model": ...,
     "task": ..., "seed": ...}`, resolved, as a checkpoint holds it. Read from a file, it names
     only rnnexp's own classes: each `_target_` must be one of the schemas' (rnnexp.config)."""
     from hydra.utils import instantiate
@@ -47,12 +48,15 @@ def rebuild(config: dict) -> tuple[nn.Module, Task]:
     nodes = {}
     for group, schemas in (("model", MODELS), ("task", TASKS)):
         node = dict(config.get(group) or {})
+        check_plain(node, group)
         if (schema := schema_of(group, node.get("_target_"))) is None:
             known = sorted(s._target_ for s in schemas.values())
             raise ConfigError(f"{group}._target_", node.get("_target_"), f"one of rnnexp's {group}s "
                               f"({', '.join(known)}): a checkpoint names no other code")
         nodes[group] = OmegaConf.merge(OmegaConf.structured(schema), node)  # types checked too
     task = instantiate(nodes["task"], seed=int(config.get("seed", 0)))
+    if getattr(task, "io", None) is None:  # a real-data task knows its shapes once its data are read
+        task.setup()
     with torch.random.fork_rng(devices=[]):  # its initial weights, soon replaced, draw from no caller's stream
         model = make_model(nodes["model"], task.io)
     return model, task

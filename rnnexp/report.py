@@ -731,10 +731,11 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
     if column not in runs:
         known = sorted(c[len("params."):] for c in runs.columns if c.startswith("params.") and _shown(c[len("params."):]))
         raise ReportError(f"--budget-curve {key}={value}: these runs have no key {key}; keys: {', '.join(known)}")
-    values = runs[column].astype(str).str.removesuffix(".0")
-    chosen = table[table["variant"].isin(set(runs.loc[values == value, "variant"]))]
+    at = runs[column].map(lambda logged: _same(logged, value))  # 3e-3 is 0.003, 03 is 3
+    chosen = table[table["variant"].isin(set(runs.loc[at, "variant"]))]
     if chosen.empty:
-        raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(sorted(set(values)))}")
+        taken = sorted(set(runs[column].astype(str).str.removesuffix(".0")))
+        raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(taken)}")
     # what tells the chosen variants of a task apart, besides the model: in the label
     apart = [k for k in keys if k != key and k in chosen
              and chosen.groupby(["task", "label"])[k].nunique(dropna=False).max() > 1]

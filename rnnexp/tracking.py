@@ -246,10 +246,15 @@ def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: li
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(logged_overrides)), "overrides.yaml")
 
 
-def log_dataset(client: MlflowClient, run_id: str, source: DataSource) -> None:
+def log_dataset(client: MlflowClient, run_id: str, source: DataSource, secret: bool = False) -> None:
     """Record the run's real data as an MLflow dataset input (name, source, digest, size), and as
-    tags to filter on, so that runs on different data are never compared by mistake."""
+    tags to filter on, so that runs on different data are never compared by mistake. `secret`:
+    where the data are was read from the environment, so their name and source are masked (the
+    digest still tells data apart)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    if secret:
+        source = type(source)(MASK, MASK, source.digest, source.rows)
 
     kind = "hugging_face" if source.source.startswith("hf://") else "local" if "/" in source.source else "code"
     dataset = Dataset(name=source.name, digest=source.digest, source_type=kind,

@@ -168,7 +168,8 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
                     client.set_tag(target, "lr_rule", RULE)
             tracking.log_config(client, run_id, cfg, config.typed_overrides(hydra_cfg.overrides.task), tags)
             if task.data_source is not None:
-                tracking.log_dataset(client, run_id, task.data_source)
+                tracking.log_dataset(client, run_id, task.data_source,
+                                     secret=bool({"task.path", "task.dataset"} & tracking.secret_keys(cfg)))
         trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
@@ -398,9 +399,7 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
         raise config.ConfigError("optim.lr_from", spec.optim.lr_from, "another experiment than the one this run is "
                                  "tracked in (tracking.experiment): the selection's runs are its own")
     params = tracking.params_of(cfg)
-    for i, name in enumerate(spec.optim.lr_shared_over):
-        if name in spec.optim.lr_shared_over[:i]:
-            raise config.ConfigError("optim.lr_shared_over", list(spec.optim.lr_shared_over), "each key once")
+    for name in spec.optim.lr_shared_over:
         if name not in params or name in ("seed", *tuning.TUNED):
             raise config.ConfigError("optim.lr_shared_over", name, "a key of the run's config other than the seed and "
                                      "optim.lr*, e.g. task.distance")

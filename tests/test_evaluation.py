@@ -83,7 +83,7 @@ def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):
     assert evaluation.data.tags["evaluated_with"] == "seed=7 task.distance=6"  # sorted: one spelling
     assert evaluation.data.tags["distance"] == "6" and evaluation.data.params["task.distance"] == "6"
     # the trained value beside the new one; the network's seed kept, the data's apart
-    assert evaluation.data.params["trained.task.distance"] == "3" and "trained.task.length" not in evaluation.data.params
+    assert evaluation.data.params["trained.task.distance"] == "3" and evaluation.data.params["trained.task.length"] == "12"
     assert evaluation.data.params["seed"] == run.data.params["seed"] and evaluation.data.params["eval.seed"] == "7"
     assert evaluation.data.tags["evaluation"] == "true"
     assert 0.0 <= evaluation.data.metrics["eval/acc"] <= 1.0 and evaluation.data.metrics["chance_level"] == 0.125
@@ -186,6 +186,22 @@ def test_a_checkpoint_naming_other_code_or_a_huge_model_is_one_line(trained, tmp
         _check_model({**model, "hidden_size": "many"}, "r")
     with pytest.raises(EvalError, match="model.dropout=5.0 is not allowed"):
         _check_model({**model, "dropout": 5.0}, "r")
+    # a size the weights do not have (a huge one would be allocated): counted, not built
+    from rnnexp.evaluation import _checkpoint_config, check
+
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    for size in (128, 1_000_000):
+        checkpoint["hyper_parameters"]["config"]["model"]["hidden_size"] = size
+        torch.save(checkpoint, tmp_path / "tampered.ckpt")
+        saved = _checkpoint_config(tmp_path / "tampered.ckpt", "r")
+        assert saved["_weights"] == sum(p.numel() for k, p in checkpoint["state_dict"].items() if k.startswith("model."))
+    import types
+
+    folder = types.SimpleNamespace(info=types.SimpleNamespace(run_id="r"), data=types.SimpleNamespace(
+        tags={"checkpoint_dir": str(tmp_path)}))
+    (tmp_path / "tampered.ckpt").rename(tmp_path / "epoch=0-step=1.ckpt")
+    with pytest.raises(EvalError, match="its model config makes .* parameters, its weights hold"):
+        check(None, folder, {}, tmp_path)
 
 
 @pytest.mark.parametrize("mode,best", [("min", "epoch=7-step=64"), ("max", "epoch=1-step=16")])
@@ -221,3 +237,27 @@ def test_a_run_sized_by_model_params_is_evaluated_at_its_solved_size(tmp_path):
     assert evaluated.returncode == 0, evaluated.stderr
     (evaluation,) = _evaluations(client, run)
     assert evaluation.data.params["model.hidden_size"] == run.data.params["model.hidden_size"]
+    # a second run, at distance 8: an experiment-wide override that one of them cannot take logs nothing
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out2", *sized, "task.distance=8",
+                           "trainer.max_epochs=1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before = len(client.search_runs([run.info.experiment_id]))
+    refused = _eval(tmp_path, uri, "--experiment", "delayed_recall", "task.length=6")
+    assert refused.returncode == 2 and "task.distance=8 is not allowed" in refused.stderr, refused.stderr
+    assert len(client.search_runs([run.info.experiment_id])) == before
+
+
+def test_a_char_lm_run_is_evaluated_though_its_shapes_come_from_its_data(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", "task=char_lm",
+                           f"task.path={text}", "task.length=16", "trainer=smoke"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("char_lm").experiment_id])
+    evaluated = _eval(tmp_path, uri, "--run", run.info.run_id, "task.length=32")
+    assert evaluated.returncode == 0, evaluated.stderr
+    (evaluation,) = _evaluations(client, run)
+    assert evaluation.data.params["task.length"] == "32" and evaluation.data.tags["smoke"] == "true"

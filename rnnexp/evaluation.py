@@ -13,7 +13,9 @@ Its params are the trained run's with the task overrides applied, and beside eac
 key its trained value (`trained.task.distance`), so evaluations of runs trained apart are never
 pooled; `seed` stays the trained run's (the network's), and a `seed=` override, which draws fresh
 data, is logged as `eval.seed`. Its metrics are `eval/<metric>`, `eval/loss` and the chance level
-of the task it was evaluated on. `rnnexp-report --evaluations` reports such runs;
+of the task it was evaluated on. On a synthetic task, test sequences the model saw in training
+or validation are left out (`n_eval_seen_in_training` counts them: another seed or size draws
+splits of its own). `rnnexp-report --evaluations` reports such runs;
 a plain report leaves them out. Without overrides, an evaluation reproduces the run's `test/`
 metrics exactly (on the CPU).
 """
@@ -253,6 +255,30 @@ def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, d
     return path, saved, new_cfg, task, seed
 
 
+def _drop_trained_on(task, saved: dict) -> int:
+    """Leave out of `task`'s test split the sequences the model saw in training or validation
+    (another seed or size draws its own splits, which may hold them): how many were left out."""
+    from hydra.utils import instantiate
+    from torch.utils.data import TensorDataset
+
+    from rnnexp.tasks.base import SyntheticTask, rows_not_in
+
+    if not isinstance(task, SyntheticTask):
+        return 0  # real data: the same file, split by the seed (a new seed may move examples between splits)
+    trained = instantiate(task_config(saved["task"], {}), seed=int(saved.get("seed", 0)))
+    trained.setup()
+    tensors = task.splits["test"].tensors
+    seen_x = [trained.splits[split].tensors[0] for split in ("train", "val")]
+    if tensors[0].shape[1:] != seen_x[0].shape[1:]:
+        return 0  # another length: no sequence can be one it saw
+    keep = rows_not_in(tensors[0], seen_x)
+    if not keep.any():
+        raise EvalError("every test sequence of the evaluation was in the trained run's training or validation "
+                        "data: give a longer task or a larger task.test_size")
+    task.splits["test"] = TensorDataset(*(t[keep] for t in tensors))
+    return int((~keep).sum())
+
+
 def _model_node(model: dict):
     from omegaconf import OmegaConf
 
@@ -277,6 +303,7 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
         pl.seed_everything(seed, workers=True, verbose=False)
         module = SequenceModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         task.setup()
+        seen = _drop_trained_on(task, saved)
         accelerator = overrides.get("trainer.accelerator", "cpu")
         precision = run.data.params.get("trainer.precision", "32-true")
         try:  # before the run exists: a machine without the device is one line and no run
@@ -326,6 +353,7 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
                 "chance_level_population": task.chance_level_population}
             trained = {k: run.data.metrics[k] for k in ("epochs_trained",) if k in run.data.metrics}
             tracking.log_metrics(client, new_id, {**results, "chance_level": task.chance_level, **population,
+                                                  "n_eval_seen_in_training": seen,
                                                   "n_eval_scored": module.scored["test"], **trained,
                                                   "n_params": sum(p.numel() for p in module.parameters())})
         except BaseException as err:

@@ -261,3 +261,21 @@ def test_a_char_lm_run_is_evaluated_though_its_shapes_come_from_its_data(tmp_pat
     assert evaluated.returncode == 0, evaluated.stderr
     (evaluation,) = _evaluations(client, run)
     assert evaluation.data.params["task.length"] == "32" and evaluation.data.tags["smoke"] == "true"
+
+
+def test_fresh_data_leaves_out_the_sequences_the_model_trained_on(tmp_path):
+    # running parity at length 8 has 256 sequences: another seed's test split draws many of seed 0's training ones
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", "task=running_parity",
+                           "task.length=8", "task.train_size=100", "task.val_size=50", "task.test_size=50",
+                           "trainer=smoke"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("running_parity").experiment_id])
+    for args in ([], ["seed=7"]):
+        assert _eval(tmp_path, uri, "--run", run.info.run_id, *args).returncode == 0
+    own, fresh = sorted(_evaluations(client, run), key=lambda r: r.data.tags["evaluated_with"])
+    assert own.data.tags["evaluated_with"] == "none" and own.data.metrics["n_eval_seen_in_training"] == 0
+    seen = fresh.data.metrics["n_eval_seen_in_training"]
+    # left out of its own test split (at most 50: it keeps none of its own training sequences either)
+    assert seen > 0 and fresh.data.metrics["n_eval_scored"] % 8 == 0 and fresh.data.metrics["n_eval_scored"] / 8 + seen <= 50

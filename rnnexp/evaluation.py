@@ -429,7 +429,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///"):].split("?", 1)[0]):
         fail(f"--uri={args.uri}: no such SQLite file")
     try:
-        config.TrackingConfig(uri=args.uri).check()
+        tracking_config = config.TrackingConfig(uri=args.uri)  # a URL's user:password@ moved to MLflow's variables
+        tracking_config.check()
+        args.uri = tracking_config.uri
         config.check_store(args.uri)
     except config.ConfigError as err:
         fail(str(err).replace("tracking.uri", "--uri", 1))

@@ -814,7 +814,9 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
                           "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)")
     try:
-        config.TrackingConfig(uri=uri).check()
+        tracking_config = config.TrackingConfig(uri=uri)  # a URL's user:password@ moved to MLflow's variables
+        tracking_config.check()
+        uri = tracking_config.uri
         config.check_store(uri)
     except config.ConfigError as err:
         raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None

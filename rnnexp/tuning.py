@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{parser.prog}: error: --uri={args.uri}: no such SQLite file", file=sys.stderr)
         sys.exit(2)
     try:
-        config.TrackingConfig(uri=args.uri).check()
+        tracking_config = config.TrackingConfig(uri=args.uri)  # a URL's user:password@ moved to MLflow's variables
+        tracking_config.check()
+        args.uri = tracking_config.uri
         config.check_store(args.uri)
         lines, unchosen = table(args.uri, args.experiment)
     except config.ConfigError as err:

@@ -534,8 +534,8 @@ FLAGS_NOTE = ("Flags: *budget ran out*: a seed trained for all of trainer.max_ep
               "says nothing of what the model could learn with more training or another learning rate.")
 
 
-def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str]) -> str:
-    head = ["task", "model", "pattern", *keys, "parameters", "test metric: mean ± std", "95% CI", "teacher-forced",
+def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str], stage: str = "test") -> str:
+    head = ["task", "model", "pattern", *keys, "parameters", f"{stage} metric: mean ± std", "95% CI", "teacher-forced",
             "chance", "vs chance (t over seeds)", "binomial (pooled steps)", "seeds", "epochs", "train", "flags"]
     rows = []
     for _, r in table.iterrows():
@@ -848,7 +848,7 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         new = Path(tmp)
         runs_csv(runs, keys, new / "runs.csv")
         table.to_csv(new / "results.csv", index=False)
-        (new / "results.md").write_text(results_markdown(table, keys, notes))
+        (new / "results.md").write_text(results_markdown(table, keys, notes, "eval" if evaluations else "test"))
         files = ["runs.csv", "results.csv", "results.md"]
         if not found.empty:
             found.to_csv(new / "comparisons.csv", index=False)

@@ -119,6 +119,7 @@ def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained)
     assert "1 skipped (done before)" in proc.stdout
     with_ = "task.length=24 task.test_size=64"
     assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == with_]) == 1
+    assert _eval(tmp, uri, "--run", run.info.run_id).returncode == 0  # at its own length too: task.length varies
     report = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "delayed_recall", "--uri", uri,
                              "--out", str(tmp / "report"), "--evaluations"], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr

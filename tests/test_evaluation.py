@@ -35,6 +35,15 @@ def _eval(tmp: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def _train_one(tmp_path: Path, uri: str, experiment: str, *overrides: str, out: str = "out"):
+    """One short training run into `uri`: the client, and the runs of `experiment` (latest first)."""
+    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/{out}", *overrides], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
 def _evaluations(client, run) -> list:
     return client.search_runs([run.info.experiment_id], f"tags.evaluated_run = '{run.info.run_id}'")
 
@@ -227,21 +236,15 @@ def test_without_its_folder_the_best_logged_checkpoint_is_the_best_scored_not_th
 def test_a_run_sized_by_model_params_is_evaluated_at_its_solved_size(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sized = [o for o in TINY if not o.startswith(("trainer.max_epochs", "tracking.log_model"))]
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *sized, "model.cell=lstm",
-                           "model.params=19592", "trainer.max_epochs=1"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    client, (run,) = _train_one(tmp_path, uri, "delayed_recall", *sized, "model.cell=lstm", "model.params=19592",
+                             "trainer.max_epochs=1")
     assert run.data.params["model.hidden_size"] != "64"  # solved from model.params: not the default width
     evaluated = _eval(tmp_path, uri, "--run", run.info.run_id, "task.distance=4")
     assert evaluated.returncode == 0, evaluated.stderr
     (evaluation,) = _evaluations(client, run)
     assert evaluation.data.params["model.hidden_size"] == run.data.params["model.hidden_size"]
     # a second run, at distance 8: an experiment-wide override that one of them cannot take logs nothing
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out2", *sized, "task.distance=8",
-                           "trainer.max_epochs=1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _train_one(tmp_path, uri, "delayed_recall", *sized, "task.distance=8", "trainer.max_epochs=1", out="out2")
     before = len(client.search_runs([run.info.experiment_id]))
     refused = _eval(tmp_path, uri, "--experiment", "delayed_recall", "task.length=6")
     assert refused.returncode == 2 and "task.distance=8 is not allowed" in refused.stderr, refused.stderr
@@ -252,12 +255,8 @@ def test_a_char_lm_run_is_evaluated_though_its_shapes_come_from_its_data(tmp_pat
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", "task=char_lm",
-                           f"task.path={text}", "task.length=16", "trainer=smoke"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("char_lm").experiment_id])
+    client, (run,) = _train_one(tmp_path, uri, "char_lm", "task=char_lm", f"task.path={text}", "task.length=16",
+                             "trainer=smoke")
     evaluated = _eval(tmp_path, uri, "--run", run.info.run_id, "task.length=32")
     assert evaluated.returncode == 0, evaluated.stderr
     (evaluation,) = _evaluations(client, run)
@@ -267,12 +266,8 @@ def test_a_char_lm_run_is_evaluated_though_its_shapes_come_from_its_data(tmp_pat
 def test_fresh_data_leaves_out_the_sequences_the_model_trained_on(tmp_path):
     # running parity at length 8 has 256 sequences: another seed's test split draws many of seed 0's training ones
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", "task=running_parity",
-                           "task.length=8", "task.train_size=100", "task.val_size=50", "task.test_size=50",
-                           "trainer=smoke"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("running_parity").experiment_id])
+    client, (run,) = _train_one(tmp_path, uri, "running_parity", "task=running_parity", "task.length=8",
+                             "task.train_size=100", "task.val_size=50", "task.test_size=50", "trainer=smoke")
     for args in ([], ["seed=7"]):
         assert _eval(tmp_path, uri, "--run", run.info.run_id, *args).returncode == 0
     own, fresh = sorted(_evaluations(client, run), key=lambda r: r.data.tags["evaluated_with"])

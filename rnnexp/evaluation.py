@@ -226,11 +226,11 @@ def _io(task) -> Any:
     return task.io
 
 
-def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, dict, Any, Any, int]:
+def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, dict, Any, Any, Any, int]:
     """Everything that can refuse an evaluation of `run`, before any is logged: its checkpoint
     (found, plain, typed, its model's size that of its weights), the overrides' values and
     ranges, and shapes the model keeps. (checkpoint, its config, the new task's config, the
-    new task, its seed)."""
+    new task, the task it trained on, its seed)."""
     from hydra.utils import instantiate
 
     from rnnexp.models.sizing import count
@@ -252,20 +252,18 @@ def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, d
             trained_task.io, _io(instantiate(task_config(saved["task"], {k: v}), seed=seed)))]
         raise EvalError(f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
                         "at evaluation, a task override must keep what the model reads and writes")
-    return path, saved, new_cfg, task, seed
+    return path, saved, new_cfg, task, trained_task, seed
 
 
-def _drop_trained_on(task, saved: dict) -> int:
+def _drop_trained_on(task, trained) -> int:
     """Leave out of `task`'s test split the sequences the model saw in training or validation
     (another seed or size draws its own splits, which may hold them): how many were left out."""
-    from hydra.utils import instantiate
     from torch.utils.data import TensorDataset
 
     from rnnexp.tasks.base import SyntheticTask, rows_not_in
 
     if not isinstance(task, SyntheticTask):
         return 0  # real data: the same file, split by the seed (a new seed may move examples between splits)
-    trained = instantiate(task_config(saved["task"], {}), seed=int(saved.get("seed", 0)))
     trained.setup()
     tensors = task.splits["test"].tensors
     seen_x = [trained.splits[split].tensors[0] for split in ("train", "val")]
@@ -299,11 +297,11 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
 
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
-        path, saved, new_cfg, task, seed = check(client, run, overrides, Path(tmp))
+        path, saved, new_cfg, task, trained_task, seed = check(client, run, overrides, Path(tmp))
         pl.seed_everything(seed, workers=True, verbose=False)
         module = SequenceModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         task.setup()
-        seen = _drop_trained_on(task, saved)
+        seen = _drop_trained_on(task, trained_task)
         accelerator = overrides.get("trainer.accelerator", "cpu")
         precision = run.data.params.get("trainer.precision", "32-true")
         try:  # before the run exists: a machine without the device is one line and no run

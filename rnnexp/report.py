@@ -22,8 +22,9 @@ counts. It writes into `--out`:
   without a distance axis): the test metric with a band or bar of its 95% CI, and chance dashed;
 - `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
   per task on one y-axis, chance dashed;
-- `budget_curve.png` (with `--budget-curve KEY=VALUE`): for the variants at that value, each
-  seed's validation metric against optimizer updates, and its test score where it stopped.
+- `budget_curve.png` (with `--budget-curve KEY=VALUE`, once or more): for the variants at that
+  value, each seed's validation metric against optimizer updates, and its test score where it
+  stopped; a panel per value and task.
 
 The files are logged as artifacts (under `report/`) on the sweeps' parent runs, so they show in
 the MLflow UI. Evaluation runs of `rnnexp-eval` (tag `evaluation=true`) are left out; with
@@ -718,33 +719,36 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
     plt.close(fig)
 
 
-def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], at: tuple[str, str],
+def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], ats: list[tuple[str, str]],
                       out: Path) -> None:
-    """Would more training change the ranking? For the variants at `at` (a key and its value, e.g.
-    task.distance=32, whether or not the key varies): each seed's validation metric against the
-    optimizer updates it had made (metric `updates`, or for older runs epochs x
+    """Would more training change the ranking? For the variants at each of `ats` (a key and its
+    value, e.g. task.distance=32, whether or not the key varies): each seed's validation metric
+    against the optimizer updates it had made (metric `updates`, or for older runs epochs x
     ceil(ceil(task.train_size / task.batch_size) / trainer.accumulate_grad_batches)), and its test
-    score where it stopped. One colour per variant, the same in every panel."""
+    score where it stopped. A panel per value and task; one colour per variant, the same in every
+    panel."""
     plt = _pyplot()
-    key, value = at
-    column = f"params.{key}"
-    if column not in runs:
-        known = sorted(c[len("params."):] for c in runs.columns if c.startswith("params.") and _shown(c[len("params."):]))
-        raise ReportError(f"--budget-curve {key}={value}: these runs have no key {key}; keys: {', '.join(known)}")
-    at = runs[column].map(lambda logged: _same(logged, value))  # 3e-3 is 0.003, 03 is 3
-    chosen = table[table["variant"].isin(set(runs.loc[at, "variant"]))]
-    if chosen.empty:
-        taken = sorted(set(runs[column].astype(str).str.removesuffix(".0")))
-        raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(taken)}")
-    # what tells the chosen variants of a task apart, besides the model: in the label
-    apart = [k for k in keys if k != key and k in chosen
-             and chosen.groupby(["task", "label"])[k].nunique(dropna=False).max() > 1]
-    label_of = {v["variant"]: ", ".join([v["label"], *[f"{k}={v[k]}" for k in apart]]) for _, v in chosen.iterrows()}
+    panels, label_of = [], {}
+    for key, value in ats:
+        column = f"params.{key}"
+        if column not in runs:
+            known = sorted(c[len("params."):] for c in runs.columns
+                           if c.startswith("params.") and _shown(c[len("params."):]))
+            raise ReportError(f"--budget-curve {key}={value}: these runs have no key {key}; keys: {', '.join(known)}")
+        at = runs[column].map(lambda logged: _same(logged, value))  # 3e-3 is 0.003, 03 is 3
+        chosen = table[table["variant"].isin(set(runs.loc[at, "variant"]))]
+        if chosen.empty:
+            taken = sorted(set(runs[column].astype(str).str.removesuffix(".0")))
+            raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(taken)}")
+        # what tells the chosen variants of a task apart, besides the model: in the label
+        apart = [k for k in keys if k != key and k in chosen
+                 and chosen.groupby(["task", "label"])[k].nunique(dropna=False).max() > 1]
+        label_of.update({v["variant"]: ", ".join([v["label"], *[f"{k}={v[k]}" for k in apart]])
+                         for _, v in chosen.iterrows()})
+        panels += [(f"{task}, {key}={value}", chosen[chosen["task"] == task]) for task in sorted(set(chosen["task"]))]
     colour_of = {label: f"C{i % 10}" for i, label in enumerate(sorted(set(label_of.values())))}
-    tasks = sorted(set(chosen["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        mine = chosen[chosen["task"] == task]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False)
+    for ax, (title, mine) in zip(axes[0], panels):
         metric, chance = mine["metric"].iloc[0], mine["chance"].mean()
         for _, variant in sorted(mine.iterrows(), key=lambda item: label_of[item[1]["variant"]]):
             label = label_of[variant["variant"]]
@@ -763,7 +767,7 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
             ax.set_yscale("log")  # an error falling by orders of magnitude (adding's MSE)
         ax.set_xlabel("optimizer updates")
         ax.set_ylabel(f"val {metric} (lines), test {metric} where it stopped (dots)")
-        ax.set_title(f"{task}, {key}={value}", fontsize=9)
+        ax.set_title(title, fontsize=9)
         if metric == "acc":
             ax.set_ylim(0.0, 1.02)
     _legend(fig, axes)
@@ -802,11 +806,11 @@ class Report:
 
 def report(uri: str, experiment: str | None, parent: str | None, out: Path,
            comparisons: Path | None = None, evaluations: bool = False,
-           budget_curve: tuple[str, str] | None = None) -> Report:
+           budget_curves: list[tuple[str, str]] = ()) -> Report:
     from rnnexp import config
     from rnnexp.tracking import open_client
 
-    if evaluations and budget_curve is not None:
+    if evaluations and budget_curves:
         raise ReportError("--budget-curve with --evaluations: an evaluation has no learning curve (its trained run "
                           "has); draw it from a report of the training runs")
     wanted = read_comparisons(comparisons) if comparisons is not None else []
@@ -859,8 +863,8 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
         if not evaluations:  # an evaluation has no curve: its model's is the trained run's
             plot_learning_curves(client, table, keys, new)
             files.append("learning_curves.png")
-        if budget_curve is not None:
-            plot_budget_curve(client, runs, table, keys, budget_curve, new)
+        if budget_curves:
+            plot_budget_curve(client, runs, table, keys, list(budget_curves), new)
             files.append("budget_curve.png")
         for name in files:
             os.replace(new / name, out / name)
@@ -895,9 +899,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
     parser.add_argument("--evaluations", action="store_true", help="report the runs of rnnexp-eval (scored by their "
                         "eval/ metric) instead of the training runs")
-    parser.add_argument("--budget-curve", metavar="KEY=VALUE", help="also budget_curve.png: for the variants at "
-                        "KEY=VALUE (e.g. task.distance=32), each seed's validation metric against optimizer updates "
-                        "and its test score where it stopped")
+    parser.add_argument("--budget-curve", metavar="KEY=VALUE", action="append", default=[],
+                        help="also budget_curve.png: for the variants at KEY=VALUE (e.g. task.distance=32), each "
+                        "seed's validation metric against optimizer updates and its test score where it stopped; "
+                        "give it again for more panels")
     parser.add_argument("--comparisons", type=Path, help="a YAML file of comparisons to test: comparisons: [{name: "
                         "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
                         "a config key (model.hidden_size, ...)")
@@ -906,13 +911,13 @@ def main(argv: list[str] | None = None) -> None:
 
     quiet_store_logs()
     try:
-        at = None
-        if args.budget_curve is not None:
-            key, eq, value = args.budget_curve.partition("=")
+        ats = []
+        for given in args.budget_curve:
+            key, eq, value = given.partition("=")
             if not eq or not key or not value:
-                raise ReportError(f"--budget-curve={args.budget_curve!r}: give KEY=VALUE, e.g. task.distance=32")
-            at = (key, value)
-        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations, at)
+                raise ReportError(f"--budget-curve={given!r}: give KEY=VALUE, e.g. task.distance=32")
+            ats.append((key, value))
+        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations, ats)
     except ReportError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -249,12 +249,20 @@ def test_rates_each_variant_took_from_one_selection_pair_as_model_keys_and_other
 
 
 def test_the_budget_curve_plots_the_variants_at_one_value_and_names_the_values_otherwise(store, capsys):
+    from matplotlib.image import imread
+
     tmp_path = store[0]
     status, out, _ = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
                              capsys=capsys)
     assert status == 0 and (tmp_path / "report" / "budget_curve.png").stat().st_size > 10_000
-    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=8",
-                             capsys=capsys)
+    one_panel = imread(tmp_path / "report" / "budget_curve.png").shape[1]
+    # given twice: a panel for each value, side by side
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
+                             "--budget-curve", "model.hidden_size=32", capsys=capsys)
+    assert status == 0, err
+    assert 1.8 < imread(tmp_path / "report" / "budget_curve.png").shape[1] / one_panel < 2.2
+    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
+                             "--budget-curve", "model.hidden_size=8", capsys=capsys)
     assert status == 2 and "--budget-curve model.hidden_size=8: no variant has it; model.hidden_size takes 16, 32" in err
     # a key every run shares (not a column of the table) is a value too: both sizes, told apart in the legend
     status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distance=3",

@@ -689,6 +689,8 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
     for task in tasks:
         mine = table[table["task"] == task]
         metric, chance = mine["metric"].iloc[0], mine["chance"].mean()
+        # chance that moves with a key (copy memory's with T) is drawn per variant, in its colour
+        own_chance = mine["chance"].max() - mine["chance"].min() > 0.05 * abs(chance)
         series = [k for k in keys if mine[k].nunique(dropna=False) > 1]
         block = axes[first_row : first_row + rows_of[task]].ravel()
         tops = []
@@ -700,15 +702,20 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
                 if epochs:
                     mean = np.mean([c[:epochs] for c in curves], axis=0)
                     tops.append(float(mean.max()))
-                    ax.plot(range(1, epochs + 1), mean, marker="o" if epochs < 4 else None,
-                            label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds")
-            ax.axhline(chance, color="grey", linestyle="--", label="chance")
+                    (line,) = ax.plot(range(1, epochs + 1), mean, marker="o" if epochs < 4 else None,
+                                      label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds")
+                    if own_chance:
+                        ax.axhline(variant["chance"], color=line.get_color(), linestyle=":", linewidth=1)
+            if own_chance:
+                ax.plot([], [], color="grey", linestyle=":", label="chance (dotted, in each curve's colour)")
+            else:
+                ax.axhline(chance, color="grey", linestyle="--", label="chance")
             ax.set_title(f"{task}: {label}", fontsize=9)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"val {metric}")
         for ax in block[: len(labels[task])]:  # one y-axis for the task: noise is not stretched into a swing
-            ax.set_ylim(*_limits(metric, tops, chance))
+            ax.set_ylim(*_limits(metric, tops, mine["chance"].max() if own_chance else chance))
         for ax in block[len(labels[task]) :]:
             ax.axis("off")
         first_row += rows_of[task]

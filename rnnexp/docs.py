@@ -120,9 +120,8 @@ def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
     # keys that tell a model's rows apart at one value of the axis; one that moves with the axis
     # (a size or rate chosen per reading) stays in results.md, so each model is one row
     others = [k for k in _keys(table) if k != key and mine[k].nunique(dropna=False) > 1
-              and mine.groupby(["label", key], dropna=False)[k].nunique(dropna=False).max() > 1
-              or k != key and mine[k].nunique(dropna=False) > 1
-              and mine.groupby("label")[k].nunique(dropna=False).max() == 1]
+              and (mine.groupby(["label", key], dropna=False)[k].nunique(dropna=False).max() > 1
+                   or mine.groupby("label")[k].nunique(dropna=False).max() == 1)]
     distances = sorted(mine[key].dropna().unique())
     head = ["model", *others, *[_column(short, d) for d in distances]]
     rows = []

@@ -21,7 +21,8 @@ counts. It writes into `--out`:
 - `metric_vs_distance.png` (tasks swept over `task.distance`) or `metric_by_model.png` (tasks
   without a distance axis): the test metric with a band or bar of its 95% CI, and chance dashed;
 - `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
-  per task on one y-axis, chance dashed;
+  per task on one y-axis, chance dashed (dotted in each curve's colour where it moves with a
+  key, as copy memory's does with T);
 - `budget_curve.png` (with `--budget-curve KEY=VALUE`, once or more): for the variants at that
   value, each seed's validation metric against optimizer updates, and its test score where it
   stopped; a panel per value and task.
@@ -813,7 +814,7 @@ class Report:
 
 def report(uri: str, experiment: str | None, parent: str | None, out: Path,
            comparisons: Path | None = None, evaluations: bool = False,
-           budget_curves: list[tuple[str, str]] = ()) -> Report:
+           budget_curves: list[tuple[str, str]] | tuple = ()) -> Report:
     from rnnexp import config
     from rnnexp.tracking import open_client
 
@@ -871,7 +872,7 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
             plot_learning_curves(client, table, keys, new)
             files.append("learning_curves.png")
         if budget_curves:
-            plot_budget_curve(client, runs, table, keys, list(budget_curves), new)
+            plot_budget_curve(client, runs, table, keys, budget_curves, new)
             files.append("budget_curve.png")
         for name in files:
             os.replace(new / name, out / name)

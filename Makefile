@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 5000
 HOST ?= 127.0.0.1
 SERVER_ARTIFACTS ?= mlartifacts-server
+SERVER_ARGS ?=
 ARGS ?=
 REPORT_ARGS ?=
 PYTEST_ARGS ?=
@@ -76,10 +77,12 @@ bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.
 gpu-check: $(STAMP) ## on a CUDA machine: GPU against CPU, repeatability, resume, epoch times (skipped without one)
 	$(BIN)/python experiments/throughput/gpu_check.py $(ARGS)
 
-server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB, on HOST:PORT (127.0.0.1:5000)
+server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB, on HOST:PORT (127.0.0.1:5000); SERVER_ARGS: mlflow server's options
 	@test -n "$$RNNEXP_SERVER_DB" || { echo "set RNNEXP_SERVER_DB=postgresql://USER:PASSWORD@HOST/DB, the backend store" >&2; exit 2; }
 	@echo "MLflow server on http://$(HOST):$(PORT), artifacts in $(SERVER_ARTIFACTS) (point runs at it: tracking=server MLFLOW_TRACKING_URI=http://$(HOST):$(PORT))"
-	$(BIN)/mlflow server --backend-store-uri "$$RNNEXP_SERVER_DB" --artifacts-destination "$(SERVER_ARTIFACTS)" --serve-artifacts --host $(HOST) --port $(PORT)
+	@case "$(HOST)" in 127.0.0.1|localhost|::1) ;; *) case "$(SERVER_ARGS)" in *--app-name*) ;; *) \
+	  echo "warning: HOST=$(HOST) serves every run, and lets anyone who reaches $(PORT) change or delete them, with no authentication: add SERVER_ARGS='--app-name basic-auth' (MLflow's logins) or put it behind a reverse proxy that authenticates" >&2;; esac;; esac
+	$(BIN)/mlflow server --backend-store-uri "$$RNNEXP_SERVER_DB" --artifacts-destination "$(SERVER_ARTIFACTS)" --serve-artifacts --host $(HOST) --port $(PORT) $(SERVER_ARGS)
 
 need-exp:
 	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }

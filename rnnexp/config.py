@@ -444,9 +444,10 @@ class TrackingConfig:
     def __post_init__(self) -> None:
         """A server URL's `user:password@` goes where MLflow's client takes credentials
         (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, sent as HTTP basic auth), out of
-        the URL: in it, they would be taken for part of the host name."""
+        the URL: in it, they would be taken for part of the host name. A URL whose userinfo is
+        ambiguous stays as given, for `check` to refuse."""
         found = _URI_CREDENTIALS.match(self.uri)
-        if found:
+        if found and not _ambiguous_userinfo(self.uri):
             from urllib.parse import unquote
 
             os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found.group("user"))
@@ -460,6 +461,12 @@ class TrackingConfig:
                 "tracking.uri", self.uri, "a database or server URI starting with " + ", ".join(schemes)
                 + " (MLflow 3.13+ refuses the ./mlruns file store)"
             )
+        if _ambiguous_userinfo(self.uri):
+            # split at the first `@` (as SQLAlchemy and urllib do), a password's tail would be
+            # taken for the host, and shown as one
+            raise ConfigError("tracking.uri", masked_uri(self.uri), "a URI whose user name and password are "
+                              "percent-encoded: write `@` as %40, `/` as %2F, `:` in the user name as %3A, a "
+                              "space as %20")
         if self.uri.startswith("sqlite:///"):
             folder = os.path.dirname(os.path.abspath(self.uri[len("sqlite:///"):]))
             if not os.path.isdir(folder):
@@ -470,12 +477,26 @@ _URI_CREDENTIALS = re.compile(r"(?P<scheme>https?://)(?P<user>[^/:@\s]*):(?P<pas
 MASK = "***"  # what a secret is shown and logged as
 # a key whose value is a secret
 SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
-_URI_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]*@")
+# A URI's userinfo, in any text: from the scheme's `://` (which Hydra writes `\://`, and a repr
+# `\\://`) to the last `@` before a space. A password may hold `@`, `/` or `:`, so nothing short
+# of the last `@` is safe to show; masking a path's `@` too costs nothing.
+_USERINFO = re.compile(r"\b([A-Za-z][\w+.-]*\\*://)\S*@")
 
 
-def masked_uri(uri: str) -> str:
-    """`scheme://user:password@host/...` with the password masked."""
-    return _URI_PASSWORD.sub(rf"\1{MASK}@", uri)
+def masked_uri(text: str) -> str:
+    """`text` with the user name and password of every URI in it masked:
+    `http://alice:pw@host` -> `http://***@host`."""
+    return _USERINFO.sub(lambda found: f"{found.group(1)}{MASK}@", text)
+
+
+def _ambiguous_userinfo(uri: str) -> bool:
+    """A userinfo that parsers split differently: more than one `@`, an `@` after a `/`, `?` or
+    `#` of the authority, or a space, quote or backslash in it."""
+    _, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest:
+        return False
+    userinfo = rest.rsplit("@", 1)[0]
+    return rest.count("@") > 1 or any(c in userinfo for c in "/?#\\'\" \t\n")
 
 
 @contextmanager
@@ -494,13 +515,15 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+STORE_TIMEOUT_S = 5  # how long the store check waits for a server or database to answer
+
+
 def check_store(uri: str) -> None:
     """Fail before training, not after it, when runs cannot be written where `tracking.uri`
     says: an SQLite file that cannot be written, is not a database, is corrupt inside or has a
-    half-made schema; a server that does not answer. Writes nothing."""
+    half-made schema; a server that does not answer, or answers but not as MLflow; a database
+    server that does not answer. Within seconds, in one line; writes nothing."""
     import tempfile
-    import urllib.error
-    import urllib.request
 
     if uri.startswith("sqlite:///"):
         path = os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
@@ -514,13 +537,72 @@ def check_store(uri: str) -> None:
             with store_lock(uri):  # not while another process creates the schema
                 _check_sqlite(uri, path)
     elif uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-        except urllib.error.HTTPError:
-            pass  # it answered
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ConfigError("tracking.uri", masked_uri(uri), f"a tracking server that answers ({reason})") from None
+        _check_server(uri)
+    elif uri.startswith(("postgresql", "mysql")):
+        _check_database(uri)
+
+
+def _check_server(uri: str) -> None:
+    """One call of MLflow's REST API, with the credentials the client will send: an answer that
+    is not MLflow's JSON (a web server's 404 page, a proxy's login form) fails here, not in the
+    middle of the run's set-up."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.request
+
+    shown = masked_uri(uri)
+    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
+    if (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) is not None:
+        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    elif token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=STORE_TIMEOUT_S) as answer:
+            body = answer.read(1 << 20)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise ConfigError("tracking.uri", shown, f"a tracking server that accepts these credentials (HTTP "
+                              f"{err.code}: give user:password@ in the URI, or MLFLOW_TRACKING_USERNAME and "
+                              "MLFLOW_TRACKING_PASSWORD)") from None
+        raise ConfigError("tracking.uri", shown, f"an MLflow tracking server (its REST API answered HTTP {err.code} "
+                          f"{err.reason})") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError("tracking.uri", shown, f"a tracking server that answers within {STORE_TIMEOUT_S} s "
+                          f"({reason})") from None
+    try:
+        if "experiments" not in json.loads(body) and json.loads(body) != {}:
+            raise ValueError
+    except (ValueError, TypeError, AttributeError):
+        raise ConfigError("tracking.uri", shown, "an MLflow tracking server (its REST API answered, but not with "
+                          "MLflow's JSON)") from None
+
+
+def _check_database(uri: str) -> None:
+    """A database server: connected to with a short timeout (SQLAlchemy, as MLflow connects), so
+    that a server down is one line within seconds, not minutes of MLflow's retries."""
+    import sqlalchemy
+
+    shown = masked_uri(uri)
+    try:
+        url = sqlalchemy.engine.make_url(uri)
+    except Exception:
+        raise ConfigError("tracking.uri", shown, "a database URI as SQLAlchemy reads it "
+                          "(dialect[+driver]://user:password@host[:port]/database)") from None
+    timeout = {"connect_timeout": STORE_TIMEOUT_S} if url.get_backend_name() in ("postgresql", "mysql") else {}
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=timeout, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except ModuleNotFoundError as err:
+        raise ConfigError("tracking.uri", shown, f"a database whose driver is installed (no module {err.name}; "
+                          "install it, or name an installed one: dialect+driver://...)") from None
+    except Exception as err:
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
+        raise ConfigError("tracking.uri", shown, f"a database server that answers within {STORE_TIMEOUT_S} s "
+                          f"({masked_uri(reason)})") from None
 
 
 def _check_sqlite(uri: str, path: str) -> None:
@@ -599,7 +681,7 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
     optim: OptimConfig = field(default_factory=OptimConfig)
-    seed: int = _range(0, low=0)
+    seed: int = _range(0, low=0, high=2**32 - 1)  # what every generator takes (numpy's at most 2**32 - 1)
     # torch's threads per run. One by default: alone, a second thread made an epoch 0.85-1.11x as
     # fast in the runs measured; beside one busy process, a 2-thread run was 6.6-45x slower
     # (experiments/throughput). Sweeps fill the cores with jobs instead (hydra/launcher=joblib).
@@ -608,6 +690,12 @@ class TrainConfig:
     # with -m: a sweep's parent run id, whose FINISHED jobs are skipped; alone: the id of a KILLED
     # or FAILED run, continued from its last checkpoint (rnnexp/resume.py)
     resume: Optional[str] = None
+
+    def check(self) -> None:
+        cores = os.cpu_count() or 1
+        if self.threads is not None and self.threads > 4 * cores:  # torch crashes on 100000 (a segfault)
+            raise ConfigError("threads", self.threads, f"<= {4 * cores} (4 x this machine's {cores} cores), or null "
+                              "for one per core")
 
 
 NOT_IDENTITY = ("tracking", "resume", "hydra")  # where a run is tracked and how it started: not what it is

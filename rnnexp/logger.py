@@ -4,6 +4,7 @@ sweep's own process uses without importing torch or Lightning.)"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Mapping
 
@@ -13,7 +14,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from rnnexp.config import TrainConfig
-from rnnexp.tracking import artifact_location
+from rnnexp.tracking import artifact_location, check_store_file, one_try, store_file
 
 _BATCH_METRICS = 1000  # most metrics MLflow takes in one log_batch call
 
@@ -38,6 +39,7 @@ class BatchedMLFlowLogger(MLFlowLogger):
         self.logged_through = dict(logged_through or {})
         self._pending: list[Metric] = []
         self._flushed_at = time.monotonic()
+        self.store_file = store_file(self._tracking_uri) if self._tracking_uri else None  # (path, identity) of SQLite
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -56,6 +58,7 @@ class BatchedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
+        check_store_file(self.store_file)  # a deleted store would take the metrics and keep them from everyone
         while self._pending:
             self.experiment.log_batch(self.run_id, metrics=self._pending[:_BATCH_METRICS])
             del self._pending[:_BATCH_METRICS]
@@ -65,7 +68,12 @@ class BatchedMLFlowLogger(MLFlowLogger):
     def finalize(self, status: str = "success") -> None:
         """Write what waits and log the checkpoints, but leave the run's status alone: Lightning
         calls this when `fit` ends, before the run is tested, and a run must not show FINISHED
-        without its test metrics. rnnexp sets the status once, after testing (`end_run`)."""
+        without its test metrics. rnnexp sets the status once, after testing (`end_run`). After
+        a failure, one try: a store that failed has had its retries."""
+        with one_try() if status == "failed" else contextlib.nullcontext():
+            self._write_out()
+
+    def _write_out(self) -> None:
         self.flush()
         if self._initialized and self._checkpoint_callback:
             self._scan_and_log_checkpoints(self._checkpoint_callback)

@@ -3,7 +3,9 @@ the same MLflow run, from its last checkpoint.
 
 Every epoch ends by writing `last.ckpt` to the run's checkpoint folder (the run's tag
 `checkpoint_dir`); a run that stops also logs it as an artifact (`tracking.log_checkpoint`), so
-it can be resumed where the folder is gone. The checkpoint holds the weights, the optimizer,
+it can be resumed where the folder is gone. A resumed run goes on in the resume command's own
+output folder (`hydra.run.dir`), with the checkpoints copied from the old one (or its artifacts):
+it never writes where the store's tag says. The checkpoint holds the weights, the optimizer,
 Lightning's loop state (epoch and step, so metrics go on at the right step), the order of the
 training batches (`Task.state_dict`) and torch's random state (`SequenceModule.on_save_checkpoint`),
 so the resumed run draws what an uninterrupted one would: its final metrics are the same. An epoch cut short is run again from
@@ -47,6 +49,26 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer) and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))  # nothing saved this epoch
+
+    def __init__(self, **kwargs: Any):
+        # the last checkpoint is always `last.ckpt`, which the next resume loads: Lightning's
+        # counter would write `last-v1.ckpt` beside an older one in a folder it did not write
+        super().__init__(**{"enable_version_counter": False, **kwargs})
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A resumed run writes in its own folder, not the one it ran in: the checkpoints its
+        state names in the old folder (copied here with the same names) are read as here."""
+        old = state_dict.get("dirpath")
+        if old and self.dirpath and os.path.normpath(old) != os.path.normpath(self.dirpath):
+            def here(path: Any) -> Any:
+                moved = isinstance(path, str) and path and os.path.dirname(path) == os.path.normpath(old)
+                return os.path.join(self.dirpath, os.path.basename(path)) if moved else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{k: here(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path",
+                                                                  "last_model_path")},
+                          "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
 
     def _save_last_checkpoint(self, trainer: Any, monitor_candidates: dict) -> None:
         path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
@@ -94,10 +116,15 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
         raise config.ConfigError("resume", run_id, "given without other overrides than tracking.* and hydra.*: "
                                  f"the run goes on with its own config (drop {' '.join(given)})")
     resumed_cfg = _compose_again(client, run)
-    folder = Path(run.data.tags.get("checkpoint_dir", ""))
+    # written in this command's own output folder (hydra.run.dir), never where the store says:
+    # a tag can be edited to any path. The run's old folder, as its tag names it, is only read.
+    folder = (Path(HydraConfig.get().runtime.output_dir) / "checkpoints").resolve()
+    tagged = run.data.tags.get("checkpoint_dir", "")
+    old = Path(tagged) if os.path.isabs(tagged) else None
     experiment = client.get_experiment(run.info.experiment_id).name
     logged_through = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
-    return resumed_cfg, Resumed(run_id, experiment, _last_checkpoint(client, run_id, folder), folder, logged_through)
+    last = _last_checkpoint(client, run_id, old, folder)
+    return resumed_cfg, Resumed(run_id, experiment, last, folder, logged_through)
 
 
 def _compose_again(client, run) -> DictConfig:
@@ -119,17 +146,23 @@ def _compose_again(client, run) -> DictConfig:
     return resumed_cfg
 
 
-def _last_checkpoint(client, run_id: str, folder: Path) -> Path:
-    """`folder/last.ckpt`, brought back from the run's artifacts (with the best checkpoint) when
-    the folder lacks it; checked to load as weights only."""
+def _last_checkpoint(client, run_id: str, old: Path | None, folder: Path) -> Path:
+    """`folder/last.ckpt`, copied with the run's other checkpoints from its old folder `old`, or
+    else brought back from its artifacts; checked to load as weights only."""
     import torch
 
     last = folder / LAST
+    if not last.is_file() and old is not None and (old / LAST).is_file() and old.resolve() != folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        for found in old.glob("*.ckpt"):
+            if found.is_file():
+                shutil.copyfile(found, folder / found.name)  # a link (last.ckpt to the best) as a file
     if not last.is_file():
         _restore_from_artifacts(client, run_id, folder)
     if not last.is_file():
-        raise config.ConfigError("resume", run_id, f"a run with a checkpoint; {last} is missing and the run logged "
-                                 f"no {LAST} (it stopped before its first epoch ended: start it again)")
+        raise config.ConfigError("resume", run_id, f"a run with a checkpoint; {old / LAST if old else LAST} is "
+                                 f"missing and the run logged no {LAST} (it stopped before its first epoch ended: "
+                                 "start it again)")
     try:
         torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a checkpoint, or holding objects other than weights

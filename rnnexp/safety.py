@@ -46,6 +46,8 @@ LOG_CLASSES = {"logging.StreamHandler", "logging.FileHandler", "logging.NullHand
                "logging.handlers.RotatingFileHandler", "logging.handlers.TimedRotatingFileHandler",
                "logging.handlers.WatchedFileHandler"}
 LOG_STREAMS = {"ext://sys.stdout", "ext://sys.stderr"}
+# where a log file may be: in the run's own output folder, by a plain name
+LOG_FILE = re.compile(r"\$\{hydra[.:]runtime\.output_dir\}/(?!\.\.?$)([\w.-]|\$\{hydra[.:]job\.name\})+")
 # environment a job may set (hydra.job.env_set): thread and device settings, not PATH,
 # LD_PRELOAD or PYTHON*, which would load code into the processes a sweep starts
 ALL_JOBS_CHECKED = 64  # a larger sweep has each swept value checked once (a job's config: ~0.1 s)
@@ -117,6 +119,11 @@ def check_hydra(cfg: DictConfig) -> None:
                 raise ConfigError(where, value, "one of " + ", ".join(sorted(LOG_CLASSES)))
             if isinstance(value, str) and value.startswith("ext://") and value not in LOG_STREAMS:
                 raise ConfigError(where, value, "one of " + ", ".join(sorted(LOG_STREAMS)))
+            if key == "filename" and not LOG_FILE.fullmatch(str(value)):
+                raise ConfigError(where, value, "a file in the run's own folder: ${hydra.runtime.output_dir}/NAME "
+                                  "(a log handler writes nowhere else)")
+        elif where == "hydra.job.name" and value is not None and not re.fullmatch(r"(?!\.\.?$)[\w.-]+", str(value)):
+            raise ConfigError(where, value, "a plain name (letters, digits, . _ -): it names the run's log file")
         elif where == "hydra.sweeper.custom_search_space" and value is not None:
             raise ConfigError(where, value, "null: a search space is given by hydra.sweeper.params, not by code")
         elif parent == "hydra.job.env_set" and not ENV_NAME.fullmatch(str(key)):

@@ -20,14 +20,16 @@ import atexit
 import gc
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -160,25 +162,95 @@ def next_steps(uri: str, experiment_id: str, run_id: str, failed: bool) -> str:
     return "\n".join(lines)
 
 
+def _reopen_parent(client: Any, uri: str, parent_id: str) -> Any:
+    """The stopped sweep `parent_id`, RUNNING again in this process; ConfigError if it is not a
+    sweep, FINISHED, or RUNNING (its own sweep, or another resume of it, still going). Checked and
+    set under a lock, so that of two resumes started together one goes on and one is refused."""
+    from mlflow.exceptions import MlflowException
+
+    from rnnexp import tracking
+    from rnnexp.config import ConfigError, masked_uri
+
+    with resume_lock(uri, parent_id):
+        tracking.mark_stale(client)  # a sweep whose process died is KILLED, not RUNNING
+        try:
+            run = client.get_run(parent_id)
+        except MlflowException:
+            raise ConfigError("resume", parent_id, f"with -m, the parent run id of a sweep in {masked_uri(uri)}") \
+                from None
+        tags, status = run.data.tags, run.info.status
+        if tags.get("sweep") != "true":
+            raise ConfigError("resume", parent_id, "with -m, the parent run id of a sweep; this run is no sweep's "
+                              "parent (without -m, resume= continues one run)")
+        if status == "FINISHED":
+            raise ConfigError("resume", parent_id, "a sweep that stopped before its end (FAILED or KILLED); this one "
+                              "FINISHED: every job ran")
+        if status == "RUNNING":
+            raise ConfigError("resume", parent_id, f"a sweep that has stopped; this one is RUNNING in process "
+                              f"{tags.get('pid', '?')} on {tags.get('host', '?')} (the sweep itself, or a resume of "
+                              "it): one resume at a time")
+        tracking.reopen(client, parent_id)  # RUNNING, in this process: a second resume is refused above
+    return client.get_run(parent_id)
+
+
+@contextmanager
+def resume_lock(uri: str, run_id: str) -> Iterator[None]:
+    """Held while a resume checks and sets its run's status: for an SQLite store, the store's own
+    lock; for a server, a lock file per run on this host (MLflow has no compare-and-set: two hosts
+    resuming one sweep in the same instant are not told apart)."""
+    from rnnexp.config import store_lock
+
+    if uri.startswith("sqlite:///") or os.name == "nt":
+        with store_lock(uri):
+            yield
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    name = hashlib.sha256(f"{uri}\n{run_id}".encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"rnnexp-resume-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class SweepTracking(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check the store and create (or reopen) the sweep's parent run, before any job. Hydra
+        only warns when a callback raises, and would run every job: a sweep that cannot start
+        exits here, in one line."""
+        from rnnexp.config import ConfigError
+
+        from rnnexp.config import masked_uri
+
+        try:
+            self._start(config)
+        except ConfigError as err:
+            print(f"rnnexp-train: error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        except Exception as err:  # the store failed under it: no job runs without its parent
+            reason = masked_uri(" ".join(str(err).split()))[:300]
+            print(f"rnnexp-train: error: the sweep could not start ({type(err).__name__}: {reason})", file=sys.stderr,
+                  flush=True)
+            raise SystemExit(1) from None
+
+    def _start(self, config: DictConfig) -> None:
         from mlflow.entities import Param
 
         from rnnexp import tracking
+        from rnnexp.config import check_store
 
         tracking.quiet_store_logs()
         tracking_cfg = OmegaConf.to_object(config.tracking)
+        tracking_cfg.check()
+        check_store(tracking_cfg.uri)  # seconds, not minutes of retries against a store that is not there
         client = tracking.open_client(tracking_cfg.uri)
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.get("resume"):
-            _stop_survivors(client, config.resume)
-        tracking.mark_stale(client)  # runs whose process died since: not to be taken for live ones
-        if config.get("resume"):
-            # reopen the interrupted sweep's parent; its jobs skip what already finished
-            run = client.get_run(config.resume)
+            run = _reopen_parent(client, tracking_cfg.uri, str(config.resume))
             experiment = client.get_experiment(run.info.experiment_id).name
-            tracking.reopen(client, run.info.run_id)
         else:
+            tracking.mark_stale(client)  # runs whose process died since: not to be taken for live ones
             experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
             experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
             overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
@@ -186,9 +258,14 @@ class SweepTracking(Callback):
                                     tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve()),
                                           **tracking.process_tags()})
         try:
-            if not config.get("resume"):
+            if config.get("resume"):
+                _stop_survivors(client, run.info.run_id)
+                tracking.mark_stale(client)  # jobs of the old sweep that died without closing their run
+            else:
                 # a key given twice takes its last value, as in Hydra; MLflow refuses duplicate keys
-                given = dict(o.split("=", 1) for o in overrides if "=" in o)
+                # (`+key` is the key; a name MLflow refuses, like `model@x`, stays in sweep_overrides.txt only)
+                pairs = [o.split("=", 1) for o in overrides if "=" in o]
+                given = {k.lstrip("+"): v for k, v in pairs if re.fullmatch(r"[\w\-. :/]+", k.lstrip("+"))}
                 if given:
                     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in given.items()])
                 client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")

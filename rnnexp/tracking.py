@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 from typing import TYPE_CHECKING
 
@@ -39,8 +41,9 @@ def quiet_store_logs() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-    for name in ("alembic", "mlflow.store.db.utils"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # it logs a traceback for each failed database call, then raises: the run reports it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def artifact_location(tracking: TrackingConfig) -> str | None:
@@ -278,10 +281,97 @@ def end_run(client: MlflowClient, run_id: str, error: BaseException | None = Non
         client.set_tag(run_id, "error", "interrupted")
     else:
         status = "FAILED"
-        message = f"{type(error).__name__}: {error}"
+        message = masked_uri(f"{type(error).__name__}: {error}")  # a database's error names its URI
         client.set_tag(run_id, "error", message[:_ERROR_TAG_CHARS])
     client.set_terminated(run_id, status)
     return status
+
+
+class StoreGone(OSError):
+    """The SQLite file a run writes to was deleted or replaced under it. SQLite would go on
+    writing into the file it has open, gone from the folder, and every metric after would be
+    lost without a word."""
+
+
+def store_file(uri: str) -> tuple[str, tuple[int, int]] | None:
+    """An SQLite store's path and identity (device, inode); None for a server or database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:  # not created yet: nothing to watch
+        return None
+    return path, (found.st_dev, found.st_ino)
+
+
+def check_store_file(known: tuple[str, tuple[int, int]] | None) -> None:
+    """StoreGone if the SQLite file of `store_file` is no longer the one the run opened."""
+    if known is None:
+        return
+    path, identity = known
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        raise StoreGone(f"{path} was deleted") from None
+    if (found.st_dev, found.st_ino) != identity:
+        raise StoreGone(f"{path} was replaced by another file")
+
+
+# what MLflow's database store raises when its database cannot serve a call (down, locked, full, read-only)
+_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
+
+
+def store_failure(error: BaseException) -> str | None:
+    """Why the store failed, in a few words, if `error` (or what caused it) is the store failing:
+    a server or database that does not answer, a database file deleted, read-only or full.
+    None for anything else."""
+    import sqlite3
+
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = " ".join(str(cause).split())
+        if isinstance(cause, StoreGone):
+            return text
+        if isinstance(cause, (requests.ConnectionError, requests.Timeout, sqlite3.OperationalError)):
+            return _reason(text)
+        if isinstance(cause, MlflowException) and (
+                text.startswith("API request to") or cause.error_code == _UNAVAILABLE):
+            return _reason(text)
+        if type(cause).__module__.startswith(("sqlalchemy", "psycopg")) and "OperationalError" in type(cause).__name__:
+            return _reason(text)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+@contextmanager
+def one_try() -> Iterator[None]:
+    """MLflow's HTTP client tries once, not with its retries: for what a run does after its store
+    has failed (the client has waited out its retries already), so that it ends in seconds."""
+    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        yield
+    finally:  # a sweep's next job in this process retries as usual
+        if before is None:
+            del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
+
+
+def _reason(text: str) -> str:
+    """The telling part of a store error: `Connection refused`, `attempt to write a readonly
+    database`, `database or disk is full`."""
+    found = re.search(r"\[Errno -?\d+\] ([^\"')]+)|\(sqlite3\.OperationalError\) ([^\[(]+)|"
+                      r"(too many \d+ error responses)|(Read timed out)|connection failed: ([^\n]+?)(?: Is the|$)",
+                      text)
+    reason = next((g for g in found.groups() if g), None) if found else None
+    return masked_uri((reason or text).strip())[:200]
 
 
 def process_alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ naming the key, the bad value and what is allowed, exit status 2, and no run is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -53,8 +54,31 @@ if not getattr(logging.getLogRecordFactory(), "masks", False):  # a sweep's work
     logging.setLogRecordFactory(_masking_record_factory(logging.getLogRecordFactory()))
 
 
+class _MaskedStream:
+    """stdout or stderr with the password of any URL masked: Hydra writes a failed job's
+    overrides (`Error executing job with overrides: [...]`) straight to stderr, past logging."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(config.masked_uri(text) if "@" in text else text)
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _mask_console() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _MaskedStream):
+            setattr(sys, name, _MaskedStream(stream))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _app(cfg: DictConfig) -> float | None:
+    _mask_console()  # in a launcher's worker too
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     _mask_hydra_files(sweeping)
     if sweeping and (parent := parent_of_this_job()) is not None:
@@ -83,7 +107,13 @@ def _app(cfg: DictConfig) -> float | None:
         if sweeping:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
-    return train(cfg, spec, task, model, module, resumed)
+    try:
+        return train(cfg, spec, task, model, module, resumed)
+    except StoreLost as err:
+        if sweeping:
+            raise  # the sweep runs its other jobs, then names this one
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        sys.exit(1)  # here, not raising, keeps Hydra from adding its own report
 
 
 def _mask_hydra_files(sweeping: bool) -> None:
@@ -153,6 +183,7 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     try:
         if resumed:  # its config, tags and dataset are logged already
             tracking.reopen(client, run_id)
+            client.set_tag(run_id, "checkpoint_dir", str(checkpoint_dir))  # where it goes on, for the next resume
         else:
             watched, mode = monitor(cfg, task)  # what best_val is the best of: read back by rnnexp.tuning
             tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg),
@@ -201,10 +232,16 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
             example = task.splits["test"].tensors[0][:2]
             client.set_tag(run_id, "logged_model", log_model(spec.tracking.uri, run_id, model, example))
     except BaseException as err:
-        try:
-            status = tracking.end_run(client, run_id, err)
-        except Exception as lost:  # the store is gone as well: nothing can close the run now
-            raise StoreLost(spec.tracking.uri, run_id, lost) from err
+        lost = tracking.store_failure(err)
+        try:  # after a store failure, one try to close the run: the client has spent its retries already
+            with tracking.one_try() if lost is not None else contextlib.nullcontext():
+                tracking.check_store_file(logger.store_file)  # not into a deleted store, as if it were there
+                status = tracking.end_run(client, run_id, err)
+        except Exception as closing:  # the store is gone as well: nothing can close the run now
+            reason = lost or tracking.store_failure(closing) or config.masked_uri(" ".join(str(closing).split()))[:200]
+            raise StoreLost(spec.tracking.uri, run_id, reason, closed=None) from err
+        if lost is not None:
+            raise StoreLost(spec.tracking.uri, run_id, lost, closed=status) from err
         if status == "KILLED":  # what to do next: the run goes on from its last checkpoint
             store = "" if spec.tracking.uri == config.TrackingConfig.uri else \
                 f" tracking.uri={config.masked_uri(spec.tracking.uri)}"
@@ -268,16 +305,18 @@ def run_name(cfg: DictConfig, spec: config.TrainConfig, task, overrides) -> str:
 
 
 class StoreLost(RuntimeError):
-    """The tracking store stopped answering in the middle of a run, which stays RUNNING there.
-    (MLflow's client has already retried with backoff: MLFLOW_HTTP_REQUEST_MAX_RETRIES.)"""
+    """The tracking store failed in the middle of a run (a server that stopped answering, a
+    database deleted, read-only or full), after MLflow's client had retried (MLFLOW_HTTP_REQUEST_*,
+    set in `main`). The checkpoints stay in the run's folder; `closed` is the status the run could
+    be given (FAILED), or None where it is left RUNNING."""
 
-    def __init__(self, uri: str, run_id: str, cause: BaseException):
-        found = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(cause))  # e.g. "Connection refused"
-        reason = found.group(1) if found else " ".join(str(cause).split())[:200]
+    def __init__(self, uri: str, run_id: str, reason: str, closed: str | None):
         where = "tracking server" if uri.startswith(("http://", "https://")) else "tracking store"
-        super().__init__(f"the {where} {config.masked_uri(uri)} stopped answering ({reason}); run {run_id} "
-                         f"is left RUNNING there: when it is back, `{PROG} resume={run_id}` with the same "
-                         "tracking options goes on from the last checkpoint")
+        left = f"run {run_id} is {closed} there" if closed else f"run {run_id} is left RUNNING there"
+        store = "" if uri == config.TrackingConfig.uri else f" tracking.uri={config.masked_uri(uri)}"
+        super().__init__(f"the {where} {config.masked_uri(uri)} failed mid-run ({reason}); {left}, its "
+                         f"checkpoints kept: when the store is back, `{PROG} resume={run_id}{store}` goes on from the "
+                         "last one")
 
 
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
@@ -515,12 +554,24 @@ def _exit_with(err: BaseException) -> None:
     sys.exit(2)
 
 
+# How long a run waits for a tracking server that stopped answering before it gives up (MLflow's
+# own defaults wait about 4 minutes a request: 7 retries, backoff factor 2, 120 s timeout): 3
+# retries after 0, 4 and 8 s (+ up to 1 s jitter each), each try given 10 s to answer. A server
+# that refuses connections (down, restarting): about 15 s; one that takes them and never
+# answers: about a minute. Raise MLFLOW_HTTP_REQUEST_MAX_RETRIES to ride out longer restarts.
+STORE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 def main() -> None:
     # Hydra would print its own multi-line report and exit 1; config errors are reported here
     # instead, in one line, and anything else raises with its full traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    _mask_console()
     # as rnnexp.tracking.quiet_store_logs does, without importing MLflow before it is needed
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for key, value in STORE_RETRIES.items():  # the user's own settings win
+        os.environ.setdefault(key, value)
     try:
         # Hydra instantiates callbacks, launcher, sweeper and logging before _app runs: check first
         safety.check_command_line(sys.argv[1:], CONF_DIR, "train")

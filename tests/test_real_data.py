@@ -157,6 +157,21 @@ def test_text_bad_columns_and_empty_files_name_the_key(tmp_path):
         _text_task(tmp_path / "empty.csv", tmp_path).setup()
 
 
+@pytest.mark.parametrize("labels,found", [
+    (["pos"] * 300, "it has 1 class(es) in 300 rows (pos)"),  # it scored accuracy 1.0, and FINISHED
+    ([f"l{i}" for i in range(300)], "it has 300 class(es) in 300 rows (l0, l1, l10, ...)"),  # 0.0
+    (["pos", "neg"] * 149 + ["", "  "], "2 of 300 rows have none"),
+])
+def test_text_refuses_a_dataset_with_nothing_to_classify_naming_the_file(tmp_path, labels, found):
+    with open(tmp_path / "reviews.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows([f"review {i}", label] for i, label in enumerate(labels))
+    with pytest.raises(ConfigError) as err:
+        _text_task(tmp_path / "reviews.csv", tmp_path).setup()
+    assert str(err.value).startswith(f"task.path='{tmp_path / 'reviews.csv'}' is not allowed") and found in str(err.value)
+
+
 def test_text_where_keeps_only_the_rows_with_that_value(tmp_path):
     lines = [{"review": f"film {i} was {'good' if i % 2 else 'bad'}", "sentiment": i % 2,
               "source": "imdb" if i % 3 else "rotten_tomatoes"} for i in range(90)]

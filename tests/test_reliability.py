@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from requests import ConnectionError as ConnectionError_
 from omegaconf import OmegaConf
 
 from rnnexp import tracking
@@ -120,6 +122,37 @@ def test_a_crashed_run_resumes_from_its_logged_checkpoint_when_its_folder_is_gon
     assert "this one is FINISHED" in line
 
 
+def test_resume_writes_in_its_own_folder_never_where_the_store_says_and_keeps_last_ckpt_the_last(tmp_path):
+    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=4", code=CRASH_AT_EPOCH_1)
+    assert proc.returncode != 0
+    (run,) = _runs(client, "delayed_recall")
+    run_id = run.info.run_id
+    moved = tmp_path / "moved"
+    shutil.move(tmp_path / "out" / "checkpoints", moved)  # the run's folder moved to another disk
+    client.set_tag(run_id, "checkpoint_dir", str(moved))
+
+    resumed = _resume(tmp_path, run_id)
+    assert resumed.returncode == 0, resumed.stderr
+    own = tmp_path / "resumed" / "checkpoints"  # the resume command's own output folder (hydra.run.dir)
+    assert sorted(p.name for p in own.glob("last*.ckpt")) == ["last.ckpt"]  # not last-v1.ckpt beside it
+    assert client.get_run(run_id).data.tags["checkpoint_dir"] == str(own)  # where the next resume looks
+    assert sorted(_history(client, run_id, "val/acc")) == [0, 1, 2, 3]
+
+    # a tag edited to any path: read (nothing there), never created nor written
+    crashed, _ = _run(tmp_path / "second", *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1)
+    assert crashed.returncode != 0
+    second = MlflowClient(f"sqlite:///{tmp_path}/second/mlflow.db")
+    (run,) = _runs(second, "delayed_recall")
+    elsewhere = tmp_path / "attacker" / "chosen" / "tree"
+    second.set_tag(run.info.run_id, "checkpoint_dir", str(elsewhere))
+    again = subprocess.run([TRAIN, f"resume={run.info.run_id}", f"tracking.uri=sqlite:///{tmp_path}/second/mlflow.db",
+                            f"hydra.run.dir={tmp_path}/second/resumed"], cwd=tmp_path / "second", capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr  # from the checkpoint the run logged
+    assert not (tmp_path / "attacker").exists()
+    assert (tmp_path / "second" / "resumed" / "checkpoints" / "last.ckpt").is_file()
+
+
 @pytest.mark.integration  # slow: make test-integration
 def test_resume_refuses_what_it_cannot_continue_and_leaves_the_run_as_it_was(tmp_path):
     # a run that crashed in its first epoch: it has no checkpoint
@@ -219,8 +252,8 @@ def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch
     secrets = tracking.secret_keys(cfg)
     assert secrets == {"db.api_key", "db.Password"}
     shown = tracking.masked(OmegaConf.to_container(cfg), secrets)
-    assert shown == {"db": {"uri": "postgresql://ana:***@db.lab/runs", "api_key": "***", "Password": "***", "rows": 3}}
-    assert tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://ana:***@mlflow.lab"
+    assert shown == {"db": {"uri": "postgresql://***@db.lab/runs", "api_key": "***", "Password": "***", "rows": 3}}
+    assert tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://***@mlflow.lab"
     assert tracking.masked_override("+hub.token=abc") == "+hub.token=***"
 
 
@@ -249,14 +282,25 @@ def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_wher
 
 
 def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
+    from rnnexp.tracking import store_failure
     from rnnexp.train import StoreLost
 
-    cause = OSError("HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by "
-                    "NewConnectionError(\"...: [Errno 111] Connection refused\"))")
-    message = str(StoreLost("http://user:pw@h:5000", "abc123", cause))
-    assert "\n" not in message and "pw" not in message  # the password masked
-    assert message.startswith("the tracking server http://user:***@h:5000 stopped answering (Connection refused)")
-    assert "run abc123 is left RUNNING" in message and "rnnexp-train resume=abc123" in message
+    # what MLflow's HTTP client raises once its retries are spent, the connection error as its cause
+    try:
+        try:
+            raise ConnectionError_("HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by "
+                                   "NewConnectionError(\"...: [Errno 111] Connection refused\"))")
+        except ConnectionError_ as cause:
+            raise MlflowException("API request to http://user:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with "
+                                  f"exception {cause}") from cause
+    except MlflowException as err:
+        assert store_failure(err) == "Connection refused"
+    assert store_failure(RuntimeError("injected crash at epoch 1")) is None  # the run's own error: no store failure
+    for closed, left in ((None, "is left RUNNING there"), ("FAILED", "is FAILED there")):
+        message = str(StoreLost("http://user:pw@h:5000", "abc123", "Connection refused", closed=closed))
+        assert "\n" not in message and "pw" not in message  # the password masked
+        assert message.startswith("the tracking server http://***@h:5000 failed mid-run (Connection refused)")
+        assert f"run abc123 {left}" in message and "rnnexp-train resume=abc123 tracking.uri=http://***@h:5000" in message
 
 
 # records the run's status as testing starts (in RNNEXP_TEST_STATUS), then dies there if told to

@@ -97,6 +97,10 @@ EVIL_EXPERIMENTS = {
                                                                   "mode": "w"}}}}},
     "handler": {"hydra": {"job_logging": {"handlers": {"evil": {"class": "logging.os.system",
                                                                   "command": "touch {marker}"}}}}},
+    # no code, but a file anywhere appended to: a log file stays in the run's folder
+    "log file": {"hydra": {"job_logging": {"handlers": {"evil": {"class": "logging.FileHandler",
+                                                                   "filename": "{marker}"}}}}},
+    "log name": {"hydra": {"job": {"name": "../../../../../../../{marker}"}}},  # the log file's name
 }
 
 
@@ -112,7 +116,7 @@ def test_an_experiment_file_that_names_code_is_refused_before_hydra_runs_it(tmp_
     chosen = ["-m", "experiment=output_recurrence,evil"] if sweep else ["experiment=evil"]
     proc, client = _run(tmp_path, *SMALL, "--config-dir", str(tmp_path / "conf"), argv0=[TRAIN, *chosen])
     line = _one_error_line(proc)
-    assert "is not allowed" in line and ("callbacks.evil" in line or "handlers.evil" in line)
+    assert "is not allowed" in line and ("callbacks.evil" in line or "handlers.evil" in line or "job.name" in line)
     assert not marker.exists() and not _runs(client, "delayed_recall") and not _runs(client, "recall_output")
 
 

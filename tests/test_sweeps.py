@@ -269,6 +269,7 @@ def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tm
         repr(max(m.value for m in client.get_metric_history(r.info.run_id, "val/acc"))) for r in runs if r is not parent}
 
     results.unlink()
+    client.set_terminated(parent.info.run_id, "KILLED")  # as if stopped after its last trial: a FINISHED one is not resumed
     again, _ = _sweep(tmp_path, *search, f"resume={parent.info.run_id}")  # the same seeded trials: all done
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skipped: this job already FINISHED") == 2 and "Failed experiment" not in again.stderr

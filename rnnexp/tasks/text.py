@@ -181,6 +181,7 @@ class TextClassification(Task):
         if not texts:
             raise ConfigError("task.path" if self.path else "task.dataset", self.path or self.dataset,
                               "a dataset with at least one example")
+        self._check_labels(labels + (self._columns(raw["test"])[1] if "test" in raw else []))
         val_fraction, test_fraction = self.settings["fractions"]
         if self.path is not None and self.path.lower().endswith((".csv", ".tsv")) and len(texts) < 100 \
                 and (problem := _csv_problem(self.path)):  # few rows: a broken file, rather than a small one?
@@ -209,6 +210,22 @@ class TextClassification(Task):
                 "lengths": torch.tensor([max(1, sum(e.attention_mask)) for e in encodings], dtype=torch.long),
             }
         return stored
+
+    def _check_labels(self, labels: list) -> None:
+        """A classification needs labels, at least two classes, and more than one example of a
+        class on average: else it trains on nothing to learn (one class scores accuracy 1.0,
+        a class per row 0.0), and finishes as if it had."""
+        key, where = ("task.path", self.path) if self.path else ("task.dataset", self.dataset)
+        missing = sum(v is None or v != v or (isinstance(v, str) and not v.strip()) for v in labels)
+        if missing:
+            raise ConfigError(key, where, f"a label in every row of column {self.label_column}; {missing} of "
+                              f"{len(labels)} rows have none")
+        classes = {str(v) for v in labels}
+        if len(classes) < 2 or len(classes) > len(labels) / 2:
+            shown = ", ".join(sorted(classes, key=_label_order)[:3]) + (", ..." if len(classes) > 3 else "")
+            raise ConfigError(key, where, f"a dataset with at least two classes and more than one example per class "
+                              f"on average in column {self.label_column}; it has {len(classes)} class(es) in "
+                              f"{len(labels)} rows ({shown})")
 
     def _train_tokenizer(self, texts: list[str]):
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers

@@ -294,11 +294,11 @@ def test_a_failed_sweep_job_on_a_server_shows_its_password_nowhere(postgres, tmp
     with _team_server(postgres, tmp_path / "served") as (base, _):
         uri = base.replace("http://", f"http://alice:{password}@")
         proc = subprocess.run([sys.executable, "-c", CRASH_AT_EPOCH_1, "-m", "seed=1,2", f"tracking.uri={uri}",
-                               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "trainer.max_epochs=3"],
+                               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3", "trainer.max_epochs=3"],
                               cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert proc.returncode != 0 and "Error executing job with overrides" in proc.stderr, proc.stderr[-3000:]
         assert password not in proc.stdout + proc.stderr
-        assert "tracking.uri=http\\://***@127.0.0.1" in proc.stderr  # as Hydra escapes it, masked
+        assert r"tracking.uri=http\\://***@127.0.0.1" in proc.stderr  # as Hydra escapes it, masked
         for path in tmp_path.rglob("*"):  # the sweep's folders and the server's artifacts
             assert password not in str(path) and (not path.is_file() or password.encode() not in path.read_bytes())
         for table in ("params", "tags", "latest_metrics", "experiment_tags"):

@@ -82,7 +82,8 @@ server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB,
 	@echo "MLflow server on http://$(HOST):$(PORT), artifacts in $(SERVER_ARTIFACTS) (point runs at it: tracking=server MLFLOW_TRACKING_URI=http://$(HOST):$(PORT))"
 	@case "$(HOST)" in 127.0.0.1|localhost|::1) ;; *) case "$(SERVER_ARGS)" in *--app-name*) ;; *) \
 	  echo "warning: HOST=$(HOST) serves every run, and lets anyone who reaches $(PORT) change or delete them, with no authentication: add SERVER_ARGS='--app-name basic-auth' (MLflow's logins) or put it behind a reverse proxy that authenticates" >&2;; esac;; esac
-	$(BIN)/mlflow server --backend-store-uri "$$RNNEXP_SERVER_DB" --artifacts-destination "$(SERVER_ARTIFACTS)" --serve-artifacts --host $(HOST) --port $(PORT) $(SERVER_ARGS)
+	@# the database's URL (its password) through the environment: a command line shows in `ps` to every user
+	MLFLOW_BACKEND_STORE_URI="$$RNNEXP_SERVER_DB" $(BIN)/mlflow server --artifacts-destination "$(SERVER_ARTIFACTS)" --serve-artifacts --host $(HOST) --port $(PORT) $(SERVER_ARGS)
 
 need-exp:
 	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }

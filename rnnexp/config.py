@@ -446,25 +446,31 @@ class TrackingConfig:
         (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, sent as HTTP basic auth), out of
         the URL: in it, they would be taken for part of the host name. A URL whose userinfo is
         ambiguous stays as given, for `check` to refuse."""
+        scheme, sep, rest = self.uri.partition("://")
+        if sep:  # a scheme is case-insensitive (RFC 3986): compared in lower case from here on
+            self.uri = f"{scheme.lower()}://{rest}"
         found = _URI_CREDENTIALS.match(self.uri)
         if found and not _ambiguous_userinfo(self.uri):
             from urllib.parse import unquote
 
-            os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found.group("user"))
-            os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(found.group("password"))
+            if found.group("password") is None:  # `https://TOKEN@host`: a token, sent as a bearer
+                os.environ["MLFLOW_TRACKING_TOKEN"] = unquote(found.group("user"))
+            else:
+                os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found.group("user"))
+                os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(found.group("password"))
             self.uri = found.group("scheme") + found.group("rest")
 
     def check(self) -> None:
         schemes = ("sqlite:///", "postgresql://", "mysql://", "http://", "https://", "databricks")
-        if not self.uri.startswith(schemes):
+        if not self.uri.startswith(schemes) and not re.match(r"(postgresql|mysql)\+\w+://", self.uri):
             raise ConfigError(
-                "tracking.uri", self.uri, "a database or server URI starting with " + ", ".join(schemes)
+                "tracking.uri", _shown(self.uri), "a database or server URI starting with " + ", ".join(schemes)
                 + " (MLflow 3.13+ refuses the ./mlruns file store)"
             )
         if _ambiguous_userinfo(self.uri):
             # split at the first `@` (as SQLAlchemy and urllib do), a password's tail would be
             # taken for the host, and shown as one
-            raise ConfigError("tracking.uri", masked_uri(self.uri), "a URI whose user name and password are "
+            raise ConfigError("tracking.uri", _shown(self.uri), "a URI whose user name and password are "
                               "percent-encoded: write `@` as %40, `/` as %2F, `:` in the user name as %3A, a "
                               "space as %20")
         if self.uri.startswith("sqlite:///"):
@@ -473,27 +479,36 @@ class TrackingConfig:
                 raise ConfigError("tracking.uri", self.uri, f"an SQLite file in an existing folder ({folder} is none)")
 
 
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>https?://)(?P<user>[^/:@\s]*):(?P<password>[^/@\s]*)@(?P<rest>.*)")
+_URI_CREDENTIALS = re.compile(r"(?P<scheme>https?://)(?P<user>[^/:@\s]*)(?::(?P<password>[^/@\s]*))?@(?P<rest>.*)")
 MASK = "***"  # what a secret is shown and logged as
 # a key whose value is a secret
 SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
 # A URI's userinfo, in any text: from the scheme's `://` (which Hydra writes `\://`, and a repr
-# `\\://`) to the last `@` before a space. A password may hold `@`, `/` or `:`, so nothing short
-# of the last `@` is safe to show; masking a path's `@` too costs nothing.
-_USERINFO = re.compile(r"\b([A-Za-z][\w+.-]*\\*://)\S*@")
+# `\\://`) to the last `@` before a quote or the line's end. A password may hold `@`, `/`, `:` or
+# a space, so nothing short of that is safe to show; masking more that holds another `@` costs
+# nothing. (A quote ends a value in a message; in a file of values, a line does.)
+_USERINFO = re.compile(r"\b([A-Za-z][\w+.-]*\\*://)[^\n'\"`]*@")
+_USERINFO_TO_LINE_END = re.compile(r"\b([A-Za-z][\w+.-]*\\*://)[^\n]*@")
 
 
-def masked_uri(text: str) -> str:
+def masked_uri(text: str, lines: bool = False) -> str:
     """`text` with the user name and password of every URI in it masked:
-    `http://alice:pw@host` -> `http://***@host`."""
-    return _USERINFO.sub(lambda found: f"{found.group(1)}{MASK}@", text)
+    `http://alice:pw@host` -> `http://***@host`. `lines`: `text` is a file of values, one a line,
+    where a quote can be part of a password."""
+    return (_USERINFO_TO_LINE_END if lines else _USERINFO).sub(lambda found: f"{found.group(1)}{MASK}@", text)
+
+
+def _shown(uri: str) -> str:
+    """A URI as a message shows it: everything before its last `@` masked, spaces and all."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}" if sep and "@" in rest else masked_uri(uri)
 
 
 def _ambiguous_userinfo(uri: str) -> bool:
     """A userinfo that parsers split differently: more than one `@`, an `@` after a `/`, `?` or
     `#` of the authority, or a space, quote or backslash in it."""
-    _, sep, rest = uri.partition("://")
-    if not sep or "@" not in rest:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest or scheme.lower() == "sqlite":  # a file's path may hold an @
         return False
     userinfo = rest.rsplit("@", 1)[0]
     return rest.count("@") > 1 or any(c in userinfo for c in "/?#\\'\" \t\n")
@@ -753,6 +768,9 @@ def check(cfg: DictConfig) -> TrainConfig:
     """Validate a composed config beyond what its types say; return it as dataclasses."""
     _check_keys(cfg, "")
     experiment = cfg.tracking._get_node("experiment")._value()  # as written
+    if isinstance(experiment, str) and masked_uri(experiment) != experiment:
+        raise ConfigError("tracking.experiment", masked_uri(experiment), "a name with no URI credentials in it: an "
+                          "experiment's name is stored and shown in plain text")
     if isinstance(experiment, str) and "oc.env" in experiment:
         raise ConfigError("tracking.experiment", experiment, "a name written out, not read from the environment "
                           "(which holds secrets): an experiment's name is stored and shown in plain text")

@@ -151,8 +151,9 @@ def _last_checkpoint(client, run_id: str, old: Path | None, folder: Path) -> Pat
     else brought back from its artifacts; checked to load as weights only."""
     import torch
 
-    last = folder / LAST
+    last = source = folder / LAST
     if not last.is_file() and old is not None and (old / LAST).is_file() and old.resolve() != folder:
+        source = old / LAST
         folder.mkdir(parents=True, exist_ok=True)
         for found in old.glob("*.ckpt"):
             if found.is_file():
@@ -167,7 +168,7 @@ def _last_checkpoint(client, run_id: str, old: Path | None, folder: Path) -> Pat
         torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a checkpoint, or holding objects other than weights
         reason = " ".join(str(err).split())[:200]
-        raise config.ConfigError("resume", run_id, f"a run whose checkpoint loads; {last} does not "
+        raise config.ConfigError("resume", run_id, f"a run whose checkpoint loads; {source} does not "
                                  f"({type(err).__name__}: {reason})") from None
     return last
 

@@ -162,6 +162,21 @@ def next_steps(uri: str, experiment_id: str, run_id: str, failed: bool) -> str:
     return "\n".join(lines)
 
 
+def _one_store(overrides: list[str]) -> None:
+    """ConfigError if the sweep sweeps over where runs are tracked: its parent run and its jobs
+    are in one store, checked once before any job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from rnnexp.config import ConfigError, masked_uri
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override() and (override.key_or_group in ("tracking", "resume")
+                                             or override.key_or_group.startswith("tracking.")):
+            raise ConfigError(override.key_or_group, masked_uri(override.input_line.split("=", 1)[-1]),
+                              "one value in a sweep: a sweep's parent run and its jobs are in one store (run one "
+                              "sweep per store)")
+
+
 def _reopen_parent(client: Any, uri: str, parent_id: str) -> Any:
     """The stopped sweep `parent_id`, RUNNING again in this process; ConfigError if it is not a
     sweep, FINISHED, or RUNNING (its own sweep, or another resume of it, still going). Checked and
@@ -241,6 +256,7 @@ class SweepTracking(Callback):
         from rnnexp.config import check_store
 
         tracking.quiet_store_logs()
+        _one_store(typed_overrides(config.hydra.overrides.task))
         tracking_cfg = OmegaConf.to_object(config.tracking)
         tracking_cfg.check()
         check_store(tracking_cfg.uri)  # seconds, not minutes of retries against a store that is not there

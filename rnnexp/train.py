@@ -127,7 +127,7 @@ def _mask_hydra_files(sweeping: bool) -> None:
             text = path.read_text()
         except OSError:
             continue
-        if (masked := config.masked_uri(text)) != text:
+        if (masked := config.masked_uri(text, lines=True)) != text:
             spare = path.with_name(f".{path.name}.{os.getpid()}")
             spare.write_text(masked)
             os.replace(spare, path)  # whole or not at all: jobs of a sweep may do it side by side
@@ -411,8 +411,12 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     watched, mode = monitor(cfg, task)
     schedule = {"scheduler": spec.optim.scheduler.value, "min_lr": spec.optim.min_lr, "lr_factor": spec.optim.lr_factor,
                 "lr_patience": spec.optim.lr_patience, "epochs": spec.trainer.max_epochs, "monitor": watched, "mode": mode}
+    from rnnexp.tracking import masked, secret_keys
+
     built = {"model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),  # as sized: the shapes of the weights
-             "task": OmegaConf.to_container(cfg.task, resolve=True, enum_to_str=True), "seed": spec.seed}
+             "task": OmegaConf.to_container(cfg.task, resolve=True, enum_to_str=True)}
+    # kept in each checkpoint (rnnexp-eval reads it): a value read from the environment masked, as in the store
+    built = {**masked(built, secret_keys(cfg)), "seed": spec.seed}
     module = SequenceModule(model, task, optimizer=spec.optim.optimizer.value, lr=cfg.optim.lr,
                             weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics,
                             schedule=schedule, config=built)

@@ -190,3 +190,67 @@ def test_make_server_on_a_public_address_warns_that_it_has_no_authentication(tmp
         assert "no authentication" in warning[0] and "--app-name basic-auth" in warning[0] and "reverse proxy" in warning[0]
     args = (tmp_path / "args").read_text().split()  # the server got the address and the options
     assert args[args.index("--host") + 1] == host and " ".join(args).endswith(options)
+
+
+@pytest.mark.parametrize("uri,expected_uri,env", [
+    ("HTTP://alice:pw@h:5000", "http://h:5000", {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw"}),
+    ("https://Tok%2Fen@h", "https://h", {"MLFLOW_TRACKING_TOKEN": "Tok/en"}),  # a token alone: a bearer
+    ("postgresql+psycopg://u:p@db/runs", "postgresql+psycopg://u:p@db/runs", {}),  # a driver named: SQLAlchemy's
+])
+def test_credentials_of_a_server_uri_go_to_mlflows_variables(monkeypatch, uri, expected_uri, env):
+    from rnnexp.config import TrackingConfig
+
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    tracking = TrackingConfig(uri=uri)
+    tracking.check()
+    assert tracking.uri == expected_uri
+    for key, value in env.items():
+        assert __import__("os").environ[key] == value
+
+
+@pytest.mark.parametrize("override,hidden", [
+    ("tracking.uri=http://alice:PW secret@127.0.0.1:1", "secret"),  # a space: the mask used to stop there
+    ("tracking.experiment=exp_http://bob:PWsecret2@x", "PWsecret2"),  # stored in plain text: refused
+])
+def test_a_credential_in_an_unusual_place_is_refused_without_being_shown(tmp_path, override, hidden):
+    line = _one_line(_train(tmp_path, "trainer=smoke", override, f"tracking.uri=sqlite:///{tmp_path}/m.db"
+                            if override.startswith("tracking.experiment") else "seed=0"))
+    assert hidden not in line and "***@" in line, line
+    _nothing_holds(tmp_path, hidden)
+
+
+def test_a_sweep_over_stores_is_one_line_before_any_job(tmp_path):
+    """Its parent run went to one store and its jobs to others, each checked only as it started."""
+    line = _one_line(_train(tmp_path, "-m", "trainer=smoke", f"tracking.uri=sqlite:///{tmp_path}/a.db,"
+                            f"http://alice:{SECRET}@127.0.0.1:{_free_port()}"))
+    assert line.startswith("rnnexp-train: error: tracking.uri=") and "one value in a sweep" in line, line
+    assert SECRET not in line and not list(tmp_path.glob("*.db"))
+
+
+def test_a_data_path_read_from_the_environment_is_stored_and_shown_nowhere(tmp_path):
+    """`task.path=${oc.env:...}`: where the data are may itself be a secret (a bucket's key in
+    the path, a user's name): it is not logged, shown or written, only read."""
+    import csv
+    import os
+
+    hidden = tmp_path / "tok-Q9xz7Secret"
+    hidden.mkdir()
+    with open(hidden / "reviews.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows([f"a {'good' if i % 2 else 'bad'} film number {i}", i % 2] for i in range(200))
+    store = tmp_path / "mlflow.db"
+    proc = subprocess.run([TRAIN, "task=text", "model=rnn_final", "task.path=${oc.env:RNNEXP_TEST_DATA}",
+                           f"task.cache_dir={tmp_path / 'cache'}", "trainer=smoke", "tracking.log_model=false",
+                           f"tracking.uri=sqlite:///{store}", f"hydra.run.dir={tmp_path}/out"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RNNEXP_TEST_DATA": str(hidden / "reviews.csv")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Q9xz7Secret" not in proc.stdout + proc.stderr
+    assert b"Q9xz7Secret" not in store.read_bytes()  # params, tags, dataset inputs, run name
+    for path in tmp_path.rglob("*"):  # the run's folder, the logged checkpoints, the tokenised cache
+        if hidden not in path.parents and path != hidden:
+            assert "Q9xz7Secret" not in str(path) and (not path.is_file() or b"Q9xz7Secret" not in path.read_bytes()), path
+    (run,) = MlflowClient(f"sqlite:///{store}").search_runs(["1"])
+    assert run.data.params["task.path"] == "***" and run.info.status == "FINISHED"

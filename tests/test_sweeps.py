@@ -366,7 +366,7 @@ def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_
         assert proc.returncode == 0, proc.stderr[-3000:]  # before: "Name or service not known"
         client = MlflowClient(base)
         (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-        assert run.info.status == "FINISHED" and run.data.params["tracking.uri"] == uri.replace("hunter2", "***")
+        assert run.info.status == "FINISHED" and run.data.params["tracking.uri"] == uri.replace("ana:hunter2", "***")
     assert "hunter2" not in proc.stdout + proc.stderr
     for path in (tmp_path / "out").rglob("*"):  # Hydra's .hydra/*.yaml and train.log
         assert not path.is_file() or path.suffix == ".ckpt" or b"hunter2" not in path.read_bytes(), path

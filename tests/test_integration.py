@@ -401,9 +401,9 @@ def _small_disk(folder: Path, size: str = "16m"):
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-# (A store made read-only mid-run is not provoked: as root, file modes are not enforced, and a
-# mount with the store open for writing refuses to turn read-only. SQLite reports it as it does a
-# full disk, an OperationalError, which takes the same path.)
+# (A store made read-only mid-run is not provoked: a chmod does not reach a file already open, and
+# a mount with the store open for writing refuses to turn read-only. The kernel's remount after an
+# I/O error reaches SQLite as an OperationalError, the path a full disk takes.)
 @pytest.mark.parametrize("fault,undo", [("head -c 64M /dev/zero > {disk}/fill", "rm {disk}/fill")])
 def test_a_store_whose_disk_fills_mid_run_is_one_line_and_loses_no_metric(tmp_path, fault, undo):
     with _small_disk(tmp_path / "disk") as disk:

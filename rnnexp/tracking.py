@@ -351,17 +351,20 @@ def store_failure(error: BaseException) -> str | None:
 
 @contextmanager
 def one_try() -> Iterator[None]:
-    """MLflow's HTTP client tries once, not with its retries: for what a run does after its store
-    has failed (the client has waited out its retries already), so that it ends in seconds."""
-    before = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    """MLflow's HTTP client tries once, given 3 s, not with its retries: for what a run does after
+    its store has failed (the client has waited out its retries already), so that it ends in
+    seconds, and still closes its run if the store is back."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    before = {key: os.environ.get(key) for key in keys}
+    os.environ.update(keys)
     try:
         yield
     finally:  # a sweep's next job in this process retries as usual
-        if before is None:
-            del os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-        else:
-            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = before
+        for key, value in before.items():
+            if value is None:
+                del os.environ[key]
+            else:
+                os.environ[key] = value
 
 
 def _reason(text: str) -> str:

@@ -560,11 +560,12 @@ def _exit_with(err: BaseException) -> None:
 
 # How long a run waits for a tracking server that stopped answering before it gives up (MLflow's
 # own defaults wait about 4 minutes a request: 7 retries, backoff factor 2, 120 s timeout): 3
-# retries after 0, 4 and 8 s (+ up to 1 s jitter each), each try given 10 s to answer. A server
-# that refuses connections (down, restarting): about 15 s; one that takes them and never
-# answers: about a minute. Raise MLFLOW_HTTP_REQUEST_MAX_RETRIES to ride out longer restarts.
+# retries after 0, 4 and 8 s (+ up to 1 s jitter each), each try given 8 s to answer; then one
+# try of 3 s each to write what waits and close the run (tracking.one_try). A server that refuses
+# connections (down, restarting): about 15 s; one that takes them and never answers: about 50 s.
+# Raise MLFLOW_HTTP_REQUEST_MAX_RETRIES to ride out longer restarts.
 STORE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
 
 
 def main() -> None:

@@ -520,14 +520,30 @@ def store_lock(uri: str) -> Iterator[None]:
     in it: MLflow does neither atomically, and processes started together on a new store would
     interleave their migrations (and leave it broken) or create the experiment twice. A file lock
     beside the database (`FILE.lock`); a server or another database serialises these itself."""
-    if not uri.startswith("sqlite:///") or os.name == "nt":
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with file_lock(sqlite_path(uri) + ".lock"):
+        yield
+
+
+@contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """An exclusive lock on the file `path` (made if missing), let go when the file closes or the
+    process dies; nothing on Windows, which has no flock."""
+    if os.name == "nt":
         yield
         return
     import fcntl
 
-    with open(os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0]) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # let go when the file closes, or the process dies
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def sqlite_path(uri: str) -> str:
+    """The absolute path of the file an `sqlite:///` URI names (less any `?options`)."""
+    return os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
 
 
 STORE_TIMEOUT_S = 5  # how long the store check waits for a server or database to answer
@@ -541,7 +557,7 @@ def check_store(uri: str) -> None:
     import tempfile
 
     if uri.startswith("sqlite:///"):
-        path = os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
+        path = sqlite_path(uri)
         try:  # SQLite writes its journal beside the database: the folder must take new files
             with tempfile.NamedTemporaryFile(dir=os.path.dirname(path)):
                 pass
@@ -588,9 +604,10 @@ def _check_server(uri: str) -> None:
         raise ConfigError("tracking.uri", shown, f"a tracking server that answers within {STORE_TIMEOUT_S} s "
                           f"({reason})") from None
     try:
-        if "experiments" not in json.loads(body) and json.loads(body) != {}:
+        answer = json.loads(body)
+        if "experiments" not in answer and answer != {}:  # {}: a store with no experiment yet
             raise ValueError
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError):
         raise ConfigError("tracking.uri", shown, "an MLflow tracking server (its REST API answered, but not with "
                           "MLflow's JSON)") from None
 
@@ -606,9 +623,9 @@ def _check_database(uri: str) -> None:
     except Exception:
         raise ConfigError("tracking.uri", shown, "a database URI as SQLAlchemy reads it "
                           "(dialect[+driver]://user:password@host[:port]/database)") from None
-    timeout = {"connect_timeout": STORE_TIMEOUT_S} if url.get_backend_name() in ("postgresql", "mysql") else {}
-    try:
-        engine = sqlalchemy.create_engine(url, connect_args=timeout, poolclass=sqlalchemy.pool.NullPool)
+    try:  # (psycopg's and the MySQL drivers' connect_timeout, in seconds)
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": STORE_TIMEOUT_S},
+                                          poolclass=sqlalchemy.pool.NullPool)
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT 1"))
     except ModuleNotFoundError as err:

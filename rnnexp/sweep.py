@@ -213,19 +213,17 @@ def resume_lock(uri: str, run_id: str) -> Iterator[None]:
     """Held while a resume checks and sets its run's status: for an SQLite store, the store's own
     lock; for a server, a lock file per run on this host (MLflow has no compare-and-set: two hosts
     resuming one sweep in the same instant are not told apart)."""
-    from rnnexp.config import store_lock
-
-    if uri.startswith("sqlite:///") or os.name == "nt":
-        with store_lock(uri):
-            yield
-        return
-    import fcntl
     import hashlib
     import tempfile
 
+    from rnnexp.config import file_lock, store_lock
+
+    if uri.startswith("sqlite:///"):
+        with store_lock(uri):
+            yield
+        return
     name = hashlib.sha256(f"{uri}\n{run_id}".encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"rnnexp-resume-{name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(str(Path(tempfile.gettempdir()) / f"rnnexp-resume-{name}.lock")):
         yield
 
 
@@ -234,9 +232,7 @@ class SweepTracking(Callback):
         """Check the store and create (or reopen) the sweep's parent run, before any job. Hydra
         only warns when a callback raises, and would run every job: a sweep that cannot start
         exits here, in one line."""
-        from rnnexp.config import ConfigError
-
-        from rnnexp.config import masked_uri
+        from rnnexp.config import ConfigError, masked_uri
 
         try:
             self._start(config)

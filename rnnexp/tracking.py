@@ -15,8 +15,8 @@ import re
 import socket
 import subprocess
 import time
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from typing import TYPE_CHECKING
@@ -25,7 +25,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.config import MASK, NOT_IDENTITY, SECRET_KEY, TrackingConfig, TrainConfig, masked_uri, store_lock
+from rnnexp.config import (MASK, NOT_IDENTITY, SECRET_KEY, TrackingConfig, TrainConfig, masked_uri, sqlite_path,
+                           store_lock)
 
 if TYPE_CHECKING:  # torch and Lightning take seconds to import: a sweep's own process needs neither
     from rnnexp.tasks.base import DataSource, Task
@@ -297,7 +298,7 @@ def store_file(uri: str) -> tuple[str, tuple[int, int]] | None:
     """An SQLite store's path and identity (device, inode); None for a server or database."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
+    path = sqlite_path(uri)
     try:
         found = os.stat(path)
     except FileNotFoundError:  # not created yet: nothing to watch

@@ -95,9 +95,12 @@ class ModelConfig:
 
     def check(self) -> None:
         if self.params is not None and self.hidden_size != ModelConfig.hidden_size:
-            raise ConfigError("model.hidden_size", self.hidden_size,
-                              f"left at {ModelConfig.hidden_size} with model.params={self.params}: the hidden size "
-                              "is solved from model.params")
+            raise ConfigError(
+                "model.hidden_size",
+                self.hidden_size,
+                f"left at {ModelConfig.hidden_size} with model.params={self.params}: the hidden size "
+                "is solved from model.params",
+            )
 
 
 @dataclass
@@ -155,8 +158,7 @@ class MLPBagConfig(ModelConfig):
 
 
 MODELS: dict[str, type[ModelConfig]] = {
-    m.name: m
-    for m in (RNNHiddenConfig, RNNOutputConfig, RNNFinalConfig, MLPWindowConfig, MLPBagConfig)
+    m.name: m for m in (RNNHiddenConfig, RNNOutputConfig, RNNFinalConfig, MLPWindowConfig, MLPBagConfig)
 }
 
 
@@ -341,8 +343,9 @@ class TextConfig(DataTaskConfig):
 
     def check(self) -> None:
         if (self.dataset is None) == (self.path is None):
-            raise ConfigError("task.dataset", self.dataset,
-                              "exactly one of task.dataset (a hub name) and task.path (a local file)")
+            raise ConfigError(
+                "task.dataset", self.dataset, "exactly one of task.dataset (a hub name) and task.path (a local file)"
+            )
         if self.path is not None:
             _check_file("task.path", self.path, TEXT_SUFFIXES)
         if self.where is not None and not re.fullmatch(r"[^:]+:.*", self.where):
@@ -351,8 +354,17 @@ class TextConfig(DataTaskConfig):
 
 TASKS: dict[str, type[TaskConfig]] = {
     t.name: t
-    for t in (DelayedRecallConfig, RunningParityConfig, CopyMemoryConfig, AddingConfig,
-              PronounReferenceConfig, NegatedSentimentConfig, DigitsConfig, CharLMConfig, TextConfig)
+    for t in (
+        DelayedRecallConfig,
+        RunningParityConfig,
+        CopyMemoryConfig,
+        AddingConfig,
+        PronounReferenceConfig,
+        NegatedSentimentConfig,
+        DigitsConfig,
+        CharLMConfig,
+        TextConfig,
+    )
 }
 
 
@@ -423,8 +435,11 @@ class TrainerConfig:
             raise ConfigError("trainer.strategy", self.strategy, "one of " + ", ".join(strategies))
         precisions = ("32-true", "64-true", "bf16-mixed") + (() if self.accelerator == "cpu" else ("16-mixed",))
         if self.precision not in precisions:
-            raise ConfigError("trainer.precision", self.precision, f"one of {', '.join(precisions)} with "
-                              f"trainer.accelerator={self.accelerator}")
+            raise ConfigError(
+                "trainer.precision",
+                self.precision,
+                f"one of {', '.join(precisions)} with trainer.accelerator={self.accelerator}",
+            )
 
 
 @dataclass
@@ -464,17 +479,24 @@ class TrackingConfig:
         schemes = ("sqlite:///", "postgresql://", "mysql://", "http://", "https://", "databricks")
         if not self.uri.startswith(schemes) and not re.match(r"(postgresql|mysql)\+\w+://", self.uri):
             raise ConfigError(
-                "tracking.uri", _shown(self.uri), "a database or server URI starting with " + ", ".join(schemes)
-                + " (MLflow 3.13+ refuses the ./mlruns file store)"
+                "tracking.uri",
+                _shown(self.uri),
+                "a database or server URI starting with "
+                + ", ".join(schemes)
+                + " (MLflow 3.13+ refuses the ./mlruns file store)",
             )
         if _ambiguous_userinfo(self.uri):
             # split at the first `@` (as SQLAlchemy and urllib do), a password's tail would be
             # taken for the host, and shown as one
-            raise ConfigError("tracking.uri", _shown(self.uri), "a URI whose user name and password are "
-                              "percent-encoded: write `@` as %40, `/` as %2F, `:` in the user name as %3A, a "
-                              "space as %20")
+            raise ConfigError(
+                "tracking.uri",
+                _shown(self.uri),
+                "a URI whose user name and password are "
+                "percent-encoded: write `@` as %40, `/` as %2F, `:` in the user name as %3A, a "
+                "space as %20",
+            )
         if self.uri.startswith("sqlite:///"):
-            folder = os.path.dirname(os.path.abspath(self.uri[len("sqlite:///"):]))
+            folder = os.path.dirname(os.path.abspath(self.uri[len("sqlite:///") :]))
             if not os.path.isdir(folder):
                 raise ConfigError("tracking.uri", self.uri, f"an SQLite file in an existing folder ({folder} is none)")
 
@@ -543,7 +565,7 @@ def file_lock(path: str) -> Iterator[None]:
 
 def sqlite_path(uri: str) -> str:
     """The absolute path of the file an `sqlite:///` URI names (less any `?options`)."""
-    return os.path.abspath(uri[len("sqlite:///"):].split("?", 1)[0])
+    return os.path.abspath(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
 STORE_TIMEOUT_S = 5  # how long the store check waits for a server or database to answer
@@ -562,8 +584,11 @@ def check_store(uri: str) -> None:
             with tempfile.NamedTemporaryFile(dir=os.path.dirname(path)):
                 pass
         except OSError as err:
-            raise ConfigError("tracking.uri", uri, f"an SQLite file in a folder this process can write "
-                              f"({os.path.dirname(path)}: {err.strerror})") from None
+            raise ConfigError(
+                "tracking.uri",
+                uri,
+                f"an SQLite file in a folder this process can write ({os.path.dirname(path)}: {err.strerror})",
+            ) from None
         if os.path.exists(path):
             with store_lock(uri):  # not while another process creates the schema
                 _check_sqlite(uri, path)
@@ -594,22 +619,29 @@ def _check_server(uri: str) -> None:
             body = answer.read(1 << 20)
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
-            raise ConfigError("tracking.uri", shown, f"a tracking server that accepts these credentials (HTTP "
-                              f"{err.code}: give user:password@ in the URI, or MLFLOW_TRACKING_USERNAME and "
-                              "MLFLOW_TRACKING_PASSWORD)") from None
-        raise ConfigError("tracking.uri", shown, f"an MLflow tracking server (its REST API answered HTTP {err.code} "
-                          f"{err.reason})") from None
+            raise ConfigError(
+                "tracking.uri",
+                shown,
+                f"a tracking server that accepts these credentials (HTTP "
+                f"{err.code}: give user:password@ in the URI, or MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD)",
+            ) from None
+        raise ConfigError(
+            "tracking.uri", shown, f"an MLflow tracking server (its REST API answered HTTP {err.code} {err.reason})"
+        ) from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise ConfigError("tracking.uri", shown, f"a tracking server that answers within {STORE_TIMEOUT_S} s "
-                          f"({reason})") from None
+        raise ConfigError(
+            "tracking.uri", shown, f"a tracking server that answers within {STORE_TIMEOUT_S} s ({reason})"
+        ) from None
     try:
         answer = json.loads(body)
         if "experiments" not in answer and answer != {}:  # {}: a store with no experiment yet
             raise ValueError
     except (ValueError, TypeError):
-        raise ConfigError("tracking.uri", shown, "an MLflow tracking server (its REST API answered, but not with "
-                          "MLflow's JSON)") from None
+        raise ConfigError(
+            "tracking.uri", shown, "an MLflow tracking server (its REST API answered, but not with MLflow's JSON)"
+        ) from None
 
 
 def _check_database(uri: str) -> None:
@@ -621,20 +653,29 @@ def _check_database(uri: str) -> None:
     try:
         url = sqlalchemy.engine.make_url(uri)
     except Exception:
-        raise ConfigError("tracking.uri", shown, "a database URI as SQLAlchemy reads it "
-                          "(dialect[+driver]://user:password@host[:port]/database)") from None
+        raise ConfigError(
+            "tracking.uri",
+            shown,
+            "a database URI as SQLAlchemy reads it (dialect[+driver]://user:password@host[:port]/database)",
+        ) from None
     try:  # (psycopg's and the MySQL drivers' connect_timeout, in seconds)
-        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": STORE_TIMEOUT_S},
-                                          poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(
+            url, connect_args={"connect_timeout": STORE_TIMEOUT_S}, poolclass=sqlalchemy.pool.NullPool
+        )
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT 1"))
     except ModuleNotFoundError as err:
-        raise ConfigError("tracking.uri", shown, f"a database whose driver is installed (no module {err.name}; "
-                          "install it, or name an installed one: dialect+driver://...)") from None
+        raise ConfigError(
+            "tracking.uri",
+            shown,
+            f"a database whose driver is installed (no module {err.name}; "
+            "install it, or name an installed one: dialect+driver://...)",
+        ) from None
     except Exception as err:
         reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
-        raise ConfigError("tracking.uri", shown, f"a database server that answers within {STORE_TIMEOUT_S} s "
-                          f"({masked_uri(reason)})") from None
+        raise ConfigError(
+            "tracking.uri", shown, f"a database server that answers within {STORE_TIMEOUT_S} s ({masked_uri(reason)})"
+        ) from None
 
 
 def _check_sqlite(uri: str, path: str) -> None:
@@ -650,16 +691,23 @@ def _check_sqlite(uri: str, path: str) -> None:
             # a page overwritten inside leaves the header intact: only reading the pages tells
             problems = [" ".join(row[0].split()) for row in con.execute("PRAGMA quick_check(3)")]
             tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            revision = (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0] \
-                if "alembic_version" in tables else None
+            revision = (
+                (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0]
+                if "alembic_version" in tables
+                else None
+            )
         finally:
             con.close()
     except sqlite3.Error as err:
         raise ConfigError("tracking.uri", uri, f"a writable SQLite database ({path}: {err})") from None
     if problems != ["ok"]:
-        raise ConfigError("tracking.uri", uri, f"an intact SQLite database; {path} is corrupt inside "
-                          f"({'; '.join(problems)}): restore it from a backup, or recover what is readable "
-                          f"with `sqlite3 {path} .recover`")
+        raise ConfigError(
+            "tracking.uri",
+            uri,
+            f"an intact SQLite database; {path} is corrupt inside "
+            f"({'; '.join(problems)}): restore it from a backup, or recover what is readable "
+            f"with `sqlite3 {path} .recover`",
+        )
     _check_schema(uri, path, tables, revision)
 
 
@@ -673,12 +721,18 @@ def _check_schema(uri: str, path: str, tables: set[str], revision: str | None) -
     leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
     head = _get_latest_schema_revision()
     if leftovers or revision != head:
-        found = f"tables {', '.join(leftovers)} left by a migration cut short" if leftovers else \
-            f"schema version {revision}, not {head}"
+        found = (
+            f"tables {', '.join(leftovers)} left by a migration cut short"
+            if leftovers
+            else f"schema version {revision}, not {head}"
+        )
         drop = "; ".join(f"DROP TABLE {t}" for t in leftovers)
         repair = (f"sqlite3 {path} '{drop}', then " if leftovers else "") + f"mlflow db upgrade sqlite:///{path}"
-        raise ConfigError("tracking.uri", uri, f"a store whose schema is complete; {path} has {found}: back it "
-                          f"up, then repair it with `{repair}`")
+        raise ConfigError(
+            "tracking.uri",
+            uri,
+            f"a store whose schema is complete; {path} has {found}: back it up, then repair it with `{repair}`",
+        )
 
 
 @dataclass
@@ -702,8 +756,9 @@ class OptimConfig:
         if len(set(self.lr_shared_over)) != len(self.lr_shared_over):
             raise ConfigError("optim.lr_shared_over", list(self.lr_shared_over), "each key once")
         if self.scheduler != Scheduler.none and self.min_lr >= self.lr and self.lr_from is None:
-            raise ConfigError("optim.min_lr", self.min_lr, f"below optim.lr ({self.lr}) with optim.scheduler="
-                              f"{self.scheduler.value}")
+            raise ConfigError(
+                "optim.min_lr", self.min_lr, f"below optim.lr ({self.lr}) with optim.scheduler={self.scheduler.value}"
+            )
 
 
 @dataclass
@@ -726,8 +781,9 @@ class TrainConfig:
     def check(self) -> None:
         cores = os.cpu_count() or 1
         if self.threads is not None and self.threads > 4 * cores:  # torch crashes on 100000 (a segfault)
-            raise ConfigError("threads", self.threads, f"<= {4 * cores} (4 x this machine's {cores} cores), or null "
-                              "for one per core")
+            raise ConfigError(
+                "threads", self.threads, f"<= {4 * cores} (4 x this machine's {cores} cores), or null for one per core"
+            )
 
 
 NOT_IDENTITY = ("tracking", "resume", "hydra")  # where a run is tracked and how it started: not what it is
@@ -773,9 +829,11 @@ def _check_keys(node: DictConfig, prefix: str) -> None:
     for key in node.keys():
         if key != "hydra" and key not in known and not str(key).startswith("_"):
             value = OmegaConf.to_container(node, resolve=False)[key]  # unresolved: a secret stays a ${...}
-            raise ConfigError(f"{prefix}{key}", MASK if SECRET_KEY.search(str(key)) else value,
-                              f"a key of the config; allowed keys{' of ' + prefix[:-1] if prefix else ''}: "
-                              + ", ".join(known))
+            raise ConfigError(
+                f"{prefix}{key}",
+                MASK if SECRET_KEY.search(str(key)) else value,
+                f"a key of the config; allowed keys{' of ' + prefix[:-1] if prefix else ''}: " + ", ".join(known),
+            )
         child = node._get_node(key)
         if isinstance(child, DictConfig):
             _check_keys(child, f"{prefix}{key}.")
@@ -786,11 +844,18 @@ def check(cfg: DictConfig) -> TrainConfig:
     _check_keys(cfg, "")
     experiment = cfg.tracking._get_node("experiment")._value()  # as written
     if isinstance(experiment, str) and masked_uri(experiment) != experiment:
-        raise ConfigError("tracking.experiment", masked_uri(experiment), "a name with no URI credentials in it: an "
-                          "experiment's name is stored and shown in plain text")
+        raise ConfigError(
+            "tracking.experiment",
+            masked_uri(experiment),
+            "a name with no URI credentials in it: an experiment's name is stored and shown in plain text",
+        )
     if isinstance(experiment, str) and "oc.env" in experiment:
-        raise ConfigError("tracking.experiment", experiment, "a name written out, not read from the environment "
-                          "(which holds secrets): an experiment's name is stored and shown in plain text")
+        raise ConfigError(
+            "tracking.experiment",
+            experiment,
+            "a name written out, not read from the environment "
+            "(which holds secrets): an experiment's name is stored and shown in plain text",
+        )
     obj: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     _check_fields(obj, "")
     for group in ("model", "task", "trainer", "tracking", "optim"):
@@ -800,9 +865,7 @@ def check(cfg: DictConfig) -> TrainConfig:
     if task.output not in model.outputs:
         fit = [name for name, m in MODELS.items() if task.output in m.outputs]
         what = "an output at every step" if task.output == STEP else "one output per sequence"
-        raise MismatchError(
-            "model", model.name, f"task={task.name} needs {what}; models that fit: {', '.join(fit)}"
-        )
+        raise MismatchError("model", model.name, f"task={task.name} needs {what}; models that fit: {', '.join(fit)}")
     return obj
 
 
@@ -814,7 +877,9 @@ def check_plain(tree: Any, where: str) -> None:
         if isinstance(value, (dict, list)):
             check_plain(value, f"{where}.{key}")
         elif isinstance(value, str) and "${" in value:
-            raise ConfigError(f"{where}.{key}", value, "a plain value: a config read from a file holds no interpolation")
+            raise ConfigError(
+                f"{where}.{key}", value, "a plain value: a config read from a file holds no interpolation"
+            )
 
 
 def package_data(package: str, path: str) -> str:

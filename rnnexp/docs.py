@@ -56,16 +56,38 @@ def results_view(folder: Path) -> str:
     keys = _keys(table)
     tasks = table["task"].nunique() > 1
     teacher = table["teacher_forced_mean"].notna().any()
-    head = [*(["task"] if tasks else []), "model", "pattern", *keys, "parameters", "test metric (mean ± std)", "95% CI",
-            *(["teacher-forced"] if teacher else []), "chance", "vs chance (t over seeds)", "binomial (pooled steps)",
-            "seeds"]
+    head = [
+        *(["task"] if tasks else []),
+        "model",
+        "pattern",
+        *keys,
+        "parameters",
+        "test metric (mean ± std)",
+        "95% CI",
+        *(["teacher-forced"] if teacher else []),
+        "chance",
+        "vs chance (t over seeds)",
+        "binomial (pooled steps)",
+        "seeds",
+    ]
     rows = []
     for _, r in table.iterrows():
-        rows.append([*([r["task"]] if tasks else []), f"`{r['label']}`", str(r["pattern"]),
-                     *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys], "" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}",
-                     f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if r["n_seeds"] > 1 else ""),
-                     interval(r), *([number(r["teacher_forced_mean"])] if teacher else []), number(r["chance"]),
-                     r["vs_chance"], binomial(r), str(r["n_seeds"])])
+        rows.append(
+            [
+                *([r["task"]] if tasks else []),
+                f"`{r['label']}`",
+                str(r["pattern"]),
+                *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys],
+                "" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}",
+                f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if r["n_seeds"] > 1 else ""),
+                interval(r),
+                *([number(r["teacher_forced_mean"])] if teacher else []),
+                number(r["chance"]),
+                r["vs_chance"],
+                binomial(r),
+                str(r["n_seeds"]),
+            ]
+        )
     return markdown_table(head, rows)
 
 
@@ -73,20 +95,36 @@ def comparisons_view(folder: Path, name: str | None = None) -> str:
     found = pd.read_csv(folder / "comparisons.csv")
     if name:
         if name not in set(found["comparison"]):
-            raise DocsError(f"view=comparisons {name}: no such comparison in {folder / 'comparisons.csv'}; "
-                            f"comparisons: {', '.join(dict.fromkeys(found['comparison']))}")
+            raise DocsError(
+                f"view=comparisons {name}: no such comparison in {folder / 'comparisons.csv'}; "
+                f"comparisons: {', '.join(dict.fromkeys(found['comparison']))}"
+            )
         found = found[found["comparison"] == name]
     at = [c for c in found.columns[1 : list(found.columns).index("a")] if found[c].nunique() > 1]
     differ = "models_differ_in" in found and found["models_differ_in"].notna().any()  # empty cells read as NaN
-    head = [*([] if name else ["comparison"]), *at, "a", "b", *(["models differ in"] if differ else []),
-            "a − b [95% CI]", "verdict (Welch's t-test, Holm-adjusted)"]
+    head = [
+        *([] if name else ["comparison"]),
+        *at,
+        "a",
+        "b",
+        *(["models differ in"] if differ else []),
+        "a − b [95% CI]",
+        "verdict (Welch's t-test, Holm-adjusted)",
+    ]
     rows = []
     for _, r in found.iterrows():
         interval = "" if pd.isna(r["ci95_low"]) else f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
-        rows.append([*([] if name else [r["comparison"]]), *[str(r[k]).removesuffix(".0") for k in at],
-                     f"`{r['a']}`", f"`{r['b']}`", *([str(r["models_differ_in"]) if not pd.isna(r["models_differ_in"])
-                                                     else ""] if differ else []),
-                     f"{r['difference']:+.3f}{interval}", r["verdict"]])
+        rows.append(
+            [
+                *([] if name else [r["comparison"]]),
+                *[str(r[k]).removesuffix(".0") for k in at],
+                f"`{r['a']}`",
+                f"`{r['b']}`",
+                *([str(r["models_differ_in"]) if not pd.isna(r["models_differ_in"]) else ""] if differ else []),
+                f"{r['difference']:+.3f}{interval}",
+                r["verdict"],
+            ]
+        )
     return markdown_table(head, rows)
 
 
@@ -119,9 +157,16 @@ def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
         raise DocsError(f"view={view} {task}: no variants of task {task!r} with a {key} in {folder}")
     # keys that tell a model's rows apart at one value of the axis; one that moves with the axis
     # (a size or rate chosen per reading) stays in results.md, so each model is one row
-    others = [k for k in _keys(table) if k != key and mine[k].nunique(dropna=False) > 1
-              and (mine.groupby(["label", key], dropna=False)[k].nunique(dropna=False).max() > 1
-                   or mine.groupby("label")[k].nunique(dropna=False).max() == 1)]
+    others = [
+        k
+        for k in _keys(table)
+        if k != key
+        and mine[k].nunique(dropna=False) > 1
+        and (
+            mine.groupby(["label", key], dropna=False)[k].nunique(dropna=False).max() > 1
+            or mine.groupby("label")[k].nunique(dropna=False).max() == 1
+        )
+    ]
     distances = sorted(mine[key].dropna().unique())
     head = ["model", *others, *[_column(short, d) for d in distances]]
     rows = []
@@ -152,7 +197,9 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
         raise DocsError(f"{readme}: {folder}: not a results file of rnnexp-report ({err})") from None
     except DocsError as err:
         raise DocsError(f"{readme}: {err}") from None
-    raise DocsError(f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK, by-length TASK, by-read TASK")
+    raise DocsError(
+        f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK, by-length TASK, by-read TASK"
+    )
 
 
 def generate(readme: Path) -> tuple[str, list[str], int]:
@@ -179,15 +226,22 @@ def generate(readme: Path) -> tuple[str, list[str], int]:
             match, body = block["match"], "".join(block["body"])
             new = render(readme, match["folder"], match["view"], match["arg"])
             if new != body:
-                differed.append(f"line {block['line']}: {match['folder']} view={match['view']}"
-                                + (f" {match['arg']}" if match["arg"] else ""))
+                differed.append(
+                    f"line {block['line']}: {match['folder']} view={match['view']}"
+                    + (f" {match['arg']}" if match["arg"] else "")
+                )
             out += [new, line]
             block, count = None, count + 1
         else:
-            what = "a start marker inside an open block" if start else (
-                "an end marker without a start" if line.strip() == END else "a marker that does not parse")
-            raise DocsError(f"{readme}, line {number}: {what}: {line.strip()!r} (markers: "
-                            "'<!-- rnnexp:results FOLDER view=VIEW [ARG] -->' ... '<!-- rnnexp:end -->', each on its own line)")
+            what = (
+                "a start marker inside an open block"
+                if start
+                else ("an end marker without a start" if line.strip() == END else "a marker that does not parse")
+            )
+            raise DocsError(
+                f"{readme}, line {number}: {what}: {line.strip()!r} (markers: "
+                "'<!-- rnnexp:results FOLDER view=VIEW [ARG] -->' ... '<!-- rnnexp:end -->', each on its own line)"
+            )
     if block is not None:
         raise DocsError(f"{readme}, line {block['line']}: a block without its end marker ({END})")
     return "".join(out), differed, count
@@ -198,10 +252,14 @@ def readmes() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description="Rewrite (or --check) the generated results blocks "
-                                     "of the READMEs from their results files.")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Rewrite (or --check) the generated results blocks of the READMEs from their results files.",
+    )
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs")
-    parser.add_argument("readme", nargs="*", type=Path, help="README files (default: README.md, experiments/*/README.md)")
+    parser.add_argument(
+        "readme", nargs="*", type=Path, help="README files (default: README.md, experiments/*/README.md)"
+    )
     args = parser.parse_args(argv)
     stale = []
     try:
@@ -214,8 +272,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(2)
     if args.check and stale:
-        print("generated blocks that differ from their results files (edited by hand, or the files changed; "
-              "`make docs` rewrites them):\n  " + "\n  ".join(stale), file=sys.stderr)
+        print(
+            "generated blocks that differ from their results files (edited by hand, or the files changed; "
+            "`make docs` rewrites them):\n  " + "\n  ".join(stale),
+            file=sys.stderr,
+        )
         sys.exit(1)
     print(f"{len(stale)} block(s) {'differ' if args.check else 'rewritten'}")
 

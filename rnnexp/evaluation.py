@@ -37,8 +37,21 @@ PROG = "rnnexp-eval"
 # what an evaluation may change besides task keys: fresh data, and where it runs
 OTHER_KEYS = ("seed", "trainer.accelerator")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-TAGS_KEPT = ("pattern", "model", "cell", "task", "metric", "better", "monitor", "monitor_mode", "stopped_by",
-             "dataset_name", "dataset_digest", "lr_from", "smoke")
+TAGS_KEPT = (
+    "pattern",
+    "model",
+    "cell",
+    "task",
+    "metric",
+    "better",
+    "monitor",
+    "monitor_mode",
+    "stopped_by",
+    "dataset_name",
+    "dataset_digest",
+    "lr_from",
+    "smoke",
+)
 
 
 class EvalError(ValueError):
@@ -69,9 +82,11 @@ def parse_overrides(overrides: list[str], task_schema: type) -> dict[str, Any]:
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value):
             value = int(value)  # one spelling of a number: evaluated_with finds the earlier evaluation
         if key.startswith("task."):
-            if key[len("task."):] not in task_keys:
-                raise EvalError(f"{key}={text!r} is not allowed: {key} is not a key of task {task_schema.name}; "
-                                f"its keys: {', '.join(task_keys)}")
+            if key[len("task.") :] not in task_keys:
+                raise EvalError(
+                    f"{key}={text!r} is not allowed: {key} is not a key of task {task_schema.name}; "
+                    f"its keys: {', '.join(task_keys)}"
+                )
         elif key == "seed":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise EvalError(f"seed={text!r} is not allowed: an integer >= 0 (fresh data for the evaluation)")
@@ -79,8 +94,10 @@ def parse_overrides(overrides: list[str], task_schema: type) -> dict[str, Any]:
             if value not in ACCELERATORS:
                 raise EvalError(f"trainer.accelerator={text!r} is not allowed: one of {', '.join(ACCELERATORS)}")
         else:
-            raise EvalError(f"{key}={text!r} is not allowed at evaluation: the model is the trained one; give task.* "
-                            "keys that keep its shapes, seed or trainer.accelerator")
+            raise EvalError(
+                f"{key}={text!r} is not allowed at evaluation: the model is the trained one; give task.* "
+                "keys that keep its shapes, seed or trainer.accelerator"
+            )
         if key in parsed:
             raise EvalError(f"{key} is given twice ({key}={_text(parsed[key])} and {override}): give it once")
         parsed[key] = value
@@ -108,7 +125,9 @@ def task_config(trained: dict, changes: dict[str, Any]):
     schema = _task_schema(trained)
     node = OmegaConf.structured(schema)
     try:
-        node = OmegaConf.merge(node, trained, {k[len("task."):]: v for k, v in changes.items() if k.startswith("task.")})
+        node = OmegaConf.merge(
+            node, trained, {k[len("task.") :]: v for k, v in changes.items() if k.startswith("task.")}
+        )
         config._check_fields(OmegaConf.to_object(node), "task.")
     except config.ConfigError as err:
         raise EvalError(str(err)) from None
@@ -143,8 +162,11 @@ def best_checkpoint(client, run, folder: Path) -> Path:
             items = [item.path for item in client.list_artifacts(run_id, entry.path)]
             checkpoints = [path for path in items if path.endswith(".ckpt")]
             if checkpoints:
-                meta = _metadata(client, run_id, f"{entry.path}/metadata.yaml", folder) if \
-                    f"{entry.path}/metadata.yaml" in items else {}
+                meta = (
+                    _metadata(client, run_id, f"{entry.path}/metadata.yaml", folder)
+                    if f"{entry.path}/metadata.yaml" in items
+                    else {}
+                )
                 logged.append((meta, checkpoints[0]))
     if logged:
         # a resumed run keeps the best its first attempt logged: the best score wins, not the first found
@@ -153,10 +175,13 @@ def best_checkpoint(client, run, folder: Path) -> Path:
             if not isinstance(score, (int, float)):
                 return float("inf")
             return -score if mode == "max" else score
+
         best = min(logged, key=rank)[1]
         return Path(client.download_artifacts(run_id, best, str(folder)))
-    raise EvalError(f"run {run_id} has no best checkpoint: none in {local} nor among its artifacts "
-                    "(tracking.log_checkpoint=false, or it stopped before its first epoch ended)")
+    raise EvalError(
+        f"run {run_id} has no best checkpoint: none in {local} nor among its artifacts "
+        "(tracking.log_checkpoint=false, or it stopped before its first epoch ended)"
+    )
 
 
 def _metadata(client, run_id: str, path: str, folder: Path) -> dict:
@@ -177,8 +202,10 @@ def _checkpoint_config(path: Path, run_id: str) -> dict:
         raise EvalError(f"run {run_id}'s checkpoint {path} does not load as weights ({type(err).__name__})") from None
     saved = checkpoint.get("hyper_parameters", {}).get("config")
     if not isinstance(saved, dict) or not {"model", "task"} <= saved.keys():
-        raise EvalError(f"run {run_id}'s checkpoint holds no model and task config (made by an rnnexp older than "
-                        "rnnexp-eval): train it again")
+        raise EvalError(
+            f"run {run_id}'s checkpoint holds no model and task config (made by an rnnexp older than "
+            "rnnexp-eval): train it again"
+        )
     from rnnexp.config import ConfigError, check_plain
 
     try:
@@ -187,8 +214,10 @@ def _checkpoint_config(path: Path, run_id: str) -> dict:
         raise EvalError(f"run {run_id}'s checkpoint: {err}") from None
     _check_model(saved.get("model"), run_id)
     state = checkpoint.get("state_dict") or {}
-    saved = {**saved, "_weights": sum(v.numel() for k, v in state.items() if k.startswith("model.")
-                                      and hasattr(v, "numel"))}
+    saved = {
+        **saved,
+        "_weights": sum(v.numel() for k, v in state.items() if k.startswith("model.") and hasattr(v, "numel")),
+    }
     return saved
 
 
@@ -210,13 +239,17 @@ def _check_model(model: Any, run_id: str) -> None:
     except config.ConfigError as err:
         raise EvalError(f"run {run_id}'s checkpoint: {err}") from None
     except OmegaConfBaseException as err:
-        raise EvalError(f"run {run_id}'s checkpoint: model.{getattr(err, 'full_key', '')}: "
-                        f"{str(err).splitlines()[0]}") from None
+        raise EvalError(
+            f"run {run_id}'s checkpoint: model.{getattr(err, 'full_key', '')}: {str(err).splitlines()[0]}"
+        ) from None
 
 
 def _shape_changes(trained_io, new_io) -> list[str]:
-    return [f"{f.name} {getattr(trained_io, f.name)} -> {getattr(new_io, f.name)}" for f in fields(trained_io)
-            if getattr(trained_io, f.name) != getattr(new_io, f.name)]
+    return [
+        f"{f.name} {getattr(trained_io, f.name)} -> {getattr(new_io, f.name)}"
+        for f in fields(trained_io)
+        if getattr(trained_io, f.name) != getattr(new_io, f.name)
+    ]
 
 
 def _io(task) -> Any:
@@ -242,16 +275,24 @@ def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, d
     trained_task = instantiate(task_config(saved["task"], {}), seed=int(saved.get("seed", 0)))
     built = count(_model_node(saved["model"]), _io(trained_task), int(saved["model"]["hidden_size"]))
     if built != saved["_weights"]:  # counted on the meta device: nothing allocated
-        raise EvalError(f"run {run_id}'s checkpoint: its model config makes {built:,} parameters, its weights "
-                        f"hold {saved['_weights']:,}: the config does not describe these weights")
+        raise EvalError(
+            f"run {run_id}'s checkpoint: its model config makes {built:,} parameters, its weights "
+            f"hold {saved['_weights']:,}: the config does not describe these weights"
+        )
     new_cfg = task_config(saved["task"], overrides)
     task = instantiate(new_cfg, seed=seed)
     changed = _shape_changes(trained_task.io, _io(task))
     if changed:  # name the override(s) that change it
-        culprits = [f"{k}={_text(v)}" for k, v in overrides.items() if k.startswith("task.") and _shape_changes(
-            trained_task.io, _io(instantiate(task_config(saved["task"], {k: v}), seed=seed)))]
-        raise EvalError(f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
-                        "at evaluation, a task override must keep what the model reads and writes")
+        culprits = [
+            f"{k}={_text(v)}"
+            for k, v in overrides.items()
+            if k.startswith("task.")
+            and _shape_changes(trained_task.io, _io(instantiate(task_config(saved["task"], {k: v}), seed=seed)))
+        ]
+        raise EvalError(
+            f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
+            "at evaluation, a task override must keep what the model reads and writes"
+        )
     return path, saved, new_cfg, task, trained_task, seed
 
 
@@ -271,8 +312,10 @@ def _drop_trained_on(task, trained) -> int:
         return 0  # another length: no sequence can be one it saw
     keep = rows_not_in(tensors[0], seen_x)
     if not keep.any():
-        raise EvalError("every test sequence of the evaluation was in the trained run's training or validation "
-                        "data: give a longer task or a larger task.test_size")
+        raise EvalError(
+            "every test sequence of the evaluation was in the trained run's training or validation "
+            "data: give a longer task or a larger task.test_size"
+        )
     task.splits["test"] = TensorDataset(*(t[keep] for t in tensors))
     return int((~keep).sum())
 
@@ -282,8 +325,10 @@ def _model_node(model: dict):
 
     from rnnexp import config
 
-    return OmegaConf.merge(OmegaConf.structured(config.schema_of("model", model["_target_"])),
-                           {k: v for k, v in model.items() if k != "params"})
+    return OmegaConf.merge(
+        OmegaConf.structured(config.schema_of("model", model["_target_"])),
+        {k: v for k, v in model.items() if k != "params"},
+    )
 
 
 def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = True) -> str:
@@ -306,12 +351,21 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
         precision = run.data.params.get("trainer.precision", "32-true")
         try:  # before the run exists: a machine without the device is one line and no run
             limit = run.data.params.get("trainer.limit_test_batches", "None")  # the trained run's test, as it ran
-            trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=precision, logger=False,
-                                 limit_test_batches=None if limit in ("None", "") else int(limit),
-                                 enable_checkpointing=False, enable_progress_bar=verbose, enable_model_summary=False)
+            trainer = pl.Trainer(
+                accelerator=accelerator,
+                devices=1,
+                precision=precision,
+                logger=False,
+                limit_test_batches=None if limit in ("None", "") else int(limit),
+                enable_checkpointing=False,
+                enable_progress_bar=verbose,
+                enable_model_summary=False,
+            )
         except Exception as err:
-            raise EvalError(f"trainer.accelerator={accelerator} (trainer.precision={precision}) is not allowed here: "
-                            f"{' '.join(str(err).split())[:200]}") from None
+            raise EvalError(
+                f"trainer.accelerator={accelerator} (trainer.precision={precision}) is not allowed here: "
+                f"{' '.join(str(err).split())[:200]}"
+            ) from None
 
         params = dict(run.data.params)
         for key, value in OmegaConf.to_container(new_cfg, enum_to_str=True).items():
@@ -328,12 +382,21 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
         params["evaluated_with"] = with_
         commit, dirty = tracking.git_state(Path(__file__).parent)
         tags = {k: run.data.tags[k] for k in TAGS_KEPT if k in run.data.tags}
-        tags.update({**tracking.process_tags(), "evaluation": "true", "evaluated_run": run_id, "evaluated_with": with_,
-                     "mlflow.parentRunId": run_id, "seed": params["seed"], "git_commit": commit,
-                     "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
-                     "distance": "none" if task.distance is None else str(task.distance),
-                     "length": "none" if task.length is None else str(task.length),
-                     "variant_hash": tracking.variant_hash({k: v for k, v in params.items() if k != "seed"})})
+        tags.update(
+            {
+                **tracking.process_tags(),
+                "evaluation": "true",
+                "evaluated_run": run_id,
+                "evaluated_with": with_,
+                "mlflow.parentRunId": run_id,
+                "seed": params["seed"],
+                "git_commit": commit,
+                "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
+                "distance": "none" if task.distance is None else str(task.distance),
+                "length": "none" if task.length is None else str(task.length),
+                "variant_hash": tracking.variant_hash({k: v for k, v in params.items() if k != "seed"}),
+            }
+        )
         name = f"{run.data.tags.get('mlflow.runName', run_id)} @ {'own task' if with_ == 'none' else with_}"
         # every check passed: only now a run exists, and it ends FINISHED or FAILED, never RUNNING
         created = client.create_run(run.info.experiment_id, run_name=name, tags=tags)
@@ -343,17 +406,32 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
 
             batch = [Param(k, v[:6000]) for k, v in params.items()]
             for i in range(0, len(batch), 100):
-                client.log_batch(new_id, params=batch[i:i + 100])
+                client.log_batch(new_id, params=batch[i : i + 100])
             trainer.test(module, datamodule=task, verbose=False)
-            results = {k.replace("test/", "eval/", 1): float(v) for k, v in trainer.callback_metrics.items()
-                       if k.startswith("test/")}
-            population = {} if task.chance_level_population is None else {
-                "chance_level_population": task.chance_level_population}
+            results = {
+                k.replace("test/", "eval/", 1): float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith("test/")
+            }
+            population = (
+                {}
+                if task.chance_level_population is None
+                else {"chance_level_population": task.chance_level_population}
+            )
             trained = {k: run.data.metrics[k] for k in ("epochs_trained",) if k in run.data.metrics}
-            tracking.log_metrics(client, new_id, {**results, "chance_level": task.chance_level, **population,
-                                                  "n_eval_seen_in_training": seen,
-                                                  "n_eval_scored": module.scored["test"], **trained,
-                                                  "n_params": sum(p.numel() for p in module.parameters())})
+            tracking.log_metrics(
+                client,
+                new_id,
+                {
+                    **results,
+                    "chance_level": task.chance_level,
+                    **population,
+                    "n_eval_seen_in_training": seen,
+                    "n_eval_scored": module.scored["test"],
+                    **trained,
+                    "n_params": sum(p.numel() for p in module.parameters()),
+                },
+            )
         except BaseException as err:
             tracking.end_run(client, new_id, err)
             raise
@@ -376,10 +454,21 @@ def _masked(uri: str) -> str:
 def check_trained(run) -> type:
     """The task schema of `run`, a FINISHED training run; EvalError if it is not one."""
     tags = run.data.tags
-    if run.info.status != "FINISHED" or tags.get("sweep") == "true" or tags.get("evaluation") or \
-            "task._target_" not in run.data.params:
-        kind = "a sweep's parent" if tags.get("sweep") == "true" else "an evaluation" if tags.get("evaluation") else \
-            f"status {run.info.status}" if run.info.status != "FINISHED" else "not made by rnnexp-train"
+    if (
+        run.info.status != "FINISHED"
+        or tags.get("sweep") == "true"
+        or tags.get("evaluation")
+        or "task._target_" not in run.data.params
+    ):
+        kind = (
+            "a sweep's parent"
+            if tags.get("sweep") == "true"
+            else "an evaluation"
+            if tags.get("evaluation")
+            else f"status {run.info.status}"
+            if run.info.status != "FINISHED"
+            else "not made by rnnexp-train"
+        )
         raise EvalError(f"--run={run.info.run_id}: a FINISHED training run; this one is {kind}")
     return _task_schema({"_target_": run.data.params["task._target_"]})
 
@@ -391,30 +480,46 @@ def training_runs(client, experiment: str) -> list:
         names = sorted(e.name for e in client.search_experiments())
         raise EvalError(f"--experiment={experiment!r} is not in the store; experiments: {', '.join(names) or 'none'}")
     runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
-    return [r for r in runs if r.data.tags.get("sweep") != "true" and not r.data.tags.get("evaluation")
-            and r.data.tags.get("smoke") != "true" and "seed" in r.data.params]
+    return [
+        r
+        for r in runs
+        if r.data.tags.get("sweep") != "true"
+        and not r.data.tags.get("evaluation")
+        and r.data.tags.get("smoke") != "true"
+        and "seed" in r.data.params
+    ]
 
 
 def _already(client, run, with_: str) -> str | None:
     """The FINISHED evaluation of `run` with these overrides, if there is one."""
-    found = client.search_runs([run.info.experiment_id], f"tags.evaluated_run = '{run.info.run_id}' and "
-                               "attributes.status = 'FINISHED'", max_results=1000)
+    found = client.search_runs(
+        [run.info.experiment_id],
+        f"tags.evaluated_run = '{run.info.run_id}' and attributes.status = 'FINISHED'",
+        max_results=1000,
+    )
     return next((r.info.run_id for r in found if r.data.tags.get("evaluated_with") == with_), None)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Evaluate trained runs' best checkpoints, on their own task or with task overrides "
+        prog=PROG,
+        description="Evaluate trained runs' best checkpoints, on their own task or with task overrides "
         "that keep the model's shapes (task.distance, task.length, task.test_size, seed for fresh data, "
         "trainer.accelerator), each logged as an MLflow run nested under the trained one.",
         epilog="Examples: rnnexp-eval --run 3f2a... task.distance=32 | rnnexp-eval --experiment "
-               "length_generalisation task.length=80")
+        "length_generalisation task.length=80",
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="the id of a FINISHED training run")
-    which.add_argument("--experiment", help="every FINISHED training run of this experiment (those already "
-                       "evaluated with the same overrides are skipped)")
+    which.add_argument(
+        "--experiment",
+        help="every FINISHED training run of this experiment (those already "
+        "evaluated with the same overrides are skipped)",
+    )
     parser.add_argument("overrides", nargs="*", help="key=value: task.<key>, seed, trainer.accelerator")
-    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
+    )
     args = parser.parse_args(argv)
 
     from rnnexp import config
@@ -424,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///"):].split("?", 1)[0]):
+    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///") :].split("?", 1)[0]):
         fail(f"--uri={args.uri}: no such SQLite file")
     try:
         tracking_config = config.TrackingConfig(uri=args.uri)  # a URL's user:password@ moved to MLflow's variables
@@ -465,12 +570,16 @@ def main(argv: list[str] | None = None) -> None:
             if args.experiment is not None:
                 got = client.get_run(new).data.metrics
                 score = got.get(f"eval/{run.data.tags.get('metric')}", float("nan"))
-                print(f"{run.data.tags.get('mlflow.runName', run.info.run_id)} @ {with_}: eval/{run.data.tags.get('metric')} "
-                      f"{score:.4f} (run {new})")
+                print(
+                    f"{run.data.tags.get('mlflow.runName', run.info.run_id)} @ {with_}: eval/{run.data.tags.get('metric')} "
+                    f"{score:.4f} (run {new})"
+                )
             done += 1
         if args.experiment is not None:
-            print(f"{done} run(s) of experiment {args.experiment} evaluated with "
-                  f"{' '.join(args.overrides) or 'no overrides'}; {len(runs) - done} skipped (done before)")
+            print(
+                f"{done} run(s) of experiment {args.experiment} evaluated with "
+                f"{' '.join(args.overrides) or 'no overrides'}; {len(runs) - done} skipped (done before)"
+            )
     except EvalError as err:
         fail(str(err))
 

@@ -32,8 +32,9 @@ class BatchedMLFlowLogger(MLFlowLogger):
     epoch, so the UI's charts read in epochs; the per-step loss (`train/loss_step`, logged by
     the module itself) keeps Lightning's global step."""
 
-    def __init__(self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.flush_every_s = flush_every_s
         self.logged_through = dict(logged_through or {})
@@ -45,7 +46,9 @@ class BatchedMLFlowLogger(MLFlowLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
         step = int(metrics["epoch"]) if "epoch" in metrics else step or 0
-        new = {k: float(v) for k, v in metrics.items() if not isinstance(v, str) and step > self.logged_through.get(k, -1)}
+        new = {
+            k: float(v) for k, v in metrics.items() if not isinstance(v, str) and step > self.logged_through.get(k, -1)
+        }
         self._pending += [Metric(k, v, now, step) for k, v in new.items()]
         self.logged_through.update(dict.fromkeys(new, step))
         if len(self._pending) >= _BATCH_METRICS or time.monotonic() - self._flushed_at >= self.flush_every_s:
@@ -102,9 +105,14 @@ class MetricsInCheckpoint(Callback):
                     logger.log_metrics({key: value}, step=step)
 
 
-def make_logger(spec: TrainConfig, experiment: str, run_name: str | None = None,
-                tags: Mapping[str, str] | None = None, run_id: str | None = None,
-                logged_through: Mapping[str, int] | None = None) -> MLFlowLogger:
+def make_logger(
+    spec: TrainConfig,
+    experiment: str,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_id: str | None = None,
+    logged_through: Mapping[str, int] | None = None,
+) -> MLFlowLogger:
     """Lightning's MLflow logger (batched) over the configured store, for a new run or (`run_id`) a resumed
     one. The store URI is always passed: Lightning's default, a `./mlruns` file store, is refused
     by MLflow 3.13+."""
@@ -143,6 +151,12 @@ def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
     signature = ModelSignature(inputs=Schema([spec(example)]), outputs=Schema([spec(out)]))
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):  # the run is ended right after by rnnexp.train, whatever this sets
-        info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
-                                        serialization_format="pt2", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example.numpy(),
+            serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
     return info.model_uri

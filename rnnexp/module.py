@@ -31,8 +31,7 @@ def _unpack(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | No
     return x, y, (rest[0] if rest else None)
 
 
-_OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.AdamW,
-               Optimizer.sgd: torch.optim.SGD}
+_OPTIMIZERS = {Optimizer.adam: torch.optim.Adam, Optimizer.adamw: torch.optim.AdamW, Optimizer.sgd: torch.optim.SGD}
 
 
 def rebuild(config: dict) -> tuple[nn.Module, Task]:
@@ -51,8 +50,11 @@ def rebuild(config: dict) -> tuple[nn.Module, Task]:
         check_plain(node, group)
         if (schema := schema_of(group, node.get("_target_"))) is None:
             known = sorted(s._target_ for s in schemas.values())
-            raise ConfigError(f"{group}._target_", node.get("_target_"), f"one of rnnexp's {group}s "
-                              f"({', '.join(known)}): a checkpoint names no other code")
+            raise ConfigError(
+                f"{group}._target_",
+                node.get("_target_"),
+                f"one of rnnexp's {group}s ({', '.join(known)}): a checkpoint names no other code",
+            )
         nodes[group] = OmegaConf.merge(OmegaConf.structured(schema), node)  # types checked too
     task = instantiate(nodes["task"], seed=int(config.get("seed", 0)))
     if getattr(task, "io", None) is None:  # a real-data task knows its shapes once its data are read
@@ -63,8 +65,18 @@ def rebuild(config: dict) -> tuple[nn.Module, Task]:
 
 
 class SequenceModule(pl.LightningModule):
-    def __init__(self, model: nn.Module | None = None, task: Task | None = None, *, optimizer: str, lr: float,
-                 weight_decay: float, step_metrics: bool, schedule: dict | None = None, config: dict | None = None):
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        task: Task | None = None,
+        *,
+        optimizer: str,
+        lr: float,
+        weight_decay: float,
+        step_metrics: bool,
+        schedule: dict | None = None,
+        config: dict | None = None,
+    ):
         """`schedule`: the learning-rate schedule, as `optim` says it (`scheduler`, `min_lr`,
         `lr_factor`, `lr_patience`) plus `epochs` (cosine) and `monitor`, `mode` (plateau).
         `config`: the model's and the task's config (see `rebuild`), kept in every checkpoint;
@@ -168,7 +180,8 @@ class SequenceModule(pl.LightningModule):
         if not torch.isfinite(loss):  # stop at once: every step after a NaN is wasted
             raise FloatingPointError(
                 f"the training loss is {loss.item()} at epoch {self.current_epoch}, step {self.global_step}: "
-                "training diverged (lower optim.lr, or keep trainer.gradient_clip_val on)")
+                "training diverged (lower optim.lr, or keep trainer.gradient_clip_val on)"
+            )
         return loss
 
     def _evaluate(self, stage: str, batch: Batch) -> None:
@@ -202,14 +215,18 @@ class SequenceModule(pl.LightningModule):
         optimizer = _OPTIMIZERS[self.optimizer](self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         s = self.schedule
         if s["scheduler"] == "cosine":  # stepped once an epoch: the last epoch runs at min_lr
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, s["epochs"] - 1),
-                                                                   eta_min=s["min_lr"])
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(1, s["epochs"] - 1), eta_min=s["min_lr"]
+            )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         if s["scheduler"] == "plateau":
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=s["mode"], factor=s["lr_factor"],
-                                                                   patience=s["lr_patience"], min_lr=s["min_lr"])
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": s["monitor"],
-                                                             "interval": "epoch"}}
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=s["mode"], factor=s["lr_factor"], patience=s["lr_patience"], min_lr=s["min_lr"]
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "monitor": s["monitor"], "interval": "epoch"},
+            }
         return optimizer
 
     def on_train_epoch_start(self) -> None:

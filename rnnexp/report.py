@@ -55,8 +55,18 @@ CONFIDENCE = 0.95
 # the tags that name a variant in a table, before the config keys that vary
 TAG_COLUMNS = ("task", "model", "cell", "pattern")
 # every file a report writes: those a new report of the same folder does not write again are removed
-FILES = ("runs.csv", "results.csv", "results.md", "comparisons.csv", "comparisons.md", "metric_vs_distance.png",
-         "metric_vs_length.png", "metric_by_model.png", "learning_curves.png", "budget_curve.png")
+FILES = (
+    "runs.csv",
+    "results.csv",
+    "results.md",
+    "comparisons.csv",
+    "comparisons.md",
+    "metric_vs_distance.png",
+    "metric_vs_length.png",
+    "metric_by_model.png",
+    "learning_curves.png",
+    "budget_curve.png",
+)
 
 
 class ReportError(Exception):
@@ -73,16 +83,24 @@ def runs_frame(client, uri: str, experiment: str | None, parent: str | None) -> 
     import mlflow
 
     if parent is not None:
-        sweeps = [r.info.run_id for r in client.search_runs(
-            [e.experiment_id for e in client.search_experiments()], "tags.sweep = 'true'", max_results=5)]
+        sweeps = [
+            r.info.run_id
+            for r in client.search_runs(
+                [e.experiment_id for e in client.search_experiments()], "tags.sweep = 'true'", max_results=5
+            )
+        ]
         try:
             run = client.get_run(parent)
         except Exception:
-            raise ReportError(f"--parent={parent!r}: no such run in {uri}; sweeps' parent runs there: "
-                              f"{', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}") from None
+            raise ReportError(
+                f"--parent={parent!r}: no such run in {uri}; sweeps' parent runs there: "
+                f"{', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}"
+            ) from None
         if run.data.tags.get("sweep") != "true":
-            raise ReportError(f"--parent={parent!r} is not a sweep's parent run (tag sweep=true); sweeps' parent "
-                              f"runs there: {', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}")
+            raise ReportError(
+                f"--parent={parent!r} is not a sweep's parent run (tag sweep=true); sweeps' parent "
+                f"runs there: {', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}"
+            )
         experiment_id, where, parents = run.info.experiment_id, f"tags.mlflow.parentRunId = '{parent}' and ", [parent]
     else:
         found = client.get_experiment_by_name(experiment)
@@ -106,17 +124,23 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
         return pd.DataFrame(), notes
     parents = frame["tags.sweep"] == "true" if "tags.sweep" in frame else pd.Series(False, index=frame.index)
     frame = frame[~parents]
-    evaluated = frame["tags.evaluation"] == "true" if "tags.evaluation" in frame else pd.Series(False, index=frame.index)
+    evaluated = (
+        frame["tags.evaluation"] == "true" if "tags.evaluation" in frame else pd.Series(False, index=frame.index)
+    )
     if evaluated.any() and not evaluations:
-        notes.append(f"{int(evaluated.sum())} evaluation run(s) of rnnexp-eval left out (`rnnexp-report --evaluations` "
-                     "reports them)")
+        notes.append(
+            f"{int(evaluated.sum())} evaluation run(s) of rnnexp-eval left out (`rnnexp-report --evaluations` "
+            "reports them)"
+        )
     frame = frame[evaluated] if evaluations else frame[~evaluated]
     stage = "eval" if evaluations else "test"
     needed = [c for c in ("tags.metric", "tags.task", "tags.model", "params.seed") if c in frame]
     whole = frame[needed].notna().all(axis=1) if len(needed) == 4 else pd.Series(False, index=frame.index)
     if (~whole).any():
-        notes.append(f"{int((~whole).sum())} run(s) without the tags or params of an rnnexp training run (metric, "
-                     "task, model, seed) left out")
+        notes.append(
+            f"{int((~whole).sum())} run(s) without the tags or params of an rnnexp training run (metric, "
+            "task, model, seed) left out"
+        )
     runs = frame[whole].copy()
     unfinished = runs["status"] != "FINISHED"
     if unfinished.any():
@@ -147,17 +171,24 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
     hashes = runs.get("tags.variant_hash", pd.Series(np.nan, index=runs.index))
     untagged = hashes.isna()
     if untagged.any():  # logged before the tag: hashed the same way, from the params
-        notes.append(f"{int(untagged.sum())} run(s) without a variant_hash tag (an older rnnexp): grouped by their "
-                     "logged config")
-        hashes = hashes.where(~untagged, runs[params].apply(
-            lambda row: variant_hash({k[len("params."):]: v for k, v in row.items() if isinstance(v, str)}), axis=1))
+        notes.append(
+            f"{int(untagged.sum())} run(s) without a variant_hash tag (an older rnnexp): grouped by their logged config"
+        )
+        hashes = hashes.where(
+            ~untagged,
+            runs[params].apply(
+                lambda row: variant_hash({k[len("params.") :]: v for k, v in row.items() if isinstance(v, str)}), axis=1
+            ),
+        )
     runs["variant"] = hashes
     runs["seed"] = runs["params.seed"].astype(int)
     runs = runs.sort_values("start_time")
     duplicates = runs.duplicated(["variant", "seed"], keep="last")
     if duplicates.any():
-        notes.append(f"{int(duplicates.sum())} duplicate run(s) of a variant and seed (re-runs) left out: the latest "
-                     "of each counts")
+        notes.append(
+            f"{int(duplicates.sum())} duplicate run(s) of a variant and seed (re-runs) left out: the latest "
+            "of each counts"
+        )
         runs = runs[~duplicates]
     for column in TAG_COLUMNS + ("metric", "better", "git_commit"):
         runs[column] = runs.get(f"tags.{column}", pd.Series(np.nan, index=runs.index))
@@ -167,16 +198,25 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
     runs["better"] = runs["better"].fillna(runs["metric"].map(lambda m: "higher" if m == "acc" else "lower"))
     mixed = runs.groupby("variant")[["metric", "better"]].nunique().max(axis=1) > 1
     if mixed.any():
-        raise ReportError(f"variant {mixed.index[mixed][0]} has runs scored by different metrics (tags metric, "
-                          "better): a tampered or hand-edited store")
+        raise ReportError(
+            f"variant {mixed.index[mixed][0]} has runs scored by different metrics (tags metric, "
+            "better): a tampered or hand-edited store"
+        )
     if (runs.get("tags.git_dirty", pd.Series(dtype=str)) == "true").any():
-        notes.append(f"{int((runs['tags.git_dirty'] == 'true').sum())} run(s) were made from a working tree with "
-                     "changes (tag git_dirty=true): their git commit does not alone identify the code")
+        notes.append(
+            f"{int((runs['tags.git_dirty'] == 'true').sum())} run(s) were made from a working tree with "
+            "changes (tag git_dirty=true): their git commit does not alone identify the code"
+        )
     if "tags.dataset_digest" in runs and (runs.groupby("variant")["tags.dataset_digest"].nunique() > 1).any():
         notes.append("some variants pool runs on data with different digests (tag dataset_digest)")
     runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
-    for column, logged in (("chance", "chance_level"), ("n_params", "n_params"), ("wall_time_s", "wall_time_s"),
-                           ("n_test_scored", f"n_{stage}_scored"), ("epochs_trained", "epochs_trained")):
+    for column, logged in (
+        ("chance", "chance_level"),
+        ("n_params", "n_params"),
+        ("wall_time_s", "wall_time_s"),
+        ("n_test_scored", f"n_{stage}_scored"),
+        ("epochs_trained", "epochs_trained"),
+    ):
         runs[column] = runs.get(f"metrics.{logged}", pd.Series(np.nan, index=runs.index))
     if "metrics.epoch" in runs:  # runs logged before epochs_trained: Lightning's last epoch index, + 1
         runs["epochs_trained"] = runs["epochs_trained"].fillna(runs["metrics.epoch"] + 1)
@@ -186,8 +226,12 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
 def _shown(key: str) -> bool:
     from rnnexp.tracking import NOT_VARIANT
 
-    return not (key in NOT_VARIANT or key.startswith(("tracking.", "hydra.")) or key.endswith("_target_")
-                or key == "evaluated_with")  # an evaluation's overrides: their keys are columns of their own
+    return not (
+        key in NOT_VARIANT
+        or key.startswith(("tracking.", "hydra."))
+        or key.endswith("_target_")
+        or key == "evaluated_with"
+    )  # an evaluation's overrides: their keys are columns of their own
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
@@ -196,12 +240,12 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     key (`model.hidden_size`, ...) that differs between variants of one task and model. (A model's
     own keys, such as `model.window`, come with the model; sizes show in the parameter count.)"""
     keys: set[str] = set()
-    params = [c for c in runs.columns if c.startswith("params.") and _shown(c[len("params."):])]
+    params = [c for c in runs.columns if c.startswith("params.") and _shown(c[len("params.") :])]
     for by, prefix in ((["task"], None), (["task", "label"], "model.")):
         for _, same in runs.groupby(by):
             variants = same.drop_duplicates("variant")
             for column in params:
-                key = column[len("params."):]
+                key = column[len("params.") :]
                 if (key.startswith("model.") == (prefix is not None)) and variants[column].nunique(dropna=False) > 1:
                     keys.add(key)
     return sorted(keys, key=lambda k: (k != "task.distance", k))
@@ -238,18 +282,32 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         n = len(scores)
         higher = first["better"] == "higher"
         row: dict[str, Any] = {column: first[column] for column in TAG_COLUMNS}
-        row.update({"label": first["label"], **{k: first.get(f"params.{k}") for k in keys},
-                    "metric": first["metric"], "better": first["better"], "n_seeds": n,
-                    "mean": scores.mean(), "std": scores.std(ddof=1) if n > 1 else np.nan,
-                    "ci95_low": np.nan, "ci95_high": np.nan,
-                    "chance": group["chance"].mean() if group["chance"].notna().all() else np.nan,
-                    "teacher_forced_mean": group["teacher_forced"].mean(), "train_mean": group["train_score"].mean(),
-                    "n_budget": int((group["stopped_by"] == "budget").sum()),
-                    "n_diverged": int((group["stopped_by"] == "diverged").sum()), "p_seeds": np.nan,
-                    "p_binomial": np.nan, "n_params": first["n_params"],
-                    "epochs_trained": group["epochs_trained"].mean(), "wall_time_s": group["wall_time_s"].mean(),
-                    "git_commits": group["git_commit"].nunique(), "variant": variant,
-                    "runs": " ".join(group["run_id"])})
+        row.update(
+            {
+                "label": first["label"],
+                **{k: first.get(f"params.{k}") for k in keys},
+                "metric": first["metric"],
+                "better": first["better"],
+                "n_seeds": n,
+                "mean": scores.mean(),
+                "std": scores.std(ddof=1) if n > 1 else np.nan,
+                "ci95_low": np.nan,
+                "ci95_high": np.nan,
+                "chance": group["chance"].mean() if group["chance"].notna().all() else np.nan,
+                "teacher_forced_mean": group["teacher_forced"].mean(),
+                "train_mean": group["train_score"].mean(),
+                "n_budget": int((group["stopped_by"] == "budget").sum()),
+                "n_diverged": int((group["stopped_by"] == "diverged").sum()),
+                "p_seeds": np.nan,
+                "p_binomial": np.nan,
+                "n_params": first["n_params"],
+                "epochs_trained": group["epochs_trained"].mean(),
+                "wall_time_s": group["wall_time_s"].mean(),
+                "git_commits": group["git_commit"].nunique(),
+                "variant": variant,
+                "runs": " ".join(group["run_id"]),
+            }
+        )
         if _spread(scores):  # else no interval: one seed, or every seed the same score
             low, high = stats.t.interval(CONFIDENCE, n - 1, loc=scores.mean(), scale=stats.sem(scores))
             row.update(ci95_low=low, ci95_high=high)
@@ -315,7 +373,7 @@ def format_p(p: float) -> str:
 
 
 def _p(p: float) -> str:
-    """"<0.0001", "=0.0034" or "=0.042": two significant digits below 0.01, else three decimals."""
+    """ "<0.0001", "=0.0034" or "=0.042": two significant digits below 0.01, else three decimals."""
     return "" if pd.isna(p) else "<0.0001" if p < 1e-4 else f"={p:.2g}" if p < 0.01 else f"={p:.3f}"
 
 
@@ -327,8 +385,10 @@ def _sort_value(value: Any) -> tuple[int, float, str]:
 
 
 def _sorted(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    order = sorted(range(len(table)), key=lambda i: (
-        table["task"].iloc[i], table["label"].iloc[i], *[_sort_value(table[k].iloc[i]) for k in keys]))
+    order = sorted(
+        range(len(table)),
+        key=lambda i: (table["task"].iloc[i], table["label"].iloc[i], *[_sort_value(table[k].iloc[i]) for k in keys]),
+    )
     return table.iloc[order].reset_index(drop=True)
 
 
@@ -354,28 +414,44 @@ def read_comparisons(path: Path) -> list[Comparison]:
         raise ReportError(f"--comparisons={str(path)!r}: not YAML ({' '.join(str(err).split())})") from None
     items = spec.get("comparisons") if isinstance(spec, dict) else None
     if not isinstance(items, list) or not items:
-        raise ReportError(f"--comparisons={str(path)!r}: expected a list under `comparisons:`, each "
-                          "{name: ..., a: {KEY: VALUE, ...}, b: {KEY: VALUE, ...}}")
+        raise ReportError(
+            f"--comparisons={str(path)!r}: expected a list under `comparisons:`, each "
+            "{name: ..., a: {KEY: VALUE, ...}, b: {KEY: VALUE, ...}}"
+        )
     comparisons: list[Comparison] = []
     for i, item in enumerate(items):
-        if (not isinstance(item, dict) or set(item) != {"name", "a", "b"}
-                or not all(isinstance(item[s], dict) and item[s] for s in "ab")):
-            raise ReportError(f"--comparisons={str(path)!r}: comparisons[{i}] must have exactly name, a and b, "
-                              f"a and b each a non-empty mapping KEY: VALUE; got {item!r}")
-        comparison = Comparison(str(item["name"]), {str(k): str(v) for k, v in item["a"].items()},
-                                {str(k): str(v) for k, v in item["b"].items()})
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"name", "a", "b"}
+            or not all(isinstance(item[s], dict) and item[s] for s in "ab")
+        ):
+            raise ReportError(
+                f"--comparisons={str(path)!r}: comparisons[{i}] must have exactly name, a and b, "
+                f"a and b each a non-empty mapping KEY: VALUE; got {item!r}"
+            )
+        comparison = Comparison(
+            str(item["name"]),
+            {str(k): str(v) for k, v in item["a"].items()},
+            {str(k): str(v) for k, v in item["b"].items()},
+        )
         if comparison.name in {c.name for c in comparisons}:
-            raise ReportError(f"--comparisons={str(path)!r}: comparisons[{i}]: the name {comparison.name!r} is "
-                              "used twice; names tell the rows apart")
+            raise ReportError(
+                f"--comparisons={str(path)!r}: comparisons[{i}]: the name {comparison.name!r} is "
+                "used twice; names tell the rows apart"
+            )
         if comparison.a == comparison.b:
             raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r}: a and b are the same")
-        if any((c.a, c.b) in ((comparison.a, comparison.b), (comparison.b, comparison.a)) for c in comparisons):  # Holm would count it twice
+        if any(
+            (c.a, c.b) in ((comparison.a, comparison.b), (comparison.b, comparison.a)) for c in comparisons
+        ):  # Holm would count it twice
             raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r} repeats an earlier one")
         for side in (comparison.a, comparison.b):
             if fixed := [k for k in side if k == "seed" or ("." in k and not _shown(k))]:
-                raise ReportError(f"--comparisons={str(path)!r}: comparison {comparison.name!r} selects by "
-                                  f"{', '.join(fixed)}, which a variant does not fix (seeds are pooled, tracking "
-                                  "keys cannot change a result)")
+                raise ReportError(
+                    f"--comparisons={str(path)!r}: comparison {comparison.name!r} selects by "
+                    f"{', '.join(fixed)}, which a variant does not fix (seeds are pooled, tracking "
+                    "keys cannot change a result)"
+                )
         comparisons.append(comparison)
     return comparisons
 
@@ -396,13 +472,17 @@ def _select(configs: pd.DataFrame, selector: dict[str, str], comparison: Compari
     for key, value in selector.items():
         column = key if key in TAG_COLUMNS else f"params.{key}"
         if column not in configs:
-            known = [*TAG_COLUMNS, *sorted(c[len("params."):] for c in configs.columns if c.startswith("params."))]
-            raise ReportError(f"comparison {comparison.name!r}: {side} names {key!r}, which these runs do not have; "
-                              f"keys: {', '.join(known)}")
+            known = [*TAG_COLUMNS, *sorted(c[len("params.") :] for c in configs.columns if c.startswith("params."))]
+            raise ReportError(
+                f"comparison {comparison.name!r}: {side} names {key!r}, which these runs do not have; "
+                f"keys: {', '.join(known)}"
+            )
         mask &= configs[column].map(lambda v, wanted=value: _same(v, wanted))
     if not mask.any():
-        exists = "; ".join(f"{k} is one of {sorted(set(configs[k if k in TAG_COLUMNS else 'params.' + k].astype(str)))}"
-                           for k in selector)
+        exists = "; ".join(
+            f"{k} is one of {sorted(set(configs[k if k in TAG_COLUMNS else 'params.' + k].astype(str)))}"
+            for k in selector
+        )
         raise ReportError(f"comparison {comparison.name!r}: {side}={selector} matches no variant; {exists}")
     return configs.index[mask]
 
@@ -415,7 +495,7 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
     rate each variant took from the same selection (tag lr_from) is its own, as a model key is."""
     rows = []
     configs = runs.drop_duplicates("variant").set_index("variant")
-    params = [c for c in configs.columns if c.startswith("params.") and _shown(c[len("params."):])]
+    params = [c for c in configs.columns if c.startswith("params.") and _shown(c[len("params.") :])]
     scores = runs.groupby("variant")["score"].apply(lambda s: s.to_numpy(float))
     rows_by_variant = table.set_index("variant")
     for comparison in comparisons:
@@ -426,20 +506,31 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
         found = 0
         for a_variant in a_side:
             a_config = configs.loc[a_variant]
+
             def tuned(b: str) -> bool:  # both rates chosen on validation by one selection: each model's own
                 source = configs.get("tags.lr_from")
-                return source is not None and not pd.isna(a_config.get("tags.lr_from")) and \
-                    configs.loc[b, "tags.lr_from"] == a_config["tags.lr_from"]
+                return (
+                    source is not None
+                    and not pd.isna(a_config.get("tags.lr_from"))
+                    and configs.loc[b, "tags.lr_from"] == a_config["tags.lr_from"]
+                )
 
-            partners = [b for b in b_side if b != a_variant and configs.loc[b, "task"] == a_config["task"]
-                        and all(_equal(configs.loc[b, c], a_config[c]) for c in paired
-                                if not (c == "params.optim.lr" and tuned(b)))]
+            partners = [
+                b
+                for b in b_side
+                if b != a_variant
+                and configs.loc[b, "task"] == a_config["task"]
+                and all(
+                    _equal(configs.loc[b, c], a_config[c]) for c in paired if not (c == "params.optim.lr" and tuned(b))
+                )
+            ]
             if len(partners) > 1:
-                differ = [c[len("params."):] for c in params
-                          if len({str(configs.loc[b, c]) for b in partners}) > 1]
-                raise ReportError(f"comparison {comparison.name!r}: b matches {len(partners)} variants beside one "
-                                  f"of a (task {a_config['task']}): they differ in {', '.join(differ) or 'tags'}; "
-                                  "name it in b")
+                differ = [c[len("params.") :] for c in params if len({str(configs.loc[b, c]) for b in partners}) > 1]
+                raise ReportError(
+                    f"comparison {comparison.name!r}: b matches {len(partners)} variants beside one "
+                    f"of a (task {a_config['task']}): they differ in {', '.join(differ) or 'tags'}; "
+                    "name it in b"
+                )
             if not partners:
                 continue
             a, b = rows_by_variant.loc[a_variant], rows_by_variant.loc[partners[0]]
@@ -449,18 +540,43 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
             x, y = scores[a_variant], scores[partners[0]]
             # a model's keys both sides have, with other values (the cell, if a side names it, goes without saying)
             said = named | {f"params.model.{k}" for k in ("cell",) if k in comparison.a or k in comparison.b}
-            model_keys = [c[len("params."):] for c in params if c.startswith("params.model.") and c not in said
-                          and not pd.isna(configs.loc[partners[0], c]) and not pd.isna(a_config[c])
-                          and not _equal(configs.loc[partners[0], c], a_config[c])]
-            if tuned(partners[0]) and not _equal(configs.loc[partners[0], "params.optim.lr"], a_config["params.optim.lr"]):
+            model_keys = [
+                c[len("params.") :]
+                for c in params
+                if c.startswith("params.model.")
+                and c not in said
+                and not pd.isna(configs.loc[partners[0], c])
+                and not pd.isna(a_config[c])
+                and not _equal(configs.loc[partners[0], c], a_config[c])
+            ]
+            if tuned(partners[0]) and not _equal(
+                configs.loc[partners[0], "params.optim.lr"], a_config["params.optim.lr"]
+            ):
                 model_keys.append("optim.lr")
-            row = {"comparison": comparison.name, "task": a["task"], **{k: a[k] for k in keys if k not in
-                   {c[len("params."):] for c in named} and not (k == "optim.lr" and tuned(partners[0]))},
-                   "a": _side_label(a, comparison.a), "b": _side_label(b, comparison.b),
-                   "models_differ_in": " ".join(model_keys), "metric": a["metric"], "better": a["better"],
-                   "n_a": len(x), "n_b": len(y), "mean_a": x.mean(), "mean_b": y.mean(),
-                   "difference": x.mean() - y.mean(), "ci95_low": np.nan, "ci95_high": np.nan, "t": np.nan,
-                   "df": np.nan, "p": np.nan}
+            row = {
+                "comparison": comparison.name,
+                "task": a["task"],
+                **{
+                    k: a[k]
+                    for k in keys
+                    if k not in {c[len("params.") :] for c in named} and not (k == "optim.lr" and tuned(partners[0]))
+                },
+                "a": _side_label(a, comparison.a),
+                "b": _side_label(b, comparison.b),
+                "models_differ_in": " ".join(model_keys),
+                "metric": a["metric"],
+                "better": a["better"],
+                "n_a": len(x),
+                "n_b": len(y),
+                "mean_a": x.mean(),
+                "mean_b": y.mean(),
+                "difference": x.mean() - y.mean(),
+                "ci95_low": np.nan,
+                "ci95_high": np.nan,
+                "t": np.nan,
+                "df": np.nan,
+                "p": np.nan,
+            }
             if len(x) > 1 and len(y) > 1 and (_spread(x) or _spread(y)):
                 with warnings.catch_warnings():  # one side without spread is fine for Welch
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -469,9 +585,11 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
                 row.update(t=result.statistic, df=result.df, p=result.pvalue, ci95_low=low, ci95_high=high)
             rows.append(row)
         if not found:
-            raise ReportError(f"comparison {comparison.name!r}: no variant of a has a partner in b on the same task "
-                              "with the same task, trainer and optimiser keys (name a key in a and b where they "
-                              "must differ)")
+            raise ReportError(
+                f"comparison {comparison.name!r}: no variant of a has a partner in b on the same task "
+                "with the same task, trainer and optimiser keys (name a key in a and b where they "
+                "must differ)"
+            )
     found_rows = pd.DataFrame(rows)
     if found_rows.empty:
         return found_rows
@@ -522,33 +640,70 @@ def binomial(row: pd.Series) -> str:
     return "" if pd.isna(row["p_binomial_holm"]) else f"p{_p(row['p_binomial_holm'])}"
 
 
-NOTE = ("Mean ± standard deviation over seeds; 95% CI: Student t over seeds (not clipped to the metric's range). vs chance: a one-sided t-test of the seeds' "
-        "scores against their chance level, a claim about the config whatever the seed (`not above chance`: the mean is "
-        "below it, and a one-sided test says no more). binomial: an exact one-sided test on the scored test steps of all "
-        "seeds pooled (accuracy only), a claim about these trained networks on these test sets, which takes steps as "
-        "independent and seeds as fixed. p-values Holm-adjusted, each test over the variants it could be run on "
-        "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`.")
+NOTE = (
+    "Mean ± standard deviation over seeds; 95% CI: Student t over seeds (not clipped to the metric's range). vs chance: a one-sided t-test of the seeds' "
+    "scores against their chance level, a claim about the config whatever the seed (`not above chance`: the mean is "
+    "below it, and a one-sided test says no more). binomial: an exact one-sided test on the scored test steps of all "
+    "seeds pooled (accuracy only), a claim about these trained networks on these test sets, which takes steps as "
+    "independent and seeds as fixed. p-values Holm-adjusted, each test over the variants it could be run on "
+    "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`."
+)
 
 
-FLAGS_NOTE = ("Flags: *budget ran out*: a seed trained for all of trainer.max_epochs (tag stopped_by=budget), not "
-              "to a plateau, so its score may still rise with training; *did not learn in this budget*: the last "
-              "training epoch's metric is itself not above chance (one-sided t over seeds, level {alpha}), which "
-              "says nothing of what the model could learn with more training or another learning rate.")
+FLAGS_NOTE = (
+    "Flags: *budget ran out*: a seed trained for all of trainer.max_epochs (tag stopped_by=budget), not "
+    "to a plateau, so its score may still rise with training; *did not learn in this budget*: the last "
+    "training epoch's metric is itself not above chance (one-sided t over seeds, level {alpha}), which "
+    "says nothing of what the model could learn with more training or another learning rate."
+)
 
 
 def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str], stage: str = "test") -> str:
-    head = ["task", "model", "pattern", *keys, "parameters", f"{stage} metric: mean ± std", "95% CI", "teacher-forced",
-            "chance", "vs chance (t over seeds)", "binomial (pooled steps)", "seeds", "epochs", "train", "flags"]
+    head = [
+        "task",
+        "model",
+        "pattern",
+        *keys,
+        "parameters",
+        f"{stage} metric: mean ± std",
+        "95% CI",
+        "teacher-forced",
+        "chance",
+        "vs chance (t over seeds)",
+        "binomial (pooled steps)",
+        "seeds",
+        "epochs",
+        "train",
+        "flags",
+    ]
     rows = []
     for _, r in table.iterrows():
         n = int(r["n_seeds"])
         spread = f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if n > 1 else "")
-        rows.append([r["task"], r["label"], str(r["pattern"]), *[str(r[k]) for k in keys], number(r["n_params"], 0),
-                     spread, interval(r), number(r["teacher_forced_mean"]), number(r["chance"]), r["vs_chance"],
-                     binomial(r), str(n), number(r["epochs_trained"], 0), number(r["train_mean"]), r["flags"]])
-    lines = [markdown_table(head, rows).rstrip("\n"), "",
-             NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()),
-                         alpha=ALPHA)]
+        rows.append(
+            [
+                r["task"],
+                r["label"],
+                str(r["pattern"]),
+                *[str(r[k]) for k in keys],
+                number(r["n_params"], 0),
+                spread,
+                interval(r),
+                number(r["teacher_forced_mean"]),
+                number(r["chance"]),
+                r["vs_chance"],
+                binomial(r),
+                str(n),
+                number(r["epochs_trained"], 0),
+                number(r["train_mean"]),
+                r["flags"],
+            ]
+        )
+    lines = [
+        markdown_table(head, rows).rstrip("\n"),
+        "",
+        NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()), alpha=ALPHA),
+    ]
     if (table["flags"] != "").any():
         lines += ["", FLAGS_NOTE.format(alpha=ALPHA)]
     lines += [f"Note: {note}." for note in notes]
@@ -558,37 +713,83 @@ def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str], sta
 def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
     at = [k for k in ("task", *keys) if k in found.columns and found[k].notna().any()]
     differ = (found["models_differ_in"] != "").any()
-    head = ["comparison", *at, "a", "b", *(["models differ in"] if differ else []), "mean a", "mean b",
-            "a - b [95% CI]", "Welch t (df)", "p", "Holm p", "verdict"]
+    head = [
+        "comparison",
+        *at,
+        "a",
+        "b",
+        *(["models differ in"] if differ else []),
+        "mean a",
+        "mean b",
+        "a - b [95% CI]",
+        "Welch t (df)",
+        "p",
+        "Holm p",
+        "verdict",
+    ]
     rows = []
     for _, r in found.iterrows():
-        difference = f"{r['difference']:+.3f}" + (f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]"
-                                                    if not pd.isna(r["ci95_low"]) else "")
+        difference = f"{r['difference']:+.3f}" + (
+            f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]" if not pd.isna(r["ci95_low"]) else ""
+        )
         welch = "" if pd.isna(r["t"]) else f"{r['t']:.2f} ({r['df']:.1f})"
         p, holm_p = _p(r["p"]).lstrip("="), _p(r["p_holm"]).lstrip("=")
-        cells = [r["comparison"], *["" if pd.isna(r[k]) else str(r[k]) for k in at], r["a"], r["b"],
-                 *([r["models_differ_in"]] if differ else []), f"{r['mean_a']:.3f} (n={r['n_a']})", f"{r['mean_b']:.3f} (n={r['n_b']})", difference, welch, p,
-                 holm_p, r["verdict"]]
+        cells = [
+            r["comparison"],
+            *["" if pd.isna(r[k]) else str(r[k]) for k in at],
+            r["a"],
+            r["b"],
+            *([r["models_differ_in"]] if differ else []),
+            f"{r['mean_a']:.3f} (n={r['n_a']})",
+            f"{r['mean_b']:.3f} (n={r['n_b']})",
+            difference,
+            welch,
+            p,
+            holm_p,
+            r["verdict"],
+        ]
         rows.append(cells)
     lines = [markdown_table(head, rows).rstrip("\n")]
-    lines += ["", f"Welch's t-test (two-sided) of the seeds' test scores, a against b, paired where every task, "
-              f"trainer and optimiser key agrees; the 95% CI is Welch's for the difference of the means. Holm-adjusted "
-              f"over the {int(found['p'].notna().sum())} row(s) with a test, level {ALPHA}; `n/a`: no test (a side "
-              "with one seed, or every seed the same on both)."]
+    lines += [
+        "",
+        f"Welch's t-test (two-sided) of the seeds' test scores, a against b, paired where every task, "
+        f"trainer and optimiser key agrees; the 95% CI is Welch's for the difference of the means. Holm-adjusted "
+        f"over the {int(found['p'].notna().sum())} row(s) with a test, level {ALPHA}; `n/a`: no test (a side "
+        "with one seed, or every seed the same on both).",
+    ]
     return "\n".join(lines) + "\n"
 
 
-RUN_COLUMNS = ("run_id", "seed", "task", "model", "cell", "pattern", "metric", "score", "teacher_forced", "chance",
-               "n_test_scored", "n_params", "epochs_trained", "stopped_by", "train_score", "wall_time_s", "variant",
-               "git_commit")
+RUN_COLUMNS = (
+    "run_id",
+    "seed",
+    "task",
+    "model",
+    "cell",
+    "pattern",
+    "metric",
+    "score",
+    "teacher_forced",
+    "chance",
+    "n_test_scored",
+    "n_params",
+    "epochs_trained",
+    "stopped_by",
+    "train_score",
+    "wall_time_s",
+    "variant",
+    "git_commit",
+)
 
 
 def runs_csv(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
     tests = sorted(c for c in runs.columns if c.startswith("metrics.test/"))
     out = runs[[*RUN_COLUMNS, *[f"params.{k}" for k in keys], *tests]].rename(
-        columns=lambda c: c.removeprefix("params.").removeprefix("metrics."))
+        columns=lambda c: c.removeprefix("params.").removeprefix("metrics.")
+    )
     _sorted(out.assign(label=runs["label"]), keys).drop(columns="label").sort_values(
-        ["variant", "seed"], kind="stable").to_csv(path, index=False)
+        ["variant", "seed"], kind="stable"
+    ).to_csv(path, index=False)
 
 
 # ---------------------------------------------------------------- plots
@@ -629,18 +830,24 @@ def _legend(fig, axes) -> None:
         fig.legend([handles[k] for k in labels], labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
 
 
-def plot_results(table: pd.DataFrame, keys: list[str], out: Path, axis: str = "task.distance",
-                 stage: str = "test") -> list[str]:
+def plot_results(
+    table: pd.DataFrame, keys: list[str], out: Path, axis: str = "task.distance", stage: str = "test"
+) -> list[str]:
     """The `stage` metric with its 95% CI, against `axis` (the distance) where a task sweeps it,
     else as bars."""
     plt = _pyplot()
     written = []
     curve = f"metric_vs_{axis.rsplit('.', 1)[-1]}.png"
     distance = pd.to_numeric(table[axis], errors="coerce") if axis in keys else None
-    with_distance = [t for t, g in table.groupby("task")
-                     if distance is not None and distance[g.index].notna().all() and g[axis].nunique() > 1]
-    for name, tasks in ((curve, with_distance),
-                        ("metric_by_model.png", sorted(set(table["task"]) - set(with_distance)))):
+    with_distance = [
+        t
+        for t, g in table.groupby("task")
+        if distance is not None and distance[g.index].notna().all() and g[axis].nunique() > 1
+    ]
+    for name, tasks in (
+        (curve, with_distance),
+        ("metric_by_model.png", sorted(set(table["task"]) - set(with_distance))),
+    ):
         if not tasks:
             continue
         fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
@@ -665,8 +872,10 @@ def plot_results(table: pd.DataFrame, keys: list[str], out: Path, axis: str = "t
             ax.set_ylabel(f"{stage} {mine['metric'].iloc[0]}")
             ax.set_title(task)
         _legend(fig, axes)
-        fig.suptitle("mean over seeds;\n" + ("bands" if name == curve else "error bars")
-                     + ": 95% CI (Student t over seeds)", fontsize=9)
+        fig.suptitle(
+            "mean over seeds;\n" + ("bands" if name == curve else "error bars") + ": 95% CI (Student t over seeds)",
+            fontsize=9,
+        )
         fig.tight_layout()
         fig.savefig(out / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -684,8 +893,9 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
     labels = {t: sorted(set(table[table["task"] == t]["label"])) for t in tasks}
     rows_of = {t: -(-len(labels[t]) // columns) for t in tasks}
     cols = min(columns, max(len(v) for v in labels.values()))
-    fig, axes = plt.subplots(sum(rows_of.values()), cols, figsize=(4.0 * cols, 3.2 * sum(rows_of.values())),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        sum(rows_of.values()), cols, figsize=(4.0 * cols, 3.2 * sum(rows_of.values())), squeeze=False
+    )
     first_row = 0
     for task in tasks:
         mine = table[table["task"] == task]
@@ -697,14 +907,20 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
         tops = []
         for ax, label in zip(block, labels[task]):
             for _, variant in mine[mine["label"] == label].iterrows():
-                curves = [[m.value for m in sorted(client.get_metric_history(r, f"val/{metric}"), key=lambda m: m.step)]
-                          for r in variant["runs"].split()]
+                curves = [
+                    [m.value for m in sorted(client.get_metric_history(r, f"val/{metric}"), key=lambda m: m.step)]
+                    for r in variant["runs"].split()
+                ]
                 epochs = min(len(c) for c in curves)
                 if epochs:
                     mean = np.mean([c[:epochs] for c in curves], axis=0)
                     tops.append(float(mean.max()))
-                    (line,) = ax.plot(range(1, epochs + 1), mean, marker="o" if epochs < 4 else None,
-                                      label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds")
+                    (line,) = ax.plot(
+                        range(1, epochs + 1),
+                        mean,
+                        marker="o" if epochs < 4 else None,
+                        label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds",
+                    )
                     if own_chance:
                         ax.axhline(variant["chance"], color=line.get_color(), linestyle=":", linewidth=1)
             if own_chance:
@@ -727,8 +943,9 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
     plt.close(fig)
 
 
-def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], ats: list[tuple[str, str]],
-                      out: Path) -> None:
+def plot_budget_curve(
+    client, runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], ats: list[tuple[str, str]], out: Path
+) -> None:
     """Would more training change the ranking? For the variants at each of `ats` (a key and its
     value, e.g. task.distance=32, whether or not the key varies): each seed's validation metric
     against the optimizer updates it had made (metric `updates`, or for older runs epochs x
@@ -740,8 +957,9 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
     for key, value in ats:
         column = f"params.{key}"
         if column not in runs:
-            known = sorted(c[len("params."):] for c in runs.columns
-                           if c.startswith("params.") and _shown(c[len("params."):]))
+            known = sorted(
+                c[len("params.") :] for c in runs.columns if c.startswith("params.") and _shown(c[len("params.") :])
+            )
             raise ReportError(f"--budget-curve {key}={value}: these runs have no key {key}; keys: {', '.join(known)}")
         at = runs[column].map(lambda logged: _same(logged, value))  # 3e-3 is 0.003, 03 is 3
         chosen = table[table["variant"].isin(set(runs.loc[at, "variant"]))]
@@ -749,10 +967,14 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
             taken = sorted(set(runs[column].astype(str).str.removesuffix(".0")))
             raise ReportError(f"--budget-curve {key}={value}: no variant has it; {key} takes {', '.join(taken)}")
         # what tells the chosen variants of a task apart, besides the model: in the label
-        apart = [k for k in keys if k != key and k in chosen
-                 and chosen.groupby(["task", "label"])[k].nunique(dropna=False).max() > 1]
-        label_of.update({v["variant"]: ", ".join([v["label"], *[f"{k}={v[k]}" for k in apart]])
-                         for _, v in chosen.iterrows()})
+        apart = [
+            k
+            for k in keys
+            if k != key and k in chosen and chosen.groupby(["task", "label"])[k].nunique(dropna=False).max() > 1
+        ]
+        label_of.update(
+            {v["variant"]: ", ".join([v["label"], *[f"{k}={v[k]}" for k in apart]]) for _, v in chosen.iterrows()}
+        )
         panels += [(f"{task}, {key}={value}", chosen[chosen["task"] == task]) for task in sorted(set(chosen["task"]))]
     colour_of = {label: f"C{i % 10}" for i, label in enumerate(sorted(set(label_of.values())))}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False)
@@ -762,14 +984,23 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
             label = label_of[variant["variant"]]
             for n, run_id in enumerate(variant["runs"].split()):
                 run = client.get_run(run_id)
-                curve = [m.value for m in sorted(client.get_metric_history(run_id, f"val/{metric}"),
-                                                 key=lambda m: m.step)]
+                curve = [
+                    m.value for m in sorted(client.get_metric_history(run_id, f"val/{metric}"), key=lambda m: m.step)
+                ]
                 per_epoch = _updates_per_epoch(run, len(curve))
                 updates = [per_epoch * (e + 1) for e in range(len(curve))]
-                ax.plot(updates, curve, color=colour_of[label], alpha=0.55, linewidth=1, label=label if n == 0 else None)
+                ax.plot(
+                    updates, curve, color=colour_of[label], alpha=0.55, linewidth=1, label=label if n == 0 else None
+                )
                 if curve and f"test/{metric}" in run.data.metrics:
-                    ax.plot(updates[-1], run.data.metrics[f"test/{metric}"], marker="o", color=colour_of[label],
-                            markeredgecolor="black", linestyle="none")
+                    ax.plot(
+                        updates[-1],
+                        run.data.metrics[f"test/{metric}"],
+                        marker="o",
+                        color=colour_of[label],
+                        markeredgecolor="black",
+                        linestyle="none",
+                    )
         ax.axhline(chance, color="grey", linestyle="--", label="chance")
         if metric != "acc" and ax.dataLim.y0 > 0 and ax.dataLim.y1 > 100 * ax.dataLim.y0:
             ax.set_yscale("log")  # an error falling by orders of magnitude (adding's MSE)
@@ -779,8 +1010,11 @@ def plot_budget_curve(client, runs: pd.DataFrame, table: pd.DataFrame, keys: lis
         if metric == "acc":
             ax.set_ylim(0.0, 1.02)
     _legend(fig, axes)
-    fig.suptitle("budget curve: each seed's validation metric per epoch against updates;\n"
-                 "dots: its test metric (best checkpoint) at the update it stopped", fontsize=9)
+    fig.suptitle(
+        "budget curve: each seed's validation metric per epoch against updates;\n"
+        "dots: its test metric (best checkpoint) at the update it stopped",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(out / "budget_curve.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -793,8 +1027,10 @@ def _updates_per_epoch(run, epochs: int) -> float:
     if "updates" in metrics and epochs:
         return metrics["updates"] / metrics.get("epochs_trained", epochs)
     if "task.train_size" not in params:
-        raise ReportError(f"--budget-curve: run {run.info.run_id} logged no `updates` (an older rnnexp) and its task "
-                          "has no task.train_size to count them from")
+        raise ReportError(
+            f"--budget-curve: run {run.info.run_id} logged no `updates` (an older rnnexp) and its task "
+            "has no task.train_size to count them from"
+        )
     batches = -(-int(params["task.train_size"]) // int(params["task.batch_size"]))
     return -(-batches // int(params.get("trainer.accumulate_grad_batches", 1)))
 
@@ -812,19 +1048,29 @@ class Report:
     files: list[str]
 
 
-def report(uri: str, experiment: str | None, parent: str | None, out: Path,
-           comparisons: Path | None = None, evaluations: bool = False,
-           budget_curves: list[tuple[str, str]] | tuple = ()) -> Report:
+def report(
+    uri: str,
+    experiment: str | None,
+    parent: str | None,
+    out: Path,
+    comparisons: Path | None = None,
+    evaluations: bool = False,
+    budget_curves: list[tuple[str, str]] | tuple = (),
+) -> Report:
     from rnnexp import config
     from rnnexp.tracking import open_client
 
     if evaluations and budget_curves:
-        raise ReportError("--budget-curve with --evaluations: an evaluation has no learning curve (its trained run "
-                          "has); draw it from a report of the training runs")
+        raise ReportError(
+            "--budget-curve with --evaluations: an evaluation has no learning curve (its trained run "
+            "has); draw it from a report of the training runs"
+        )
     wanted = read_comparisons(comparisons) if comparisons is not None else []
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):].split("?", 1)[0]).is_file():
-        raise ReportError(f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
-                          "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :].split("?", 1)[0]).is_file():
+        raise ReportError(
+            f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
+            "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)"
+        )
     try:
         tracking_config = config.TrackingConfig(uri=uri)  # a URL's user:password@ moved to MLflow's variables
         tracking_config.check()
@@ -837,19 +1083,25 @@ def report(uri: str, experiment: str | None, parent: str | None, out: Path,
     runs, notes = training_runs(frame, evaluations)
     if runs.empty:
         which = f"--parent={parent}" if parent else f"--experiment={experiment}"
-        raise ReportError(f"{which}: no finished {'evaluation' if evaluations else 'training'} runs to report"
-                          + (f" ({'; '.join(notes)})" if notes else ""))
+        raise ReportError(
+            f"{which}: no finished {'evaluation' if evaluations else 'training'} runs to report"
+            + (f" ({'; '.join(notes)})" if notes else "")
+        )
     keys = varying_keys(runs)
     if evaluations:
-        notes.append("evaluation runs of rnnexp-eval: each trained run's best checkpoint scored on the task as the "
-                     "columns say (metric eval/<metric>); parameters and epochs are the trained model's")
+        notes.append(
+            "evaluation runs of rnnexp-eval: each trained run's best checkpoint scored on the task as the "
+            "columns say (metric eval/<metric>); parameters and epochs are the trained model's"
+        )
     if "tags.lr_from" in runs and runs["tags.lr_from"].notna().any():  # each variant's own lr: show it
         keys = keys if "optim.lr" in keys else [*keys, "optim.lr"]
         notes.append(lr_note(runs))
     table = summarise(runs, keys)
-    if (mixed := int((table["git_commits"] > 1).sum())):  # same config, other code: say so, it may matter
-        notes.append(f"{mixed} variant(s) pool runs made at different git commits (column git_commits in "
-                     "results.csv; runs.csv has each run's)")
+    if mixed := int((table["git_commits"] > 1).sum()):  # same config, other code: say so, it may matter
+        notes.append(
+            f"{mixed} variant(s) pool runs made at different git commits (column git_commits in "
+            "results.csv; runs.csv has each run's)"
+        )
     found = compare(runs, table, wanted, keys)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -890,30 +1142,48 @@ def lr_note(runs: pd.DataFrame) -> str:
 
     chosen = runs.drop_duplicates("variant")["tags.lr_from"]
     sources = ", ".join(sorted(chosen.dropna().unique()))
-    return (f"optim.lr of {int(chosen.notna().sum())} of {len(chosen)} variants chosen on validation data in experiment "
-            f"{sources} (optim.lr_from; each run's tag lr_choice gives every rate's score): {RULE}")
+    return (
+        f"optim.lr of {int(chosen.notna().sum())} of {len(chosen)} variants chosen on validation data in experiment "
+        f"{sources} (optim.lr_from; each run's tag lr_choice gives every rate's score): {RULE}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Tables, tests and plots from the finished runs of an experiment or a sweep: runs that "
+        prog=PROG,
+        description="Tables, tests and plots from the finished runs of an experiment or a sweep: runs that "
         "differ only in the seed are one variant; trainer=smoke runs and re-runs of a seed are left out.",
         epilog="Example: rnnexp-report --experiment context_length --out experiments/context_length/results "
-               "--comparisons experiments/context_length/comparisons.yaml")
+        "--comparisons experiments/context_length/comparisons.yaml",
+    )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="an MLflow experiment's name: all its finished runs")
     which.add_argument("--parent", help="a sweep's parent run id: its finished children")
-    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
+    )
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
-    parser.add_argument("--evaluations", action="store_true", help="report the runs of rnnexp-eval (scored by their "
-                        "eval/ metric) instead of the training runs")
-    parser.add_argument("--budget-curve", metavar="KEY=VALUE", action="append", default=[],
-                        help="also budget_curve.png: for the variants at KEY=VALUE (e.g. task.distance=32), each "
-                        "seed's validation metric against optimizer updates and its test score where it stopped; "
-                        "give it again for more panels")
-    parser.add_argument("--comparisons", type=Path, help="a YAML file of comparisons to test: comparisons: [{name: "
-                        "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
-                        "a config key (model.hidden_size, ...)")
+    parser.add_argument(
+        "--evaluations",
+        action="store_true",
+        help="report the runs of rnnexp-eval (scored by their eval/ metric) instead of the training runs",
+    )
+    parser.add_argument(
+        "--budget-curve",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="also budget_curve.png: for the variants at KEY=VALUE (e.g. task.distance=32), each "
+        "seed's validation metric against optimizer updates and its test score where it stopped; "
+        "give it again for more panels",
+    )
+    parser.add_argument(
+        "--comparisons",
+        type=Path,
+        help="a YAML file of comparisons to test: comparisons: [{name: "
+        "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
+        "a config key (model.hidden_size, ...)",
+    )
     args = parser.parse_args(argv)
     from rnnexp.tracking import quiet_store_logs
 
@@ -934,8 +1204,10 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print((args.out / "comparisons.md").read_text(), end="")
     seeds = result.table["n_seeds"]
-    print(f"{len(result.table)} variants ({int(seeds.min())}-{int(seeds.max())} seeds) from {len(result.runs)} runs -> "
-          f"{args.out}/: {', '.join(result.files)}")
+    print(
+        f"{len(result.table)} variants ({int(seeds.min())}-{int(seeds.max())} seeds) from {len(result.runs)} runs -> "
+        f"{args.out}/: {', '.join(result.files)}"
+    )
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def within_rounding(a: float, b: float) -> bool:
 
 
 def verdict(key: str, logged: float | None, again: float | None) -> str:
-    """"yes" when metric `key` came out the same, "within N ulps" for a loss off by float32
+    """ "yes" when metric `key` came out the same, "within N ulps" for a loss off by float32
     rounding only, else "NO"."""
     if logged == again:
         return "yes"
@@ -93,20 +93,32 @@ def reproduce(run_id: str, uri: str) -> int:
         except ConfigError as err:
             _fail(str(err))
         experiment = client.get_experiment(original.info.experiment_id).name
-        command = [sys.executable, "-m", "rnnexp.train", *kept, f"tracking.uri={uri}",
-                   f"tracking.experiment={experiment}", f"hydra.run.dir={tmp}/run"]
+        command = [
+            sys.executable,
+            "-m",
+            "rnnexp.train",
+            *kept,
+            f"tracking.uri={uri}",
+            f"tracking.experiment={experiment}",
+            f"hydra.run.dir={tmp}/run",
+        ]
         source, worktree = ROOT, None
         if commit != "unknown" and commit != _git("rev-parse", "HEAD"):
             worktree = Path(tmp) / "source"
             try:
                 _git("worktree", "add", "--detach", str(worktree), commit)
             except subprocess.CalledProcessError as err:
-                _fail(f"RUN={run_id!r} was made at commit {commit}, which this repository cannot check out "
-                      f"({err.stderr.strip()})")
+                _fail(
+                    f"RUN={run_id!r} was made at commit {commit}, which this repository cannot check out "
+                    f"({err.stderr.strip()})"
+                )
             source = worktree
         if original.data.tags.get("git_dirty") == "true":
-            print(f"{PROG}: note: the run was made from a tree with uncommitted changes; re-making it from "
-                  f"commit {commit[:12]}", file=sys.stderr)
+            print(
+                f"{PROG}: note: the run was made from a tree with uncommitted changes; re-making it from "
+                f"commit {commit[:12]}",
+                file=sys.stderr,
+            )
         print(f"re-making run {run_id} from commit {commit[:12]}: rnnexp-train {' '.join(kept)}", flush=True)
         env = dict(os.environ, PYTHONPATH=str(source))
         try:
@@ -120,7 +132,8 @@ def reproduce(run_id: str, uri: str) -> int:
         again = client.get_run(match.group(1))
         client.set_tag(again.info.run_id, "reproduces", run_id)
         same_config = _resolved_config(client, run_id, Path(tmp) / "a") == _resolved_config(
-            client, again.info.run_id, Path(tmp) / "b")
+            client, again.info.run_id, Path(tmp) / "b"
+        )
 
     before, after = _final_metrics(original), _final_metrics(again)
     keys = sorted(set(before) | set(after))
@@ -137,9 +150,14 @@ def reproduce(run_id: str, uri: str) -> int:
     exact, rounding = same_config and metrics_exact, same_config and metrics_rounded
     client.set_tag(again.info.run_id, "reproduced_exactly", str(exact).lower())
     client.set_tag(again.info.run_id, "reproduced", "exactly" if exact else "within_rounding" if rounding else "no")
-    outcome = ("every metric matches exactly" if metrics_exact else
-               f"every metric matches within float32 rounding ({sum(v != 'yes' for v in verdicts.values())} "
-               f"differ by at most {ULPS} ulps)" if metrics_rounded else "the metrics differ")
+    outcome = (
+        "every metric matches exactly"
+        if metrics_exact
+        else f"every metric matches within float32 rounding ({sum(v != 'yes' for v in verdicts.values())} "
+        f"differ by at most {ULPS} ulps)"
+        if metrics_rounded
+        else "the metrics differ"
+    )
     print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; {outcome} (re-run: {again.info.run_id})")
     return 0 if exact or rounding else 1
 
@@ -147,7 +165,9 @@ def reproduce(run_id: str, uri: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description="Re-run a logged run and compare its final metrics.")
     parser.add_argument("run_id", help="the MLflow run id of a FINISHED run")
-    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
+    )
     args = parser.parse_args(argv)
     sys.exit(reproduce(args.run_id, args.uri))
 

@@ -60,20 +60,26 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         state names in the old folder (copied here with the same names) are read as here."""
         old = state_dict.get("dirpath")
         if old and self.dirpath and os.path.normpath(old) != os.path.normpath(self.dirpath):
+
             def here(path: Any) -> Any:
                 moved = isinstance(path, str) and path and os.path.dirname(path) == os.path.normpath(old)
                 return os.path.join(self.dirpath, os.path.basename(path)) if moved else path
 
-            state_dict = {**state_dict, "dirpath": self.dirpath,
-                          **{k: here(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path",
-                                                                  "last_model_path")},
-                          "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                **{k: here(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path", "last_model_path")},
+                "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+            }
         super().load_state_dict(state_dict)
 
     def _save_last_checkpoint(self, trainer: Any, monitor_candidates: dict) -> None:
         path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
-        best_now = (self._last_global_step_saved == trainer.global_step and bool(self._last_checkpoint_saved)
-                    and self._last_checkpoint_saved != path)
+        best_now = (
+            self._last_global_step_saved == trainer.global_step
+            and bool(self._last_checkpoint_saved)
+            and self._last_checkpoint_saved != path
+        )
         if trainer.is_global_zero and os.path.islink(path):  # a link to an earlier best: not to be written through
             os.remove(path)  # (by rank 0 alone, which writes checkpoints: under DDP the others would race it)
         self.save_last = "link" if best_now else True
@@ -108,13 +114,20 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     except MlflowException:
         raise config.ConfigError("resume", run_id, f"the id of a KILLED or FAILED run in {config.masked_uri(uri)}")
     if run.info.status not in RESUMABLE:
-        raise config.ConfigError("resume", run_id, f"a KILLED or FAILED run; this one is {run.info.status}"
-                                 + (" (`make stale` marks a dead process's run KILLED)"
-                                    if run.info.status == "RUNNING" else ""))
+        raise config.ConfigError(
+            "resume",
+            run_id,
+            f"a KILLED or FAILED run; this one is {run.info.status}"
+            + (" (`make stale` marks a dead process's run KILLED)" if run.info.status == "RUNNING" else ""),
+        )
     given = config.identity_overrides(config.typed_overrides(HydraConfig.get().overrides.task))
     if given:
-        raise config.ConfigError("resume", run_id, "given without other overrides than tracking.* and hydra.*: "
-                                 f"the run goes on with its own config (drop {' '.join(given)})")
+        raise config.ConfigError(
+            "resume",
+            run_id,
+            "given without other overrides than tracking.* and hydra.*: "
+            f"the run goes on with its own config (drop {' '.join(given)})",
+        )
     resumed_cfg = _compose_again(client, run)
     # written in this command's own output folder (hydra.run.dir), never where the store says:
     # a tag can be edited to any path. The run's old folder, as its tag names it, is only read.
@@ -133,16 +146,23 @@ def _compose_again(client, run) -> DictConfig:
     with tempfile.TemporaryDirectory() as tmp:
         logged = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "overrides.yaml", tmp)).read_text())
     # the store is where the run is found now; the overrides it was made with, as logged
-    where = [o for o in config.typed_overrides(HydraConfig.get().overrides.task) if o.lstrip("+~").startswith("tracking")]
+    where = [
+        o for o in config.typed_overrides(HydraConfig.get().overrides.task) if o.lstrip("+~").startswith("tracking")
+    ]
     logged = logged or []
-    replayed = safety.replayable(logged if isinstance(logged, list) else [logged],
-                                 f"resume={run.info.run_id} overrides.yaml")
+    replayed = safety.replayable(
+        logged if isinstance(logged, list) else [logged], f"resume={run.info.run_id} overrides.yaml"
+    )
     resumed_cfg = compose("train", overrides=replayed + where)
     if config_hash(resumed_cfg) != run.data.tags.get("config_hash"):
         commit = run.data.tags.get("git_commit", "unknown")
-        raise config.ConfigError("resume", run.info.run_id, "a run whose config composes the same here; its "
-                                 f"overrides give a different config at this commit (it ran at {commit[:12]}: "
-                                 "check that out to resume it)")
+        raise config.ConfigError(
+            "resume",
+            run.info.run_id,
+            "a run whose config composes the same here; its "
+            f"overrides give a different config at this commit (it ran at {commit[:12]}: "
+            "check that out to resume it)",
+        )
     return resumed_cfg
 
 
@@ -161,15 +181,20 @@ def _last_checkpoint(client, run_id: str, old: Path | None, folder: Path) -> Pat
     if not last.is_file():
         _restore_from_artifacts(client, run_id, folder)
     if not last.is_file():
-        raise config.ConfigError("resume", run_id, f"a run with a checkpoint; {old / LAST if old else LAST} is "
-                                 f"missing and the run logged no {LAST} (it stopped before its first epoch ended: "
-                                 "start it again)")
+        raise config.ConfigError(
+            "resume",
+            run_id,
+            f"a run with a checkpoint; {old / LAST if old else LAST} is "
+            f"missing and the run logged no {LAST} (it stopped before its first epoch ended: "
+            "start it again)",
+        )
     try:
         torch.load(last, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, not a checkpoint, or holding objects other than weights
         reason = " ".join(str(err).split())[:200]
-        raise config.ConfigError("resume", run_id, f"a run whose checkpoint loads; {source} does not "
-                                 f"({type(err).__name__}: {reason})") from None
+        raise config.ConfigError(
+            "resume", run_id, f"a run whose checkpoint loads; {source} does not ({type(err).__name__}: {reason})"
+        ) from None
     return last
 
 

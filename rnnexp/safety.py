@@ -40,11 +40,27 @@ SWEEPERS = {
 }
 # the samplers of the Optuna sweeper's own configs, by exact name (a prefix would admit
 # `optuna.samplers.os.system`: a target is looked up attribute by attribute)
-OPTUNA_SAMPLERS = {f"optuna.samplers.{name}" for name in (
-    "TPESampler", "RandomSampler", "CmaEsSampler", "NSGAIISampler", "MOTPESampler", "GridSampler", "QMCSampler")}
-LOG_CLASSES = {"logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter",
-               "logging.handlers.RotatingFileHandler", "logging.handlers.TimedRotatingFileHandler",
-               "logging.handlers.WatchedFileHandler"}
+OPTUNA_SAMPLERS = {
+    f"optuna.samplers.{name}"
+    for name in (
+        "TPESampler",
+        "RandomSampler",
+        "CmaEsSampler",
+        "NSGAIISampler",
+        "MOTPESampler",
+        "GridSampler",
+        "QMCSampler",
+    )
+}
+LOG_CLASSES = {
+    "logging.StreamHandler",
+    "logging.FileHandler",
+    "logging.NullHandler",
+    "logging.Formatter",
+    "logging.handlers.RotatingFileHandler",
+    "logging.handlers.TimedRotatingFileHandler",
+    "logging.handlers.WatchedFileHandler",
+}
 LOG_STREAMS = {"ext://sys.stdout", "ext://sys.stderr"}
 # where a log file may be: in the run's own output folder, by a plain name
 LOG_FILE = re.compile(r"\$\{hydra[.:]runtime\.output_dir\}/(?!\.\.?$)([\w.-]|\$\{hydra[.:]job\.name\})+")
@@ -97,21 +113,29 @@ def check_hydra(cfg: DictConfig) -> None:
     are read as written: an interpolation is not an allowed name, and a value that is one whole
     interpolation (which resolves after this check, maybe to a node) must refer to a plain value."""
     hydra = OmegaConf.to_container(cfg.hydra, resolve=False)
-    allowed_targets = {"hydra.launcher": LAUNCHERS, "hydra.sweeper": SWEEPERS,
-                       "hydra.sweeper.sampler": OPTUNA_SAMPLERS}
-    for name in (hydra.get("callbacks") or {}):
+    allowed_targets = {"hydra.launcher": LAUNCHERS, "hydra.sweeper": SWEEPERS, "hydra.sweeper.sampler": OPTUNA_SAMPLERS}
+    for name in hydra.get("callbacks") or {}:
         allowed_targets[f"hydra.callbacks.{name}"] = CALLBACKS
     for parent, key, value in _walk(hydra, "hydra"):
         where = f"{parent}.{key}"
         if isinstance(value, str) and _whole_interpolation(value) and not _refers_to_a_scalar(hydra, value):
-            raise ConfigError(where, value, "a value written out, or ${hydra.KEY} of a plain value: an "
-                              "interpolation here could make a node that names code")
+            raise ConfigError(
+                where,
+                value,
+                "a value written out, or ${hydra.KEY} of a plain value: an "
+                "interpolation here could make a node that names code",
+            )
         if key == "_target_":
             allowed = allowed_targets.get(parent, set())
             if value not in allowed:
-                raise ConfigError(where, value, "one of " + ", ".join(sorted(allowed)) if allowed else
-                                  "nothing: a config names no code here (only the project's own classes and "
-                                  "the Hydra plugins it ships configs for)")
+                raise ConfigError(
+                    where,
+                    value,
+                    "one of " + ", ".join(sorted(allowed))
+                    if allowed
+                    else "nothing: a config names no code here (only the project's own classes and "
+                    "the Hydra plugins it ships configs for)",
+                )
         elif parent.startswith(("hydra.job_logging", "hydra.hydra_logging")):
             if key == "()":
                 raise ConfigError(where, value, "nothing: a logging config names no factory")
@@ -120,8 +144,12 @@ def check_hydra(cfg: DictConfig) -> None:
             if isinstance(value, str) and value.startswith("ext://") and value not in LOG_STREAMS:
                 raise ConfigError(where, value, "one of " + ", ".join(sorted(LOG_STREAMS)))
             if key == "filename" and not LOG_FILE.fullmatch(str(value)):
-                raise ConfigError(where, value, "a file in the run's own folder: ${hydra.runtime.output_dir}/NAME "
-                                  "(a log handler writes nowhere else)")
+                raise ConfigError(
+                    where,
+                    value,
+                    "a file in the run's own folder: ${hydra.runtime.output_dir}/NAME "
+                    "(a log handler writes nowhere else)",
+                )
         elif where == "hydra.job.name" and value is not None and not re.fullmatch(r"(?!\.\.?$)[\w.-]+", str(value)):
             raise ConfigError(where, value, "a plain name (letters, digits, . _ -): it names the run's log file")
         elif where == "hydra.sweeper.custom_search_space" and value is not None:
@@ -147,23 +175,41 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
 
     args = get_args_parser().parse_args(argv)
     if args.experimental_rerun is not None:
-        raise ConfigError("--experimental-rerun", args.experimental_rerun, "nothing: it unpickles a file, which "
-                          "can run any code; resume=RUN_ID goes on with a run, make reproduce-run RUN=ID re-makes one")
+        raise ConfigError(
+            "--experimental-rerun",
+            args.experimental_rerun,
+            "nothing: it unpickles a file, which "
+            "can run any code; resume=RUN_ID goes on with a run, make reproduce-run RUN=ID re-makes one",
+        )
     if args.shell_completion:
         return
-    commands = [name for name, given in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg),
-                                         ("--info", args.info is not None)) if given]
+    commands = [
+        name
+        for name, given in (
+            ("--run", args.run),
+            ("--multirun", args.multirun),
+            ("--cfg", args.cfg),
+            ("--info", args.info is not None),
+        )
+        if given
+    ]
     if len(commands) > 1:
         raise ConfigError(commands[1], True, f"only one of --run, --multirun, --cfg and --info ({commands[0]} given)")
     if args.config_path is not None or args.config_name is not None:
-        raise ConfigError("--config-path/--config-name", args.config_path or args.config_name,
-                          "nothing: rnnexp-train composes conf/train.yaml (add configs with --config-dir)")
+        raise ConfigError(
+            "--config-path/--config-name",
+            args.config_path or args.config_name,
+            "nothing: rnnexp-train composes conf/train.yaml (add configs with --config-dir)",
+        )
     search_path = create_automatic_config_search_path(None, None, conf_dir)
     if args.config_dir is not None:
         from hydra.core.config_search_path import SearchPathQuery
 
-        search_path.prepend(provider="command-line", path=f"file://{Path(args.config_dir).resolve()}",
-                            anchor=SearchPathQuery(provider="schema"))
+        search_path.prepend(
+            provider="command-line",
+            path=f"file://{Path(args.config_dir).resolve()}",
+            anchor=SearchPathQuery(provider="schema"),
+        )
     hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
     try:
         mode = RunMode.MULTIRUN if args.multirun else RunMode.RUN
@@ -242,12 +288,22 @@ def replayable(overrides: list[str], source: str) -> list[str]:
         except HydraException:
             override = None
         key = override.key_or_group if override is not None else ""
-        if (override is None or not key or override.type not in (OverrideType.CHANGE, OverrideType.ADD)
-                or override.package is not None or override.is_sweep_override()
-                or key.split(".")[0].split("/")[0] == "hydra" or "_target_" in key
-                or ("." not in key and re.search(r"\.\.|^/", str(override.value())))):  # a group's option, not a path
-            raise ConfigError(source, line, "plain KEY=VALUE or +KEY=VALUE overrides of this project's config "
-                              "(no flags, sweeps, hydra keys or _target_): the store was altered")
+        if (
+            override is None
+            or not key
+            or override.type not in (OverrideType.CHANGE, OverrideType.ADD)
+            or override.package is not None
+            or override.is_sweep_override()
+            or key.split(".")[0].split("/")[0] == "hydra"
+            or "_target_" in key
+            or ("." not in key and re.search(r"\.\.|^/", str(override.value())))
+        ):  # a group's option, not a path
+            raise ConfigError(
+                source,
+                line,
+                "plain KEY=VALUE or +KEY=VALUE overrides of this project's config "
+                "(no flags, sweeps, hydra keys or _target_): the store was altered",
+            )
         if key.split(".")[0] not in NOT_IDENTITY:
             kept.append(line)
     return kept

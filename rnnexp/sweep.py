@@ -82,8 +82,9 @@ def end_with_the_sweep(parent: Parent, poll_s: float = 1.0, grace_s: float = 10.
     def watch() -> None:
         while not gone():
             time.sleep(poll_s)
-        print(f"rnnexp-train: the sweep's process {parent.pid} has ended: stopping this job", file=sys.stderr,
-              flush=True)
+        print(
+            f"rnnexp-train: the sweep's process {parent.pid} has ended: stopping this job", file=sys.stderr, flush=True
+        )
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace_s)
         os._exit(128 + signal.SIGTERM)
@@ -100,7 +101,9 @@ def finished_twin(uri: str, parent: Parent, config_hash: str) -> str | None:
     runs = client.search_runs(
         [experiment.experiment_id],
         f"tags.mlflow.parentRunId = '{parent.run_id}' and tags.config_hash = '{config_hash}' "
-        "and attributes.status = 'FINISHED'", max_results=1)
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -129,16 +132,23 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
     from rnnexp.tracking import process_alive
 
     def alive() -> list[int]:
-        runs = client.search_runs([client.get_run(parent_id).info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'")
-        pids = [int(r.data.tags["pid"]) for r in runs
-                if r.data.tags.get("host") == socket.gethostname() and r.data.tags.get("pid", "").isdigit()]
+        runs = client.search_runs(
+            [client.get_run(parent_id).info.experiment_id],
+            f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
+        )
+        pids = [
+            int(r.data.tags["pid"])
+            for r in runs
+            if r.data.tags.get("host") == socket.gethostname() and r.data.tags.get("pid", "").isdigit()
+        ]
         return [pid for pid in pids if pid != os.getpid() and process_alive(pid)]
 
     deadline = time.monotonic() + wait_s
-    if (pids := alive()):
-        print(f"waiting for {len(pids)} job(s) of the interrupted sweep to end (pids {', '.join(map(str, pids))})",
-              flush=True)
+    if pids := alive():
+        print(
+            f"waiting for {len(pids)} job(s) of the interrupted sweep to end (pids {', '.join(map(str, pids))})",
+            flush=True,
+        )
     while (pids := alive()) and time.monotonic() < deadline:
         time.sleep(1)
     for pid in pids:
@@ -170,11 +180,14 @@ def _one_store(overrides: list[str]) -> None:
     from rnnexp.config import ConfigError, masked_uri
 
     for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override() and (override.key_or_group in ("tracking", "resume")
-                                             or override.key_or_group.startswith("tracking.")):
-            raise ConfigError(override.key_or_group, masked_uri(override.input_line.split("=", 1)[-1]),
-                              "one value in a sweep: a sweep's parent run and its jobs are in one store (run one "
-                              "sweep per store)")
+        if override.is_sweep_override() and (
+            override.key_or_group in ("tracking", "resume") or override.key_or_group.startswith("tracking.")
+        ):
+            raise ConfigError(
+                override.key_or_group,
+                masked_uri(override.input_line.split("=", 1)[-1]),
+                "one value in a sweep: a sweep's parent run and its jobs are in one store (run one sweep per store)",
+            )
 
 
 def _reopen_parent(client: Any, uri: str, parent_id: str) -> Any:
@@ -191,19 +204,31 @@ def _reopen_parent(client: Any, uri: str, parent_id: str) -> Any:
         try:
             run = client.get_run(parent_id)
         except MlflowException:
-            raise ConfigError("resume", parent_id, f"with -m, the parent run id of a sweep in {masked_uri(uri)}") \
-                from None
+            raise ConfigError(
+                "resume", parent_id, f"with -m, the parent run id of a sweep in {masked_uri(uri)}"
+            ) from None
         tags, status = run.data.tags, run.info.status
         if tags.get("sweep") != "true":
-            raise ConfigError("resume", parent_id, "with -m, the parent run id of a sweep; this run is no sweep's "
-                              "parent (without -m, resume= continues one run)")
+            raise ConfigError(
+                "resume",
+                parent_id,
+                "with -m, the parent run id of a sweep; this run is no sweep's "
+                "parent (without -m, resume= continues one run)",
+            )
         if status == "FINISHED":
-            raise ConfigError("resume", parent_id, "a sweep that stopped before its end (FAILED or KILLED); this one "
-                              "FINISHED: every job ran")
+            raise ConfigError(
+                "resume",
+                parent_id,
+                "a sweep that stopped before its end (FAILED or KILLED); this one FINISHED: every job ran",
+            )
         if status == "RUNNING":
-            raise ConfigError("resume", parent_id, f"a sweep that has stopped; this one is RUNNING in process "
-                              f"{tags.get('pid', '?')} on {tags.get('host', '?')} (the sweep itself, or a resume of "
-                              "it): one resume at a time")
+            raise ConfigError(
+                "resume",
+                parent_id,
+                f"a sweep that has stopped; this one is RUNNING in process "
+                f"{tags.get('pid', '?')} on {tags.get('host', '?')} (the sweep itself, or a resume of "
+                "it): one resume at a time",
+            )
         tracking.reopen(client, parent_id)  # RUNNING, in this process: a second resume is refused above
     return client.get_run(parent_id)
 
@@ -241,8 +266,11 @@ class SweepTracking(Callback):
             raise SystemExit(2) from None
         except Exception as err:  # the store failed under it: no job runs without its parent
             reason = masked_uri(" ".join(str(err).split()))[:300]
-            print(f"rnnexp-train: error: the sweep could not start ({type(err).__name__}: {reason})", file=sys.stderr,
-                  flush=True)
+            print(
+                f"rnnexp-train: error: the sweep could not start ({type(err).__name__}: {reason})",
+                file=sys.stderr,
+                flush=True,
+            )
             raise SystemExit(1) from None
 
     def _start(self, config: DictConfig) -> None:
@@ -266,9 +294,11 @@ class SweepTracking(Callback):
             experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
             experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
             overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
-            run = client.create_run(experiment_id, run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                    tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve()),
-                                          **tracking.process_tags()})
+            run = client.create_run(
+                experiment_id,
+                run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve()), **tracking.process_tags()},
+            )
         try:
             if config.get("resume"):
                 _stop_survivors(client, run.info.run_id)
@@ -282,8 +312,16 @@ class SweepTracking(Callback):
                     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in given.items()])
                 client.log_text(run.info.run_id, "\n".join(overrides) + "\n", "sweep_overrides.txt")
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            (sweep_dir / PARENT_FILE).write_text(json.dumps({"run_id": run.info.run_id, "experiment": experiment,
-                                                             "pid": os.getpid(), "host": socket.gethostname()}))
+            (sweep_dir / PARENT_FILE).write_text(
+                json.dumps(
+                    {
+                        "run_id": run.info.run_id,
+                        "experiment": experiment,
+                        "pid": os.getpid(),
+                        "host": socket.gethostname(),
+                    }
+                )
+            )
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
@@ -300,11 +338,17 @@ class SweepTracking(Callback):
             return
         from rnnexp import tracking
 
-        rss_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
-                      if line.startswith("VmRSS:"))
-        tracking.log_metrics(self.client, self.run_id, {"sweep_rss_mb": rss_kb / 1024,
-                                                        "sweep_open_files": len(os.listdir("/proc/self/fd"))},
-                             step=int(config.hydra.job.num))
+        rss_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+        tracking.log_metrics(
+            self.client,
+            self.run_id,
+            {"sweep_rss_mb": rss_kb / 1024, "sweep_open_files": len(os.listdir("/proc/self/fd"))},
+            step=int(config.hydra.job.num),
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._end(failed=False)
@@ -318,14 +362,17 @@ class SweepTracking(Callback):
         from rnnexp import tracking
 
         children = self.client.search_runs(
-            [info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
+            [info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'"
+        )
         finished = sum(c.info.status == "FINISHED" for c in children)
         tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})
         if failed:
-            self.client.set_tag(self.run_id, "error", f"the sweep stopped: {len(children) - finished} job(s) "
-                                                      "did not finish")
+            self.client.set_tag(
+                self.run_id, "error", f"the sweep stopped: {len(children) - finished} job(s) did not finish"
+            )
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
-        print(f"sweep {self.run_id} {'FAILED' if failed else 'FINISHED'}: {finished} of {len(children)} runs "
-              "finished", flush=True)
+        print(
+            f"sweep {self.run_id} {'FAILED' if failed else 'FINISHED'}: {finished} of {len(children)} runs finished",
+            flush=True,
+        )
         print(next_steps(self.uri, info.experiment_id, self.run_id, failed), flush=True)

@@ -25,8 +25,16 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.config import (MASK, NOT_IDENTITY, SECRET_KEY, TrackingConfig, TrainConfig, masked_uri, sqlite_path,
-                           store_lock)
+from rnnexp.config import (
+    MASK,
+    NOT_IDENTITY,
+    SECRET_KEY,
+    TrackingConfig,
+    TrainConfig,
+    masked_uri,
+    sqlite_path,
+    store_lock,
+)
 
 if TYPE_CHECKING:  # torch and Lightning take seconds to import: a sweep's own process needs neither
     from rnnexp.tasks.base import DataSource, Task
@@ -104,6 +112,7 @@ def reopen(client: MlflowClient, run_id: str) -> None:
 def secret_keys(cfg: DictConfig) -> set[str]:
     """The dotted keys whose value is a secret: named like one (token, password, secret, api_key,
     ...), or read from the environment (`${oc.env:NAME}`), where credentials are kept."""
+
     def walk(node: Any, prefix: str) -> set[str]:
         found: set[str] = set()
         items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
@@ -155,9 +164,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def git_state(path: Path) -> tuple[str, bool | None]:
     """(commit, dirty) of the repository holding `path`; ("unknown", None) outside one."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
     try:
         return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
     except (OSError, subprocess.SubprocessError):
@@ -210,8 +222,13 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 # Keys that cannot change a result: how a run is shown, where it is tracked, how it started.
-NOT_VARIANT = ("seed", "resume", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-               "trainer.log_every_n_steps")
+NOT_VARIANT = (
+    "seed",
+    "resume",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+)
 _NOT_VARIANT_PREFIXES = ("tracking.", "hydra.")
 
 
@@ -234,8 +251,9 @@ def params_of(cfg: DictConfig) -> dict[str, str]:
     return flatten(_resolved(cfg))
 
 
-def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str],
-               tags: Mapping[str, str]) -> None:
+def log_config(
+    client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str], tags: Mapping[str, str]
+) -> None:
     """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
     secrets masked in all three. Tagged `variant_hash` (see there) besides `tags`."""
     resolved = _resolved(cfg)
@@ -261,8 +279,13 @@ def log_dataset(client: MlflowClient, run_id: str, source: DataSource, secret: b
         source = type(source)(MASK, MASK, source.digest, source.rows)
 
     kind = "hugging_face" if source.source.startswith("hf://") else "local" if "/" in source.source else "code"
-    dataset = Dataset(name=source.name, digest=source.digest, source_type=kind,
-                      source=json.dumps({"uri": source.source}), profile=json.dumps({"num_rows": source.rows}))
+    dataset = Dataset(
+        name=source.name,
+        digest=source.digest,
+        source_type=kind,
+        source=json.dumps({"uri": source.source}),
+        profile=json.dumps({"num_rows": source.rows}),
+    )
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
     client.set_tag(run_id, "dataset", source.name)
     client.set_tag(run_id, "dataset_digest", source.digest)
@@ -342,7 +365,8 @@ def store_failure(error: BaseException) -> str | None:
         if isinstance(cause, (requests.ConnectionError, requests.Timeout, sqlite3.OperationalError)):
             return _reason(text)
         if isinstance(cause, MlflowException) and (
-                text.startswith("API request to") or cause.error_code == _UNAVAILABLE):
+            text.startswith("API request to") or cause.error_code == _UNAVAILABLE
+        ):
             return _reason(text)
         if type(cause).__module__.startswith(("sqlalchemy", "psycopg")) and "OperationalError" in type(cause).__name__:
             return _reason(text)
@@ -371,9 +395,11 @@ def one_try() -> Iterator[None]:
 def _reason(text: str) -> str:
     """The telling part of a store error: `Connection refused`, `attempt to write a readonly
     database`, `database or disk is full`."""
-    found = re.search(r"\[Errno -?\d+\] ([^\"')]+)|\(sqlite3\.OperationalError\) ([^\[(]+)|"
-                      r"(too many \d+ error responses)|(Read timed out)|connection failed: ([^\n]+?)(?: Is the|$)",
-                      text)
+    found = re.search(
+        r"\[Errno -?\d+\] ([^\"')]+)|\(sqlite3\.OperationalError\) ([^\[(]+)|"
+        r"(too many \d+ error responses)|(Read timed out)|connection failed: ([^\n]+?)(?: Is the|$)",
+        text,
+    )
     reason = next((g for g in found.groups() if g), None) if found else None
     return masked_uri((reason or text).strip())[:200]
 
@@ -410,10 +436,13 @@ def main(argv: list[str] | None = None) -> None:
     """`make stale` (`python -m rnnexp.tracking --stale`)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="rnnexp-stale", description="Mark KILLED the RUNNING runs of this host "
-                                     "whose process no longer exists.")
+    parser = argparse.ArgumentParser(
+        prog="rnnexp-stale", description="Mark KILLED the RUNNING runs of this host whose process no longer exists."
+    )
     parser.add_argument("--stale", action="store_true", required=True, help="find and mark stale runs")
-    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
+    )
     args = parser.parse_args(argv)
     quiet_store_logs()
     marked = mark_stale(open_client(args.uri))

@@ -39,6 +39,7 @@ config.register()
 def _masking_record_factory(factory):
     """Log records with the password of any URL masked: Hydra logs each job's overrides (to the
     console and train.log), a server URL among them."""
+
     def make(*args, **kwargs) -> logging.LogRecord:
         record = factory(*args, **kwargs)
         if "://" in str(record.msg) or record.args:
@@ -46,6 +47,7 @@ def _masking_record_factory(factory):
             if (masked := config.masked_uri(message)) != message:
                 record.msg, record.args = masked, ()
         return record
+
     make.masks = True  # type: ignore[attr-defined]
     return make
 
@@ -140,8 +142,9 @@ def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
 
     parent = parent_of_this_job()
     if parent is None or parent.run_id != spec.resume:
-        raise config.ConfigError("resume", spec.resume, "with -m, the parent run id of a sweep in "
-                                 f"{config.masked_uri(spec.tracking.uri)}")
+        raise config.ConfigError(
+            "resume", spec.resume, f"with -m, the parent run id of a sweep in {config.masked_uri(spec.tracking.uri)}"
+        )
     return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
 
 
@@ -155,7 +158,6 @@ def _objective_of(uri: str, run_id: str) -> float | None:
 
     objective = tracking.open_client(uri).get_run(run_id).data.tags.get(OBJECTIVE_TAG)
     return None if objective is None else float(objective)  # None: a run made before the tag was
-
 
 
 def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed=None) -> float:
@@ -177,8 +179,12 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     else:
         experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
         tracking.experiment_id(tracking.open_client(spec.tracking.uri), experiment, spec.tracking)  # once, here
-        logger = make_logger(spec, experiment, run_name(cfg, spec, task, hydra_cfg.overrides.task),
-                                      tags={"mlflow.parentRunId": parent.run_id} if parent else None)
+        logger = make_logger(
+            spec,
+            experiment,
+            run_name(cfg, spec, task, hydra_cfg.overrides.task),
+            tags={"mlflow.parentRunId": parent.run_id} if parent else None,
+        )
     client, run_id = logger.experiment, logger.run_id  # the run exists from here on
     try:
         if resumed:  # its config, tags and dataset are logged already
@@ -186,8 +192,13 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
             client.set_tag(run_id, "checkpoint_dir", str(checkpoint_dir))  # where it goes on, for the next resume
         else:
             watched, mode = monitor(cfg, task)  # what best_val is the best of: read back by rnnexp.tuning
-            tags = {**tracking.run_tags(spec, task), "config_hash": tracking.config_hash(cfg),
-                    "checkpoint_dir": str(checkpoint_dir), "monitor": watched, "monitor_mode": mode}
+            tags = {
+                **tracking.run_tags(spec, task),
+                "config_hash": tracking.config_hash(cfg),
+                "checkpoint_dir": str(checkpoint_dir),
+                "monitor": watched,
+                "monitor_mode": mode,
+            }
             if hydra_cfg.runtime.choices.get("trainer") == SMOKE:
                 tags["smoke"] = "true"  # a check of a config, not a result: reports leave it out
             if (choice := getattr(module, "lr_choice", None)) is not None:
@@ -199,8 +210,12 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
                     client.set_tag(target, "lr_rule", RULE)
             tracking.log_config(client, run_id, cfg, config.typed_overrides(hydra_cfg.overrides.task), tags)
             if task.data_source is not None:
-                tracking.log_dataset(client, run_id, task.data_source,
-                                     secret=bool({"task.path", "task.dataset"} & tracking.secret_keys(cfg)))
+                tracking.log_dataset(
+                    client,
+                    run_id,
+                    task.data_source,
+                    secret=bool({"task.path", "task.dataset"} & tracking.secret_keys(cfg)),
+                )
         trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
         start = time.perf_counter()
         trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
@@ -208,18 +223,30 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         updates = trainer.global_step  # optimizer steps (after gradient accumulation), a resumed run's included
         client.set_tag(run_id, "stopped_by", stopped)
         if spec.trainer.strategy != "auto":  # test in this one process, so each example counts once
-            trainer = lightning_trainer(cfg, strategy="auto", devices=1, logger=logger, callbacks=[checkpoint],
-                                        default_root_dir=out_dir)
+            trainer = lightning_trainer(
+                cfg, strategy="auto", devices=1, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir
+            )
         trainer.test(module, datamodule=task, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True)
         wall_time = time.perf_counter() - start
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         n_params = sum(p.numel() for p in model.parameters())
-        population = {} if task.chance_level_population is None else {
-            "chance_level_population": task.chance_level_population}
-        tracking.log_metrics(client, run_id, {"chance_level": task.chance_level, **population, "n_params": n_params,
-                                              "wall_time_s": wall_time, "epochs_trained": epochs_trained,
-                                              "updates": updates, "n_test_scored": module.scored["test"]},
-                             step=updates)
+        population = (
+            {} if task.chance_level_population is None else {"chance_level_population": task.chance_level_population}
+        )
+        tracking.log_metrics(
+            client,
+            run_id,
+            {
+                "chance_level": task.chance_level,
+                **population,
+                "n_params": n_params,
+                "wall_time_s": wall_time,
+                "epochs_trained": epochs_trained,
+                "updates": updates,
+                "n_test_scored": module.scored["test"],
+            },
+            step=updates,
+        )
         if checkpoint.best_model_score is not None:
             objective = float(checkpoint.best_model_score)
         else:  # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
@@ -243,10 +270,16 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
         if lost is not None:
             raise StoreLost(spec.tracking.uri, run_id, lost, closed=status) from err
         if status == "KILLED":  # what to do next: the run goes on from its last checkpoint
-            store = "" if spec.tracking.uri == config.TrackingConfig.uri else \
-                f" tracking.uri={config.masked_uri(spec.tracking.uri)}"
-            print(f"{PROG}: run {run_id} KILLED; continue it with `{PROG} resume={run_id}{store}`", file=sys.stderr,
-                  flush=True)
+            store = (
+                ""
+                if spec.tracking.uri == config.TrackingConfig.uri
+                else f" tracking.uri={config.masked_uri(spec.tracking.uri)}"
+            )
+            print(
+                f"{PROG}: run {run_id} KILLED; continue it with `{PROG} resume={run_id}{store}`",
+                file=sys.stderr,
+                flush=True,
+            )
         if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
             raise SystemExit(128 + signal.SIGTERM) from err
         raise
@@ -254,16 +287,19 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
 
     experiment_id = logger.experiment_id
     kind = "feed-forward baseline" if spec.model.pattern == "baseline" else f"pattern {spec.model.pattern}"
-    print(f"\n{spec.model.name} ({kind}) on {task.name}"
-          f"{'' if task.distance is None else f' at distance {task.distance}'}, seed {spec.seed}:")
+    print(
+        f"\n{spec.model.name} ({kind}) on {task.name}"
+        f"{'' if task.distance is None else f' at distance {task.distance}'}, seed {spec.seed}:"
+    )
     for key in sorted(results):
         print(f"  {key:<14} {results[key]:.4f}")
     print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
     stopping = spec.trainer.early_stopping
-    why = {"plateau": f"{checkpoint.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} "
-                      "epochs",
-           "diverged": f"{checkpoint.monitor} is not finite",
-           "budget": "trainer.max_epochs reached: the curve may still be rising"}[stopped]
+    why = {
+        "plateau": f"{checkpoint.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} epochs",
+        "diverged": f"{checkpoint.monitor} is not finite",
+        "budget": "trainer.max_epochs reached: the curve may still be rising",
+    }[stopped]
     print(f"  {'epochs':<14} {epochs_trained:<6}   (stopped by {stopped}: {why})")
     if (choice := getattr(module, "lr_choice", None)) is not None:
         print(f"  {'lr':<14} {choice.lr:<6g}   (chosen on validation in experiment {spec.optim.lr_from})")
@@ -277,12 +313,36 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
 
 # keys a run name gives in short, and keys it gives otherwise or not at all (where a run is
 # tracked, how it started, what the progress bar shows)
-_SHORT = {"task.distance": "d", "task.length": "T", "model.hidden_size": "h", "model.params": "p", "optim.lr": "lr",
-          "seed": "s"}
-_UNNAMED = ("model", "task", "model.cell", "task.distance", "seed", "experiment", "resume", "optim.lr_from",
-            "optim.lr_shared_over", "model.hidden_size", "hparams_search", "threads")
-_UNNAMED_PREFIXES = ("tracking", "hydra", "trainer.enable_", "trainer.log_every", "trainer.accelerator",
-                     "trainer.devices")
+_SHORT = {
+    "task.distance": "d",
+    "task.length": "T",
+    "model.hidden_size": "h",
+    "model.params": "p",
+    "optim.lr": "lr",
+    "seed": "s",
+}
+_UNNAMED = (
+    "model",
+    "task",
+    "model.cell",
+    "task.distance",
+    "seed",
+    "experiment",
+    "resume",
+    "optim.lr_from",
+    "optim.lr_shared_over",
+    "model.hidden_size",
+    "hparams_search",
+    "threads",
+)
+_UNNAMED_PREFIXES = (
+    "tracking",
+    "hydra",
+    "trainer.enable_",
+    "trainer.log_every",
+    "trainer.accelerator",
+    "trainer.devices",
+)
 
 
 def run_name(cfg: DictConfig, spec: config.TrainConfig, task, overrides) -> str:
@@ -290,8 +350,13 @@ def run_name(cfg: DictConfig, spec: config.TrainConfig, task, overrides) -> str:
     (as solved from model.params), every other key its command line or sweep set, and its seed,
     e.g. `rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s0`."""
     cell = getattr(spec.model, "cell", None)
-    parts = [spec.model.name, *([] if cell is None else ["tanh" if cell.value == "rnn" else cell.value]), task.name,
-             *([] if task.distance is None else [f"d{task.distance}"]), f"h{cfg.model.hidden_size}"]
+    parts = [
+        spec.model.name,
+        *([] if cell is None else ["tanh" if cell.value == "rnn" else cell.value]),
+        task.name,
+        *([] if task.distance is None else [f"d{task.distance}"]),
+        f"h{cfg.model.hidden_size}",
+    ]
     given: dict[str, str] = {}  # a key given twice counts once, at its last value, as Hydra takes it
     for override in config.typed_overrides(overrides):
         key, _, value = override.lstrip("+~").partition("=")
@@ -314,9 +379,11 @@ class StoreLost(RuntimeError):
         where = "tracking server" if uri.startswith(("http://", "https://")) else "tracking store"
         left = f"run {run_id} is {closed} there" if closed else f"run {run_id} is left RUNNING there"
         store = "" if uri == config.TrackingConfig.uri else f" tracking.uri={config.masked_uri(uri)}"
-        super().__init__(f"the {where} {config.masked_uri(uri)} failed mid-run ({reason}); {left}, its "
-                         f"checkpoints kept: when the store is back, `{PROG} resume={run_id}{store}` goes on from the "
-                         "last one")
+        super().__init__(
+            f"the {where} {config.masked_uri(uri)} failed mid-run ({reason}); {left}, its "
+            f"checkpoints kept: when the store is back, `{PROG} resume={run_id}{store}` goes on from the "
+            "last one"
+        )
 
 
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
@@ -335,15 +402,16 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         torch.multiprocessing.set_sharing_strategy("file_system")
         # the processes start afresh: warning filters reach them only through the environment
         ignored = [f"ignore:{start}" for start in _ignored_warnings(cfg.tracking.step_metrics)]
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored,
-                                                              "ignore::DeprecationWarning"]))
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored, "ignore::DeprecationWarning"])
+        )
     watched, mode = monitor(cfg, task)
-    checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=watched, save_top_k=1, mode=mode,
-                                       save_last=True)
+    checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=watched, save_top_k=1, mode=mode, save_last=True)
     callbacks = [MetricsInCheckpoint(), checkpoint, *callbacks]
     if (stopping := cfg.trainer.early_stopping).patience is not None:
-        callbacks.append(EarlyStopping(monitor=watched, mode=mode, patience=stopping.patience,
-                                       min_delta=stopping.min_delta))
+        callbacks.append(
+            EarlyStopping(monitor=watched, mode=mode, patience=stopping.patience, min_delta=stopping.min_delta)
+        )
     trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
 
@@ -409,17 +477,35 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     choice = _choose_lr(cfg, spec, task.name)
     model = sizing.make_model(cfg.model, task.io)
     watched, mode = monitor(cfg, task)
-    schedule = {"scheduler": spec.optim.scheduler.value, "min_lr": spec.optim.min_lr, "lr_factor": spec.optim.lr_factor,
-                "lr_patience": spec.optim.lr_patience, "epochs": spec.trainer.max_epochs, "monitor": watched, "mode": mode}
+    schedule = {
+        "scheduler": spec.optim.scheduler.value,
+        "min_lr": spec.optim.min_lr,
+        "lr_factor": spec.optim.lr_factor,
+        "lr_patience": spec.optim.lr_patience,
+        "epochs": spec.trainer.max_epochs,
+        "monitor": watched,
+        "mode": mode,
+    }
     from rnnexp.tracking import masked, secret_keys
 
-    built = {"model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True),  # as sized: the shapes of the weights
-             "task": OmegaConf.to_container(cfg.task, resolve=True, enum_to_str=True)}
+    built = {
+        "model": OmegaConf.to_container(
+            cfg.model, resolve=True, enum_to_str=True
+        ),  # as sized: the shapes of the weights
+        "task": OmegaConf.to_container(cfg.task, resolve=True, enum_to_str=True),
+    }
     # kept in each checkpoint (rnnexp-eval reads it): a value read from the environment masked, as in the store
     built = {**masked(built, secret_keys(cfg)), "seed": spec.seed}
-    module = SequenceModule(model, task, optimizer=spec.optim.optimizer.value, lr=cfg.optim.lr,
-                            weight_decay=spec.optim.weight_decay, step_metrics=spec.tracking.step_metrics,
-                            schedule=schedule, config=built)
+    module = SequenceModule(
+        model,
+        task,
+        optimizer=spec.optim.optimizer.value,
+        lr=cfg.optim.lr,
+        weight_decay=spec.optim.weight_decay,
+        step_metrics=spec.tracking.step_metrics,
+        schedule=schedule,
+        config=built,
+    )
     module.lr_choice = choice  # what `train` logs of it
     return task, model, module
 
@@ -432,20 +518,38 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
         return None
     from rnnexp import tracking, tuning
 
-    given = [o.split("=", 1)[1] for o in config.typed_overrides(HydraConfig.get().overrides.task)
-             if re.match(r"[+~]*optim\.lr=", o)] if HydraConfig.initialized() else []
+    given = (
+        [
+            o.split("=", 1)[1]
+            for o in config.typed_overrides(HydraConfig.get().overrides.task)
+            if re.match(r"[+~]*optim\.lr=", o)
+        ]
+        if HydraConfig.initialized()
+        else []
+    )
     if given or spec.optim.lr != config.OptimConfig.lr:  # on the command line even at the default, or in a file
-        raise config.ConfigError("optim.lr", given[0] if given else spec.optim.lr, f"not given with optim.lr_from="
-                                 f"{spec.optim.lr_from}: the learning rate is the one chosen in that experiment")
+        raise config.ConfigError(
+            "optim.lr",
+            given[0] if given else spec.optim.lr,
+            f"not given with optim.lr_from="
+            f"{spec.optim.lr_from}: the learning rate is the one chosen in that experiment",
+        )
     parent = parent_of_this_job() if HydraConfig.initialized() else None
     if spec.optim.lr_from == (spec.tracking.experiment or (parent.experiment if parent else task_name)):
-        raise config.ConfigError("optim.lr_from", spec.optim.lr_from, "another experiment than the one this run is "
-                                 "tracked in (tracking.experiment): the selection's runs are its own")
+        raise config.ConfigError(
+            "optim.lr_from",
+            spec.optim.lr_from,
+            "another experiment than the one this run is "
+            "tracked in (tracking.experiment): the selection's runs are its own",
+        )
     params = tracking.params_of(cfg)
     for name in spec.optim.lr_shared_over:
         if name not in params or name in ("seed", *tuning.TUNED):
-            raise config.ConfigError("optim.lr_shared_over", name, "a key of the run's config other than the seed and "
-                                     "optim.lr*, e.g. task.distance")
+            raise config.ConfigError(
+                "optim.lr_shared_over",
+                name,
+                "a key of the run's config other than the seed and optim.lr*, e.g. task.distance",
+            )
     try:
         choice = tuning.chosen_lr(spec.tracking.uri, spec.optim.lr_from, params, tuple(spec.optim.lr_shared_over))
     except tuning.SelectionError as err:
@@ -464,11 +568,18 @@ def _check_fits_in_memory(cfg: DictConfig, spec: config.TrainConfig, task) -> No
     needed = n_params * 4 * 4
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     if memory and needed > memory:
-        sizes = {f.name: getattr(spec.model, f.name) for f in fields(spec.model)
-                 if isinstance(getattr(spec.model, f.name), int) and not isinstance(getattr(spec.model, f.name), bool)}
+        sizes = {
+            f.name: getattr(spec.model, f.name)
+            for f in fields(spec.model)
+            if isinstance(getattr(spec.model, f.name), int) and not isinstance(getattr(spec.model, f.name), bool)
+        }
         key = max(sizes, key=lambda k: sizes[k])  # the size that is out of scale
-        raise config.ConfigError(f"model.{key}", sizes[key], f"a model that fits in memory: {n_params:,} parameters "
-                                 f"need {needed / 2**30:,.0f} GiB to train, this machine has {memory / 2**30:,.0f} GiB")
+        raise config.ConfigError(
+            f"model.{key}",
+            sizes[key],
+            f"a model that fits in memory: {n_params:,} parameters "
+            f"need {needed / 2**30:,.0f} GiB to train, this machine has {memory / 2**30:,.0f} GiB",
+        )
 
 
 def _set_threads(threads: int | None) -> None:
@@ -478,8 +589,9 @@ def _set_threads(threads: int | None) -> None:
 
     if threads is None:
         cpus = os.cpu_count() or 1
-        n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None) \
-            if HydraConfig.initialized() else None
+        n_jobs = (
+            OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None) if HydraConfig.initialized() else None
+        )
         side_by_side = 1 if n_jobs is None else min(cpus, cpus + 1 + n_jobs if n_jobs < 0 else n_jobs)  # -1: every CPU
         threads = max(1, cpus // max(1, side_by_side))
     torch.set_num_threads(threads)
@@ -508,8 +620,13 @@ def _ignored_warnings(step_metrics: bool) -> list[str]:
 
 # Lightning's INFO lines a run's own summary says better, or that say nothing on a CPU: each
 # run of a sweep printed them, four lines a run
-_SAID_ELSEWHERE = ("GPU available:", "TPU available:", "HPU available:", "Restoring states from the checkpoint",
-                   "Loaded model weights from the checkpoint")
+_SAID_ELSEWHERE = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "Restoring states from the checkpoint",
+    "Loaded model weights from the checkpoint",
+)
 
 
 def _no_adverts(record: logging.LogRecord) -> bool:
@@ -535,8 +652,11 @@ def describe(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options:
         group = (err.missing_cfg_file or "").rsplit("/", 1)[0]
         name = (err.missing_cfg_file or "").rsplit("/", 1)[-1]
-        extra = "; hydra/launcher=ray needs the ray extra: pip install -e '.[ray]'" if (group, name) == (
-            "hydra/launcher", "ray") else ""
+        extra = (
+            "; hydra/launcher=ray needs the ray extra: pip install -e '.[ray]'"
+            if (group, name) == ("hydra/launcher", "ray")
+            else ""
+        )
         return f"{group}={name} is not an option; allowed: {', '.join(sorted(err.options))}{extra}"
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
     if isinstance(cause, MissingMandatoryValue) and cause.full_key:
@@ -564,8 +684,11 @@ def _exit_with(err: BaseException) -> None:
 # try of 3 s each to write what waits and close the run (tracking.one_try). A server that refuses
 # connections (down, restarting): about 15 s; one that takes them and never answers: about 50 s.
 # Raise MLFLOW_HTTP_REQUEST_MAX_RETRIES to ride out longer restarts.
-STORE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "8"}
+STORE_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "8",
+}
 
 
 def main() -> None:
@@ -581,8 +704,13 @@ def main() -> None:
         # Hydra instantiates callbacks, launcher, sweeper and logging before _app runs: check first
         safety.check_command_line(sys.argv[1:], CONF_DIR, "train")
         _app()
-    except (config.ConfigError, ConfigCompositionException, MissingConfigException, OverrideParseException,
-            OmegaConfBaseException) as err:
+    except (
+        config.ConfigError,
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        OmegaConfBaseException,
+    ) as err:
         _exit_with(err)
     except StoreLost as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

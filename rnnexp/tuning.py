@@ -20,9 +20,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-RULE = ("for each learning rate, the mean over seeds of the best validation score the checkpoint is chosen on "
-        "(tag best_val; the loss under trainer.select_on=loss); the best mean wins, ties to the smaller rate; "
-        "a rate at which any seed failed (diverged) is out. Test data are never read")
+RULE = (
+    "for each learning rate, the mean over seeds of the best validation score the checkpoint is chosen on "
+    "(tag best_val; the loss under trainer.select_on=loss); the best mean wins, ties to the smaller rate; "
+    "a rate at which any seed failed (diverged) is out. Test data are never read"
+)
 # besides the seed: the keys a selection run differs in from the run that takes its choice
 TUNED = ("optim.lr", "optim.lr_from", "optim.lr_shared_over")
 
@@ -43,8 +45,10 @@ class Choice:
     def describe(self, experiment: str) -> str:
         scores = ", ".join(f"{lr:g}: {'failed' if np.isnan(m) else f'{m:.4g}'}" for lr, m in zip(self.grid, self.means))
         where = "".join(f", chosen at {k}={v} and shared over every {k}" for k, v in self.at)
-        return (f"lr {self.lr:g}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
-                f"experiment {experiment}{where} ({scores})")
+        return (
+            f"lr {self.lr:g}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
+            f"experiment {experiment}{where} ({scores})"
+        )
 
 
 def selection_key(params: Mapping[str, str], shared: tuple[str, ...] = ()) -> str:
@@ -61,14 +65,22 @@ def _runs(client, experiment: str) -> list[Any]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
         names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
-        raise SelectionError(f"no experiment {experiment!r} in the store (stage 1, `make tune-lr`, writes "
-                             f"EXP_lr); experiments: {', '.join(names) or 'none'}")
+        raise SelectionError(
+            f"no experiment {experiment!r} in the store (stage 1, `make tune-lr`, writes "
+            f"EXP_lr); experiments: {', '.join(names) or 'none'}"
+        )
     runs = client.search_runs([found.experiment_id], max_results=50000)
     # selection runs only: not a sweep's parent, a smoke run, or a run that took its rate from a selection
-    return [r for r in runs if r.data.tags.get("sweep") != "true" and r.data.tags.get("smoke") != "true"
-            and r.data.tags.get("evaluation") != "true"
-            and "seed" in r.data.params and "optim.lr" in r.data.params
-            and r.data.params.get("optim.lr_from", "None") == "None"]
+    return [
+        r
+        for r in runs
+        if r.data.tags.get("sweep") != "true"
+        and r.data.tags.get("smoke") != "true"
+        and r.data.tags.get("evaluation") != "true"
+        and "seed" in r.data.params
+        and "optim.lr" in r.data.params
+        and r.data.params.get("optim.lr_from", "None") == "None"
+    ]
 
 
 def _number(run: Any, key: str, value: str, kind: type = float) -> Any:
@@ -80,8 +92,11 @@ def _number(run: Any, key: str, value: str, kind: type = float) -> Any:
         number = kind(value)
     except ValueError:
         number = None
-    low, high = (f.metadata["low"], f.metadata["high"]) if key == "optim.lr" and (
-        f := OptimConfig.__dataclass_fields__["lr"]) else (-np.inf, np.inf)
+    low, high = (
+        (f.metadata["low"], f.metadata["high"])
+        if key == "optim.lr" and (f := OptimConfig.__dataclass_fields__["lr"])
+        else (-np.inf, np.inf)
+    )
     if number is None or not np.isfinite(number) or not low <= number <= high:
         allowed = f"a finite number from {low:g} to {high:g}" if key == "optim.lr" else f"a finite {kind.__name__}"
         raise SelectionError(f"run {run.info.run_id} has {key}={value!r}, not {allowed}: a store edited by hand?")
@@ -97,7 +112,10 @@ def choose(runs: list[Any], experiment: str) -> Choice:
     lower = first.data.tags.get("monitor_mode") == "min"
     latest: dict[tuple[float, int], Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):  # a re-run of a seed replaces it
-        lr, seed = _number(run, "optim.lr", run.data.params["optim.lr"]), _number(run, "seed", run.data.params["seed"], int)
+        lr, seed = (
+            _number(run, "optim.lr", run.data.params["optim.lr"]),
+            _number(run, "seed", run.data.params["seed"], int),
+        )
         if run.info.status == "FINISHED" and "best_val" in run.data.tags:
             latest[lr, seed] = _number(run, "best_val", run.data.tags["best_val"])
         elif run.info.status == "FINISHED":
@@ -106,18 +124,25 @@ def choose(runs: list[Any], experiment: str) -> Choice:
             latest[lr, seed] = float("nan") if run.info.status == "FAILED" else run.info.status
     grid = tuple(sorted({lr for lr, _ in latest}))
     seeds = tuple(sorted({seed for _, seed in latest}))
-    problems = [f"lr {lr:g} lacks seed {s}" if (lr, s) not in latest else f"lr {lr:g} seed {s} is {latest[lr, s]}"
-                for lr in grid for s in seeds if isinstance(latest.get((lr, s)), (str, type(None)))]
+    problems = [
+        f"lr {lr:g} lacks seed {s}" if (lr, s) not in latest else f"lr {lr:g} seed {s} is {latest[lr, s]}"
+        for lr in grid
+        for s in seeds
+        if isinstance(latest.get((lr, s)), (str, type(None)))
+    ]
     if problems or len(grid) < 2:
         why = "; ".join(problems) or f"it has runs at {len(grid)} learning rate"
-        raise SelectionError(f"the selection in experiment {experiment} is incomplete for this variant: {why} (every "
-                             "rate needs every seed, and at least 2 rates)")
+        raise SelectionError(
+            f"the selection in experiment {experiment} is incomplete for this variant: {why} (every "
+            "rate needs every seed, and at least 2 rates)"
+        )
     by_lr = {lr: {s: latest[lr, s] for s in seeds} for lr in grid}
     means = tuple(float(np.mean([by_lr[lr][s] for s in seeds])) for lr in grid)
     finite = [i for i, m in enumerate(means) if not np.isnan(m)]
     if not finite:
-        raise SelectionError(f"the selection in experiment {experiment} chose nothing for this variant: every "
-                             "learning rate failed")
+        raise SelectionError(
+            f"the selection in experiment {experiment} chose nothing for this variant: every learning rate failed"
+        )
     best = min(finite, key=lambda i: (means[i] if lower else -means[i], grid[i]))
     return Choice(grid[best], grid, seeds, means, quantity)
 
@@ -132,14 +157,18 @@ def chosen_lr(uri: str, experiment: str, params: Mapping[str, str], shared: tupl
     mine = [r for r in runs if selection_key(r.data.params, shared) == key]
     if not mine:
         but = ", ".join(("optim.lr", "the seed", *shared))
-        raise SelectionError(f"none of the {len(runs)} runs of experiment {experiment} has this run's config but for "
-                             f"{but} (stage 1 must run the same sweep: `make tune-lr EXP=...`)")
+        raise SelectionError(
+            f"none of the {len(runs)} runs of experiment {experiment} has this run's config but for "
+            f"{but} (stage 1 must run the same sweep: `make tune-lr EXP=...`)"
+        )
     at = []
     for name in shared:  # one choice for every value: made at one value, or it is not one choice
         values = sorted({r.data.params.get(name, "None") for r in mine})
         if len(values) > 1:
-            raise SelectionError(f"stage 1 ran this variant at {name} = {', '.join(values)}: a rate shared over "
-                                 f"{name} is chosen at one value of it (make tune-lr ... ARGS={name}=<one value>)")
+            raise SelectionError(
+                f"stage 1 ran this variant at {name} = {', '.join(values)}: a rate shared over "
+                f"{name} is chosen at one value of it (make tune-lr ... ARGS={name}=<one value>)"
+            )
         at.append((name, values[0]))
     choice = choose(mine, experiment)
     return Choice(choice.lr, choice.grid, choice.seeds, choice.means, choice.quantity, tuple(at))
@@ -165,8 +194,13 @@ def table(uri: str, experiment: str) -> tuple[list[str], int]:
     def apart(group: list[Any]) -> str:  # what else tells it from a variant of the same name (task.read=pixels)
         same = [g for g in groups.values() if base(g) == base(group)]
         params = group[0].data.params
-        keys = sorted(k for k in params if k not in ("seed", "optim.lr", "task.distance") and not k.startswith(
-            ("tracking.", "model.hidden_size")) and len({g[0].data.params.get(k) for g in same}) > 1)
+        keys = sorted(
+            k
+            for k in params
+            if k not in ("seed", "optim.lr", "task.distance")
+            and not k.startswith(("tracking.", "model.hidden_size"))
+            and len({g[0].data.params.get(k) for g in same}) > 1
+        )
         return "".join(f" {k}={params[k]}" for k in keys)
 
     for group in groups.values():
@@ -177,25 +211,31 @@ def table(uri: str, experiment: str) -> tuple[list[str], int]:
             lines.append(f"{name}: {err}")
             unchosen += 1
             continue
-        scores = "  ".join(f"{'*' if lr == choice.lr else ' '}{lr:g}={'failed' if np.isnan(m) else f'{m:.4f}'}"
-                           for lr, m in zip(choice.grid, choice.means))
+        scores = "  ".join(
+            f"{'*' if lr == choice.lr else ' '}{lr:g}={'failed' if np.isnan(m) else f'{m:.4f}'}"
+            for lr, m in zip(choice.grid, choice.means)
+        )
         lines.append(f"{name}: {choice.quantity} {scores}")
     return sorted(lines), unchosen
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m rnnexp.tuning", description="The learning rate stage 1 of the recipe chose for each variant "
-        "(starred), with each rate's mean best validation score over seeds. Rule: " + RULE + ".")
+        prog="python -m rnnexp.tuning",
+        description="The learning rate stage 1 of the recipe chose for each variant "
+        "(starred), with each rate's mean best validation score over seeds. Rule: " + RULE + ".",
+    )
     parser.add_argument("--experiment", required=True, help="the selection's MLflow experiment (EXP_lr)")
-    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
+    )
     args = parser.parse_args(argv)
     from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()
     from rnnexp import config
 
-    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///"):].split("?", 1)[0]):
+    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///") :].split("?", 1)[0]):
         print(f"{parser.prog}: error: --uri={args.uri}: no such SQLite file", file=sys.stderr)
         sys.exit(2)
     try:

@@ -23,9 +23,11 @@ os.environ.setdefault("RNNEXP_LOG_MODEL", "false")
 @pytest.fixture
 def compose_train():
     """compose_train("model=mlp_bag", ...) -> the composed `train` config, as the CLI builds it."""
+
     def _compose(*overrides: str):
         with initialize_config_dir(str(CONF), version_base="1.3"):
             return compose("train", overrides=list(overrides))
+
     return _compose
 
 

@@ -39,8 +39,12 @@ def environment() -> dict[str, str]:
     numbers on a CPU whose kernels sum in another order (AVX2 against AVX512), or with more threads."""
     import torch
 
-    return {"torch": str(torch.__version__), "threads": str(THREADS),
-            "cpu": torch.backends.cpu.get_cpu_capability(), "machine": platform.machine()}
+    return {
+        "torch": str(torch.__version__),
+        "threads": str(THREADS),
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+    }
 
 
 def recorded(golden: dict, env: dict[str, str]) -> dict | None:
@@ -56,18 +60,30 @@ def measure(folder: Path) -> dict[str, dict[str, float]]:
 
     _reviews(folder / "reviews.csv")
     store = f"sqlite:///{folder}/golden.db"
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), RNNEXP_GOLDEN_TEXT=str(folder / "reviews.csv"),
-               RNNEXP_GOLDEN_CACHE=str(folder / "cache"))
-    command = [str(Path(sys.executable).parent / "rnnexp-train"), "-m", "--config-dir", str(CONF),
-               f"+golden={','.join(CONFIGS)}", f"tracking.uri={store}", f"hydra.sweep.dir={folder}/sweep"]
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(THREADS),
+        RNNEXP_GOLDEN_TEXT=str(folder / "reviews.csv"),
+        RNNEXP_GOLDEN_CACHE=str(folder / "cache"),
+    )
+    command = [
+        str(Path(sys.executable).parent / "rnnexp-train"),
+        "-m",
+        "--config-dir",
+        str(CONF),
+        f"+golden={','.join(CONFIGS)}",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={folder}/sweep",
+    ]
     proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"the golden runs failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     client = MlflowClient(store)
     measured = {}
     for name in CONFIGS:
-        (run,) = client.search_runs([client.get_experiment_by_name(f"golden-{name}").experiment_id],
-                                    "attributes.status = 'FINISHED'")
+        (run,) = client.search_runs(
+            [client.get_experiment_by_name(f"golden-{name}").experiment_id], "attributes.status = 'FINISHED'"
+        )
         measured[name] = {k: v for k, v in sorted(run.data.metrics.items()) if k not in NOT_COMPARED}
     return measured
 
@@ -85,8 +101,10 @@ def differences(old: dict, new: dict) -> list[tuple[str, str, object, object]]:
 
 def table(rows: list[tuple[str, str, object, object]]) -> str:
     head = ("config", "metric", "golden", "now")
-    cells = [head] + [(n, k, repr(a) if isinstance(a, float) else str(a), repr(b) if isinstance(b, float) else str(b))
-                      for n, k, a, b in rows]
+    cells = [head] + [
+        (n, k, repr(a) if isinstance(a, float) else str(a), repr(b) if isinstance(b, float) else str(b))
+        for n, k, a, b in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(4)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
@@ -96,8 +114,10 @@ def report(expected: dict, measured: dict) -> str | None:
     rows = differences(expected, measured)
     if not rows:
         return None
-    return (f"{len(rows)} golden metric(s) moved:\n{table(rows)}\nthe code changed what it computes, in the "
-            "environment that wrote them. If on purpose, `make golden` rewrites them; say why in the commit")
+    return (
+        f"{len(rows)} golden metric(s) moved:\n{table(rows)}\nthe code changed what it computes, in the "
+        "environment that wrote them. If on purpose, `make golden` rewrites them; say why in the commit"
+    )
 
 
 def write(golden: dict, env: dict[str, str], measured: dict) -> None:
@@ -109,8 +129,10 @@ def write(golden: dict, env: dict[str, str], measured: dict) -> None:
         entries.append(mine)
     else:
         entries[at] = mine  # in place, so that the diff shows what moved
-    header = ("# Golden metrics (tests/golden.py): the exact final metrics of the runs in tests/golden_conf/,\n"
-              "# seed 0, CPU, per environment. Written by `make golden`; a commit that rewrites it says why.\n")
+    header = (
+        "# Golden metrics (tests/golden.py): the exact final metrics of the runs in tests/golden_conf/,\n"
+        "# seed 0, CPU, per environment. Written by `make golden`; a commit that rewrites it says why.\n"
+    )
     GOLDEN.write_text(header + yaml.safe_dump({"environments": entries}, sort_keys=False))
 
 
@@ -132,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     message = report(expected, measured)
     print(message or f"all {sum(len(m) for m in measured.values())} golden metrics match exactly")
     sys.exit(1 if message else 0)
+
 
 if __name__ == "__main__":
     main()

@@ -11,13 +11,35 @@ from tests.conftest import ROOT
 
 
 def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
-    proc = subprocess.run([sys.executable, "experiments/throughput/data.py", "--n", "200", "--length", "30",
-                           "--repeats", "1", "--mb", "0.05"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "experiments/throughput/data.py",
+            "--n",
+            "200",
+            "--length",
+            "30",
+            "--repeats",
+            "1",
+            "--mb",
+            "0.05",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     generation, tokenisation = proc.stdout.split("\n\n")
     rows = [line for line in generation.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "delayed_recall", "running_parity", "copy_memory", "adding", "pronoun_reference", "negated_sentiment"]
+        "delayed_recall",
+        "running_parity",
+        "copy_memory",
+        "adding",
+        "pronoun_reference",
+        "negated_sentiment",
+    ]
     assert all(r.split("|")[2].strip() == "200" for r in rows)
     assert "| cold" in tokenisation and "| warm" in tokenisation
 
@@ -25,8 +47,13 @@ def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
 @pytest.mark.integration  # slow: make test-integration
 def test_the_benchmark_prints_and_writes_every_row_at_a_tiny_size(tmp_path):
     out = tmp_path / "results.md"
-    proc = subprocess.run([sys.executable, "experiments/throughput/bench.py", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "experiments/throughput/bench.py", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     assert table.strip() == proc.stdout.strip()
@@ -53,10 +80,12 @@ def test_the_gpu_check_is_skipped_without_cuda():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: `make gpu-check` runs the check itself")
-    proc = subprocess.run([sys.executable, "experiments/throughput/gpu_check.py"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "experiments/throughput/gpu_check.py"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == (
-        "gpu-check: skipped: no CUDA device here (torch.cuda.is_available() is False)"), proc.stderr
+        "gpu-check: skipped: no CUDA device here (torch.cuda.is_available() is False)"
+    ), proc.stderr
 
 
 @pytest.mark.integration  # slow: make test-integration
@@ -64,8 +93,13 @@ def test_the_gpu_check_runs_every_check_with_the_cpu_standing_in(tmp_path):
     # where no GPU is lent, the CPU on both sides checks the script: every case agrees, runs twice
     # identically, resumes identically, and the timing table is written
     out = tmp_path / "gpu.md"
-    proc = subprocess.run([sys.executable, "experiments/throughput/gpu_check.py", "--device", "cpu", "--quick",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "experiments/throughput/gpu_check.py", "--device", "cpu", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
     rows = [line for line in table.splitlines() if line.startswith("| rnn_") or line.startswith("| mlp_")]

@@ -21,8 +21,15 @@ from rnnexp.tracking import open_client
 from tests.conftest import ROOT
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
-SMALL = ["trainer=smoke", "trainer.max_epochs=2", "task.length=10", "task.distance=3",
-         "task.train_size=256", "task.val_size=128", "task.test_size=128"]
+SMALL = [
+    "trainer=smoke",
+    "trainer.max_epochs=2",
+    "task.length=10",
+    "task.distance=3",
+    "task.train_size=256",
+    "task.val_size=128",
+    "task.test_size=128",
+]
 
 
 def _run(tmp_path: Path, *overrides: str, argv0: list[str] | None = None, code: str | None = None):
@@ -59,8 +66,13 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
 
     tags = run.data.tags
     assert {k: tags[k] for k in ("pattern", "model", "cell", "task", "distance", "seed")} == {
-        "pattern": "1", "model": "rnn_hidden", "cell": "gru", "task": "delayed_recall",
-        "distance": "3", "seed": "0"}
+        "pattern": "1",
+        "model": "rnn_hidden",
+        "cell": "gru",
+        "task": "delayed_recall",
+        "distance": "3",
+        "seed": "0",
+    }
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
     assert tags["git_dirty"] in ("true", "false", "unknown")
     assert tags["metric"] == "acc" and "mlflow.parentRunId" not in tags  # a single run has no parent
@@ -120,19 +132,27 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
     assert "injected failure in training_step" in run.data.tags["error"]
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("model=rnn_final", ["model='rnn_final'", "task=delayed_recall", "rnn_hidden"]),
-    ("model.hidden_size=0", ["model.hidden_size=0", ">= 1"]),
-    ("model.cel=gru", ["model.cel", "allowed keys"]),
-    ("model=transformer", ["model=transformer", "rnn_hidden", "mlp_bag"]),
-    ("task.where=source=imdb", ["the override 'task.where=source=imdb' does not parse", "mismatched input '='"]),
-    pytest.param("hydra/launcher=ray", ["hydra/launcher=ray", "joblib", "pip install -e '.[ray]'"],
-                 marks=pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
-                                          reason="the ray extra is installed here")),
-    ("task.length=10", ["task.distance=15", "task.length (10)"]),  # the default distance does not fit
-    ("trainer.select_on=accuracy", ["trainer.select_on", "accuracy", "metric", "loss"]),
-    ("trainer.early_stopping.patience=0", ["trainer.early_stopping.patience=0", ">= 1"]),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model=rnn_final", ["model='rnn_final'", "task=delayed_recall", "rnn_hidden"]),
+        ("model.hidden_size=0", ["model.hidden_size=0", ">= 1"]),
+        ("model.cel=gru", ["model.cel", "allowed keys"]),
+        ("model=transformer", ["model=transformer", "rnn_hidden", "mlp_bag"]),
+        ("task.where=source=imdb", ["the override 'task.where=source=imdb' does not parse", "mismatched input '='"]),
+        pytest.param(
+            "hydra/launcher=ray",
+            ["hydra/launcher=ray", "joblib", "pip install -e '.[ray]'"],
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is not None,
+                reason="the ray extra is installed here",
+            ),
+        ),
+        ("task.length=10", ["task.distance=15", "task.length (10)"]),  # the default distance does not fit
+        ("trainer.select_on=accuracy", ["trainer.select_on", "accuracy", "metric", "loss"]),
+        ("trainer.early_stopping.patience=0", ["trainer.early_stopping.patience=0", ">= 1"]),
+    ],
+)
 def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):
     proc, client = _run(tmp_path, override)
     assert proc.returncode == 2
@@ -147,8 +167,12 @@ def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, 
 def test_help_lists_the_groups_and_patterns(argv0):
     proc = subprocess.run(argv0 + ["--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0
-    for part in ("model: " + ", ".join(sorted(config.MODELS)), "task: " + ", ".join(sorted(config.TASKS)),
-                 "pattern 2", "fig. 10.4"):
+    for part in (
+        "model: " + ", ".join(sorted(config.MODELS)),
+        "task: " + ", ".join(sorted(config.TASKS)),
+        "pattern 2",
+        "fig. 10.4",
+    ):
         assert part in proc.stdout
     assert "schema" not in proc.stdout  # the typed schemas behind the options are not options to choose
 
@@ -158,9 +182,21 @@ def _signal_during_training(tmp_path: Path, sig: int):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = open_client(store)  # the store made first: a client polling it would race to create it
     proc = subprocess.Popen(
-        [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", "trainer.max_epochs=1000",
-         "trainer.enable_progress_bar=false", "task.train_size=512", "task.val_size=64", "task.test_size=64"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            TRAIN,
+            f"tracking.uri={store}",
+            f"hydra.run.dir={tmp_path}/out",
+            "trainer.max_epochs=1000",
+            "trainer.enable_progress_bar=false",
+            "task.train_size=512",
+            "task.val_size=64",
+            "task.test_size=64",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # wait until training is under way: an epoch is logged
@@ -176,8 +212,12 @@ def _signal_during_training(tmp_path: Path, sig: int):
         proc.kill()
     (run,) = _runs(client, "delayed_recall")
     # what to do next, after Lightning's own notice (a SIGKILLed process says nothing)
-    assert sig == signal.SIGKILL or f"rnnexp-train: run {run.info.run_id} KILLED; continue it with `rnnexp-train resume={run.info.run_id} " \
-        f"tracking.uri={store}`" in err, err[-2000:]
+    assert (
+        sig == signal.SIGKILL
+        or f"rnnexp-train: run {run.info.run_id} KILLED; continue it with `rnnexp-train resume={run.info.run_id} "
+        f"tracking.uri={store}`"
+        in err
+    ), err[-2000:]
     return proc.returncode, run
 
 
@@ -202,9 +242,18 @@ def test_a_run_on_real_data_records_the_dataset_as_an_input(tmp_path):
 
 def test_a_diverging_run_stops_failed_naming_the_epoch_and_step(tmp_path):
     # plain SGD at a huge learning rate without clipping: the adding loss overflows in steps
-    proc, client = _run(tmp_path, "task=adding", "model=mlp_bag", "model.hidden_size=256", "optim.optimizer=sgd",
-                        "optim.lr=10", "trainer.gradient_clip_val=null", "trainer=smoke", "task.length=10",
-                        "task.distance=3")
+    proc, client = _run(
+        tmp_path,
+        "task=adding",
+        "model=mlp_bag",
+        "model.hidden_size=256",
+        "optim.optimizer=sgd",
+        "optim.lr=10",
+        "trainer.gradient_clip_val=null",
+        "trainer=smoke",
+        "task.length=10",
+        "task.distance=3",
+    )
     assert proc.returncode != 0
     assert "the training loss is inf at epoch 0, step 2" in proc.stderr
     (run,) = _runs(client, "adding")
@@ -237,8 +286,12 @@ def test_make_stale_marks_a_run_whose_process_was_killed_and_spares_a_live_one(t
     assert client.get_run(dead.info.run_id).info.status == "RUNNING"  # what MLflow alone leaves
     live = client.create_run(dead.info.experiment_id, tags={"host": dead.data.tags["host"], "pid": str(os.getpid())})
 
-    proc = subprocess.run([sys.executable, "-m", "rnnexp.tracking", "--stale", "--uri", store],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnexp.tracking", "--stale", "--uri", store],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("1 stale run(s) marked KILLED")
     marked = client.get_run(dead.info.run_id)
     assert marked.info.status == "KILLED" and "ended without closing the run" in marked.data.tags["error"]
@@ -248,8 +301,13 @@ def test_make_stale_marks_a_run_whose_process_was_killed_and_spares_a_live_one(t
 @pytest.mark.integration  # slow: make test-integration
 def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tmp_path):
     # each of the 2 processes takes half of every epoch's batches: twice the epochs, the same steps
-    base = ["task.length=10", "task.distance=3", "task.train_size=1024", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false"]
+    base = [
+        "task.length=10",
+        "task.distance=3",
+        "task.train_size=1024",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
     one, client = _run(tmp_path / "one", *base, "trainer.max_epochs=4")
     two, client2 = _run(tmp_path / "two", *base, "trainer=ddp", "trainer.max_epochs=8")
     assert one.returncode == 0, one.stderr[-2000:]
@@ -265,12 +323,18 @@ def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tm
     assert "Traceback" not in two.stderr
 
 
-@pytest.mark.parametrize("target", [["stale"], ["ui"], ["report", "EXP=default"], ["reproduce-run", "RUN=abc"],
-                                    ["tune-lr", "EXP=default"]])
+@pytest.mark.parametrize(
+    "target", [["stale"], ["ui"], ["report", "EXP=default"], ["reproduce-run", "RUN=abc"], ["tune-lr", "EXP=default"]]
+)
 def test_the_make_targets_that_read_a_store_take_its_uri(target):
     # a dry run (make -n) prints the commands: each passes the store given as URI=, not the default
-    proc = subprocess.run(["make", "-n", "--no-print-directory", *target, "URI=sqlite:////tmp/other.db"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["make", "-n", "--no-print-directory", *target, "URI=sqlite:////tmp/other.db"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     command = proc.stdout.strip().splitlines()[-1]
     assert '"sqlite:////tmp/other.db"' in command and "sqlite:///mlflow.db" not in command, command
@@ -295,8 +359,15 @@ def test_pattern_2s_checkpoint_is_chosen_on_its_teacher_forced_validation_score(
 
 
 def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a_tiny_ceiling(tmp_path):
-    easy = ["trainer=converge", "trainer.early_stopping.patience=3", "task=running_parity", "task.length=12",
-            "task.train_size=512", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    easy = [
+        "trainer=converge",
+        "trainer.early_stopping.patience=3",
+        "task=running_parity",
+        "task.length=12",
+        "task.train_size=512",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
     proc, client = _run(tmp_path / "plateau", *easy)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = _runs(client, "running_parity")

@@ -25,8 +25,10 @@ def small(tmp_path):
     """small(task) -> overrides for a short version of `task`, on files written here."""
     text, reviews = tmp_path / "text.txt", tmp_path / "reviews.csv"
     text.write_text("the cat sat on the mat. " * 30, encoding="utf-8")
-    reviews.write_text("text,label\n" + "".join(f"review {i} was {'good' if i % 2 else 'bad'},{i % 2}\n"
-                                                 for i in range(40)), encoding="utf-8")
+    reviews.write_text(
+        "text,label\n" + "".join(f"review {i} was {'good' if i % 2 else 'bad'},{i % 2}\n" for i in range(40)),
+        encoding="utf-8",
+    )
 
     def _small(task: str) -> list[str]:
         knobs = config.TASKS[task].__dataclass_fields__
@@ -42,6 +44,7 @@ def small(tmp_path):
         if "train_size" in knobs:
             overrides += ["task.train_size=64", "task.val_size=16", "task.test_size=16"]
         return overrides
+
     return _small
 
 
@@ -78,26 +81,29 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
     assert all(m in message for m in fit)
 
 
-@pytest.mark.parametrize("override,key,allowed", [
-    ("model.hidden_size=0", "model.hidden_size", ">= 1"),
-    ("model.dropout=1.5", "model.dropout", "<= 0.9"),
-    ("optim.lr=nan", "optim.lr", "a finite number"),
-    ("trainer.early_stopping.min_delta=inf", "trainer.early_stopping.min_delta", "a finite number"),
-    ("task.length=10", "task.distance", "task.length"),  # the default distance 15 does not fit
-    ("trainer.accelerator=tpu9", "trainer.accelerator", "cpu"),
-    ("tracking.uri=./mlruns", "tracking.uri", "sqlite:///"),
-    ("tracking.uri=sqlite:////no/such/folder/mlflow.db", "tracking.uri", "existing folder"),
-    ("seed=-1", "seed", ">= 0"),
-    ("seed=4294967296", "seed", "<= 4294967295"),  # numpy's generator takes no more: a traceback, before
-    ("threads=100000", "threads", "4 x this machine's"),  # torch crashed on it, with no message
-    # a password holding an unencoded @ would be split at the first one, its tail taken for the host
-    ("tracking.uri=http://alice:S3c@Rt9xq@127.0.0.1:5999", "tracking.uri", "percent-encoded"),
-    # a config names no code to run: not on the command line, not in a logged config replayed
-    ("model._target_=os.system", "model._target_", "rnnexp.models.recurrent.RNNHidden"),
-    ("task._target_=subprocess.run", "task._target_", "rnnexp.tasks.synthetic.DelayedRecall"),
-    ("trainer._target_=builtins.exec", "trainer._target_", "pytorch_lightning.Trainer"),
-    ("trainer.strategy=ddp", "trainer.strategy", "auto, ddp_spawn"),
-])
+@pytest.mark.parametrize(
+    "override,key,allowed",
+    [
+        ("model.hidden_size=0", "model.hidden_size", ">= 1"),
+        ("model.dropout=1.5", "model.dropout", "<= 0.9"),
+        ("optim.lr=nan", "optim.lr", "a finite number"),
+        ("trainer.early_stopping.min_delta=inf", "trainer.early_stopping.min_delta", "a finite number"),
+        ("task.length=10", "task.distance", "task.length"),  # the default distance 15 does not fit
+        ("trainer.accelerator=tpu9", "trainer.accelerator", "cpu"),
+        ("tracking.uri=./mlruns", "tracking.uri", "sqlite:///"),
+        ("tracking.uri=sqlite:////no/such/folder/mlflow.db", "tracking.uri", "existing folder"),
+        ("seed=-1", "seed", ">= 0"),
+        ("seed=4294967296", "seed", "<= 4294967295"),  # numpy's generator takes no more: a traceback, before
+        ("threads=100000", "threads", "4 x this machine's"),  # torch crashed on it, with no message
+        # a password holding an unencoded @ would be split at the first one, its tail taken for the host
+        ("tracking.uri=http://alice:S3c@Rt9xq@127.0.0.1:5999", "tracking.uri", "percent-encoded"),
+        # a config names no code to run: not on the command line, not in a logged config replayed
+        ("model._target_=os.system", "model._target_", "rnnexp.models.recurrent.RNNHidden"),
+        ("task._target_=subprocess.run", "task._target_", "rnnexp.tasks.synthetic.DelayedRecall"),
+        ("trainer._target_=builtins.exec", "trainer._target_", "pytorch_lightning.Trainer"),
+        ("trainer.strategy=ddp", "trainer.strategy", "auto, ddp_spawn"),
+    ],
+)
 def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, allowed):
     cfg = compose_train(override)
     with pytest.raises(ConfigError) as err:
@@ -108,12 +114,15 @@ def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, a
     assert "\n" not in message and "S3c" not in message  # a password is never shown, nor any part of it
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("model.hiden_size=3", ["model.hiden_size", "allowed keys", "hidden_size"]),
-    ("model.cell=tanh", ["model.cell", "'tanh'", "rnn, gru, lstm"]),
-    ("trainer.max_epochs=ten", ["trainer.max_epochs", "'ten'", "Integer"]),
-    ("task.symbols=2.5", ["task.symbols", "2.5"]),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model.hiden_size=3", ["model.hiden_size", "allowed keys", "hidden_size"]),
+        ("model.cell=tanh", ["model.cell", "'tanh'", "rnn, gru, lstm"]),
+        ("trainer.max_epochs=ten", ["trainer.max_epochs", "'ten'", "Integer"]),
+        ("task.symbols=2.5", ["task.symbols", "2.5"]),
+    ],
+)
 def test_misspelled_keys_and_wrong_types_fail_at_compose_time(compose_train, override, expected):
     with pytest.raises(ConfigCompositionException) as err:
         compose_train(override)
@@ -139,7 +148,9 @@ def test_the_cell_is_an_enum_and_reaches_the_fused_module(compose_train):
     assert isinstance(net.recurrence, torch.nn.LSTM)
 
 
-EXPERIMENT_CONFIGS = sorted(str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml"))
+EXPERIMENT_CONFIGS = sorted(
+    str(p.relative_to(CONF / "experiment").with_suffix("")) for p in (CONF / "experiment").rglob("*.yaml")
+)
 
 
 @pytest.mark.parametrize("option", EXPERIMENT_CONFIGS)
@@ -198,19 +209,36 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
 
     from rnnexp.train import run_name
 
-    given = ["model.cell=gru", "task.distance=16", "optim.lr=0.03", "tracking.uri=sqlite:///x.db", "seed=3",
-             "optim.lr=0.01"]  # a key given twice: its last value, once
+    given = [
+        "model.cell=gru",
+        "task.distance=16",
+        "optim.lr=0.03",
+        "tracking.uri=sqlite:///x.db",
+        "seed=3",
+        "optim.lr=0.01",
+    ]  # a key given twice: its last value, once
     cfg = compose_train(*given)
     task = instantiate(cfg.task, seed=3)
-    assert run_name(cfg, config.check(cfg), task, OmegaConf.create(given)) == \
-        "rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s3"
+    assert (
+        run_name(cfg, config.check(cfg), task, OmegaConf.create(given))
+        == "rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s3"
+    )
     chosen = compose_train("optim.lr_from=recall_lr")
     chosen.optim.lr = 0.003  # as the selection sets it
-    assert run_name(chosen, config.check(chosen), instantiate(chosen.task, seed=0), OmegaConf.create(
-        ["optim.lr_from=recall_lr"])) == "rnn_hidden-tanh-delayed_recall-d15-h64-lr0.003-s0"
+    assert (
+        run_name(
+            chosen,
+            config.check(chosen),
+            instantiate(chosen.task, seed=0),
+            OmegaConf.create(["optim.lr_from=recall_lr"]),
+        )
+        == "rnn_hidden-tanh-delayed_recall-d15-h64-lr0.003-s0"
+    )
     tanh = compose_train("model=rnn_final", "task=pronoun_reference")
-    assert run_name(tanh, config.check(tanh), instantiate(tanh.task, seed=0), OmegaConf.create([])) == \
-        "rnn_final-tanh-pronoun_reference-d4-h64-s0"
+    assert (
+        run_name(tanh, config.check(tanh), instantiate(tanh.task, seed=0), OmegaConf.create([]))
+        == "rnn_final-tanh-pronoun_reference-d4-h64-s0"
+    )
 
 
 def test_each_default_is_written_once_in_its_schema_not_in_the_yaml_or_the_constructor():

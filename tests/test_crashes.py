@@ -20,9 +20,16 @@ pytestmark = pytest.mark.integration
 
 def test_eight_processes_on_a_new_store_all_finish_and_keep_every_metric(tmp_path):
     store = f"sqlite:///{tmp_path}/new.db"
-    procs = [subprocess.Popen([TRAIN, *SMALL, f"seed={i}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out{i}"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            [TRAIN, *SMALL, f"seed={i}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out{i}"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, "\n".join(e[-1500:] for e in errors if e)
     client = MlflowClient(store)
@@ -51,9 +58,19 @@ def _alive(pid: int) -> bool:
 def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     # jobs long enough (150 tiny epochs) that none can finish between being seen RUNNING and the kill
-    command = [TRAIN, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={store}",
-               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3", "trainer.max_epochs=150",
-               "trainer.limit_train_batches=8", "seed=0,1,2,3"]
+    command = [
+        TRAIN,
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        *TINY,
+        "task.distance=3",
+        "trainer.max_epochs=150",
+        "trainer.limit_train_batches=8",
+        "seed=0,1,2,3",
+    ]
     client = open_client(store)  # the store made first: a client polling it would race to create it
 
     def runs():
@@ -64,8 +81,16 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
     deadline = time.monotonic() + 180
     try:
         # jobs running, with their process tags (written just after each run is created)
-        while len(running := [r for r in runs() if r.info.status == "RUNNING" and "sweep" not in r.data.tags
-                              and "pid" in r.data.tags]) < 2:
+        while (
+            len(
+                running := [
+                    r
+                    for r in runs()
+                    if r.info.status == "RUNNING" and "sweep" not in r.data.tags and "pid" in r.data.tags
+                ]
+            )
+            < 2
+        ):
             assert sweep.poll() is None and time.monotonic() < deadline, "the jobs did not start"
             time.sleep(0.3)
     finally:
@@ -83,13 +108,19 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
 
     (parent,) = [r for r in runs() if r.data.tags.get("sweep") == "true"]
     assert parent.info.status == "RUNNING" and parent.data.tags["pid"] == str(sweep.pid)
-    stale = subprocess.run([str(Path(TRAIN).parent / "python"), "-m", "rnnexp.tracking", "--stale", "--uri", store],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    stale = subprocess.run(
+        [str(Path(TRAIN).parent / "python"), "-m", "rnnexp.tracking", "--stale", "--uri", store],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert stale.returncode == 0 and parent.info.run_id in stale.stdout
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
 
-    resumed = subprocess.run(command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     children = [r for r in runs() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     finished = [r for r in children if r.info.status == "FINISHED"]

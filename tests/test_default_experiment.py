@@ -14,8 +14,13 @@ TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 
 def test_default_experiment_learns_far_above_chance(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run([TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(tracking_uri=store)
     (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])

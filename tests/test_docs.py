@@ -20,7 +20,9 @@ def test_every_generated_block_equals_what_its_results_files_give():
 
 
 def test_a_number_edited_by_hand_in_a_block_fails_the_check(tmp_path, capsys):
-    readme = next(r for r in docs.readmes() if r.parent.parent.name == "experiments" and "view=results" in r.read_text())
+    readme = next(
+        r for r in docs.readmes() if r.parent.parent.name == "experiments" and "view=results" in r.read_text()
+    )
     shutil.copytree(readme.parent / "results", tmp_path / "results")
     copy = tmp_path / "README.md"
     copy.write_text(readme.read_text())
@@ -34,15 +36,23 @@ def test_a_number_edited_by_hand_in_a_block_fails_the_check(tmp_path, capsys):
     assert copy.read_text() == readme.read_text()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("<!-- rnnexp:results results view=results -->\nhand-typed 0.93\n", "a block without its end marker"),
-    ("<!-- rnnexp:result results view=results -->\n<!-- rnnexp:end -->\n", "a marker that does not parse"),
-    ("<!-- rnnexp:results results view=results -->\n<!-- rnnexp:results results view=comparisons -->\n"
-     "<!-- rnnexp:end -->\n", "a start marker inside an open block"),
-    ("<!-- rnnexp:results /etc view=results -->\n<!-- rnnexp:end -->\n", "a results folder beside the README"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<!-- rnnexp:results results view=results -->\nhand-typed 0.93\n", "a block without its end marker"),
+        ("<!-- rnnexp:result results view=results -->\n<!-- rnnexp:end -->\n", "a marker that does not parse"),
+        (
+            "<!-- rnnexp:results results view=results -->\n<!-- rnnexp:results results view=comparisons -->\n"
+            "<!-- rnnexp:end -->\n",
+            "a start marker inside an open block",
+        ),
+        ("<!-- rnnexp:results /etc view=results -->\n<!-- rnnexp:end -->\n", "a results folder beside the README"),
+    ],
+)
 def test_a_malformed_block_is_one_line_and_exit_2(tmp_path, capsys, text, message):
-    (readme := tmp_path / "README.md").write_text("# x\n```\n<!-- rnnexp:end -->  (an example, in a fence)\n```\n" + text)
+    (readme := tmp_path / "README.md").write_text(
+        "# x\n```\n<!-- rnnexp:end -->  (an example, in a fence)\n```\n" + text
+    )
     with pytest.raises(SystemExit) as exit:
         docs.main(["--check", str(readme)])
     err = capsys.readouterr().err

@@ -12,9 +12,18 @@ import torch
 from mlflow.tracking import MlflowClient
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
-TINY = ["model.cell=gru", "task.length=12", "task.distance=3", "task.train_size=256", "task.val_size=128",
-        "task.test_size=128", "trainer.max_epochs=3", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false", "tracking.log_model=true"]
+TINY = [
+    "model.cell=gru",
+    "task.length=12",
+    "task.distance=3",
+    "task.train_size=256",
+    "task.val_size=128",
+    "task.test_size=128",
+    "trainer.max_epochs=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "tracking.log_model=true",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +31,13 @@ def trained(tmp_path_factory):
     """One short run: (folder, store URI, client, the run)."""
     tmp = tmp_path_factory.mktemp("eval")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp}/out", *TINY], cwd=tmp,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp}/out", *TINY],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
@@ -31,14 +45,24 @@ def trained(tmp_path_factory):
 
 
 def _eval(tmp: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rnnexp.evaluation", "--uri", uri, *args], cwd=tmp,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "rnnexp.evaluation", "--uri", uri, *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _train_one(tmp_path: Path, uri: str, experiment: str, *overrides: str, out: str = "out"):
     """One short training run into `uri`: the client, and the runs of `experiment` (latest first)."""
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/{out}", *overrides], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/{out}", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     client = MlflowClient(uri)
     return client, client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
@@ -77,8 +101,10 @@ def test_eval_on_the_runs_own_task_reproduces_its_test_metrics_exactly(trained):
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id and evaluation.info.status == "FINISHED"
     assert evaluation.data.tags["mlflow.runName"] == f"{run.data.tags['mlflow.runName']} @ own task"
     # named for what it is; its experiment opens in the UI as model training
-    assert run.data.tags["mlflow.runName"] == "rnn_hidden-gru-delayed_recall-d3-h64-T12-train_size256-val_size128-" \
+    assert (
+        run.data.tags["mlflow.runName"] == "rnn_hidden-gru-delayed_recall-d3-h64-T12-train_size256-val_size128-"
         "test_size128-max_epochs3-s0"
+    )
     kind = client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"]
     assert kind == "custom_model_development"
 
@@ -92,7 +118,9 @@ def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):
     assert evaluation.data.tags["evaluated_with"] == "seed=7 task.distance=6"  # sorted: one spelling
     assert evaluation.data.tags["distance"] == "6" and evaluation.data.params["task.distance"] == "6"
     # the trained value beside the new one; the network's seed kept, the data's apart
-    assert evaluation.data.params["trained.task.distance"] == "3" and evaluation.data.params["trained.task.length"] == "12"
+    assert (
+        evaluation.data.params["trained.task.distance"] == "3" and evaluation.data.params["trained.task.length"] == "12"
+    )
     assert evaluation.data.params["seed"] == run.data.params["seed"] and evaluation.data.params["eval.seed"] == "7"
     assert evaluation.data.tags["evaluation"] == "true"
     assert 0.0 <= evaluation.data.metrics["eval/acc"] <= 1.0 and evaluation.data.metrics["chance_level"] == 0.125
@@ -100,16 +128,20 @@ def test_eval_at_another_distance_logs_a_linked_run_with_that_distance(trained):
     assert f"eval/acc       {evaluation.data.metrics['eval/acc']:.4f}" in proc.stdout
 
 
-@pytest.mark.parametrize("override,message", [
-    ("task.symbols=16", "task.symbols=16 changes the model's shapes (vocab_size 8 -> 16, n_classes 8 -> 16)"),
-    ("model.hidden_size=8", "model.hidden_size='8' is not allowed at evaluation: the model is the trained one"),
-    ("task.distanse=4", "task.distanse='4' is not allowed: task.distanse is not a key of task delayed_recall"),
-    ("task._target_=os.system", "task._target_='os.system' is not allowed: task._target_ is not a key"),
-    ("task.distance=20", "task.distance=20 is not allowed: 0 <= distance < task.length (12)"),
-    ("task.distance=4 task.distance=5", "task.distance is given twice (task.distance=4 and task.distance=5)"),
-])
-def test_an_override_that_changes_the_model_or_is_not_the_tasks_is_one_line_and_logs_nothing(trained, override,
-                                                                                              message):
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("task.symbols=16", "task.symbols=16 changes the model's shapes (vocab_size 8 -> 16, n_classes 8 -> 16)"),
+        ("model.hidden_size=8", "model.hidden_size='8' is not allowed at evaluation: the model is the trained one"),
+        ("task.distanse=4", "task.distanse='4' is not allowed: task.distanse is not a key of task delayed_recall"),
+        ("task._target_=os.system", "task._target_='os.system' is not allowed: task._target_ is not a key"),
+        ("task.distance=20", "task.distance=20 is not allowed: 0 <= distance < task.length (12)"),
+        ("task.distance=4 task.distance=5", "task.distance is given twice (task.distance=4 and task.distance=5)"),
+    ],
+)
+def test_an_override_that_changes_the_model_or_is_not_the_tasks_is_one_line_and_logs_nothing(
+    trained, override, message
+):
     tmp, uri, client, run = trained
     before = len(client.search_runs([run.info.experiment_id]))
     proc = _eval(tmp, uri, "--run", run.info.run_id, *override.split())
@@ -129,12 +161,41 @@ def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained)
     with_ = "task.length=24 task.test_size=64"
     assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == with_]) == 1
     assert _eval(tmp, uri, "--run", run.info.run_id).returncode == 0  # at its own length too: task.length varies
-    report = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "delayed_recall", "--uri", uri,
-                             "--out", str(tmp / "report"), "--evaluations"], capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.report",
+            "--experiment",
+            "delayed_recall",
+            "--uri",
+            uri,
+            "--out",
+            str(tmp / "report"),
+            "--evaluations",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     assert "task.length" in report.stdout.splitlines()[0] and "evaluation runs of rnnexp-eval" in report.stdout
-    plain = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "delayed_recall", "--uri", uri,
-                            "--out", str(tmp / "plain")], capture_output=True, text=True, timeout=300)
+    plain = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.report",
+            "--experiment",
+            "delayed_recall",
+            "--uri",
+            uri,
+            "--out",
+            str(tmp / "plain"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert plain.returncode == 0 and "evaluation run(s) of rnnexp-eval left out" in plain.stdout
     assert "1 variants (1-1 seeds) from 1 runs" in plain.stdout
 
@@ -154,14 +215,28 @@ def test_the_logged_model_loads_back_with_mlflow_and_gives_the_checkpoints_outpu
     x = torch.randint(8, (5, 12))  # any batch size, the trained length
     with torch.no_grad():
         assert torch.equal(loaded(x), module(x))
-    assert mlflow.models.get_model_info(run.data.tags["logged_model"]).signature.inputs.to_dict()[0]["tensor-spec"] \
-        == {"dtype": "int64", "shape": (-1, 12)}
+    assert mlflow.models.get_model_info(run.data.tags["logged_model"]).signature.inputs.to_dict()[0]["tensor-spec"] == {
+        "dtype": "int64",
+        "shape": (-1, 12),
+    }
 
 
 def test_tracking_log_model_false_logs_no_model(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY[:-1],
-                           "trainer.max_epochs=1", "tracking.log_model=false"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            TRAIN,
+            f"tracking.uri={uri}",
+            f"hydra.run.dir={tmp_path}/out",
+            *TINY[:-1],
+            "trainer.max_epochs=1",
+            "tracking.log_model=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import mlflow
 
@@ -204,11 +279,14 @@ def test_a_checkpoint_naming_other_code_or_a_huge_model_is_one_line(trained, tmp
         checkpoint["hyper_parameters"]["config"]["model"]["hidden_size"] = size
         torch.save(checkpoint, tmp_path / "tampered.ckpt")
         saved = _checkpoint_config(tmp_path / "tampered.ckpt", "r")
-        assert saved["_weights"] == sum(p.numel() for k, p in checkpoint["state_dict"].items() if k.startswith("model."))
+        assert saved["_weights"] == sum(
+            p.numel() for k, p in checkpoint["state_dict"].items() if k.startswith("model.")
+        )
     import types
 
-    folder = types.SimpleNamespace(info=types.SimpleNamespace(run_id="r"), data=types.SimpleNamespace(
-        tags={"checkpoint_dir": str(tmp_path)}))
+    folder = types.SimpleNamespace(
+        info=types.SimpleNamespace(run_id="r"), data=types.SimpleNamespace(tags={"checkpoint_dir": str(tmp_path)})
+    )
     (tmp_path / "tampered.ckpt").rename(tmp_path / "epoch=0-step=1.ckpt")
     with pytest.raises(EvalError, match="its model config makes .* parameters, its weights hold"):
         check(None, folder, {}, tmp_path)
@@ -236,8 +314,9 @@ def test_without_its_folder_the_best_logged_checkpoint_is_the_best_scored_not_th
 def test_a_run_sized_by_model_params_is_evaluated_at_its_solved_size(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     sized = [o for o in TINY if not o.startswith(("trainer.max_epochs", "tracking.log_model"))]
-    client, (run,) = _train_one(tmp_path, uri, "delayed_recall", *sized, "model.cell=lstm", "model.params=19592",
-                             "trainer.max_epochs=1")
+    client, (run,) = _train_one(
+        tmp_path, uri, "delayed_recall", *sized, "model.cell=lstm", "model.params=19592", "trainer.max_epochs=1"
+    )
     assert run.data.params["model.hidden_size"] != "64"  # solved from model.params: not the default width
     evaluated = _eval(tmp_path, uri, "--run", run.info.run_id, "task.distance=4")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -255,8 +334,9 @@ def test_a_char_lm_run_is_evaluated_though_its_shapes_come_from_its_data(tmp_pat
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    client, (run,) = _train_one(tmp_path, uri, "char_lm", "task=char_lm", f"task.path={text}", "task.length=16",
-                             "trainer=smoke")
+    client, (run,) = _train_one(
+        tmp_path, uri, "char_lm", "task=char_lm", f"task.path={text}", "task.length=16", "trainer=smoke"
+    )
     evaluated = _eval(tmp_path, uri, "--run", run.info.run_id, "task.length=32")
     assert evaluated.returncode == 0, evaluated.stderr
     (evaluation,) = _evaluations(client, run)
@@ -266,12 +346,25 @@ def test_a_char_lm_run_is_evaluated_though_its_shapes_come_from_its_data(tmp_pat
 def test_fresh_data_leaves_out_the_sequences_the_model_trained_on(tmp_path):
     # running parity at length 8 has 256 sequences: another seed's test split draws many of seed 0's training ones
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client, (run,) = _train_one(tmp_path, uri, "running_parity", "task=running_parity", "task.length=8",
-                             "task.train_size=100", "task.val_size=50", "task.test_size=50", "trainer=smoke")
+    client, (run,) = _train_one(
+        tmp_path,
+        uri,
+        "running_parity",
+        "task=running_parity",
+        "task.length=8",
+        "task.train_size=100",
+        "task.val_size=50",
+        "task.test_size=50",
+        "trainer=smoke",
+    )
     for args in ([], ["seed=7"]):
         assert _eval(tmp_path, uri, "--run", run.info.run_id, *args).returncode == 0
     own, fresh = sorted(_evaluations(client, run), key=lambda r: r.data.tags["evaluated_with"])
     assert own.data.tags["evaluated_with"] == "none" and own.data.metrics["n_eval_seen_in_training"] == 0
     seen = fresh.data.metrics["n_eval_seen_in_training"]
     # left out of its own test split (at most 50: it keeps none of its own training sequences either)
-    assert seen > 0 and fresh.data.metrics["n_eval_scored"] % 8 == 0 and fresh.data.metrics["n_eval_scored"] / 8 + seen <= 50
+    assert (
+        seen > 0
+        and fresh.data.metrics["n_eval_scored"] % 8 == 0
+        and fresh.data.metrics["n_eval_scored"] / 8 + seen <= 50
+    )

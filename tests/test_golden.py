@@ -20,8 +20,10 @@ def test_golden_metrics_are_unchanged(tmp_path):
 
 
 def test_a_moved_metric_is_a_table_of_old_and_new_values():
-    message = golden.report({"rnn_hidden": {"test/acc": 0.5, "val/acc": 0.25}},
-                            {"rnn_hidden": {"test/acc": 0.5000000000000001, "val/acc": 0.25}})
+    message = golden.report(
+        {"rnn_hidden": {"test/acc": 0.5, "val/acc": 0.25}},
+        {"rnn_hidden": {"test/acc": 0.5000000000000001, "val/acc": 0.25}},
+    )
     lines = message.splitlines()
     assert lines[0] == "1 golden metric(s) moved:"
     assert lines[1].split() == ["config", "metric", "golden", "now"]

@@ -56,18 +56,35 @@ def _own_postgres():
         shutil.chown(home, "postgres", "postgres")
         shutil.chown(home / "pw", "postgres", "postgres")
         as_owner = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_owner, bin_dir / "initdb", "-D", home / "data", "-U", "rnnexp", f"--pwfile={home / 'pw'}",
-                    "--auth-host=scram-sha-256", "--auth-local=trust"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_owner,
+            bin_dir / "initdb",
+            "-D",
+            home / "data",
+            "-U",
+            "rnnexp",
+            f"--pwfile={home / 'pw'}",
+            "--auth-host=scram-sha-256",
+            "--auth-local=trust",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     def pg_ctl(action: str) -> None:
         options = ["-m", "fast"] if action == "stop" else ["-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1"]
-        subprocess.run([*as_owner, bin_dir / "pg_ctl", "-D", home / "data", "-l", home / "log", "-w", action,
-                        *options], check=True, capture_output=True)
+        subprocess.run(
+            [*as_owner, bin_dir / "pg_ctl", "-D", home / "data", "-l", home / "log", "-w", action, *options],
+            check=True,
+            capture_output=True,
+        )
 
     pg_ctl("start")
     try:
-        with psycopg.connect(host="127.0.0.1", port=port, user="rnnexp", password=password, dbname="postgres",
-                             autocommit=True) as admin:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="rnnexp", password=password, dbname="postgres", autocommit=True
+        ) as admin:
             admin.execute("CREATE DATABASE mlflow")
         yield f"postgresql://rnnexp:{password}@127.0.0.1:{port}/mlflow", pg_ctl
     finally:
@@ -94,10 +111,14 @@ def _team_server(db_url: str, artifacts: Path, port: int | None = None):
     """`make server` over the database at `db_url`, as a team runs it; -> (its URL, a function
     that stops it)."""
     port = port or _free_port()
-    server = subprocess.Popen(["make", "--no-print-directory", "server", f"VENV={VENV}", f"PORT={port}",
-                               f"SERVER_ARTIFACTS={artifacts}"], cwd=ROOT,
-                              env=dict(os.environ, RNNEXP_SERVER_DB=db_url), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "server", f"VENV={VENV}", f"PORT={port}", f"SERVER_ARTIFACTS={artifacts}"],
+        cwd=ROOT,
+        env=dict(os.environ, RNNEXP_SERVER_DB=db_url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def stop() -> None:
@@ -128,12 +149,26 @@ def _tags(run: dict) -> dict[str, str]:
 
 def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_and_artifact(postgres, tmp_path):
     with _team_server(postgres, tmp_path / "served") as (base, _):
-        proc = subprocess.run([TRAIN, "-m", "tracking=server", "tracking.experiment=sweep", "hydra/launcher=joblib",
-                               "hydra.launcher.n_jobs=2",
-                               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "trainer.max_epochs=3",
-                               "model=rnn_hidden,mlp_window", "task.distance=1,3"],
-                              cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=base), capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                TRAIN,
+                "-m",
+                "tracking=server",
+                "tracking.experiment=sweep",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                f"hydra.sweep.dir={tmp_path}/multirun",
+                *TINY,
+                "trainer.max_epochs=3",
+                "model=rnn_hidden,mlp_window",
+                "task.distance=1,3",
+            ],
+            cwd=tmp_path,
+            env=dict(os.environ, MLFLOW_TRACKING_URI=base),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs = _runs(base, "sweep")  # through the REST API, as the UI reads them
         (parent,) = [r for r in runs if _tags(r).get("sweep") == "true"]
@@ -144,7 +179,11 @@ def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_
             assert child["info"]["status"] == "FINISHED"
             assert _tags(child)["mlflow.parentRunId"] == parent["info"]["run_id"]
             for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
-                assert [m["step"] for m in _history(base, run_id, key)] == [0, 1, 2]  # once per epoch, at step = the epoch
+                assert [m["step"] for m in _history(base, run_id, key)] == [
+                    0,
+                    1,
+                    2,
+                ]  # once per epoch, at step = the epoch
             assert "test/acc" in {m["key"] for m in child["data"]["metrics"]}
             listed = json.loads(_get(f"{base}/api/2.0/mlflow/artifacts/list", run_id=run_id))
             assert {"config.yaml", "overrides.yaml", "last"} <= {f["path"] for f in listed["files"]}
@@ -152,8 +191,9 @@ def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_
     # the server kept them in PostgreSQL and in its artifact folder
     in_sweep = "FROM runs JOIN experiments USING (experiment_id) WHERE experiments.name = 'sweep'"
     assert _query(postgres, f"SELECT count(*) {in_sweep}") == [(5,)]
-    assert _query(postgres, f"SELECT count(*) FROM metrics WHERE key = 'val/acc' AND run_uuid IN "
-                            f"(SELECT run_uuid {in_sweep})") == [(12,)]
+    assert _query(
+        postgres, f"SELECT count(*) FROM metrics WHERE key = 'val/acc' AND run_uuid IN (SELECT run_uuid {in_sweep})"
+    ) == [(12,)]
     assert len(list((tmp_path / "served").rglob("last.ckpt"))) == 4
 
 
@@ -164,13 +204,27 @@ def _start_run(tmp_path: Path, base: str, **env: str) -> subprocess.Popen:
     """A run into an experiment named after its test: the tests share one database."""
     # STEPS steps an epoch of 64 sequences: about 10 s of training, so that the server can be
     # stopped while it runs
-    return subprocess.Popen([TRAIN, "tracking=server", f"tracking.experiment={tmp_path.name}",
-                             f"hydra.run.dir={tmp_path}/out", f"trainer.max_epochs={EPOCHS}",
-                             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                             "task.length=20", "task.distance=3", f"task.train_size={64 * STEPS}", "task.val_size=256",
-                             "task.test_size=256"],
-                            cwd=tmp_path, env=dict(os.environ, MLFLOW_TRACKING_URI=base, **env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            TRAIN,
+            "tracking=server",
+            f"tracking.experiment={tmp_path.name}",
+            f"hydra.run.dir={tmp_path}/out",
+            f"trainer.max_epochs={EPOCHS}",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "task.length=20",
+            "task.distance=3",
+            f"task.train_size={64 * STEPS}",
+            "task.val_size=256",
+            "task.test_size=256",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, MLFLOW_TRACKING_URI=base, **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for_epochs(base: str, proc: subprocess.Popen, experiment: str, epochs: int) -> str:
@@ -204,8 +258,9 @@ def test_a_run_rides_out_a_server_restart_and_loses_nothing(postgres, tmp_path):
         finished = client.get_run(run_id)
         assert finished.info.status == "FINISHED" and "test/acc" in finished.data.metrics
         # every epoch, none twice: what was logged before the outage is kept and nothing went missing
-        assert [m.step for m in sorted(client.get_metric_history(run_id, "val/acc"), key=lambda m: m.step)] == \
-            list(range(EPOCHS))
+        assert [m.step for m in sorted(client.get_metric_history(run_id, "val/acc"), key=lambda m: m.step)] == list(
+            range(EPOCHS)
+        )
 
 
 def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_resumes(postgres, tmp_path):
@@ -220,9 +275,14 @@ def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_re
         print(f"the run gave up {time.monotonic() - stopped:.1f} s after its server stopped")  # (-s shows it)
         err = run.stderr.read()
         # one line: the store, the run, and the command that resumes it
-        assert err.strip().splitlines()[-1].startswith(f"rnnexp-train: error: the tracking server {base} failed "
-                                                       f"mid-run (Connection refused); run {run_id} is left RUNNING"), \
-            err[-5000:]
+        assert (
+            err.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"rnnexp-train: error: the tracking server {base} failed "
+                f"mid-run (Connection refused); run {run_id} is left RUNNING"
+            )
+        ), err[-5000:]
         assert "Traceback" not in err and f"resume={run_id}" in err
         assert (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
     with _team_server(postgres, tmp_path / "served", port) as (base, _):
@@ -231,9 +291,14 @@ def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_re
         assert len(before) >= logged  # nothing already logged is lost
         assert client.get_run(run_id).info.status == "RUNNING"  # nobody could tell the server
         # as the error says: resume it. The dead process's run is marked KILLED, then goes on
-        resumed = subprocess.run([TRAIN, "tracking=server", f"resume={run_id}"], cwd=tmp_path,
-                                 env=dict(os.environ, MLFLOW_TRACKING_URI=base), capture_output=True, text=True,
-                                 timeout=600)
+        resumed = subprocess.run(
+            [TRAIN, "tracking=server", f"resume={run_id}"],
+            cwd=tmp_path,
+            env=dict(os.environ, MLFLOW_TRACKING_URI=base),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         finished = client.get_run(run_id)
         assert finished.info.status == "FINISHED" and finished.data.tags["resumed"] == "1"
@@ -247,8 +312,15 @@ def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_re
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "ray"])
 def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launcher, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [TRAIN, "-m", f"hydra/launcher={launcher}", f"tracking.uri={store}",
-               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3"]
+    command = [
+        TRAIN,
+        "-m",
+        f"hydra/launcher={launcher}",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        *TINY,
+        "task.distance=3",
+    ]
     first = subprocess.run(command + ["seed=0,1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     client = MlflowClient(store)
@@ -257,8 +329,9 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
         experiment = client.get_experiment_by_name("delayed_recall").experiment_id
         return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}'")
 
-    (parent,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
-                                   "tags.sweep = 'true'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("delayed_recall").experiment_id], "tags.sweep = 'true'"
+    )
     before = children(parent.info.run_id)
     assert parent.info.status == "FINISHED" and len(before) == 2
     assert all(c.info.status == "FINISHED" for c in before)
@@ -266,19 +339,30 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
     # a sweep of three seeds stopped before its third job: resumed, the two that finished are
     # skipped, the third runs
     client.set_terminated(parent.info.run_id, "KILLED")
-    resumed = subprocess.run(command + ["seed=0,1,2", f"resume={parent.info.run_id}"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        command + ["seed=0,1,2", f"resume={parent.info.run_id}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = children(parent.info.run_id)
     assert len(after) == 3 and {c.info.run_id for c in before} < {c.info.run_id for c in after}
     assert sorted(c.data.tags["seed"] for c in after) == ["0", "1", "2"]
     assert all(c.info.status == "FINISHED" for c in after)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    again = subprocess.run(command + ["seed=0,1,2", f"resume={parent.info.run_id}"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        command + ["seed=0,1,2", f"resume={parent.info.run_id}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
         f"rnnexp-train: error: resume='{parent.info.run_id}' is not allowed: a sweep that stopped before its end (FAILED "
-        "or KILLED); this one FINISHED: every job ran"], again.stderr
+        "or KILLED); this one FINISHED: every job ran"
+    ], again.stderr
 
     report_main(["--uri", store, "--parent", parent.info.run_id, "--out", str(tmp_path / "report")])
     with open(tmp_path / "report" / "results.csv") as f:
@@ -293,9 +377,24 @@ def test_a_failed_sweep_job_on_a_server_shows_its_password_nowhere(postgres, tmp
     password = "NormalPwQ7"
     with _team_server(postgres, tmp_path / "served") as (base, _):
         uri = base.replace("http://", f"http://alice:{password}@")
-        proc = subprocess.run([sys.executable, "-c", CRASH_AT_EPOCH_1, "-m", "seed=1,2", f"tracking.uri={uri}",
-                               f"hydra.sweep.dir={tmp_path}/multirun", *TINY, "task.distance=3", "trainer.max_epochs=3"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CRASH_AT_EPOCH_1,
+                "-m",
+                "seed=1,2",
+                f"tracking.uri={uri}",
+                f"hydra.sweep.dir={tmp_path}/multirun",
+                *TINY,
+                "task.distance=3",
+                "trainer.max_epochs=3",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode != 0 and "Error executing job with overrides" in proc.stderr, proc.stderr[-3000:]
         assert password not in proc.stdout + proc.stderr
         assert r"tracking.uri=http\\://***@127.0.0.1" in proc.stderr  # as Hydra escapes it, masked
@@ -309,9 +408,19 @@ def test_a_failed_sweep_job_on_a_server_shows_its_password_nowhere(postgres, tmp
 def test_a_postgresql_store_stopped_mid_run_is_one_line_and_the_run_resumes_when_it_is_back(tmp_path):
     with _own_postgres() as (url, pg_ctl):
         password = url.split(":")[2].split("@")[0]
-        command = [TRAIN, f"tracking.uri={url}", "tracking.experiment=pg", f"hydra.run.dir={tmp_path}/out",
-                   "trainer.max_epochs=12", "trainer.enable_progress_bar=false", "task.length=20", "task.distance=3",
-                   f"task.train_size={64 * STEPS}", "task.val_size=256", "task.test_size=256"]
+        command = [
+            TRAIN,
+            f"tracking.uri={url}",
+            "tracking.experiment=pg",
+            f"hydra.run.dir={tmp_path}/out",
+            "trainer.max_epochs=12",
+            "trainer.enable_progress_bar=false",
+            "task.length=20",
+            "task.distance=3",
+            f"task.train_size={64 * STEPS}",
+            "task.val_size=256",
+            "task.test_size=256",
+        ]
         run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         client = MlflowClient(url)
         deadline = time.monotonic() + 300
@@ -329,14 +438,21 @@ def test_a_postgresql_store_stopped_mid_run_is_one_line_and_the_run_resumes_when
         print(f"the run gave up {time.monotonic() - stopped:.1f} s after its database stopped")
         err = run.stderr.read()
         last = err.strip().splitlines()[-1]
-        assert last.startswith(f"rnnexp-train: error: the tracking store postgresql://***@127.0.0.1") and \
-            f"run {run_id} is left RUNNING there, its checkpoints kept" in last, err[-3000:]
+        assert (
+            last.startswith(f"rnnexp-train: error: the tracking store postgresql://***@127.0.0.1")
+            and f"run {run_id} is left RUNNING there, its checkpoints kept" in last
+        ), err[-3000:]
         assert password not in err and "Traceback" not in err
         assert (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
 
         pg_ctl("start")  # back: resumed as the line says, every epoch once
-        resumed = subprocess.run([TRAIN, f"resume={run_id}", f"tracking.uri={url}", f"hydra.run.dir={tmp_path}/again"],
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        resumed = subprocess.run(
+            [TRAIN, f"resume={run_id}", f"tracking.uri={url}", f"hydra.run.dir={tmp_path}/again"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert client.get_run(run_id).info.status == "FINISHED"
         for key in ("val/acc", "train/loss"):
@@ -346,8 +462,9 @@ def test_a_postgresql_store_stopped_mid_run_is_one_line_and_the_run_resumes_when
 def test_two_resumes_of_one_sweep_at_once_run_each_missing_job_once(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     command = [TRAIN, "-m", f"tracking.uri={store}", *TINY, "task.distance=3", "seed=0,1,2"]
-    first = subprocess.run(command + [f"hydra.sweep.dir={tmp_path}/first"], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=600)
+    first = subprocess.run(
+        command + [f"hydra.sweep.dir={tmp_path}/first"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("delayed_recall").experiment_id
@@ -357,16 +474,26 @@ def test_two_resumes_of_one_sweep_at_once_run_each_missing_job_once(tmp_path):
     client.set_terminated(parent_id, "KILLED")
     for child in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.seed != '0'"):
         client.set_terminated(child.info.run_id, "FAILED")
-    both = [subprocess.Popen(command + [f"resume={parent_id}", f"hydra.sweep.dir={tmp_path}/again{i}"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    both = [
+        subprocess.Popen(
+            command + [f"resume={parent_id}", f"hydra.sweep.dir={tmp_path}/again{i}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in both]
     assert sorted(code for code, _ in results) == [0, 2], results
     (refused,) = [err for code, err in results if code == 2]
     (line,) = refused.strip().splitlines()
     assert line.startswith(f"rnnexp-train: error: resume='{parent_id}' is not allowed: a sweep that ") and (
-        "one resume at a time" in line or "FINISHED" in line), line  # (FINISHED: the other was done already)
-    finished = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and "
-                                                "attributes.status = 'FINISHED'")
+        "one resume at a time" in line or "FINISHED" in line
+    ), line  # (FINISHED: the other was done already)
+    finished = client.search_runs(
+        [experiment], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'"
+    )
     assert sorted(r.data.tags["seed"] for r in finished) == ["0", "1", "2"]  # each once: no job ran twice
     assert client.get_run(parent_id).info.status == "FINISHED"
 
@@ -392,8 +519,12 @@ main()
 def _small_disk(folder: Path, size: str = "16m"):
     """A tmpfs of `size` mounted at `folder` (root only: skipped elsewhere)."""
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs needs root")
     try:
         yield folder
@@ -409,23 +540,45 @@ def test_a_store_whose_disk_fills_mid_run_is_one_line_and_loses_no_metric(tmp_pa
     with _small_disk(tmp_path / "disk") as disk:
         store = f"sqlite:///{disk}/mlflow.db"
         epochs = 8
-        run = subprocess.run([sys.executable, "-c", FAULT_AT_EPOCH_1, f"tracking.uri={store}",
-                              f"hydra.run.dir={tmp_path}/out", f"trainer.max_epochs={epochs}",
-                              "trainer.enable_progress_bar=false", "task.length=20", "task.distance=3",
-                              f"task.train_size={64 * STEPS}", "task.val_size=256", "task.test_size=256"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                             env=dict(os.environ, FAULT=fault.format(disk=disk), FAULT_DONE=str(tmp_path / "done")))
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                FAULT_AT_EPOCH_1,
+                f"tracking.uri={store}",
+                f"hydra.run.dir={tmp_path}/out",
+                f"trainer.max_epochs={epochs}",
+                "trainer.enable_progress_bar=false",
+                "task.length=20",
+                "task.distance=3",
+                f"task.train_size={64 * STEPS}",
+                "task.val_size=256",
+                "task.test_size=256",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=dict(os.environ, FAULT=fault.format(disk=disk), FAULT_DONE=str(tmp_path / "done")),
+        )
         assert run.returncode == 1, run.stderr[-3000:]
         last = run.stderr.strip().splitlines()[-1]
-        assert last.startswith(f"rnnexp-train: error: the tracking store {store} failed mid-run (") and \
-            "is left RUNNING there, its checkpoints kept" in last, run.stderr[-3000:]
+        assert (
+            last.startswith(f"rnnexp-train: error: the tracking store {store} failed mid-run (")
+            and "is left RUNNING there, its checkpoints kept" in last
+        ), run.stderr[-3000:]
         assert "Traceback" not in run.stderr and (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "done", "mlartifacts", "out"]  # nothing else
 
         subprocess.run(undo.format(disk=disk), shell=True, check=True)  # the disk is back
         run_id = last.split(" run ")[1].split()[0]
-        resumed = subprocess.run([TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/again"],
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        resumed = subprocess.run(
+            [TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/again"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         client = MlflowClient(store)
         assert client.get_run(run_id).info.status == "FINISHED"
@@ -446,8 +599,11 @@ def test_the_mlflow_ui_lists_a_sweeps_runs_in_headless_chromium(tmp_path):
     shot = tmp_path / "runs_table.png"
     with screenshots.serve(uri) as base:
         table = screenshots.page(f"{base}/#/experiments/{experiment}?{screenshots.MODE}", shot, until=sweep_name)
-        compared = screenshots.page(f"{base}/#/compare-runs?runs={json.dumps(children)}"
-                                    f"&experiments={json.dumps([experiment])}&{screenshots.MODE}", until=names[0])
+        compared = screenshots.page(
+            f"{base}/#/compare-runs?runs={json.dumps(children)}"
+            f"&experiments={json.dumps([experiment])}&{screenshots.MODE}",
+            until=names[0],
+        )
     # the sweep is one parent, its 4 children under it: the table lists the parent and counts all
     table, compared = (" ".join(re.sub(r"<[^>]+>", " ", dom).split()) for dom in (table, compared))  # the text shown
     assert sweep_name in table and "5 matching runs" in table

@@ -14,14 +14,22 @@ SMALL = ["task.train_size=2048", "task.val_size=256", "task.test_size=512", "tas
 @pytest.fixture
 def fit(compose_train):
     """fit(*overrides) -> (test metrics, task), trained with the real `trainer` config."""
+
     def _fit(*overrides: str, epochs: int = 8, sizes: list[str] = SMALL):
-        cfg = compose_train(*sizes, *overrides, f"trainer.max_epochs={epochs}", "trainer.num_sanity_val_steps=0",
-                            "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false")
+        cfg = compose_train(
+            *sizes,
+            *overrides,
+            f"trainer.max_epochs={epochs}",
+            "trainer.num_sanity_val_steps=0",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+        )
         spec = config.check(cfg)
         task, _, module = build(cfg, spec)
         trainer = lightning_trainer(cfg, logger=False, enable_checkpointing=False)
         trainer.fit(module, datamodule=task)
         return trainer.test(module, datamodule=task, verbose=False)[0], task
+
     return _fit
 
 
@@ -94,8 +102,14 @@ def test_text_pipeline_carries_word_order_to_pattern3(fit, tmp_path):
     from tests.test_real_data import _reviews
 
     _reviews(tmp_path / "reviews.csv", n=3000)
-    text = ["task=text", f"task.path={tmp_path / 'reviews.csv'}", "task.text_column=review",
-            "task.label_column=sentiment", f"task.cache_dir={tmp_path / 'cache'}", "task.min_frequency=1"]
+    text = [
+        "task=text",
+        f"task.path={tmp_path / 'reviews.csv'}",
+        "task.text_column=review",
+        "task.label_column=sentiment",
+        f"task.cache_dir={tmp_path / 'cache'}",
+        "task.min_frequency=1",
+    ]
     recurrent, task = fit("model=rnn_final", *text, sizes=[])
     assert recurrent["test/acc"] > 0.9
     bag, _ = fit("model=mlp_bag", *text, sizes=[])

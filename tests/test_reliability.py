@@ -25,8 +25,14 @@ from tests.test_cli import SMALL, TRAIN, _run, _runs
 from tests.test_sweeps import _free_port
 
 # with dropout: a resumed run draws the masks the uninterrupted one drew (the random state is in the checkpoint)
-LONGER = ["trainer.max_epochs=5", "trainer.enable_progress_bar=false", "task.train_size=4096",
-          "task.val_size=128", "task.test_size=128", "model.dropout=0.3"]
+LONGER = [
+    "trainer.max_epochs=5",
+    "trainer.enable_progress_bar=false",
+    "task.train_size=4096",
+    "task.val_size=128",
+    "task.test_size=128",
+    "model.dropout=0.3",
+]
 
 # a run that crashes as its second epoch starts, once it has a checkpoint, unless told not to
 CRASH_AT_EPOCH_1 = """
@@ -45,8 +51,13 @@ main()
 
 def _resume(tmp_path: Path, run_id: str, *overrides: str) -> subprocess.CompletedProcess:
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    return subprocess.run([TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/resumed",
-                           *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/resumed", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _final(client: MlflowClient, run_id: str) -> dict[str, float]:
@@ -71,8 +82,12 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = tracking.open_client(store)  # the store made first: a client making it meanwhile would race
-    proc = subprocess.Popen([TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     try:
         # interrupt it once its first epoch has a checkpoint (the store sees metrics only every
@@ -95,8 +110,9 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
     tags = again.data.tags
     assert tags["resumed"] == "1" and tags["resumed_after"] == "interrupted" and "error" not in tags
     # every epoch at its own step, and the same numbers as the run that was never stopped
-    assert _final(client, run.info.run_id) == _final(MlflowClient(f"sqlite:///{tmp_path}/whole/mlflow.db"),
-                                                     reference.info.run_id)
+    assert _final(client, run.info.run_id) == _final(
+        MlflowClient(f"sqlite:///{tmp_path}/whole/mlflow.db"), reference.info.run_id
+    )
     whole_client = MlflowClient(f"sqlite:///{tmp_path}/whole/mlflow.db")
     for key in ("val/acc", "train/loss"):
         history = _history(client, run.info.run_id, key)
@@ -145,9 +161,18 @@ def test_resume_writes_in_its_own_folder_never_where_the_store_says_and_keeps_la
     (run,) = _runs(second, "delayed_recall")
     elsewhere = tmp_path / "attacker" / "chosen" / "tree"
     second.set_tag(run.info.run_id, "checkpoint_dir", str(elsewhere))
-    again = subprocess.run([TRAIN, f"resume={run.info.run_id}", f"tracking.uri=sqlite:///{tmp_path}/second/mlflow.db",
-                            f"hydra.run.dir={tmp_path}/second/resumed"], cwd=tmp_path / "second", capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        [
+            TRAIN,
+            f"resume={run.info.run_id}",
+            f"tracking.uri=sqlite:///{tmp_path}/second/mlflow.db",
+            f"hydra.run.dir={tmp_path}/second/resumed",
+        ],
+        cwd=tmp_path / "second",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr  # from the checkpoint the run logged
     assert not (tmp_path / "attacker").exists()
     assert (tmp_path / "second" / "resumed" / "checkpoints" / "last.ckpt").is_file()
@@ -217,8 +242,9 @@ def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
     before = db.read_bytes() if db.exists() else None
 
     def attempt():
-        return subprocess.run([TRAIN, f"tracking.uri={uri}", *args], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [TRAIN, f"tracking.uri={uri}", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
 
     if fault in ("unwritable folder", "read-only database"):
         with _unwritable(store if fault == "unwritable folder" else db):
@@ -227,8 +253,12 @@ def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
         proc = attempt()
     line = _one_error_line(proc)
     assert f"tracking.uri='{uri}'" in line
-    expected = {"no server": "a tracking server that answers", "unwritable folder": "a folder this process can write",
-                "read-only database": "readonly database", "not a database": "not a database"}[fault]
+    expected = {
+        "no server": "a tracking server that answers",
+        "unwritable folder": "a folder this process can write",
+        "read-only database": "readonly database",
+        "not a database": "not a database",
+    }[fault]
     assert expected in line
     assert not (tmp_path / "out" / "checkpoints").exists()  # no training began
     assert (db.read_bytes() if db.exists() else None) == before  # the store is as it was
@@ -247,13 +277,16 @@ def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch
     overrides = (artifacts / "overrides.yaml").read_text()
     assert "${oc.env:RNNEXP_TEST_ARTIFACTS}" in overrides and str(tmp_path / "from-env") not in overrides
 
-    cfg = OmegaConf.create({"db": {"uri": "postgresql://ana:hunter2@db.lab/runs", "api_key": "k-123",
-                                   "Password": "p", "rows": 3}})
+    cfg = OmegaConf.create(
+        {"db": {"uri": "postgresql://ana:hunter2@db.lab/runs", "api_key": "k-123", "Password": "p", "rows": 3}}
+    )
     secrets = tracking.secret_keys(cfg)
     assert secrets == {"db.api_key", "db.Password"}
     shown = tracking.masked(OmegaConf.to_container(cfg), secrets)
     assert shown == {"db": {"uri": "postgresql://***@db.lab/runs", "api_key": "***", "Password": "***", "rows": 3}}
-    assert tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://***@mlflow.lab"
+    assert (
+        tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://***@mlflow.lab"
+    )
     assert tracking.masked_override("+hub.token=abc") == "+hub.token=***"
 
 
@@ -268,8 +301,9 @@ def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_wher
     assert [(m.step, m.value) for m in client.get_metric_history(logger.run_id, "val/acc")] == [(3, 0.5), (7, 0.6)]
     assert [m.step for m in client.get_metric_history(logger.run_id, "train/acc")] == [3]
     # the same run resumed, with what its run already has
-    resumed = BatchedMLFlowLogger(experiment_name="e", tracking_uri=uri, run_id=logger.run_id,
-                                           logged_through={"val/acc": 7})
+    resumed = BatchedMLFlowLogger(
+        experiment_name="e", tracking_uri=uri, run_id=logger.run_id, logged_through={"val/acc": 7}
+    )
     resumed.log_metrics({"val/acc": 0.6, "train/acc": 0.45}, step=7)  # the epoch run again
     resumed.log_metrics({"val/acc": 0.7}, step=11)
     resumed.flush()
@@ -288,11 +322,14 @@ def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
     # what MLflow's HTTP client raises once its retries are spent, the connection error as its cause
     try:
         try:
-            raise ConnectionError_("HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by "
-                                   "NewConnectionError(\"...: [Errno 111] Connection refused\"))")
+            raise ConnectionError_(
+                "HTTPConnectionPool(host='h', port=5000): Max retries exceeded (Caused by "
+                'NewConnectionError("...: [Errno 111] Connection refused"))'
+            )
         except ConnectionError_ as cause:
-            raise MlflowException("API request to http://user:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with "
-                                  f"exception {cause}") from cause
+            raise MlflowException(
+                f"API request to http://user:pw@h:5000/api/2.0/mlflow/runs/log-batch failed with exception {cause}"
+            ) from cause
     except MlflowException as err:
         assert store_failure(err) == "Connection refused"
     assert store_failure(RuntimeError("injected crash at epoch 1")) is None  # the run's own error: no store failure
@@ -300,7 +337,9 @@ def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
         message = str(StoreLost("http://user:pw@h:5000", "abc123", "Connection refused", closed=closed))
         assert "\n" not in message and "pw" not in message  # the password masked
         assert message.startswith("the tracking server http://***@h:5000 failed mid-run (Connection refused)")
-        assert f"run abc123 {left}" in message and "rnnexp-train resume=abc123 tracking.uri=http://***@h:5000" in message
+        assert (
+            f"run abc123 {left}" in message and "rnnexp-train resume=abc123 tracking.uri=http://***@h:5000" in message
+        )
 
 
 # records the run's status as testing starts (in RNNEXP_TEST_STATUS), then dies there if told to
@@ -372,8 +411,14 @@ def test_gpu_runs_keep_cublas_deterministic_and_their_cuda_random_state(compose_
     from rnnexp.train import build
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    cfg = compose_train("trainer.accelerator=auto", "task.length=10", "task.distance=3", "task.train_size=64",
-                        "task.val_size=16", "task.test_size=16")
+    cfg = compose_train(
+        "trainer.accelerator=auto",
+        "task.length=10",
+        "task.distance=3",
+        "task.train_size=64",
+        "task.val_size=16",
+        "task.test_size=16",
+    )
     build(cfg, config.check(cfg))  # before CUDA starts: deterministic cuBLAS needs a fixed workspace
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 

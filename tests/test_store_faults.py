@@ -42,15 +42,19 @@ def _one_line(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("sweep", [False, True], ids=["run", "sweep"])
-@pytest.mark.parametrize("uri,secrets,expected", [
-    ("http://alice:{SECRET}@127.0.0.1:{port}", [SECRET], "a tracking server that answers within 5 s"),
-    # the database's own error names the URI: masked there too
-    ("postgresql://alice:{SECRET}@127.0.0.1:{port}/runs", [SECRET], "a database server that answers within 5 s"),
-    # a password with an unencoded @: its tail was shown as the host
-    ("http://alice:S3c@Rt9xq@127.0.0.1:{port}", ["S3c", "Rt9xq"], "percent-encoded"),
-])
-def test_a_store_that_does_not_answer_is_one_line_in_seconds_and_no_credential_shows(tmp_path, sweep, uri, secrets,
-                                                                                      expected):
+@pytest.mark.parametrize(
+    "uri,secrets,expected",
+    [
+        ("http://alice:{SECRET}@127.0.0.1:{port}", [SECRET], "a tracking server that answers within 5 s"),
+        # the database's own error names the URI: masked there too
+        ("postgresql://alice:{SECRET}@127.0.0.1:{port}/runs", [SECRET], "a database server that answers within 5 s"),
+        # a password with an unencoded @: its tail was shown as the host
+        ("http://alice:S3c@Rt9xq@127.0.0.1:{port}", ["S3c", "Rt9xq"], "percent-encoded"),
+    ],
+)
+def test_a_store_that_does_not_answer_is_one_line_in_seconds_and_no_credential_shows(
+    tmp_path, sweep, uri, secrets, expected
+):
     uri = uri.format(SECRET=SECRET, port=_free_port())  # a closed port: nothing listens there
     proc = _train(tmp_path, *(["-m"] if sweep else []), "seed=1", "trainer=smoke", f"tracking.uri={uri}")
     line = _one_line(proc)
@@ -67,6 +71,7 @@ def test_a_store_that_does_not_answer_is_one_line_in_seconds_and_no_credential_s
 @contextmanager
 def _web_server(status: int, body: bytes, content_type: str = "text/html"):
     """A web server on a free localhost port answering every GET with `status` and `body`."""
+
     class Answer(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(status)
@@ -86,11 +91,14 @@ def _web_server(status: int, body: bytes, content_type: str = "text/html"):
         server.server_close()
 
 
-@pytest.mark.parametrize("status,body,expected", [
-    (404, b"<html>Not Found</html>", "its REST API answered HTTP 404"),  # passed, then a 56-line traceback
-    (200, b"<html>a login form</html>", "not with MLflow's JSON"),
-    (401, b"", "a tracking server that accepts these credentials (HTTP 401"),
-])
+@pytest.mark.parametrize(
+    "status,body,expected",
+    [
+        (404, b"<html>Not Found</html>", "its REST API answered HTTP 404"),  # passed, then a 56-line traceback
+        (200, b"<html>a login form</html>", "not with MLflow's JSON"),
+        (401, b"", "a tracking server that accepts these credentials (HTTP 401"),
+    ],
+)
 def test_a_server_that_answers_but_not_as_mlflow_is_one_line_before_any_run(tmp_path, status, body, expected):
     with _web_server(status, body) as base:
         for sweep in ([], ["-m"]):
@@ -131,14 +139,27 @@ def test_a_store_deleted_mid_run_is_one_line_with_the_checkpoint_kept_and_nothin
     """SQLite writes on into a deleted file it holds open: every metric after would vanish, the
     run would even end FINISHED there. It stops at the next write, in one line."""
     store = tmp_path / "mlflow.db"
-    proc = subprocess.run([sys.executable, "-c", DELETE_STORE_AT_EPOCH_1, f"tracking.uri=sqlite:///{store}",
-                           f"hydra.run.dir={tmp_path}/out", *SMALL, "trainer.max_epochs=4"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "STORE_FILE": str(store)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DELETE_STORE_AT_EPOCH_1,
+            f"tracking.uri=sqlite:///{store}",
+            f"hydra.run.dir={tmp_path}/out",
+            *SMALL,
+            "trainer.max_epochs=4",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "STORE_FILE": str(store)},
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"rnnexp-train: error: the tracking store sqlite:///{store} failed mid-run ({store} was "
-                           "deleted); run "), proc.stderr[-3000:]
+    assert last.startswith(
+        f"rnnexp-train: error: the tracking store sqlite:///{store} failed mid-run ({store} was deleted); run "
+    ), proc.stderr[-3000:]
     assert "is left RUNNING there, its checkpoints kept" in last and "resume=" in last
     assert (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
     assert not store.exists()  # nothing made a new, empty store in its place
@@ -168,35 +189,62 @@ def test_a_resumed_sweep_is_reopened_once_and_a_finished_one_never(tmp_path):
     assert MlflowClient(uri).get_run(run).info.status == "FAILED"
 
 
-@pytest.mark.parametrize("host,options,warned", [
-    ("0.0.0.0", "", True),  # it served every run to the network without a word
-    ("0.0.0.0", "--app-name basic-auth", False),
-    ("127.0.0.1", "", False),
-])
+@pytest.mark.parametrize(
+    "host,options,warned",
+    [
+        ("0.0.0.0", "", True),  # it served every run to the network without a word
+        ("0.0.0.0", "--app-name basic-auth", False),
+        ("127.0.0.1", "", False),
+    ],
+)
 def test_make_server_on_a_public_address_warns_that_it_has_no_authentication(tmp_path, host, options, warned):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / ".installed").touch()  # set up already
     fake = venv / "bin" / "mlflow"  # records how it was started, instead of serving
-    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\n")
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
     fake.chmod(0o755)
-    proc = subprocess.run(["make", "--no-print-directory", "-C", str(Path(__file__).resolve().parent.parent), "server",
-                           f"VENV={venv}", f"HOST={host}", f"SERVER_ARGS={options}"], capture_output=True, text=True,
-                          timeout=60, env={**__import__("os").environ, "RNNEXP_SERVER_DB": "postgresql://u:p@db/runs"})
+    proc = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(Path(__file__).resolve().parent.parent),
+            "server",
+            f"VENV={venv}",
+            f"HOST={host}",
+            f"SERVER_ARGS={options}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "RNNEXP_SERVER_DB": "postgresql://u:p@db/runs"},
+    )
     assert proc.returncode == 0, proc.stderr
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warning) == (1 if warned else 0), proc.stderr
     if warned:
-        assert "no authentication" in warning[0] and "--app-name basic-auth" in warning[0] and "reverse proxy" in warning[0]
+        assert (
+            "no authentication" in warning[0]
+            and "--app-name basic-auth" in warning[0]
+            and "reverse proxy" in warning[0]
+        )
     args = (tmp_path / "args").read_text().split()  # the server got the address and the options
     assert args[args.index("--host") + 1] == host and " ".join(args).endswith(options)
 
 
-@pytest.mark.parametrize("uri,expected_uri,env", [
-    ("HTTP://alice:pw@h:5000", "http://h:5000", {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw"}),
-    ("https://Tok%2Fen@h", "https://h", {"MLFLOW_TRACKING_TOKEN": "Tok/en"}),  # a token alone: a bearer
-    ("postgresql+psycopg://u:p@db/runs", "postgresql+psycopg://u:p@db/runs", {}),  # a driver named: SQLAlchemy's
-])
+@pytest.mark.parametrize(
+    "uri,expected_uri,env",
+    [
+        (
+            "HTTP://alice:pw@h:5000",
+            "http://h:5000",
+            {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw"},
+        ),
+        ("https://Tok%2Fen@h", "https://h", {"MLFLOW_TRACKING_TOKEN": "Tok/en"}),  # a token alone: a bearer
+        ("postgresql+psycopg://u:p@db/runs", "postgresql+psycopg://u:p@db/runs", {}),  # a driver named: SQLAlchemy's
+    ],
+)
 def test_credentials_of_a_server_uri_go_to_mlflows_variables(monkeypatch, uri, expected_uri, env):
     from rnnexp.config import TrackingConfig
 
@@ -209,21 +257,36 @@ def test_credentials_of_a_server_uri_go_to_mlflows_variables(monkeypatch, uri, e
         assert __import__("os").environ[key] == value
 
 
-@pytest.mark.parametrize("override,hidden", [
-    ("tracking.uri=http://alice:PW secret@127.0.0.1:1", "secret"),  # a space: the mask used to stop there
-    ("tracking.experiment=exp_http://bob:PWsecret2@x", "PWsecret2"),  # stored in plain text: refused
-])
+@pytest.mark.parametrize(
+    "override,hidden",
+    [
+        ("tracking.uri=http://alice:PW secret@127.0.0.1:1", "secret"),  # a space: the mask used to stop there
+        ("tracking.experiment=exp_http://bob:PWsecret2@x", "PWsecret2"),  # stored in plain text: refused
+    ],
+)
 def test_a_credential_in_an_unusual_place_is_refused_without_being_shown(tmp_path, override, hidden):
-    line = _one_line(_train(tmp_path, "trainer=smoke", override, f"tracking.uri=sqlite:///{tmp_path}/m.db"
-                            if override.startswith("tracking.experiment") else "seed=0"))
+    line = _one_line(
+        _train(
+            tmp_path,
+            "trainer=smoke",
+            override,
+            f"tracking.uri=sqlite:///{tmp_path}/m.db" if override.startswith("tracking.experiment") else "seed=0",
+        )
+    )
     assert hidden not in line and "***@" in line, line
     _nothing_holds(tmp_path, hidden)
 
 
 def test_a_sweep_over_stores_is_one_line_before_any_job(tmp_path):
     """Its parent run went to one store and its jobs to others, each checked only as it started."""
-    line = _one_line(_train(tmp_path, "-m", "trainer=smoke", f"tracking.uri=sqlite:///{tmp_path}/a.db,"
-                            f"http://alice:{SECRET}@127.0.0.1:{_free_port()}"))
+    line = _one_line(
+        _train(
+            tmp_path,
+            "-m",
+            "trainer=smoke",
+            f"tracking.uri=sqlite:///{tmp_path}/a.db,http://alice:{SECRET}@127.0.0.1:{_free_port()}",
+        )
+    )
     assert line.startswith("rnnexp-train: error: tracking.uri=") and "one value in a sweep" in line, line
     assert SECRET not in line and not list(tmp_path.glob("*.db"))
 
@@ -241,16 +304,31 @@ def test_a_data_path_read_from_the_environment_is_stored_and_shown_nowhere(tmp_p
         writer.writerow(["text", "label"])
         writer.writerows([f"a {'good' if i % 2 else 'bad'} film number {i}", i % 2] for i in range(200))
     store = tmp_path / "mlflow.db"
-    proc = subprocess.run([TRAIN, "task=text", "model=rnn_final", "task.path=${oc.env:RNNEXP_TEST_DATA}",
-                           f"task.cache_dir={tmp_path / 'cache'}", "trainer=smoke", "tracking.log_model=false",
-                           f"tracking.uri=sqlite:///{store}", f"hydra.run.dir={tmp_path}/out"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "RNNEXP_TEST_DATA": str(hidden / "reviews.csv")})
+    proc = subprocess.run(
+        [
+            TRAIN,
+            "task=text",
+            "model=rnn_final",
+            "task.path=${oc.env:RNNEXP_TEST_DATA}",
+            f"task.cache_dir={tmp_path / 'cache'}",
+            "trainer=smoke",
+            "tracking.log_model=false",
+            f"tracking.uri=sqlite:///{store}",
+            f"hydra.run.dir={tmp_path}/out",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RNNEXP_TEST_DATA": str(hidden / "reviews.csv")},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Q9xz7Secret" not in proc.stdout + proc.stderr
     assert b"Q9xz7Secret" not in store.read_bytes()  # params, tags, dataset inputs, run name
     for path in tmp_path.rglob("*"):  # the run's folder, the logged checkpoints, the tokenised cache
         if hidden not in path.parents and path != hidden:
-            assert "Q9xz7Secret" not in str(path) and (not path.is_file() or b"Q9xz7Secret" not in path.read_bytes()), path
+            assert "Q9xz7Secret" not in str(path) and (not path.is_file() or b"Q9xz7Secret" not in path.read_bytes()), (
+                path
+            )
     (run,) = MlflowClient(f"sqlite:///{store}").search_runs(["1"])
     assert run.data.params["task.path"] == "***" and run.info.status == "FINISHED"

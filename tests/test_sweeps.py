@@ -27,16 +27,28 @@ from rnnexp.tracking import open_client
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 # a short real run: trainer=smoke's budget, but not tagged smoke, so that reports count it
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
-         "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
 TINY = [*SHORT, "task.length=10", "task.train_size=256", "task.val_size=64", "task.test_size=64"]
 
 
 def _sweep(tmp_path: Path, *overrides: str):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run([TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY,
-                           *overrides], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY, *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     return proc, MlflowClient(store)
 
 
@@ -65,8 +77,10 @@ def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
     # rnn_final cannot serve a per-step task: the sweep skips those pairs and says so
     assert proc.stderr.count("skipped: model='rnn_final'") == 2
     # what to do next: the report of this sweep, and the sweep in the UI
-    assert f"  report: rnnexp-report --parent {parent.info.run_id} --uri sqlite:///{tmp_path}/mlflow.db --out report" \
+    assert (
+        f"  report: rnnexp-report --parent {parent.info.run_id} --uri sqlite:///{tmp_path}/mlflow.db --out report"
         in proc.stdout
+    )
     assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in proc.stdout
 
 
@@ -91,8 +105,9 @@ def test_a_resumed_sweep_stops_a_job_of_the_old_one_still_running(tmp_path, caps
     # a job's process the old sweep left behind: an orphan, not a child of this one
     pid = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True).stdout)
     try:
-        client.create_run(experiment, tags={"mlflow.parentRunId": parent, "host": socket.gethostname(),
-                                            "pid": str(pid)})
+        client.create_run(
+            experiment, tags={"mlflow.parentRunId": parent, "host": socket.gethostname(), "pid": str(pid)}
+        )
         _stop_survivors(client, parent, wait_s=1)  # it does not end by itself: stopped
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -103,8 +118,10 @@ def test_a_resumed_sweep_stops_a_job_of_the_old_one_still_running(tmp_path, caps
 
 
 def test_a_sweep_with_a_bad_value_is_one_line_before_any_run(tmp_path):
-    for bad, expected in (("task.distance=3,99", "task.distance=99 is not allowed: 0 <= distance < task.length (10)"),
-                          ("optim.lr=abc,0.01", "optim.lr: Value 'abc' of type 'str' could not be converted to Float")):
+    for bad, expected in (
+        ("task.distance=3,99", "task.distance=99 is not allowed: 0 <= distance < task.length (10)"),
+        ("optim.lr=abc,0.01", "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
+    ):
         proc, client = _sweep(tmp_path, "task.distance=3", bad)
         assert proc.returncode == 2 and proc.stderr.strip() == f"rnnexp-train: error: {expected}", proc.stderr
         assert client.get_experiment_by_name("delayed_recall") is None  # no parent run, no job
@@ -116,11 +133,15 @@ def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep,
     report_main(["--uri", f"sqlite:///{tmp_path}/mlflow.db", "--experiment", "delayed_recall", "--out", str(out)])
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["label"], r["task.distance"]) for r in rows} == {(m, d) for m in ("rnn_hidden (rnn)", "mlp_window")
-                                                                for d in ("1", "3")}
+    assert {(r["label"], r["task.distance"]) for r in rows} == {
+        (m, d) for m in ("rnn_hidden (rnn)", "mlp_window") for d in ("1", "3")
+    }
     for row in rows:
-        scores = [c.data.metrics["test/acc"] for c in children
-                  if (c.data.tags["model"], c.data.tags["distance"]) == (row["model"], row["task.distance"])]
+        scores = [
+            c.data.metrics["test/acc"]
+            for c in children
+            if (c.data.tags["model"], c.data.tags["distance"]) == (row["model"], row["task.distance"])
+        ]
         assert float(row["mean"]) == pytest.approx(statistics.fmean(scores), rel=1e-5)
         assert float(row["chance"]) == pytest.approx(0.125) and row["n_seeds"] == "1"
     table = (out / "results.md").read_text()
@@ -134,8 +155,14 @@ def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep,
 
 
 def test_a_parallel_sweep_with_two_workers_loses_nothing(tmp_path):
-    proc, client = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=rnn_hidden,mlp_window",
-                          "task.distance=1,3", "trainer.max_epochs=3")
+    proc, client = _sweep(
+        tmp_path,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model=rnn_hidden,mlp_window",
+        "task.distance=1,3",
+        "trainer.max_epochs=3",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
@@ -152,10 +179,22 @@ def test_a_parallel_sweep_with_two_workers_loses_nothing(tmp_path):
 @pytest.mark.integration  # slow: make test-integration (the launchers test resumes a sweep too)
 def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun",
-               "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.max_epochs=15",
-               "task.length=10", "task.distance=2", "task.train_size=512", "task.val_size=64", "task.test_size=64",
-               "model=mlp_window,mlp_bag,rnn_hidden", "seed=0,1"]
+    command = [
+        TRAIN,
+        "-m",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.max_epochs=15",
+        "task.length=10",
+        "task.distance=2",
+        "task.train_size=512",
+        "task.val_size=64",
+        "task.test_size=64",
+        "model=mlp_window,mlp_bag,rnn_hidden",
+        "seed=0,1",
+    ]
     client = open_client(store)  # the store made first: a client polling it would race to create it
 
     def runs():
@@ -179,8 +218,9 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     done_before = {r.info.run_id for r in runs() if r.info.status == "FINISHED" and r is not parent}
     assert 2 <= len(done_before) < 6
 
-    resumed = subprocess.run(command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stderr.count("skipped: this job already FINISHED") == len(done_before)
     children = [r for r in runs() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
@@ -192,14 +232,31 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
 
 def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    made = subprocess.run([TRAIN, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=2",
-                           "model=rnn_output", "trainer.max_epochs=2"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    made = subprocess.run(
+        [
+            TRAIN,
+            f"tracking.uri={store}",
+            f"hydra.run.dir={tmp_path}/out",
+            *TINY,
+            "task.distance=2",
+            "model=rnn_output",
+            "trainer.max_epochs=2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert made.returncode == 0, made.stderr[-2000:]
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    again = subprocess.run([sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     # exact here; in CI a loss has come out a float32 step off, which is reported as such
     exact = "config identical; every metric matches exactly" in again.stdout
@@ -212,8 +269,13 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
 
     (logged,) = client.get_metric_history(run.info.run_id, "test/acc")
     client.log_metric(run.info.run_id, "test/acc", 0.123, step=logged.step)  # a result the code does not give
-    tampered = subprocess.run([sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    tampered = subprocess.run(
+        [sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert tampered.returncode == 1 and "the metrics differ" in tampered.stdout
     assert any(line.startswith("test/acc ") and line.endswith("NO") for line in tampered.stdout.splitlines())
 
@@ -223,7 +285,7 @@ def test_within_rounding_is_a_few_float32_steps_and_no_more():
 
     logged = 2.0843167304992676  # test/loss_tf of a CI re-run, which came out 2 float32 steps lower
     assert within_rounding(logged, 2.0843162536621094)
-    step = 2.0 ** -22  # float32's spacing between 2 and 4
+    step = 2.0**-22  # float32's spacing between 2 and 4
     assert within_rounding(2.5, 2.5 + ULPS * step) and not within_rounding(2.5, 2.5 + (ULPS + 1) * step)
     assert within_rounding(0.0, 0.0) and not within_rounding(0.138671875, 0.123)
     assert not within_rounding(1e-3, 2e-3) and not within_rounding(-1.0, 1.0)
@@ -232,7 +294,7 @@ def test_within_rounding_is_a_few_float32_steps_and_no_more():
 def test_only_a_loss_may_differ_by_rounding_an_accuracy_or_a_count_never():
     from rnnexp.reproduce import verdict
 
-    one_ulp = 2.0 ** -24  # float32's spacing between 0.125 and 0.25
+    one_ulp = 2.0**-24  # float32's spacing between 0.125 and 0.25
     assert verdict("test/loss_tf", 2.0843167304992676, 2.0843162536621094) == "within 4 ulps"
     assert verdict("val/mse", 0.2, 0.2 + one_ulp) == "within 4 ulps"
     assert verdict("test/acc", 0.138671875, 0.138671875 + one_ulp) == "NO"  # a tampered accuracy
@@ -242,8 +304,13 @@ def test_only_a_loss_may_differ_by_rounding_an_accuracy_or_a_count_never():
 
 def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):
     """3 trials of the real search config; the seeded sampler draws the invalid size 0 once."""
-    proc, client = _sweep(tmp_path, "hparams_search=recall_lr", "hydra.sweeper.n_trials=3", "task.distance=2",
-                          'hydra.sweeper.params={model.hidden_size: "choice(16, 32, 0)"}')
+    proc, client = _sweep(
+        tmp_path,
+        "hparams_search=recall_lr",
+        "hydra.sweeper.n_trials=3",
+        "task.distance=2",
+        'hydra.sweeper.params={model.hidden_size: "choice(16, 32, 0)"}',
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (proc.stdout + proc.stderr).count("Failed experiment: model.hidden_size=0 is not allowed") == 1
     (results,) = (tmp_path / "multirun").glob("optimization_results.yaml")
@@ -266,10 +333,13 @@ def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tm
     runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
     assert {r.data.tags["best_val"] for r in runs if r is not parent} == {
-        repr(max(m.value for m in client.get_metric_history(r.info.run_id, "val/acc"))) for r in runs if r is not parent}
+        repr(max(m.value for m in client.get_metric_history(r.info.run_id, "val/acc"))) for r in runs if r is not parent
+    }
 
     results.unlink()
-    client.set_terminated(parent.info.run_id, "KILLED")  # as if stopped after its last trial: a FINISHED one is not resumed
+    client.set_terminated(
+        parent.info.run_id, "KILLED"
+    )  # as if stopped after its last trial: a FINISHED one is not resumed
     again, _ = _sweep(tmp_path, *search, f"resume={parent.info.run_id}")  # the same seeded trials: all done
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skipped: this job already FINISHED") == 2 and "Failed experiment" not in again.stderr
@@ -298,9 +368,22 @@ def _post(url: str, body: dict) -> dict:
 def _mlflow_server(tmp_path: Path, *options: str):
     """A real `mlflow server` on a free localhost port over an SQLite store in `tmp_path`; -> its URL."""
     port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-                               f"sqlite:///{tmp_path}/mlflow.db", "--host", "127.0.0.1", "--port", str(port),
-                               *options], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *options,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_until_healthy(base, server, seconds=90)
@@ -328,8 +411,13 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
     with _mlflow_server(tmp_path) as base:
         api = f"{base}/api/2.0/mlflow"
         experiment = json.loads(_get(f"{api}/experiments/get-by-name", experiment_name="delayed_recall"))
-        found = _post(f"{api}/runs/search", {"experiment_ids": [experiment["experiment"]["experiment_id"]],
-                                             "filter": f"tags.mlflow.parentRunId = '{parent.info.run_id}'"})
+        found = _post(
+            f"{api}/runs/search",
+            {
+                "experiment_ids": [experiment["experiment"]["experiment_id"]],
+                "filter": f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+            },
+        )
         assert {r["info"]["run_id"] for r in found["runs"]} == {c.info.run_id for c in children}
         child = found["runs"][0]["info"]["run_id"]
         history = json.loads(_get(f"{api}/metrics/get-history", run_id=child, metric_key="val/acc"))
@@ -337,8 +425,9 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
         listed = json.loads(_get(f"{api}/artifacts/list", run_id=child))
         assert {"config.yaml", "overrides.yaml"} <= {f["path"] for f in listed["files"]}
         assert b"model:" in _get(f"{base}/get-artifact", path="config.yaml", run_uuid=child)
-        assert b"model=rnn_hidden,mlp_window,rnn_final" in _get(f"{base}/get-artifact", path="sweep_overrides.txt",
-                                                                run_uuid=parent.info.run_id)
+        assert b"model=rnn_hidden,mlp_window,rnn_final" in _get(
+            f"{base}/get-artifact", path="sweep_overrides.txt", run_uuid=parent.info.run_id
+        )
 
 
 @pytest.mark.integration  # slow: make test-integration
@@ -346,8 +435,14 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
     # a team's server keeps the artifacts itself (served); the laptop only knows its URL
     with _mlflow_server(tmp_path, "--artifacts-destination", str(tmp_path / "served"), "--serve-artifacts") as base:
         env = dict(os.environ, MLFLOW_TRACKING_URI=base)
-        proc = subprocess.run([TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         client = MlflowClient(base)
         (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
@@ -361,8 +456,13 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
 def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_path):
     with _mlflow_server(tmp_path) as base:
         uri = base.replace("http://", "http://ana:hunter2@")
-        proc = subprocess.run([TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY,
-                               "task.distance=3"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]  # before: "Name or service not known"
         client = MlflowClient(base)
         (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
@@ -377,12 +477,28 @@ def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):
 
     _reviews(tmp_path / "reviews.csv", n=300)
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run([TRAIN, "-m", "experiment=text_classification/baselines", f"tracking.uri={store}",
-                           f"hydra.sweep.dir={tmp_path}/multirun", "task.dataset=null",
-                           f"task.path={tmp_path / 'reviews.csv'}", "task.where=null", "task.text_column=review",
-                           "task.label_column=sentiment", f"task.cache_dir={tmp_path / 'cache'}",
-                           "trainer=smoke", "trainer.max_epochs=1", "seed=0"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            TRAIN,
+            "-m",
+            "experiment=text_classification/baselines",
+            f"tracking.uri={store}",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            "task.dataset=null",
+            f"task.path={tmp_path / 'reviews.csv'}",
+            "task.where=null",
+            "task.text_column=review",
+            "task.label_column=sentiment",
+            f"task.cache_dir={tmp_path / 'cache'}",
+            "trainer=smoke",
+            "trainer.max_epochs=1",
+            "seed=0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("text_classification").experiment_id])

@@ -155,7 +155,9 @@ def test_pronoun_reference_by_hand():
     assert torch.all(torch.isin(x, lex["male"]).sum(1) == 1) and torch.all(torch.isin(x, lex["female"]).sum(1) == 1)
     assert 0.4 < y.float().mean() < 0.6
     # one example, checked by hand
-    example = torch.tensor([[lex.words.index(w) for w in "Anna likes a blog , Mark reads a book then it and he".split()]])
+    example = torch.tensor(
+        [[lex.words.index(w) for w in "Anna likes a blog , Mark reads a book then it and he".split()]]
+    )
     assert _pronoun_label(lex.decode(example[0]).split()) == "book"
 
 
@@ -169,7 +171,9 @@ def test_pronoun_reference_per_step_is_due_at_the_pronoun():
 
 def _sentiment_label(words: list[str]) -> int:
     positive = any(w in ("good", "great", "fine", "superb") for w in words)
-    sentiment_at = next(i for i, w in enumerate(words) if w in ("good", "great", "fine", "superb", "bad", "awful", "poor", "dull"))
+    sentiment_at = next(
+        i for i, w in enumerate(words) if w in ("good", "great", "fine", "superb", "bad", "awful", "poor", "dull")
+    )
     return int(positive != (words.index("not") < sentiment_at))
 
 
@@ -189,7 +193,9 @@ def test_negated_sentiment_by_hand():
 
 
 def _sentiment_position(words):
-    return next(i for i, w in enumerate(words) if w in ("good", "great", "fine", "superb", "bad", "awful", "poor", "dull"))
+    return next(
+        i for i, w in enumerate(words) if w in ("good", "great", "fine", "superb", "bad", "awful", "poor", "dull")
+    )
 
 
 def test_grammar_chance_levels_are_what_a_constant_predictor_scores():
@@ -201,7 +207,9 @@ def test_grammar_chance_levels_are_what_a_constant_predictor_scores():
 
 
 def test_validation_and_test_hold_no_training_sequence():
-    task = make_task(RunningParity, length=8, train_size=200, val_size=100, test_size=100, batch_size=10)  # 256 sequences
+    task = make_task(
+        RunningParity, length=8, train_size=200, val_size=100, test_size=100, batch_size=10
+    )  # 256 sequences
     task.setup()
     train, val, test = (task.splits[s].tensors[0] for s in ("train", "val", "test"))
     assert 0 < len(val) < 100 and 0 < len(test) < 100

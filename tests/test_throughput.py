@@ -13,14 +13,21 @@ def test_the_default_run_scores_the_same_whatever_the_evaluation_batches(tmp_pat
     task.eval_batch_size) and in the default's whole-split batch: identical metrics, bit for bit."""
     metrics = {}
     for eval_batch in (64, 1024):
-        proc, client = _run(tmp_path / str(eval_batch), "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-                    f"task.eval_batch_size={eval_batch}")
+        proc, client = _run(
+            tmp_path / str(eval_batch),
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            f"task.eval_batch_size={eval_batch}",
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         (run,) = _runs(client, "delayed_recall")
         assert run.data.params["task.eval_batch_size"] == str(eval_batch) and run.data.params["threads"] == "1"
         # every epoch's value of every metric, not only the last
-        metrics[eval_batch] = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
-                               for k in run.data.metrics if k != "wall_time_s"}
+        metrics[eval_batch] = {
+            k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
+            for k in run.data.metrics
+            if k != "wall_time_s"
+        }
     assert {"val/loss", "val/acc", "test/loss", "test/acc"} <= set(metrics[64]) and len(metrics[64]["val/loss"]) == 2
     assert metrics[64] == metrics[1024]
 
@@ -56,7 +63,9 @@ def test_a_sweeps_own_process_imports_neither_torch_nor_lightning():
     import subprocess
     import sys
 
-    code = ("import sys, rnnexp.sweep, rnnexp.tracking, rnnexp.config; "
-            "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning_fabric') if m in sys.modules))")
+    code = (
+        "import sys, rnnexp.sweep, rnnexp.tracking, rnnexp.config; "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning', 'lightning_fabric') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

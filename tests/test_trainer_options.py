@@ -10,8 +10,16 @@ import torch
 from rnnexp import config
 from rnnexp.train import build, lightning_trainer
 
-TINY = ["task.length=10", "task.distance=3", "task.train_size=512", "task.val_size=64", "task.test_size=64",
-        "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+TINY = [
+    "task.length=10",
+    "task.distance=3",
+    "task.train_size=512",
+    "task.val_size=64",
+    "task.test_size=64",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 class _Rates:
@@ -28,6 +36,7 @@ class _Rates:
         class Record(pl.Callback):
             def on_train_epoch_start(self, trainer, module):
                 rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
         return Record()
 
 
@@ -42,16 +51,23 @@ def _fit(compose_train, *overrides: str):
 
 
 def test_cosine_anneals_from_lr_to_min_lr_over_max_epochs(compose_train):
-    trainer, _, rates = _fit(compose_train, "trainer.max_epochs=4", "optim.scheduler=cosine", "optim.lr=0.01",
-                             "optim.min_lr=0.001")
+    trainer, _, rates = _fit(
+        compose_train, "trainer.max_epochs=4", "optim.scheduler=cosine", "optim.lr=0.01", "optim.min_lr=0.001"
+    )
     expected = [0.001 + 0.009 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(4)]
     assert rates == pytest.approx(expected) and rates[-1] == pytest.approx(0.001)
     assert float(trainer.callback_metrics["lr"]) == pytest.approx(0.001)  # logged beside the epoch's metrics
 
 
 def test_plateau_cuts_the_rate_by_its_factor_on_the_checkpoints_quantity(compose_train):
-    trainer, module, rates = _fit(compose_train, "trainer.max_epochs=3", "optim.scheduler=plateau",
-                                  "optim.lr_patience=0", "optim.lr_factor=0.1", "trainer.select_on=loss")
+    trainer, module, rates = _fit(
+        compose_train,
+        "trainer.max_epochs=3",
+        "optim.scheduler=plateau",
+        "optim.lr_patience=0",
+        "optim.lr_factor=0.1",
+        "trainer.select_on=loss",
+    )
     (config_,) = trainer.lr_scheduler_configs
     scheduler = config_.scheduler
     assert isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
@@ -78,13 +94,19 @@ def test_bf16_mixed_precision_trains_on_cpu(compose_train):
     assert next(module.parameters()).dtype == torch.float32  # mixed: the weights stay float32
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("trainer.precision=16-mixed", "trainer.precision='16-mixed' is not allowed: one of 32-true, 64-true, bf16-mixed "
-                                   "with trainer.accelerator=cpu"),
-    ("optim.scheduler=step", "optim.scheduler"),
-    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is not allowed: >= 1"),
-    ("optim.lr_factor=1.5", "optim.lr_factor=1.5 is not allowed: >= 0.01 and <= 0.99"),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        (
+            "trainer.precision=16-mixed",
+            "trainer.precision='16-mixed' is not allowed: one of 32-true, 64-true, bf16-mixed "
+            "with trainer.accelerator=cpu",
+        ),
+        ("optim.scheduler=step", "optim.scheduler"),
+        ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is not allowed: >= 1"),
+        ("optim.lr_factor=1.5", "optim.lr_factor=1.5 is not allowed: >= 0.01 and <= 0.99"),
+    ],
+)
 def test_a_bad_trainer_option_is_refused_naming_it(compose_train, override, expected):
     from rnnexp.train import describe
 

@@ -15,55 +15,87 @@ from mlflow.tracking import MlflowClient
 from rnnexp.tuning import SelectionError, choose
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
-TINY = ["task.length=10", "task.distance=3", "task.train_size=256", "task.val_size=128", "task.test_size=128",
-        "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+TINY = [
+    "task.length=10",
+    "task.distance=3",
+    "task.train_size=256",
+    "task.val_size=128",
+    "task.test_size=128",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
-def _run(lr: float, seed: int, best_val: float | None, status: str = "FINISHED", select_on: str = "metric",
-         start: int = 0):
-    tags = {"better": "higher", "metric": "acc", "pattern": "1",  # as rnnexp.train.monitor names them
-            "monitor": "val/loss" if select_on == "loss" else "val/acc", "monitor_mode": "min" if select_on == "loss" else "max"}
+def _run(
+    lr: float, seed: int, best_val: float | None, status: str = "FINISHED", select_on: str = "metric", start: int = 0
+):
+    tags = {
+        "better": "higher",
+        "metric": "acc",
+        "pattern": "1",  # as rnnexp.train.monitor names them
+        "monitor": "val/loss" if select_on == "loss" else "val/acc",
+        "monitor_mode": "min" if select_on == "loss" else "max",
+    }
     if best_val is not None:
         tags["best_val"] = repr(best_val)
-    return SimpleNamespace(info=SimpleNamespace(status=status, start_time=start, run_id=f"r{lr}-{seed}"),
-                           data=SimpleNamespace(params={"optim.lr": str(lr), "seed": str(seed),
-                                                        "trainer.select_on": select_on}, tags=tags))
+    return SimpleNamespace(
+        info=SimpleNamespace(status=status, start_time=start, run_id=f"r{lr}-{seed}"),
+        data=SimpleNamespace(
+            params={"optim.lr": str(lr), "seed": str(seed), "trainer.select_on": select_on}, tags=tags
+        ),
+    )
 
 
 def test_the_rate_with_the_best_mean_validation_score_wins_and_a_diverged_rate_is_out():
-    runs = [_run(1e-3, 0, 0.50), _run(1e-3, 1, 0.60), _run(1e-2, 0, 0.70), _run(1e-2, 1, 0.52),
-            _run(1e-1, 0, 0.99), _run(1e-1, 1, None, status="FAILED")]
+    runs = [
+        _run(1e-3, 0, 0.50),
+        _run(1e-3, 1, 0.60),
+        _run(1e-2, 0, 0.70),
+        _run(1e-2, 1, 0.52),
+        _run(1e-1, 0, 0.99),
+        _run(1e-1, 1, None, status="FAILED"),
+    ]
     choice = choose(runs, "exp_lr")
     assert choice.lr == 1e-2 and choice.grid == (1e-3, 1e-2, 1e-1) and choice.seeds == (0, 1)
     assert choice.means[:2] == pytest.approx((0.55, 0.61)) and math.isnan(choice.means[2])
     assert choice.quantity == "val/acc"
     assert "lr 0.01, the best mean val/acc over seeds 0, 1 in experiment exp_lr" in choice.describe("exp_lr")
     # on the loss, lower is better; a tie goes to the smaller rate
-    loss = [_run(1e-3, 0, 0.4, select_on="loss"), _run(1e-2, 0, 0.3, select_on="loss"),
-            _run(1e-1, 0, 0.3, select_on="loss")]
+    loss = [
+        _run(1e-3, 0, 0.4, select_on="loss"),
+        _run(1e-2, 0, 0.3, select_on="loss"),
+        _run(1e-1, 0, 0.3, select_on="loss"),
+    ]
     assert choose(loss, "exp_lr").lr == 1e-2 and choose(loss, "exp_lr").quantity == "val/loss"
     # a re-run of a seed replaces the earlier run
     rerun = [_run(1e-3, 0, 0.9, start=1), _run(1e-2, 0, 0.5, start=2), _run(1e-3, 0, 0.1, start=3)]
     assert choose(rerun, "exp_lr").lr == 1e-2
 
 
-@pytest.mark.parametrize("runs,expected", [
-    ([_run(1e-3, 0, 0.5), _run(1e-3, 1, 0.6), _run(1e-2, 0, 0.7)], "lr 0.01 lacks seed 1"),
-    ([_run(1e-3, 0, 0.5), _run(1e-3, 1, 0.6)], "it has runs at 1 learning rate"),
-    ([_run(1e-3, 0, 0.5), _run(1e-2, 0, None, status="KILLED")], "lr 0.01 seed 0 is KILLED"),
-])
+@pytest.mark.parametrize(
+    "runs,expected",
+    [
+        ([_run(1e-3, 0, 0.5), _run(1e-3, 1, 0.6), _run(1e-2, 0, 0.7)], "lr 0.01 lacks seed 1"),
+        ([_run(1e-3, 0, 0.5), _run(1e-3, 1, 0.6)], "it has runs at 1 learning rate"),
+        ([_run(1e-3, 0, 0.5), _run(1e-2, 0, None, status="KILLED")], "lr 0.01 seed 0 is KILLED"),
+    ],
+)
 def test_an_incomplete_selection_chooses_nothing(runs, expected):
     with pytest.raises(SelectionError, match=expected):
         choose(runs, "exp_lr")
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("best_val", "abc", "has best_val='abc', not a finite float"),
-    ("best_val", "inf", "has best_val='inf', not a finite float"),
-    ("optim.lr", "-0.01", "has optim.lr='-0.01', not a finite number from 1e-08 to 10"),
-    ("optim.lr", "1e9", "has optim.lr='1e9', not a finite number from 1e-08 to 10"),
-    ("seed", "1.0", "has seed='1.0', not a finite int"),
-])
+@pytest.mark.parametrize(
+    "key,value,expected",
+    [
+        ("best_val", "abc", "has best_val='abc', not a finite float"),
+        ("best_val", "inf", "has best_val='inf', not a finite float"),
+        ("optim.lr", "-0.01", "has optim.lr='-0.01', not a finite number from 1e-08 to 10"),
+        ("optim.lr", "1e9", "has optim.lr='1e9', not a finite number from 1e-08 to 10"),
+        ("seed", "1.0", "has seed='1.0', not a finite int"),
+    ],
+)
 def test_a_value_of_the_store_that_is_no_number_or_out_of_range_chooses_nothing(key, value, expected):
     # a tampered or hand-edited store: one reason, naming the run, never a traceback or a silent choice
     runs = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7)]
@@ -82,9 +114,21 @@ def test_a_value_of_the_store_that_is_no_number_or_out_of_range_chooses_nothing(
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides: argparse takes them so
     overrides = tuple(o for o in overrides if not o.startswith("-"))
-    return subprocess.run([TRAIN, *flags, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"hydra.run.dir={tmp_path}/out",
-                           f"hydra.sweep.dir={tmp_path}/multirun", *TINY, *overrides],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            TRAIN,
+            *flags,
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.run.dir={tmp_path}/out",
+            f"hydra.sweep.dir={tmp_path}/multirun",
+            *TINY,
+            *overrides,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_path):
@@ -109,10 +153,12 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     assert re.search(rf"  lr +{expected:g} +\(chosen on validation in experiment recall_lr\)", proc.stdout)
 
     # a variant stage 1 did not run, and an experiment that does not exist: one line, exit 2, no run
-    for override, message in (("task.distance=4", "none of the 4 runs of experiment recall_lr has this run's config"),
-                              ("optim.lr_from=nowhere", "no experiment 'nowhere' in the store"),
-                              # into the selection itself: it would count as one of its runs
-                              ("tracking.experiment=recall_lr", "another experiment than the one this run is tracked")):
+    for override, message in (
+        ("task.distance=4", "none of the 4 runs of experiment recall_lr has this run's config"),
+        ("optim.lr_from=nowhere", "no experiment 'nowhere' in the store"),
+        # into the selection itself: it would count as one of its runs
+        ("tracking.experiment=recall_lr", "another experiment than the one this run is tracked"),
+    ):
         proc = _train(tmp_path, "optim.lr_from=recall_lr", "tracking.experiment=refused", override)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("rnnexp-train: error: optim.lr_from=")
@@ -120,32 +166,72 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
         assert client.get_experiment_by_name("refused") is None
     assert len(client.search_runs([experiment])) == 5  # the selection's 4 runs and its parent, untouched
     # a rate shared over the distance: chosen at stage 1's one distance, taken at another
-    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr_shared_over=[task.distance]", "task.distance=4",
-                  "tracking.experiment=shared")
+    proc = _train(
+        tmp_path,
+        "optim.lr_from=recall_lr",
+        "optim.lr_shared_over=[task.distance]",
+        "task.distance=4",
+        "tracking.experiment=shared",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (run,) = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
     assert float(run.data.params["optim.lr"]) == expected and run.data.params["task.distance"] == "4"
     assert "chosen at task.distance=3 and shared over every task.distance" in run.data.tags["lr_choice"]
     proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr_shared_over=[task.distanse]", "tracking.experiment=x")
-    assert proc.returncode == 2 and proc.stderr.strip() == ("rnnexp-train: error: optim.lr_shared_over='task.distanse' is not allowed: "
-                                                            "a key of the run's config other than the seed and optim.lr*, "
-                                                            "e.g. task.distance")
-    proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr_shared_over=[task.distance,task.distance]",
-                  "tracking.experiment=x")
-    assert proc.returncode == 2 and proc.stderr.strip() == ("rnnexp-train: error: optim.lr_shared_over="
-                                                            "['task.distance', 'task.distance'] is not allowed: each key once")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "rnnexp-train: error: optim.lr_shared_over='task.distanse' is not allowed: "
+        "a key of the run's config other than the seed and optim.lr*, "
+        "e.g. task.distance"
+    )
+    proc = _train(
+        tmp_path,
+        "optim.lr_from=recall_lr",
+        "optim.lr_shared_over=[task.distance,task.distance]",
+        "tracking.experiment=x",
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "rnnexp-train: error: optim.lr_shared_over=['task.distance', 'task.distance'] is not allowed: each key once"
+    )
     # an lr given beside optim.lr_from is refused, even the default: the lr is what stage 1 chose
     proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.003")
     assert proc.returncode == 2 and "optim.lr='0.003'" in proc.stderr and "optim.lr_from" in proc.stderr
 
-    printed = subprocess.run([sys.executable, "-m", "rnnexp.tuning", "--experiment", "recall_lr", "--uri",
-                              f"sqlite:///{tmp_path}/mlflow.db"], capture_output=True, text=True, timeout=120)
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.tuning",
+            "--experiment",
+            "recall_lr",
+            "--uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout.startswith("rnn_hidden (rnn) on delayed_recall d=3: val/acc") and f"*{expected:g}=" in printed.stdout
+    assert (
+        printed.stdout.startswith("rnn_hidden (rnn) on delayed_recall d=3: val/acc")
+        and f"*{expected:g}=" in printed.stdout
+    )
 
-    report = subprocess.run([sys.executable, "-m", "rnnexp.report", "--experiment", "recall", "--uri",
-                             f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.report",
+            "--experiment",
+            "recall",
+            "--uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     assert "optim.lr of 1 of 1 variants chosen on validation data in experiment recall_lr" in report.stdout
     assert " optim.lr " in report.stdout.splitlines()[0]  # the chosen rate is a column of the table
@@ -160,8 +246,11 @@ def test_a_rate_shared_over_a_key_is_refused_when_stage_1_ran_several_values_of_
     monkeypatch.setattr(tracking, "open_client", lambda uri: None)
     monkeypatch.setattr(tuning, "_runs", lambda client, experiment: runs)
     mine = {"optim.lr": "0.003", "seed": "4", "trainer.select_on": "metric", "task.distance": "64"}
-    with pytest.raises(SelectionError, match=r"stage 1 ran this variant at task.distance = 32, 8: a rate shared over "
-                                             r"task.distance is chosen at one value"):
+    with pytest.raises(
+        SelectionError,
+        match=r"stage 1 ran this variant at task.distance = 32, 8: a rate shared over "
+        r"task.distance is chosen at one value",
+    ):
         tuning.chosen_lr("sqlite://", "exp_lr", mine, ("task.distance",))
     with pytest.raises(SelectionError, match="none of the 4 runs"):  # not shared: distance 64 is not in stage 1
         tuning.chosen_lr("sqlite://", "exp_lr", mine)

@@ -98,8 +98,10 @@ class Row:
         verdict = "" if self.ok is None else ("pass" if self.ok else "FAIL")
         low, high = self.spread
         cores = f"{statistics.median(self.a_side.cores):.2f} / {statistics.median(self.b_side.cores):.2f}"
-        return (f"| {self.what} | {self.a} | {self.a_s:.4g} | {self.b} | {self.b_s:.4g} | {self.ratio:.2f}× "
-                f"| {low:.2f}–{high:.2f} | {cores} | {self.target} | {verdict} |")
+        return (
+            f"| {self.what} | {self.a} | {self.a_s:.4g} | {self.b} | {self.b_s:.4g} | {self.ratio:.2f}× "
+            f"| {low:.2f}–{high:.2f} | {cores} | {self.target} | {verdict} |"
+        )
 
 
 def cpu_seconds() -> float:
@@ -141,8 +143,9 @@ def at_least(limit: float) -> Callable[[Row], bool]:
 
 def compose_train(*overrides: str):
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-                                           *overrides])
+        return compose(
+            "train", overrides=["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *overrides]
+        )
 
 
 class EpochTimer(Callback):
@@ -227,18 +230,41 @@ def framework_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     uri = f"tracking.uri=sqlite:///{tmp}/bench.db"
     for model in ("rnn_hidden", "mlp_window"):
         cfg = compose_train(f"model={model}", f"trainer.max_epochs={epochs}", uri, *size)
-        med = interleaved({"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:],  # the first epoch warms up
-                           "plain": lambda: plain_fit(cfg, tmp)[1:]}, repeats)
-        yield (Row(f"1. an epoch, `{model}` on `delayed_recall` (default sizes)", "rnnexp-train s/epoch",
-                        med["rnnexp"], "plain PyTorch loop s/epoch", med["plain"], "≤ 1.10×", at_most(1.10)))
+        med = interleaved(
+            {
+                "rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:],  # the first epoch warms up
+                "plain": lambda: plain_fit(cfg, tmp)[1:],
+            },
+            repeats,
+        )
+        yield (
+            Row(
+                f"1. an epoch, `{model}` on `delayed_recall` (default sizes)",
+                "rnnexp-train s/epoch",
+                med["rnnexp"],
+                "plain PyTorch loop s/epoch",
+                med["plain"],
+                "≤ 1.10×",
+                at_most(1.10),
+            )
+        )
     # the framework's cost is per step and per epoch, not per example: with more work per step
     # (sequences 5x as long, the same number of steps) the ratio falls
     cfg = compose_train("model=rnn_hidden", f"trainer.max_epochs={epochs}", uri, "task.length=200", *size)
-    med = interleaved({"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:], "plain": lambda: plain_fit(cfg, tmp)[1:]},
-                      repeats)
-    yield (Row("1. an epoch, `rnn_hidden` on `delayed_recall` at length 200 (5× the work per step)",
-                    "rnnexp-train s/epoch", med["rnnexp"], "plain PyTorch loop s/epoch", med["plain"], "≤ 1.03×",
-                    at_most(1.03)))
+    med = interleaved(
+        {"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:], "plain": lambda: plain_fit(cfg, tmp)[1:]}, repeats
+    )
+    yield (
+        Row(
+            "1. an epoch, `rnn_hidden` on `delayed_recall` at length 200 (5× the work per step)",
+            "rnnexp-train s/epoch",
+            med["rnnexp"],
+            "plain PyTorch loop s/epoch",
+            med["plain"],
+            "≤ 1.03×",
+            at_most(1.03),
+        )
+    )
 
 
 def tracking_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
@@ -246,26 +272,55 @@ def tracking_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     size = ["task.train_size=256", "task.val_size=64", "task.test_size=64"] if quick else []
     uri = f"tracking.uri=sqlite:///{tmp}/bench.db"
     base = compose_train(f"trainer.max_epochs={epochs}", uri, *size)
-    every_step = compose_train(f"trainer.max_epochs={epochs}", uri, "tracking.step_metrics=true",
-                               "trainer.log_every_n_steps=1", *size)
+    every_step = compose_train(
+        f"trainer.max_epochs={epochs}", uri, "tracking.step_metrics=true", "trainer.log_every_n_steps=1", *size
+    )
     # per epoch, after the first: what logging costs while training (the run's start and end,
     # its config and checkpoints logged once, are not per-step or per-epoch logging)
-    med = interleaved({"off": lambda: lightning_fit(base, tmp, tracked=False)[0][1:],
-                       "epoch": lambda: lightning_fit(base, tmp)[0][1:],
-                       "step": lambda: lightning_fit(every_step, tmp)[0][1:],
-                       "stock epoch": lambda: lightning_fit(base, tmp, stock="sync")[0][1:],
-                       "stock epoch async": lambda: lightning_fit(base, tmp, stock="async")[0][1:],
-                       "stock step": lambda: lightning_fit(every_step, tmp, stock="sync")[0][1:],
-                       "stock step async": lambda: lightning_fit(every_step, tmp, stock="async")[0][1:]}, repeats)
-    yield from [Row("4. tracking every step (`tracking.step_metrics=true`, `log_every_n_steps=1`)", "s/epoch, tracked",
-                med["step"], "s/epoch, tracking off", med["off"], "≤ 1.10×", at_most(1.10)),
-            Row("4. tracking per epoch (the default)", "s/epoch, tracked", med["epoch"], "s/epoch, tracking off",
-                med["off"], "≤ 1.02×", at_most(1.02))]
+    med = interleaved(
+        {
+            "off": lambda: lightning_fit(base, tmp, tracked=False)[0][1:],
+            "epoch": lambda: lightning_fit(base, tmp)[0][1:],
+            "step": lambda: lightning_fit(every_step, tmp)[0][1:],
+            "stock epoch": lambda: lightning_fit(base, tmp, stock="sync")[0][1:],
+            "stock epoch async": lambda: lightning_fit(base, tmp, stock="async")[0][1:],
+            "stock step": lambda: lightning_fit(every_step, tmp, stock="sync")[0][1:],
+            "stock step async": lambda: lightning_fit(every_step, tmp, stock="async")[0][1:],
+        },
+        repeats,
+    )
+    yield from [
+        Row(
+            "4. tracking every step (`tracking.step_metrics=true`, `log_every_n_steps=1`)",
+            "s/epoch, tracked",
+            med["step"],
+            "s/epoch, tracking off",
+            med["off"],
+            "≤ 1.10×",
+            at_most(1.10),
+        ),
+        Row(
+            "4. tracking per epoch (the default)",
+            "s/epoch, tracked",
+            med["epoch"],
+            "s/epoch, tracking off",
+            med["off"],
+            "≤ 1.02×",
+            at_most(1.02),
+        ),
+    ]
     # what a user would otherwise reach for: Lightning's own logger, into the same store
     for when, ours in (("every step", "step"), ("per epoch", "epoch")):
         for mode, label in (("", "synchronous"), (" async", "`synchronous=False`")):
-            yield (Row(f"4. tracking {when}: Lightning's `MLFlowLogger`, {label}", "s/epoch, stock logger",
-                            med[f"stock {ours}{mode}"], "s/epoch, rnnexp's logger", med[ours]))
+            yield (
+                Row(
+                    f"4. tracking {when}: Lightning's `MLFlowLogger`, {label}",
+                    "s/epoch, stock logger",
+                    med[f"stock {ours}{mode}"],
+                    "s/epoch, rnnexp's logger",
+                    med[ours],
+                )
+            )
 
 
 # --- 2 and 3: the recurrences themselves ---------------------------------------------------------
@@ -274,6 +329,7 @@ def tracking_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
 def fwd_bwd(forward: Callable[[], torch.Tensor]) -> float:
     def go():
         forward().square().mean().backward()
+
     return clock(go)
 
 
@@ -289,15 +345,31 @@ def pattern2_rows(quick: bool, repeats: int) -> Iterator[Row]:
         return torch.stack([model.step(e[:, t], y_prev[:, t])[1] for t in range(length)], dim=1)
 
     assert torch.allclose(model(x, y), loop_teacher_forced(), atol=1e-6)  # the same function
-    med = interleaved({"all": lambda: fwd_bwd(lambda: model(x, y)), "loop": lambda: fwd_bwd(loop_teacher_forced)},
-                      repeats * 4)
+    med = interleaved(
+        {"all": lambda: fwd_bwd(lambda: model(x, y)), "loop": lambda: fwd_bwd(loop_teacher_forced)}, repeats * 4
+    )
     with torch.no_grad():
-        ev = interleaved({"free": lambda: clock(lambda: model(x)), "tf": lambda: clock(lambda: model(x, y))},
-                         repeats * 4)
-    yield from [Row(f"2. pattern 2 training step, length {length}, batch {batch} (fwd+bwd)", "step-by-step loop s",
-                med["loop"], "teacher-forced, all steps at once s", med["all"], "≥ 4×", at_least(4)),
-            Row(f"2. pattern 2 evaluation, length {length} (forward)", "running free (the loop) s", ev["free"],
-                "teacher-forced s", ev["tf"])]
+        ev = interleaved(
+            {"free": lambda: clock(lambda: model(x)), "tf": lambda: clock(lambda: model(x, y))}, repeats * 4
+        )
+    yield from [
+        Row(
+            f"2. pattern 2 training step, length {length}, batch {batch} (fwd+bwd)",
+            "step-by-step loop s",
+            med["loop"],
+            "teacher-forced, all steps at once s",
+            med["all"],
+            "≥ 4×",
+            at_least(4),
+        ),
+        Row(
+            f"2. pattern 2 evaluation, length {length} (forward)",
+            "running free (the loop) s",
+            ev["free"],
+            "teacher-forced s",
+            ev["tf"],
+        ),
+    ]
 
 
 class CellLoop(nn.Module):
@@ -330,10 +402,18 @@ def fused_rows(quick: bool, repeats: int) -> Iterator[Row]:
         for length in lengths:
             x = torch.randn(batch, length, 32)
             assert torch.allclose(fused(x)[0], loop(x), atol=1e-5)  # the same function
-            med = interleaved({"loop": lambda: fwd_bwd(lambda: loop(x)),
-                               "fused": lambda: fwd_bwd(lambda: fused(x)[0])}, repeats)
-            yield (Row(f"3. `{cell}` recurrence, length {length}, batch {batch} (fwd+bwd)",
-                            "Python loop over the cell s", med["loop"], "fused module s", med["fused"]))
+            med = interleaved(
+                {"loop": lambda: fwd_bwd(lambda: loop(x)), "fused": lambda: fwd_bwd(lambda: fused(x)[0])}, repeats
+            )
+            yield (
+                Row(
+                    f"3. `{cell}` recurrence, length {length}, batch {batch} (fwd+bwd)",
+                    "Python loop over the cell s",
+                    med["loop"],
+                    "fused module s",
+                    med["fused"],
+                )
+            )
 
 
 def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
@@ -346,8 +426,11 @@ def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
     lengths, batch = ((20,), 8) if quick else ((100, 200), 64)
     for cell in ("rnn", "gru", "lstm"):
         for length in lengths:
-            task = Adding(**config.task_defaults(Adding, length=length, distance=None, train_size=batch, val_size=1,
-                                                 test_size=1, batch_size=batch))
+            task = Adding(
+                **config.task_defaults(
+                    Adding, length=length, distance=None, train_size=batch, val_size=1, test_size=1, batch_size=batch
+                )
+            )
             x, y = task.make_splits()["train"].tensors
             torch.manual_seed(0)
             model = RNNFinal(task.io, **config.model_defaults("rnn_final", cell=cell))
@@ -358,9 +441,15 @@ def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
                     return clock(lambda: F.mse_loss(model(x).squeeze(-1), y).backward())
                 finally:
                     torch.set_flush_denormal(False)
+
             med = interleaved({"kept": lambda: step(False), "flushed": lambda: step(True)}, repeats * 4)
-            yield Row(f"9. `{cell}` pattern 3 on adding, T = {length}, batch {batch} (fwd+bwd)",
-                      "denormals kept s", med["kept"], "flushed to zero s", med["flushed"])
+            yield Row(
+                f"9. `{cell}` pattern 3 on adding, T = {length}, batch {batch} (fwd+bwd)",
+                "denormals kept s",
+                med["kept"],
+                "flushed to zero s",
+                med["flushed"],
+            )
 
 
 # --- 5 and 6: the command line ---------------------------------------------------------------------
@@ -369,17 +458,40 @@ def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
 def startup_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     def command(*args: str) -> Callable[[], float]:
         def run() -> float:
-            return clock(lambda: subprocess.run([TRAIN, *args, f"hydra.run.dir={tmp}/startup"], cwd=tmp,
-                                                capture_output=True, timeout=120))
+            return clock(
+                lambda: subprocess.run(
+                    [TRAIN, *args, f"hydra.run.dir={tmp}/startup"], cwd=tmp, capture_output=True, timeout=120
+                )
+            )
+
         return run
 
     python = lambda: clock(lambda: subprocess.run([sys.executable, "-c", "import hydra"], capture_output=True))  # noqa: E731
-    med = interleaved({"help": command("--help"), "cfg": command("--cfg", "job"),
-                       "bad": command("model.hidden_size=0"), "python": python}, repeats)
-    for key, label in (("help", "`rnnexp-train --help`"), ("cfg", "`rnnexp-train --cfg job`"),
-                       ("bad", "a bad config (`model.hidden_size=0`)")):
-        yield (Row(f"5. start-up: {label}", "s", med[key], "`python -c 'import hydra'` s", med["python"],
-                        "< 1.5 s", lambda row: row.a_s < 1.5))
+    med = interleaved(
+        {
+            "help": command("--help"),
+            "cfg": command("--cfg", "job"),
+            "bad": command("model.hidden_size=0"),
+            "python": python,
+        },
+        repeats,
+    )
+    for key, label in (
+        ("help", "`rnnexp-train --help`"),
+        ("cfg", "`rnnexp-train --cfg job`"),
+        ("bad", "a bad config (`model.hidden_size=0`)"),
+    ):
+        yield (
+            Row(
+                f"5. start-up: {label}",
+                "s",
+                med[key],
+                "`python -c 'import hydra'` s",
+                med["python"],
+                "< 1.5 s",
+                lambda row: row.a_s < 1.5,
+            )
+        )
 
 
 def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
@@ -390,8 +502,18 @@ def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     runs = 2 if quick else 8
     # the default run (40 epochs, about 20 s on 1 core here), as the target says: with
     # 5-epoch runs the sweep measured mostly its start-up (experiments/throughput/README.md)
-    size = ["trainer=smoke", "task.length=10", "task.distance=3", "task.train_size=256", "task.val_size=64",
-            "task.test_size=64"] if quick else ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    size = (
+        [
+            "trainer=smoke",
+            "task.length=10",
+            "task.distance=3",
+            "task.train_size=256",
+            "task.val_size=64",
+            "task.test_size=64",
+        ]
+        if quick
+        else ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+    )
     template = tmp / "empty.db"
     MlflowClient(f"sqlite:///{template}").search_experiments()  # a store as it is in use: its schema made
     counter = iter(range(10_000))
@@ -401,28 +523,66 @@ def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
             n = next(counter)
             shutil.copy(template, tmp / f"sweep{n}.db")
             store = f"sqlite:///{tmp}/sweep{n}.db"
-            seconds = clock(lambda: subprocess.run([TRAIN, "-m", f"seed=range({runs})", *size, *launcher,
-                                                    f"tracking.uri={store}", f"hydra.sweep.dir={tmp}/sweep{n}"],
-                                                   cwd=tmp, capture_output=True, timeout=1200, check=True))
+            seconds = clock(
+                lambda: subprocess.run(
+                    [
+                        TRAIN,
+                        "-m",
+                        f"seed=range({runs})",
+                        *size,
+                        *launcher,
+                        f"tracking.uri={store}",
+                        f"hydra.sweep.dir={tmp}/sweep{n}",
+                    ],
+                    cwd=tmp,
+                    capture_output=True,
+                    timeout=1200,
+                    check=True,
+                )
+            )
             client = MlflowClient(store)
-            done = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id],
-                                      "attributes.status = 'FINISHED'")
+            done = client.search_runs(
+                [client.get_experiment_by_name("delayed_recall").experiment_id], "attributes.status = 'FINISHED'"
+            )
             children = [r for r in done if "mlflow.parentRunId" in r.data.tags]
             assert len(children) == runs, f"{len(children)} of {runs} runs tracked"  # every run, in both
             return seconds
+
         return run
 
     # the physical limit: the same runs in a plain PyTorch loop, one after another, shared out
     # over the cores with nothing lost to start-up, tracking or waiting
     cores = os.cpu_count() or 1
     one_run = compose_train(*size, f"tracking.uri=sqlite:///{tmp}/bench.db")
-    med = interleaved({"basic": sweep(), "joblib": sweep("hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}"),
-                       "limit": lambda: sum(plain_fit(one_run, tmp)) * runs / cores}, 1)
+    med = interleaved(
+        {
+            "basic": sweep(),
+            "joblib": sweep("hydra/launcher=joblib", f"hydra.launcher.n_jobs={cores}"),
+            "limit": lambda: sum(plain_fit(one_run, tmp)) * runs / cores,
+        },
+        1,
+    )
     what = f"6. a {runs}-run sweep" + (" of tiny runs" if quick else " of the default run (40 epochs)")
-    yield from [Row(what + ", every run tracked", "basic launcher s", med["basic"], f"joblib, {cores} jobs s",
-                med["joblib"], "≥ 1.8×", at_least(1.8)),
-            Row(what + ": end to end against the physical limit", f"joblib, {cores} jobs s", med["joblib"],
-                f"its runs in a plain loop, summed, / {cores} cores s", med["limit"], "≤ 1.25×", at_most(1.25))]
+    yield from [
+        Row(
+            what + ", every run tracked",
+            "basic launcher s",
+            med["basic"],
+            f"joblib, {cores} jobs s",
+            med["joblib"],
+            "≥ 1.8×",
+            at_least(1.8),
+        ),
+        Row(
+            what + ": end to end against the physical limit",
+            f"joblib, {cores} jobs s",
+            med["joblib"],
+            f"its runs in a plain loop, summed, / {cores} cores s",
+            med["limit"],
+            "≤ 1.25×",
+            at_most(1.25),
+        ),
+    ]
 
     # The default thread count (`threads`): the default run on 1 thread and on 2, alone, and beside
     # one busy process (a CPU-bound loop), as on any machine that is doing something else too
@@ -437,10 +597,22 @@ def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     finally:
         busy.kill()
         busy.wait()
-    yield from [Row("6. an epoch of the default run on 1 thread against 2, alone", "1 thread s/epoch", alone["1"],
-                 "2 threads s/epoch", alone["2"]),
-             Row("6. the same beside one busy process", "1 thread s/epoch", contended["1"], "2 threads s/epoch",
-                 contended["2"])]
+    yield from [
+        Row(
+            "6. an epoch of the default run on 1 thread against 2, alone",
+            "1 thread s/epoch",
+            alone["1"],
+            "2 threads s/epoch",
+            alone["2"],
+        ),
+        Row(
+            "6. the same beside one busy process",
+            "1 thread s/epoch",
+            contended["1"],
+            "2 threads s/epoch",
+            contended["2"],
+        ),
+    ]
 
 
 # --- 7: scaling --------------------------------------------------------------------------------
@@ -449,8 +621,14 @@ def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
 def epoch_seconds(model: str, length: int, hidden: int, n: int) -> float:
     task = "adding" if model == "rnn_final" else "delayed_recall"
     size = [f"task.train_size={n}", "task.val_size=64", "task.test_size=64", "trainer.max_epochs=1"]
-    cfg = compose_train(f"model={model}", f"task={task}", f"task.length={length}", f"task.distance={length // 2}",
-                        f"model.hidden_size={hidden}", *size)
+    cfg = compose_train(
+        f"model={model}",
+        f"task={task}",
+        f"task.length={length}",
+        f"task.distance={length // 2}",
+        f"model.hidden_size={hidden}",
+        *size,
+    )
     spec = config.check(cfg)
     task_, model_, _ = build(cfg, spec)
     opt = torch.optim.Adam(model_.parameters())
@@ -462,6 +640,7 @@ def epoch_seconds(model: str, length: int, hidden: int, n: int) -> float:
             opt.zero_grad()
             task_.loss(out, y).backward()
             opt.step()
+
     epoch()  # warm-up
     return statistics.median(clock(epoch) for _ in range(2))
 
@@ -481,12 +660,24 @@ def scaling_tables(quick: bool) -> str:
     out = []
     for knob, values in (("length", lengths), ("hidden size", hiddens)):
         head = f"| model | {' | '.join(str(v) for v in values)} | exponent |"
-        lines = [f"Seconds per epoch ({n} sequences, batch 64, fwd+bwd+step) as the {knob} doubles"
-                 + (" (hidden size 64)" if knob == "length" else " (length 128)") + ":", "", head,
-                 "|---" * (len(values) + 2) + "|"]
+        lines = [
+            f"Seconds per epoch ({n} sequences, batch 64, fwd+bwd+step) as the {knob} doubles"
+            + (" (hidden size 64)" if knob == "length" else " (length 128)")
+            + ":",
+            "",
+            head,
+            "|---" * (len(values) + 2) + "|",
+        ]
         for model in models:
-            secs = [epoch_seconds(model, v if knob == "length" else (32 if quick else 128),
-                                  v if knob == "hidden size" else (16 if quick else 64), n) for v in values]
+            secs = [
+                epoch_seconds(
+                    model,
+                    v if knob == "length" else (32 if quick else 128),
+                    v if knob == "hidden size" else (16 if quick else 64),
+                    n,
+                )
+                for v in values
+            ]
             lines.append(f"| `{model}` | {' | '.join(f'{s:.3f}' for s in secs)} | {exponent(values, secs):.2f} |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
@@ -501,7 +692,9 @@ def data_table(quick: bool, repeats: int) -> str:
     for name, count, steps, seconds in generation(n, length, repeats):
         lines.append(f"| generate `{name}` | {count:,} × {steps} | {seconds:.3f} | {count / seconds:,.0f} sequences |")
     for label, size, texts, seconds in tokenisation(mb):
-        lines.append(f"| tokenise, {label} | {size:.1f} MB, {texts:,} texts | {seconds:.2f} | {size / seconds:.1f} MB |")
+        lines.append(
+            f"| tokenise, {label} | {size:.1f} MB, {texts:,} texts | {seconds:.2f} | {size / seconds:.1f} MB |"
+        )
     return "\n".join(lines)
 
 
@@ -526,10 +719,15 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(folder)
         rows: list[Row] = []
         chosen = set(args.rows.split(","))
-        sections = {"1": lambda: framework_rows(args.quick, repeats, tmp), "2": lambda: pattern2_rows(args.quick, repeats),
-                    "3": lambda: fused_rows(args.quick, repeats), "4": lambda: tracking_rows(args.quick, repeats, tmp),
-                    "5": lambda: startup_rows(args.quick, repeats, tmp), "6": lambda: sweep_rows(args.quick, repeats, tmp),
-                    "9": lambda: denormal_rows(args.quick, repeats)}
+        sections = {
+            "1": lambda: framework_rows(args.quick, repeats, tmp),
+            "2": lambda: pattern2_rows(args.quick, repeats),
+            "3": lambda: fused_rows(args.quick, repeats),
+            "4": lambda: tracking_rows(args.quick, repeats, tmp),
+            "5": lambda: startup_rows(args.quick, repeats, tmp),
+            "6": lambda: sweep_rows(args.quick, repeats, tmp),
+            "9": lambda: denormal_rows(args.quick, repeats),
+        }
         for number, section in sections.items():
             if number in chosen:
                 for row in section():
@@ -538,19 +736,29 @@ def main(argv: list[str] | None = None) -> None:
         scaling = scaling_tables(args.quick) if "7" in chosen else ""
         data = data_table(args.quick, repeats) if "8" in chosen else ""
 
-    header = ("| what | a | a (median) | b | b (median) | a / b | a / b, lowest–highest | cores busy, a / b "
-              "| target | |\n|---|---|---|---|---|---|---|---|---|---|")
+    header = (
+        "| what | a | a (median) | b | b (median) | a / b | a / b, lowest–highest | cores busy, a / b "
+        "| target | |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     when = time.strftime("%Y-%m-%d")
-    report = "\n\n".join([
-        f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
-        f"{torch.__version__}, 1 torch thread per run (the default `threads`) but where a row says otherwise; "
-        f"medians of {repeats} interleaved timings per side (row 2: {repeats * 4}; row 6: one sweep each, and {max(1, repeats // 2)} for its thread rows)"
-        + (" (--quick: tiny sizes, not a measurement)" if args.quick else "") + ".",
-        header + "\n" + "\n".join(r.markdown() for r in rows) if rows else "", *filter(None, (scaling, data))])
+    report = "\n\n".join(
+        [
+            f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
+            f"{torch.__version__}, 1 torch thread per run (the default `threads`) but where a row says otherwise; "
+            f"medians of {repeats} interleaved timings per side (row 2: {repeats * 4}; row 6: one sweep each, and {max(1, repeats // 2)} for its thread rows)"
+            + (" (--quick: tiny sizes, not a measurement)" if args.quick else "")
+            + ".",
+            header + "\n" + "\n".join(r.markdown() for r in rows) if rows else "",
+            *filter(None, (scaling, data)),
+        ]
+    )
     print(report)
     args.out.write_text(report + "\n")
-    print(f"\n{sum(r.ok is True for r in rows)} of {sum(r.ok is not None for r in rows)} targets met; tables "
-          f"written to {args.out}", file=sys.stderr)
+    print(
+        f"\n{sum(r.ok is True for r in rows)} of {sum(r.ok is not None for r in rows)} targets met; tables "
+        f"written to {args.out}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,11 @@ def tokenisation(megabytes: float) -> list[tuple[str, float, int, float]]:
         rows = write_reviews(path, megabytes)
         mb = path.stat().st_size / 1e6
         for label in ("cold (load, train tokenizer, encode, cache)", "warm (from the cache)"):
-            task = TextClassification(**config.task_defaults(TextClassification, path=str(path),
-                                                              cache_dir=str(Path(tmp) / "cache"), max_length=256))
+            task = TextClassification(
+                **config.task_defaults(
+                    TextClassification, path=str(path), cache_dir=str(Path(tmp) / "cache"), max_length=256
+                )
+            )
             start = time.perf_counter()
             task.setup()
             rows_out.append((label, mb, rows, time.perf_counter() - start))

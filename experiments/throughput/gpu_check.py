@@ -37,17 +37,28 @@ TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 # |gpu - cpu| allowed after a few epochs: accuracy in absolute terms, a loss relative to its value
 TOLERANCE = {"acc": 0.02, "loss": 0.02}
 # every pattern and baseline, each on a task it serves
-CASES = [("rnn_hidden", "delayed_recall", []), ("rnn_hidden", "delayed_recall", ["model.cell=gru"]),
-         ("rnn_hidden", "delayed_recall", ["model.cell=lstm"]), ("rnn_output", "delayed_recall", []),
-         ("rnn_final", "pronoun_reference", []), ("mlp_window", "delayed_recall", []),
-         ("mlp_bag", "pronoun_reference", [])]
+CASES = [
+    ("rnn_hidden", "delayed_recall", []),
+    ("rnn_hidden", "delayed_recall", ["model.cell=gru"]),
+    ("rnn_hidden", "delayed_recall", ["model.cell=lstm"]),
+    ("rnn_output", "delayed_recall", []),
+    ("rnn_final", "pronoun_reference", []),
+    ("mlp_window", "delayed_recall", []),
+    ("mlp_bag", "pronoun_reference", []),
+]
 
 
 def short(quick: bool) -> list[str]:
     sizes = (256, 64, 64) if quick else (2048, 256, 256)
-    return [f"task.train_size={sizes[0]}", f"task.val_size={sizes[1]}", f"task.test_size={sizes[2]}",
-            "task.distance=4", f"trainer.max_epochs={2 if quick else 5}", "trainer.enable_progress_bar=false",
-            "trainer.enable_model_summary=false"]
+    return [
+        f"task.train_size={sizes[0]}",
+        f"task.val_size={sizes[1]}",
+        f"task.test_size={sizes[2]}",
+        "task.distance=4",
+        f"trainer.max_epochs={2 if quick else 5}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
 
 
 def train(folder: Path, name: str, overrides: list[str], interrupt: bool = False) -> dict[str, float]:
@@ -56,12 +67,21 @@ def train(folder: Path, name: str, overrides: list[str], interrupt: bool = False
     from mlflow.tracking import MlflowClient
 
     store = f"sqlite:///{folder}/mlflow.db"
-    command = [TRAIN, *overrides, f"tracking.uri={store}", f"tracking.experiment={name}",
-               f"hydra.run.dir={folder}/{name}"]
+    command = [
+        TRAIN,
+        *overrides,
+        f"tracking.uri={store}",
+        f"tracking.experiment={name}",
+        f"hydra.run.dir={folder}/{name}",
+    ]
     if interrupt:
         proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None and not (folder / name / "checkpoints" / "last.ckpt").exists():
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and not (folder / name / "checkpoints" / "last.ckpt").exists()
+        ):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
@@ -72,9 +92,13 @@ def train(folder: Path, name: str, overrides: list[str], interrupt: bool = False
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     if interrupt:
-        resumed = subprocess.run([TRAIN, f"resume={run.info.run_id}", f"tracking.uri={store}",
-                                  f"hydra.run.dir={folder}/{name}-resumed"], cwd=folder, capture_output=True,
-                                 text=True, timeout=1800)
+        resumed = subprocess.run(
+            [TRAIN, f"resume={run.info.run_id}", f"tracking.uri={store}", f"hydra.run.dir={folder}/{name}-resumed"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if resumed.returncode != 0:
             raise RuntimeError(f"resuming {name} failed (exit {resumed.returncode}): {resumed.stderr[-2000:]}")
         run = client.get_run(run.info.run_id)
@@ -98,16 +122,21 @@ def epoch_seconds(device: str, overrides: list[str], folder: Path) -> float:
     sys.path.insert(0, str(HERE))
     from bench import compose_train, lightning_fit  # beside this file
 
-    times, _ = lightning_fit(compose_train(f"trainer.accelerator={device}", f"tracking.uri=sqlite:///{folder}/time.db",
-                                           *overrides), folder)
+    times, _ = lightning_fit(
+        compose_train(f"trainer.accelerator={device}", f"tracking.uri=sqlite:///{folder}/time.db", *overrides), folder
+    )
     return statistics.median(times[1:] or times)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE / "gpu.md", help="where the tables go (default: gpu.md here)")
-    parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"],
-                        help="the device checked against the CPU (cpu: a check of this script)")
+    parser.add_argument(
+        "--device",
+        default="gpu",
+        choices=["gpu", "cpu"],
+        help="the device checked against the CPU (cpu: a check of this script)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer, shorter sequences")
     args = parser.parse_args(argv)
     import torch
@@ -117,11 +146,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     device = args.device
     where = torch.cuda.get_device_name(0) if device == "gpu" else f"CPU ({platform.machine()}), as a stand-in"
-    lines = [f"# GPU check: {where} against the CPU", "",
-             f"torch {torch.__version__}; {'quick sizes' if args.quick else 'checked sizes'}; tolerance: accuracy "
-             f"±{TOLERANCE['acc']}, losses ±{TOLERANCE['loss']:.0%}.", "",
-             f"| model | task | CPU test metrics | {device} test metrics | agree | {device} twice: identical |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {where} against the CPU",
+        "",
+        f"torch {torch.__version__}; {'quick sizes' if args.quick else 'checked sizes'}; tolerance: accuracy "
+        f"±{TOLERANCE['acc']}, losses ±{TOLERANCE['loss']:.0%}.",
+        "",
+        f"| model | task | CPU test metrics | {device} test metrics | agree | {device} twice: identical |",
+        "|---|---|---|---|---|---|",
+    ]
     failed = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -135,24 +168,41 @@ def main(argv: list[str] | None = None) -> None:
             label = " ".join([model, *extra])
             failed += [f"{label}: {device} against CPU"] * (not ok) + [f"{label}: {device} twice"] * (not same)
             show = lambda m: ", ".join(f"{k.removeprefix('test/')} {v:.4f}" for k, v in sorted(m.items()))  # noqa: E731
-            lines.append(f"| {label} | {task} | {show(cpu)} | {show(gpu)} | {'yes' if ok else 'NO'} "
-                         f"({worst:.2f} of the tolerance) | {'yes' if same else 'NO: ' + show(again)} |")
+            lines.append(
+                f"| {label} | {task} | {show(cpu)} | {show(gpu)} | {'yes' if ok else 'NO'} "
+                f"({worst:.2f} of the tolerance) | {'yes' if same else 'NO: ' + show(again)} |"
+            )
         overrides = ["model=rnn_hidden", "task=delayed_recall", *short(args.quick), f"trainer.accelerator={device}"]
         whole = train(folder, "whole", overrides)
         resumed = train(folder, "resumed", overrides, interrupt=True)
         same = resumed == whole
         ok, worst = agree(whole, resumed)
         failed += ["resume"] * (not ok)
-        lines += ["", f"A {device} run interrupted after its first checkpoint and resumed: "
-                  f"{'identical to' if same else 'within the tolerance of' if ok else 'NOT within the tolerance of'} "
-                  f"the uninterrupted run ({worst:.2f} of the tolerance).", "",
-                  f"| seconds per epoch (rnn_hidden, delayed_recall) | CPU | {device} | CPU / {device} |", "|---|---|---|---|"]
-        sizes = {"default sizes (hidden 64, length 40)": [],
-                 "hidden 512, length 1000": ["model.hidden_size=512", "task.length=1000", "task.train_size=512",
-                                             "task.val_size=64", "task.test_size=64"]}
+        lines += [
+            "",
+            f"A {device} run interrupted after its first checkpoint and resumed: "
+            f"{'identical to' if same else 'within the tolerance of' if ok else 'NOT within the tolerance of'} "
+            f"the uninterrupted run ({worst:.2f} of the tolerance).",
+            "",
+            f"| seconds per epoch (rnn_hidden, delayed_recall) | CPU | {device} | CPU / {device} |",
+            "|---|---|---|---|",
+        ]
+        sizes = {
+            "default sizes (hidden 64, length 40)": [],
+            "hidden 512, length 1000": [
+                "model.hidden_size=512",
+                "task.length=1000",
+                "task.train_size=512",
+                "task.val_size=64",
+                "task.test_size=64",
+            ],
+        }
         for what, extra in sizes.items():
             if args.quick:
-                what, extra = f"{what} (quick: length 100, 256 sequences)", [*extra, "task.train_size=256", "task.length=100"]
+                what, extra = (
+                    f"{what} (quick: length 100, 256 sequences)",
+                    [*extra, "task.train_size=256", "task.length=100"],
+                )
             extra = [*extra, "trainer.max_epochs=3"]
             cpu_s = epoch_seconds("cpu", extra, folder)
             dev_s = epoch_seconds(device, extra, folder)

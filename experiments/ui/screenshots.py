@@ -30,17 +30,38 @@ from typing import Iterator
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 MODE = "workflowType=machine_learning"
-SIZES = ["task.length=20", "task.distance=6", "task.train_size=512", "task.val_size=128", "task.test_size=128",
-         "trainer.max_epochs=8", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
+SIZES = [
+    "task.length=20",
+    "task.distance=6",
+    "task.train_size=512",
+    "task.val_size=128",
+    "task.test_size=128",
+    "trainer.max_epochs=8",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
 
 
 def sweep(folder: Path, experiment: str = "ui_demo") -> str:
     """Four short runs (tanh and GRU, seeds 0 and 1) as one sweep into `folder`/mlflow.db; the URI."""
     uri = f"sqlite:///{folder}/mlflow.db"
-    proc = subprocess.run([str(BIN / "rnnexp-train"), "-m", "model.cell=rnn,gru", "seed=0,1", *SIZES,
-                           f"tracking.uri={uri}", f"tracking.experiment={experiment}",
-                           f"tracking.artifacts={folder}/mlartifacts", f"hydra.sweep.dir={folder}/multirun"],
-                          cwd=folder, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            str(BIN / "rnnexp-train"),
+            "-m",
+            "model.cell=rnn,gru",
+            "seed=0,1",
+            *SIZES,
+            f"tracking.uri={uri}",
+            f"tracking.experiment={experiment}",
+            f"tracking.artifacts={folder}/mlartifacts",
+            f"hydra.sweep.dir={folder}/multirun",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"the sweep failed:\n{proc.stderr[-3000:]}")
     return uri
@@ -56,8 +77,11 @@ def _free_port() -> int:
 def serve(uri: str, timeout: float = 120.0) -> Iterator[str]:
     """`mlflow ui` over `uri` on a free local port, until the block ends: its base URL."""
     port = _free_port()
-    server = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -84,14 +108,27 @@ def chromium() -> str:
     return found
 
 
-def page(url: str, screenshot: Path | None = None, size: str = "1600,1100", wait_ms: int = 90000,
-         until: str | None = None, tries: int = 4) -> str:
+def page(
+    url: str,
+    screenshot: Path | None = None,
+    size: str = "1600,1100",
+    wait_ms: int = 90000,
+    until: str | None = None,
+    tries: int = 4,
+) -> str:
     """The page at `url` as headless Chromium renders it once its scripts have run for `wait_ms`
     of virtual time: its DOM; with `screenshot`, also a PNG of it. With `until`, rendered again
     (up to `tries` times) until the DOM holds that text: a busy server answers late."""
-    flags = [chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--window-size={size}", f"--virtual-time-budget={wait_ms}",
-             "--run-all-compositor-stages-before-draw"]  # else the charts are still spinners when taken
+    flags = [
+        chromium(),
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={size}",
+        f"--virtual-time-budget={wait_ms}",
+        "--run-all-compositor-stages-before-draw",
+    ]  # else the charts are still spinners when taken
     for _ in range(tries):
         dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=300).stdout
         if until is None or until in " ".join(re.sub(r"<[^>]+>", " ", dom).split()):  # in the text shown
@@ -125,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             "run_charts.png": f"#/experiments/{experiment}/runs/{children[0]}/model-metrics?{MODE}",
             "run_page.png": f"#/experiments/{experiment}/runs/{children[0]}?{MODE}",
             "compare_runs.png": f"#/compare-runs?runs={json.dumps(children)}&experiments={json.dumps([experiment])}"
-                                f"&{MODE}",
+            f"&{MODE}",
         }
         with serve(uri) as base:
             for name, view in views.items():

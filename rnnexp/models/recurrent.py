@@ -21,15 +21,15 @@ _FUSED = {Cell.rnn: nn.RNN, Cell.gru: nn.GRU, Cell.lstm: nn.LSTM}
 def fused_recurrence(cell: str, n_in: int, hidden: int, layers: int, dropout: float) -> nn.RNNBase:
     """PyTorch's fused recurrent module for `cell` (one C++ kernel over time, not a Python loop).
     `dropout` applies between stacked layers, so only when there are several."""
-    return _FUSED[Cell(cell)](
-        n_in, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0, batch_first=True
-    )
+    return _FUSED[Cell(cell)](n_in, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0, batch_first=True)
 
 
 def _require(io: TaskIO, output: str, model: str) -> None:
     if io.output != output:
-        raise ValueError(f"{model} produces {'one output per step' if output == STEP else 'one output per sequence'}; "
-                         f"this task wants {io.output} outputs")
+        raise ValueError(
+            f"{model} produces {'one output per step' if output == STEP else 'one output per sequence'}; "
+            f"this task wants {io.output} outputs"
+        )
 
 
 class RNNHidden(nn.Module):
@@ -102,8 +102,9 @@ class RNNOutput(nn.Module):
         h = torch.tanh(self.U(x) + self.W(y_prev))  # (..., H)
         return h, self.V(h)  # (..., H), (..., C)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
-                lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced on targets `y` when given, else running free. Causal, so `lengths`
         (of padded sequences) changes nothing."""
         e = self.embed(x)  # (B, T, E)

@@ -25,8 +25,7 @@ LARGEST = 1 << 16  # the widest hidden size tried
 def make_model(model: DictConfig, io: TaskIO, **sizes: Any) -> nn.Module:
     """The model `model` (the `model` config node) for a task's `io`, with `sizes` in place of the
     config's. `params` is a request to this module, not an argument of the model."""
-    kwargs = {k: v for k, v in OmegaConf.to_container(model, resolve=True).items()
-              if k != "params"}
+    kwargs = {k: v for k, v in OmegaConf.to_container(model, resolve=True).items() if k != "params"}
     return instantiate({**kwargs, **sizes}, _partial_=True)(io=io)  # keeps TaskIO a dataclass
 
 
@@ -44,20 +43,28 @@ def solve_hidden_size(model: DictConfig, io: TaskIO, target: int) -> int:
     name = model._target_.rsplit(".", 1)[-1]
     smallest = count(model, io, 1)
     if target < smallest:
-        raise ConfigError("model.params", target, f"at least {smallest:,}: the smallest {name} for this task "
-                          "(hidden size 1) has that many parameters")
+        raise ConfigError(
+            "model.params",
+            target,
+            f"at least {smallest:,}: the smallest {name} for this task (hidden size 1) has that many parameters",
+        )
     low, high = 1, 2
     while count(model, io, high) < target:  # bracket, then bisect: the count grows with the width
         low, high = high, high * 2
         if high > LARGEST:
-            raise ConfigError("model.params", target, f"at most {count(model, io, LARGEST):,} "
-                              f"(hidden size {LARGEST:,})")
+            raise ConfigError(
+                "model.params", target, f"at most {count(model, io, LARGEST):,} (hidden size {LARGEST:,})"
+            )
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if count(model, io, middle) < target else (low, middle)
     best = min((low, high), key=lambda h: abs(count(model, io, h) - target))
     if abs(count(model, io, best) - target) > TOLERANCE * target:
-        raise ConfigError("model.params", target, f"a count within {TOLERANCE:.0%} of what {name} can have here: "
-                          f"hidden sizes {low} and {high} give {count(model, io, low):,} and "
-                          f"{count(model, io, high):,} parameters")
+        raise ConfigError(
+            "model.params",
+            target,
+            f"a count within {TOLERANCE:.0%} of what {name} can have here: "
+            f"hidden sizes {low} and {high} give {count(model, io, low):,} and "
+            f"{count(model, io, high):,} parameters",
+        )
     return best

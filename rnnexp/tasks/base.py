@@ -90,8 +90,9 @@ class Task(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
-                          generator=self.shuffle if shuffle else None)
+        return DataLoader(
+            self.splits[split], batch_size=batch_size, shuffle=shuffle, generator=self.shuffle if shuffle else None
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -142,8 +143,9 @@ class Task(pl.LightningDataModule):
 class SyntheticTask(Task):
     """A task whose data are generated: subclasses implement `generate`."""
 
-    def __init__(self, *, train_size: int, val_size: int, test_size: int, batch_size: int, eval_batch_size: int,
-                 seed: int = 0):
+    def __init__(
+        self, *, train_size: int, val_size: int, test_size: int, batch_size: int, eval_batch_size: int, seed: int = 0
+    ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
 
@@ -163,9 +165,12 @@ class SyntheticTask(Task):
             if earlier:
                 new = rows_not_in(x, earlier)
                 if not new.any():
-                    raise ConfigError(f"task.{split}_size", self.sizes[split],
-                                      f"a {split} split of sequences unseen in training, but {self.name} has "
-                                      "too few distinct sequences here (make them longer or task.train_size smaller)")
+                    raise ConfigError(
+                        f"task.{split}_size",
+                        self.sizes[split],
+                        f"a {split} split of sequences unseen in training, but {self.name} has "
+                        "too few distinct sequences here (make them longer or task.train_size smaller)",
+                    )
                 x, y = x[new], y[new]
             earlier.append(x)
             splits[split] = TensorDataset(x, y)
@@ -180,7 +185,7 @@ def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:
     ref = torch.cat(others)
     rows = torch.cat([ref, x]).reshape(len(ref) + len(x), -1)
     _, ids = torch.unique(rows, dim=0, return_inverse=True)
-    return ~torch.isin(ids[len(ref):], ids[: len(ref)])
+    return ~torch.isin(ids[len(ref) :], ids[: len(ref)])
 
 
 def summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,4 +241,16 @@ def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) 
     return {"train": order[n_val + n_test :], "val": order[:n_val], "test": order[n_val : n_val + n_test]}
 
 
-__all__ = ["CrossEntropy", "DataSource", "SquaredError", "SyntheticTask", "rows_not_in", "split_indices", "IGNORE", "SEQUENCE", "STEP", "Task", "TaskIO"]
+__all__ = [
+    "CrossEntropy",
+    "DataSource",
+    "SquaredError",
+    "SyntheticTask",
+    "rows_not_in",
+    "split_indices",
+    "IGNORE",
+    "SEQUENCE",
+    "STEP",
+    "Task",
+    "TaskIO",
+]

@@ -23,14 +23,21 @@ class Digits(Task):
 
     name = "digits"
 
-    def __init__(self, *, read: str, val_fraction: float, test_fraction: float, batch_size: int,
-                 eval_batch_size: int, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        read: str,
+        val_fraction: float,
+        test_fraction: float,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int = 0,
+    ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.read = str(getattr(read, "value", read))
         self.fractions = (val_fraction, test_fraction)
         self.length = 8 if self.read == "rows" else 64
-        self.io = TaskIO(vocab_size=None, n_features=8 if self.read == "rows" else 1, n_classes=10,
-                         output=SEQUENCE)
+        self.io = TaskIO(vocab_size=None, n_features=8 if self.read == "rows" else 1, n_classes=10, output=SEQUENCE)
         self.chance_level = 0.1  # measured on the test split once the data are loaded
 
     def make_splits(self) -> dict[str, TensorDataset]:

@@ -54,19 +54,40 @@ class PronounReference(SyntheticTask):
 
     name = "pronoun_reference"
     lexicon = Lexicon(
-        male=("Mark", "John", "Tom", "Paul"), female=("Anna", "Mary", "Kate", "Lucy"),
-        verb=("reads", "writes", "likes", "buys"), article=("a",), comma=(",",),
-        attribute=("blog", "book"), conjunction=("and",), pronoun=("he", "she"),
-        filler=("then", "it", "rained", "for", "long", "while", "so", "the", "day", "was", "quiet",
-                "later", "on", "at", "home"),
+        male=("Mark", "John", "Tom", "Paul"),
+        female=("Anna", "Mary", "Kate", "Lucy"),
+        verb=("reads", "writes", "likes", "buys"),
+        article=("a",),
+        comma=(",",),
+        attribute=("blog", "book"),
+        conjunction=("and",),
+        pronoun=("he", "she"),
+        filler=(
+            "then",
+            "it",
+            "rained",
+            "for",
+            "long",
+            "while",
+            "so",
+            "the",
+            "day",
+            "was",
+            "quiet",
+            "later",
+            "on",
+            "at",
+            "home",
+        ),
     )
 
     def __init__(self, *, distance: int, per_step: bool, **sizes):
         super().__init__(**sizes)
         self.distance, self.per_step = distance, per_step
         self.length = 11 + distance
-        self.io = TaskIO(vocab_size=len(self.lexicon.words), n_features=1, n_classes=2,
-                         output=STEP if per_step else SEQUENCE)
+        self.io = TaskIO(
+            vocab_size=len(self.lexicon.words), n_features=1, n_classes=2, output=STEP if per_step else SEQUENCE
+        )
         self.chance_level = 0.5
 
     def generate(self, n, generator):
@@ -78,14 +99,24 @@ class PronounReference(SyntheticTask):
         first_name, second_name = torch.where(male_first, male, female), torch.where(male_first, female, male)
         first_attr, second_attr = torch.where(blog_first, blog, book), torch.where(blog_first, book, blog)
         columns = [
-            first_name, lex.draw("verb", (n,), g), lex["article"].expand(n), first_attr, lex["comma"].expand(n),
-            second_name, lex.draw("verb", (n,), g), lex["article"].expand(n), second_attr,
+            first_name,
+            lex.draw("verb", (n,), g),
+            lex["article"].expand(n),
+            first_attr,
+            lex["comma"].expand(n),
+            second_name,
+            lex.draw("verb", (n,), g),
+            lex["article"].expand(n),
+            second_attr,
         ]
-        x = torch.cat([
-            torch.stack(columns, dim=1),
-            lex.draw("filler", (n, self.distance), g),
-            torch.stack([lex["conjunction"].expand(n), torch.where(says_he, *lex["pronoun"])], dim=1),
-        ], dim=1)
+        x = torch.cat(
+            [
+                torch.stack(columns, dim=1),
+                lex.draw("filler", (n, self.distance), g),
+                torch.stack([lex["conjunction"].expand(n), torch.where(says_he, *lex["pronoun"])], dim=1),
+            ],
+            dim=1,
+        )
         refers_to_first = says_he == male_first
         label = (refers_to_first == blog_first).long() ^ 1  # 0 blog, 1 book
         if not self.per_step:
@@ -111,10 +142,27 @@ class NegatedSentiment(SyntheticTask):
 
     name = "negated_sentiment"
     lexicon = Lexicon(
-        positive=("good", "great", "fine", "superb"), negative=("bad", "awful", "poor", "dull"),
+        positive=("good", "great", "fine", "superb"),
+        negative=("bad", "awful", "poor", "dull"),
         negation=("not",),
-        filler=("the", "movie", "film", "plot", "was", "is", "really", "quite", "and", "acting",
-                "story", "overall", "it", "seemed", "honestly", "very"),
+        filler=(
+            "the",
+            "movie",
+            "film",
+            "plot",
+            "was",
+            "is",
+            "really",
+            "quite",
+            "and",
+            "acting",
+            "story",
+            "overall",
+            "it",
+            "seemed",
+            "honestly",
+            "very",
+        ),
     )
 
     def __init__(self, *, length: int, distance: int, **sizes):

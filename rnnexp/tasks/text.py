@@ -53,8 +53,17 @@ class CharLM(Task):
     metric_name = "bpc"
     higher_is_better = False
 
-    def __init__(self, *, path: str, length: int, val_fraction: float, test_fraction: float, batch_size: int,
-                 eval_batch_size: int, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        path: str,
+        length: int,
+        val_fraction: float,
+        test_fraction: float,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int = 0,
+    ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.path, self.length, self.fractions = path, length, (val_fraction, test_fraction)
 
@@ -67,8 +76,11 @@ class CharLM(Task):
         L = self.length
         windows = (len(text) - 1) // L
         if windows < 3:
-            raise ConfigError("task.path", self.path,
-                              f"a text of at least {3 * L + 1} characters for task.length={L} (it has {len(text)})")
+            raise ConfigError(
+                "task.path",
+                self.path,
+                f"a text of at least {3 * L + 1} characters for task.length={L} (it has {len(text)})",
+            )
         self.alphabet = sorted(set(text))
         code = {c: i for i, c in enumerate(self.alphabet)}
         ids = torch.tensor([code[c] for c in text], dtype=torch.long)
@@ -109,18 +121,39 @@ class TextClassification(Task):
 
     name = "text"
 
-    def __init__(self, *, dataset: str | None, path: str | None, text_column: str, label_column: str,
-                 tokenizer: str, vocab_size: int, min_frequency: int, max_length: int, cache_dir: str,
-                 val_fraction: float, test_fraction: float, batch_size: int, eval_batch_size: int,
-                 where: str | None, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        dataset: str | None,
+        path: str | None,
+        text_column: str,
+        label_column: str,
+        tokenizer: str,
+        vocab_size: int,
+        min_frequency: int,
+        max_length: int,
+        cache_dir: str,
+        val_fraction: float,
+        test_fraction: float,
+        batch_size: int,
+        eval_batch_size: int,
+        where: str | None,
+        seed: int = 0,
+    ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.dataset, self.path, self.where = dataset, path, where
         self.text_column, self.label_column = text_column, label_column
-        self.settings = dict(tokenizer=str(getattr(tokenizer, "value", tokenizer)), vocab_size=vocab_size,
-                             min_frequency=min_frequency, max_length=max_length,
-                             fractions=[val_fraction, test_fraction], seed=seed,
-                             columns=[text_column, label_column], version=CACHE_VERSION,
-                             **({"where": where} if where is not None else {}))  # old caches keep their keys
+        self.settings = dict(
+            tokenizer=str(getattr(tokenizer, "value", tokenizer)),
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            max_length=max_length,
+            fractions=[val_fraction, test_fraction],
+            seed=seed,
+            columns=[text_column, label_column],
+            version=CACHE_VERSION,
+            **({"where": where} if where is not None else {}),
+        )  # old caches keep their keys
         self.cache_dir = Path(cache_dir)
 
     # --- loading ------------------------------------------------------------------------------
@@ -133,8 +166,11 @@ class TextClassification(Task):
         column, value = self.where.split(":", 1)
         for part in raw.values():
             if column not in part.column_names:
-                raise ConfigError("task.where", self.where, "COLUMN:VALUE with COLUMN a column of the dataset: "
-                                  + ", ".join(part.column_names))
+                raise ConfigError(
+                    "task.where",
+                    self.where,
+                    "COLUMN:VALUE with COLUMN a column of the dataset: " + ", ".join(part.column_names),
+                )
         kept = raw.filter(lambda batch: [str(v) == value for v in batch[column]], batched=True)
         if not sum(len(part) for part in kept.values()):
             found = sorted({str(v) for part in raw.values() for v in part.unique(column)})[:20]
@@ -160,8 +196,11 @@ class TextClassification(Task):
         self.io = TaskIO(vocab_size=self.vocabulary_size, n_features=1, n_classes=len(self.classes), output=SEQUENCE)
         train_y, test_y = stored["train"]["y"], stored["test"]["y"]
         self.chance_level = float((test_y == torch.bincount(train_y).argmax()).float().mean())
-        return {split: TensorDataset(part["x"], part["y"], part["lengths"])
-                for split, part in stored.items() if split in ("train", "val", "test")}
+        return {
+            split: TensorDataset(part["x"], part["y"], part["lengths"])
+            for split, part in stored.items()
+            if split in ("train", "val", "test")
+        }
 
     def _columns(self, part) -> tuple[list[str], list]:
         for key, column in (("task.text_column", self.text_column), ("task.label_column", self.label_column)):
@@ -179,19 +218,28 @@ class TextClassification(Task):
             texts += t
             labels += lab
         if not texts:
-            raise ConfigError("task.path" if self.path else "task.dataset", self.path or self.dataset,
-                              "a dataset with at least one example")
+            raise ConfigError(
+                "task.path" if self.path else "task.dataset",
+                self.path or self.dataset,
+                "a dataset with at least one example",
+            )
         self._check_labels(labels + (self._columns(raw["test"])[1] if "test" in raw else []))
         val_fraction, test_fraction = self.settings["fractions"]
-        if self.path is not None and self.path.lower().endswith((".csv", ".tsv")) and len(texts) < 100 \
-                and (problem := _csv_problem(self.path)):  # few rows: a broken file, rather than a small one?
+        if (
+            self.path is not None
+            and self.path.lower().endswith((".csv", ".tsv"))
+            and len(texts) < 100
+            and (problem := _csv_problem(self.path))
+        ):  # few rows: a broken file, rather than a small one?
             raise ConfigError("task.path", self.path, f"a well-formed {Path(self.path).suffix[1:]} file ({problem})")
         if "test" in raw:
             test_texts, test_labels = self._columns(raw["test"])
             index = split_indices(len(texts), val_fraction, 0.0, self.seed)
             index = {"train": index["train"].tolist(), "val": index["val"].tolist()}
         else:
-            index = {k: v.tolist() for k, v in split_indices(len(texts), val_fraction, test_fraction, self.seed).items()}
+            index = {
+                k: v.tolist() for k, v in split_indices(len(texts), val_fraction, test_fraction, self.seed).items()
+            }
             test_texts, test_labels = [texts[i] for i in index["test"]], [labels[i] for i in index["test"]]
         classes = sorted({str(v) for v in labels + test_labels}, key=_label_order)
         class_id = {c: i for i, c in enumerate(classes)}
@@ -218,21 +266,29 @@ class TextClassification(Task):
         key, where = ("task.path", self.path) if self.path else ("task.dataset", self.dataset)
         missing = sum(v is None or v != v or (isinstance(v, str) and not v.strip()) for v in labels)
         if missing:
-            raise ConfigError(key, where, f"a label in every row of column {self.label_column}; {missing} of "
-                              f"{len(labels)} rows have none")
+            raise ConfigError(
+                key,
+                where,
+                f"a label in every row of column {self.label_column}; {missing} of {len(labels)} rows have none",
+            )
         classes = {str(v) for v in labels}
         if len(classes) < 2 or len(classes) > len(labels) / 2:
             shown = ", ".join(sorted(classes, key=_label_order)[:3]) + (", ..." if len(classes) > 3 else "")
-            raise ConfigError(key, where, f"a dataset with at least two classes and more than one example per class "
-                              f"on average in column {self.label_column}; it has {len(classes)} class(es) in "
-                              f"{len(labels)} rows ({shown})")
+            raise ConfigError(
+                key,
+                where,
+                f"a dataset with at least two classes and more than one example per class "
+                f"on average in column {self.label_column}; it has {len(classes)} class(es) in "
+                f"{len(labels)} rows ({shown})",
+            )
 
     def _train_tokenizer(self, texts: list[str]):
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
         s = self.settings
-        special = dict(vocab_size=s["vocab_size"], min_frequency=s["min_frequency"], special_tokens=[PAD, UNK],
-                       show_progress=False)
+        special = dict(
+            vocab_size=s["vocab_size"], min_frequency=s["min_frequency"], special_tokens=[PAD, UNK], show_progress=False
+        )
         if s["tokenizer"] == "bpe":
             tokenizer, trainer = Tokenizer(models.BPE(unk_token=UNK)), trainers.BpeTrainer(**special)
         else:
@@ -269,8 +325,13 @@ def _load_file(path: str):
     suffix = Path(path).suffix.lower()
     if suffix not in TEXT_SUFFIXES:
         raise ConfigError("task.path", path, "a file ending in " + ", ".join(TEXT_SUFFIXES))
-    builder, options = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".json": ("json", {}),
-                        ".jsonl": ("json", {}), ".parquet": ("parquet", {})}[suffix]
+    builder, options = {
+        ".csv": ("csv", {}),
+        ".tsv": ("csv", {"delimiter": "\t"}),
+        ".json": ("json", {}),
+        ".jsonl": ("json", {}),
+        ".parquet": ("parquet", {}),
+    }[suffix]
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its parse errors: said once, below
     try:
@@ -278,8 +339,11 @@ def _load_file(path: str):
     except Exception as err:  # datasets raises many kinds for an unreadable file, the parser's error inside
         while err.__cause__ is not None or err.__context__ is not None:
             err = err.__cause__ or err.__context__
-        raise ConfigError("task.path", path, f"a readable {suffix[1:]} file ({type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:200]})") from None
+        raise ConfigError(
+            "task.path",
+            path,
+            f"a readable {suffix[1:]} file ({type(err).__name__}: {' '.join(str(err).split())[:200]})",
+        ) from None
     return raw, _digest(Path(path).read_bytes())
 
 
@@ -323,9 +387,13 @@ def _load_hub(name: str):
     try:
         raw = datasets.load_dataset(name)
     except Exception as err:
-        raise ConfigError("task.dataset", name, "a dataset on the Hugging Face hub, reachable or cached "
-                          f"({type(err).__name__}); without the network give local files instead: "
-                          "task.path=FILE (.csv, .tsv, .json, .jsonl or .parquet with columns "
-                          "task.text_column and task.label_column)") from None
+        raise ConfigError(
+            "task.dataset",
+            name,
+            "a dataset on the Hugging Face hub, reachable or cached "
+            f"({type(err).__name__}); without the network give local files instead: "
+            "task.path=FILE (.csv, .tsv, .json, .jsonl or .parquet with columns "
+            "task.text_column and task.label_column)",
+        ) from None
     digest = _digest("".join(part._fingerprint for part in raw.values()).encode())
     return raw, digest

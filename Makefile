@@ -22,7 +22,7 @@ PARTS ?=
 EXP_PARTS = $(if $(PARTS),$(addprefix $(EXP)/,$(PARTS)),$(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test golden test-integration integration postgresql chromium ui-screenshots bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
+.PHONY: help install train test lint format coverage golden test-integration integration postgresql chromium ui-screenshots bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,14 @@ train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp
 # one test worker per core (pytest-xdist): a run takes one torch thread, so the cores fill with tests
 test: $(STAMP) ## run the tests (about seven minutes on 2 cores)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff: the format and the lint rules of pyproject.toml (CI runs it)
+	$(BIN)/ruff format --check --quiet .
+	$(BIN)/ruff check --quiet .
+
+format: $(STAMP) ## ruff: format the tree and apply the safe lint fixes
+	$(BIN)/ruff format --quiet .
+	$(BIN)/ruff check --fix --quiet .
 
 golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (say why in the commit)
 	$(BIN)/python -m tests.golden --write

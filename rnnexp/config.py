@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, ClassVar, Iterator, Optional
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -91,7 +92,7 @@ class ModelConfig:
     hidden_size: int = _range(64, low=1)
     # size the model to this many trainable parameters (within 3%) by solving for hidden_size,
     # which is then logged as solved; None: hidden_size as given (rnnexp/models/sizing.py)
-    params: Optional[int] = _range(None, low=1)
+    params: int | None = _range(None, low=1)
 
     def check(self) -> None:
         if self.params is not None and self.hidden_size != ModelConfig.hidden_size:
@@ -230,7 +231,7 @@ class DelayedRecallConfig(SyntheticTaskConfig):
     name: ClassVar[str] = "delayed_recall"
     output: ClassVar[str] = STEP
     _target_: str = "rnnexp.tasks.synthetic.DelayedRecall"
-    length: Optional[int] = _range(None, low=1)  # None: distance + 25, so 25 steps are scored at any distance
+    length: int | None = _range(None, low=1)  # None: distance + 25, so 25 steps are scored at any distance
     distance: int = _range(15, low=0)
     symbols: int = _range(8, low=2)
 
@@ -253,7 +254,7 @@ class AddingConfig(SyntheticTaskConfig):
     output: ClassVar[str] = SEQUENCE
     _target_: str = "rnnexp.tasks.synthetic.Adding"
     length: int = _range(50, low=2)
-    distance: Optional[int] = _range(25, low=1)  # None: one mark in each half (Arjovsky et al. 2016)
+    distance: int | None = _range(25, low=1)  # None: one mark in each half (Arjovsky et al. 2016)
 
     def check(self) -> None:
         if self.distance is not None:
@@ -330,8 +331,8 @@ class TextConfig(DataTaskConfig):
     name: ClassVar[str] = "text"
     output: ClassVar[str] = SEQUENCE
     _target_: str = "rnnexp.tasks.text.TextClassification"
-    dataset: Optional[str] = None  # a Hugging Face hub name, e.g. imdb, sst2, ag_news
-    path: Optional[str] = None  # or a local file: .csv, .tsv, .json, .jsonl, .parquet
+    dataset: str | None = None  # a Hugging Face hub name, e.g. imdb, sst2, ag_news
+    path: str | None = None  # or a local file: .csv, .tsv, .json, .jsonl, .parquet
     text_column: str = "text"
     label_column: str = "label"
     tokenizer: TokenizerKind = TokenizerKind.word
@@ -339,7 +340,7 @@ class TextConfig(DataTaskConfig):
     min_frequency: int = _range(2, low=1)
     max_length: int = _range(256, low=1)  # tokens kept from the start of each text
     cache_dir: str = ".cache/rnnexp"  # tokenised datasets, keyed by content and settings
-    where: Optional[str] = None  # COLUMN:VALUE: only the rows with that value, e.g. source:imdb
+    where: str | None = None  # COLUMN:VALUE: only the rows with that value, e.g. source:imdb
 
     def check(self) -> None:
         if (self.dataset is None) == (self.path is None):
@@ -392,7 +393,7 @@ class EarlyStoppingConfig:
     has not improved by more than `min_delta` (absolute) in `patience` validation epochs, a
     plateau; else at `trainer.max_epochs`, the budget."""
 
-    patience: Optional[int] = _range(None, low=1)  # None: no early stopping, train for max_epochs
+    patience: int | None = _range(None, low=1)  # None: no early stopping, train for max_epochs
     min_delta: float = _range(1e-4, low=0.0)
 
 
@@ -407,11 +408,11 @@ class TrainerConfig:
 
     _target_: str = "pytorch_lightning.Trainer"
     max_epochs: int = _range(40, low=1)
-    limit_train_batches: Optional[int] = _range(None, low=1)  # None: every batch
-    limit_val_batches: Optional[int] = _range(None, low=1)
-    limit_test_batches: Optional[int] = _range(None, low=1)
+    limit_train_batches: int | None = _range(None, low=1)  # None: every batch
+    limit_val_batches: int | None = _range(None, low=1)
+    limit_test_batches: int | None = _range(None, low=1)
     num_sanity_val_steps: int = _range(2, low=0)
-    gradient_clip_val: Optional[float] = _range(1.0, low=0.0)  # recurrent nets need it (Pascanu et al. 2013); None: off
+    gradient_clip_val: float | None = _range(1.0, low=0.0)  # recurrent nets need it (Pascanu et al. 2013); None: off
     accelerator: str = "cpu"
     devices: int = _range(1, low=1)
     # "ddp_spawn": one process per device, started by the trainer; the run's process keeps
@@ -448,7 +449,7 @@ class TrackingConfig:
     is always a database (SQLite by default) or a tracking server."""
 
     uri: str = "sqlite:///mlflow.db"  # an SQLite file relative to where the command runs, or a server's URL
-    experiment: Optional[str] = None  # None: the task's name
+    experiment: str | None = None  # None: the task's name
     artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
     log_checkpoint: bool = True  # log the best checkpoint as an artifact
     # log the best model through mlflow.pytorch.log_model ("Logged models" in the UI), for
@@ -742,7 +743,7 @@ class OptimConfig:
     weight_decay: float = _range(0.0, low=0.0)
     # an MLflow experiment of learning-rate selection runs (stage 1, `make tune-lr`): the run takes
     # the lr chosen there on validation for its config (rnnexp/tuning.py), logged as optim.lr
-    lr_from: Optional[str] = None
+    lr_from: str | None = None
     # config keys one chosen lr is shared over (e.g. [task.distance]): stage 1 ran at one value of
     # each, and a run at any value takes that choice
     lr_shared_over: list[str] = field(default_factory=list)
@@ -773,10 +774,10 @@ class TrainConfig:
     # fast in the runs measured; beside one busy process, a 2-thread run was 6.6-45x slower
     # (experiments/throughput). Sweeps fill the cores with jobs instead (hydra/launcher=joblib).
     # None: one per core (shared out among a joblib sweep's jobs).
-    threads: Optional[int] = _range(1, low=1)
+    threads: int | None = _range(1, low=1)
     # with -m: a sweep's parent run id, whose FINISHED jobs are skipped; alone: the id of a KILLED
     # or FAILED run, continued from its last checkpoint (rnnexp/resume.py)
-    resume: Optional[str] = None
+    resume: str | None = None
 
     def check(self) -> None:
         cores = os.cpu_count() or 1

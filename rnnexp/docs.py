@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.report import ALPHA, number, markdown_table
+from rnnexp.report import ALPHA, markdown_table, number
 
 PROG = "python -m rnnexp.docs"
 START = re.compile(r"<!-- rnnexp:results (?P<folder>\S+) view=(?P<view>[\w-]+)(?: (?P<arg>[^>]*?))? -->")
@@ -198,7 +198,8 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
     except DocsError as err:
         raise DocsError(f"{readme}: {err}") from None
     raise DocsError(
-        f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], by-distance TASK, by-length TASK, by-read TASK"
+        f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], "
+        "by-distance TASK, by-length TASK, by-read TASK"
     )
 
 
@@ -209,7 +210,7 @@ def generate(readme: Path) -> tuple[str, list[str], int]:
     out: list[str] = []
     differed: list[str] = []
     fenced, block, count = False, None, 0
-    for number, line in enumerate(lines, 1):
+    for line_number, line in enumerate(lines, 1):
         if line.lstrip().startswith("```"):
             fenced = not fenced
         if fenced or MARKER not in line:
@@ -220,7 +221,7 @@ def generate(readme: Path) -> tuple[str, list[str], int]:
             continue
         start = START.fullmatch(line.strip())
         if start and block is None:
-            block = {"match": start, "line": number, "body": []}
+            block = {"match": start, "line": line_number, "body": []}
             out.append(line)
         elif line.strip() == END and block is not None:
             match, body = block["match"], "".join(block["body"])
@@ -239,7 +240,7 @@ def generate(readme: Path) -> tuple[str, list[str], int]:
                 else ("an end marker without a start" if line.strip() == END else "a marker that does not parse")
             )
             raise DocsError(
-                f"{readme}, line {number}: {what}: {line.strip()!r} (markers: "
+                f"{readme}, line {line_number}: {what}: {line.strip()!r} (markers: "
                 "'<!-- rnnexp:results FOLDER view=VIEW [ARG] -->' ... '<!-- rnnexp:end -->', each on its own line)"
             )
     if block is not None:

@@ -290,7 +290,8 @@ def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, d
             and _shape_changes(trained_task.io, _io(instantiate(task_config(saved["task"], {k: v}), seed=seed)))
         ]
         raise EvalError(
-            f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} the model's shapes ({', '.join(changed)}): "
+            f"{' '.join(culprits) or 'the overrides'} {'changes' if len(culprits) == 1 else 'change'} "
+            f"the model's shapes ({', '.join(changed)}): "
             "at evaluation, a task override must keep what the model reads and writes"
         )
     return path, saved, new_cfg, task, trained_task, seed
@@ -557,11 +558,11 @@ def main(argv: list[str] | None = None) -> None:
         # every run checked before the first is evaluated: a bad one logs nothing
         parsed = [parse_overrides(args.overrides, check_trained(run)) for run in runs]
         if len(runs) > 1:
-            for run, overrides in zip(runs, parsed):
+            for run, overrides in zip(runs, parsed, strict=True):
                 with tempfile.TemporaryDirectory() as tmp:
                     check(client, run, overrides, Path(tmp))
         done = 0
-        for run, overrides in zip(runs, parsed):
+        for run, overrides in zip(runs, parsed, strict=True):
             with_ = describe(overrides)
             if args.experiment is not None and (earlier := _already(client, run, with_)) is not None:
                 print(f"run {run.info.run_id}: already evaluated with {with_} in run {earlier}")
@@ -571,7 +572,8 @@ def main(argv: list[str] | None = None) -> None:
                 got = client.get_run(new).data.metrics
                 score = got.get(f"eval/{run.data.tags.get('metric')}", float("nan"))
                 print(
-                    f"{run.data.tags.get('mlflow.runName', run.info.run_id)} @ {with_}: eval/{run.data.tags.get('metric')} "
+                    f"{run.data.tags.get('mlflow.runName', run.info.run_id)} @ {with_}: "
+                    f"eval/{run.data.tags.get('metric')} "
                     f"{score:.4f} (run {new})"
                 )
             done += 1

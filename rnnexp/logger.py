@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mlflow.entities import Metric
 from pytorch_lightning import Callback

@@ -507,7 +507,9 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
         for a_variant in a_side:
             a_config = configs.loc[a_variant]
 
-            def tuned(b: str) -> bool:  # both rates chosen on validation by one selection: each model's own
+            def tuned(
+                b: str, a_config: pd.Series = a_config
+            ) -> bool:  # both rates chosen on validation by one selection: each model's own
                 source = configs.get("tags.lr_from")
                 return (
                     source is not None
@@ -641,12 +643,14 @@ def binomial(row: pd.Series) -> str:
 
 
 NOTE = (
-    "Mean ± standard deviation over seeds; 95% CI: Student t over seeds (not clipped to the metric's range). vs chance: a one-sided t-test of the seeds' "
+    "Mean ± standard deviation over seeds; 95% CI: Student t over seeds (not clipped to the metric's range). "
+    "vs chance: a one-sided t-test of the seeds' "
     "scores against their chance level, a claim about the config whatever the seed (`not above chance`: the mean is "
     "below it, and a one-sided test says no more). binomial: an exact one-sided test on the scored test steps of all "
     "seeds pooled (accuracy only), a claim about these trained networks on these test sets, which takes steps as "
     "independent and seeds as fixed. p-values Holm-adjusted, each test over the variants it could be run on "
-    "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. Every p-value per variant is in `results.csv`, every run in `runs.csv`."
+    "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. "
+    "Every p-value per variant is in `results.csv`, every run in `runs.csv`."
 )
 
 
@@ -823,7 +827,7 @@ def _limits(metric: str, values: list[float], chance: float) -> tuple[float, flo
 def _legend(fig, axes) -> None:
     handles, labels = {}, []
     for ax in np.ravel(axes):
-        for h, label in zip(*ax.get_legend_handles_labels()):
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in handles:
                 handles[label], labels = h, labels + [label]
     if handles:  # beside the panels, never over the data
@@ -851,7 +855,7 @@ def plot_results(
         if not tasks:
             continue
         fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), squeeze=False)
-        for ax, task in zip(axes[0], tasks):
+        for ax, task in zip(axes[0], tasks, strict=False):
             mine = table[table["task"] == task]
             series = _series(mine, keys, axis)
             chance = mine["chance"].mean()
@@ -905,7 +909,7 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
         series = [k for k in keys if mine[k].nunique(dropna=False) > 1]
         block = axes[first_row : first_row + rows_of[task]].ravel()
         tops = []
-        for ax, label in zip(block, labels[task]):
+        for ax, label in zip(block, labels[task], strict=False):
             for _, variant in mine[mine["label"] == label].iterrows():
                 curves = [
                     [m.value for m in sorted(client.get_metric_history(r, f"val/{metric}"), key=lambda m: m.step)]
@@ -961,7 +965,7 @@ def plot_budget_curve(
                 c[len("params.") :] for c in runs.columns if c.startswith("params.") and _shown(c[len("params.") :])
             )
             raise ReportError(f"--budget-curve {key}={value}: these runs have no key {key}; keys: {', '.join(known)}")
-        at = runs[column].map(lambda logged: _same(logged, value))  # 3e-3 is 0.003, 03 is 3
+        at = runs[column].map(lambda logged, value=value: _same(logged, value))  # 3e-3 is 0.003, 03 is 3
         chosen = table[table["variant"].isin(set(runs.loc[at, "variant"]))]
         if chosen.empty:
             taken = sorted(set(runs[column].astype(str).str.removesuffix(".0")))
@@ -978,7 +982,7 @@ def plot_budget_curve(
         panels += [(f"{task}, {key}={value}", chosen[chosen["task"] == task]) for task in sorted(set(chosen["task"]))]
     colour_of = {label: f"C{i % 10}" for i, label in enumerate(sorted(set(label_of.values())))}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False)
-    for ax, (title, mine) in zip(axes[0], panels):
+    for ax, (title, mine) in zip(axes[0], panels, strict=False):
         metric, chance = mine["metric"].iloc[0], mine["chance"].mean()
         for _, variant in sorted(mine.iterrows(), key=lambda item: label_of[item[1]["variant"]]):
             label = label_of[variant["variant"]]

@@ -8,8 +8,8 @@ output folder (`hydra.run.dir`), with the checkpoints copied from the old one (o
 it never writes where the store's tag says. The checkpoint holds the weights, the optimizer,
 Lightning's loop state (epoch and step, so metrics go on at the right step), the order of the
 training batches (`Task.state_dict`) and torch's random state (`SequenceModule.on_save_checkpoint`),
-so the resumed run draws what an uninterrupted one would: its final metrics are the same. An epoch cut short is run again from
-its start.
+so the resumed run draws what an uninterrupted one would: its final metrics are the same. An epoch cut short is
+run again from its start.
 
 The config is not read back from the run's logged YAML (which could name any `_target_`): it is
 composed again from the run's logged command-line overrides, as the run itself composed it, and
@@ -112,7 +112,9 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise config.ConfigError("resume", run_id, f"the id of a KILLED or FAILED run in {config.masked_uri(uri)}")
+        raise config.ConfigError(
+            "resume", run_id, f"the id of a KILLED or FAILED run in {config.masked_uri(uri)}"
+        ) from None
     if run.info.status not in RESUMABLE:
         raise config.ConfigError(
             "resume",

@@ -26,10 +26,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -45,8 +46,8 @@ PARENT_FILE = "mlflow_parent.json"  # in the sweep folder: how jobs find their p
 class Parent:
     run_id: str
     experiment: str
-    pid: Optional[int] = None  # the sweep's process (None in a folder written before it was kept)
-    host: Optional[str] = None
+    pid: int | None = None  # the sweep's process (None in a folder written before it was kept)
+    host: str | None = None
 
 
 def parent_of_this_job() -> Parent | None:

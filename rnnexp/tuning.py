@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,9 @@ class Choice:
     at: tuple[tuple[str, str], ...] = ()  # the value of each key the choice is shared over
 
     def describe(self, experiment: str) -> str:
-        scores = ", ".join(f"{lr:g}: {'failed' if np.isnan(m) else f'{m:.4g}'}" for lr, m in zip(self.grid, self.means))
+        scores = ", ".join(
+            f"{lr:g}: {'failed' if np.isnan(m) else f'{m:.4g}'}" for lr, m in zip(self.grid, self.means, strict=True)
+        )
         where = "".join(f", chosen at {k}={v} and shared over every {k}" for k, v in self.at)
         return (
             f"lr {self.lr:g}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
@@ -213,7 +216,7 @@ def table(uri: str, experiment: str) -> tuple[list[str], int]:
             continue
         scores = "  ".join(
             f"{'*' if lr == choice.lr else ' '}{lr:g}={'failed' if np.isnan(m) else f'{m:.4f}'}"
-            for lr, m in zip(choice.grid, choice.means)
+            for lr, m in zip(choice.grid, choice.means, strict=True)
         )
         lines.append(f"{name}: {choice.quantity} {scores}")
     return sorted(lines), unchosen

@@ -106,7 +106,7 @@ def table(rows: list[tuple[str, str, object, object]]) -> str:
         for n, k, a, b in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells)
 
 
 def report(expected: dict, measured: dict) -> str | None:

@@ -3,9 +3,9 @@ above chance, in well under a minute on 2 cores."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
-import subprocess
 
 from mlflow.tracking import MlflowClient
 

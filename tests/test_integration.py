@@ -360,7 +360,8 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
         timeout=600,
     )
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
-        f"rnnexp-train: error: resume='{parent.info.run_id}' is not allowed: a sweep that stopped before its end (FAILED "
+        f"rnnexp-train: error: resume='{parent.info.run_id}' is not allowed: a sweep that stopped before its end "
+        "(FAILED "
         "or KILLED); this one FINISHED: every job ran"
     ], again.stderr
 
@@ -439,7 +440,7 @@ def test_a_postgresql_store_stopped_mid_run_is_one_line_and_the_run_resumes_when
         err = run.stderr.read()
         last = err.strip().splitlines()[-1]
         assert (
-            last.startswith(f"rnnexp-train: error: the tracking store postgresql://***@127.0.0.1")
+            last.startswith("rnnexp-train: error: the tracking store postgresql://***@127.0.0.1")
             and f"run {run_id} is left RUNNING there, its checkpoints kept" in last
         ), err[-3000:]
         assert password not in err and "Traceback" not in err

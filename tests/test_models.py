@@ -165,7 +165,7 @@ def test_pattern2_teacher_forcing_equals_a_step_by_step_loop():
     grads_looped = torch.autograd.grad(loss_looped, list(model.parameters()))
 
     torch.testing.assert_close(parallel, looped)
-    for a, b in zip(grads_parallel, grads_looped):
+    for a, b in zip(grads_parallel, grads_looped, strict=True):
         torch.testing.assert_close(a, b)
 
 

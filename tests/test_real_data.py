@@ -14,10 +14,10 @@ import torch
 from tokenizers import Tokenizer
 
 from rnnexp.config import ConfigError
-from tests.conftest import make_task
 from rnnexp.tasks.digits import Digits
 from rnnexp.tasks.grammar import NegatedSentiment
 from rnnexp.tasks.text import CharLM, TextClassification
+from tests.conftest import make_task
 
 # --- digits ---------------------------------------------------------------------------------------
 
@@ -49,7 +49,7 @@ def test_char_lm_windows_predict_the_next_character(tmp_path):
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     task = make_task(CharLM, path=str(tmp_path / "t.txt"), length=16, seed=0)
     task.setup()
-    x, y = torch.cat([task.splits[s].tensors[0] for s in ("train", "val", "test")]), None
+    x = torch.cat([task.splits[s].tensors[0] for s in ("train", "val", "test")])
     assert x.shape[1] == 16 and len(x) == (len(text) - 1) // 16
     decode = lambda ids: "".join(task.alphabet[i] for i in ids)  # noqa: E731
     xs, ys = task.splits["train"].tensors
@@ -87,7 +87,7 @@ def _reviews(path: Path, n: int = 1200, seed: int = 0) -> list[tuple[str, str]]:
     task = make_task(NegatedSentiment, length=12, distance=3, train_size=1, val_size=1, test_size=1, batch_size=1)
     x, y = task.generate(n, torch.Generator().manual_seed(seed))
     rows = []
-    for i, (ids, label) in enumerate(zip(x, y)):
+    for i, (ids, label) in enumerate(zip(x, y, strict=True)):
         words = task.lexicon.decode(ids).split()
         last = max(j for j, w in enumerate(words) if w == "not" or w in NEGATED_OR_SENTIMENT)
         words = words[: last + 1 + i % 3]
@@ -124,7 +124,7 @@ def test_text_round_trips_through_tokenising_caching_and_batching(tmp_path):
     x, y, lengths = next(iter(task.train_dataloader()))
     assert x.shape[0] == y.shape[0] == lengths.shape[0] == 32
     assert torch.all(lengths <= 12) and len(set(lengths.tolist())) > 1  # varying lengths, cut at 12
-    for row, n in zip(x, lengths):
+    for row, n in zip(x, lengths, strict=True):
         assert torch.all(row[n:] == 0) and torch.all(row[:n] != 0)  # [PAD] (id 0) after the end only
 
     cache = list((tmp_path / "cache").glob("text-*.pt"))

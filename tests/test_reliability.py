@@ -16,8 +16,8 @@ import pytest
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from requests import ConnectionError as ConnectionError_
 from omegaconf import OmegaConf
+from requests import ConnectionError as ConnectionError_
 
 from rnnexp import tracking
 from rnnexp.logger import BatchedMLFlowLogger

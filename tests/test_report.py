@@ -394,7 +394,8 @@ def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole
     [
         ("comparisons:\n  - {name: x, a: {seed: 1}, b: {seed: 0}}\n", "selects by seed, which a variant does not fix"),
         (
-            "comparisons:\n  - {name: x, a: {cell: rnn}, b: {model: mlp_window}}\n  - {name: y, a: {model: mlp_window}, "
+            "comparisons:\n  - {name: x, a: {cell: rnn}, b: {model: mlp_window}}\n"
+            "  - {name: y, a: {model: mlp_window}, "
             "b: {cell: rnn}}\n",
             "comparison 'y' repeats an earlier one",
         ),

@@ -7,14 +7,14 @@ import contextlib
 import csv
 import json
 import os
-import socket
-import urllib.parse
-import urllib.request
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from rnnexp.config import ConfigError
-from tests.conftest import make_task
 from rnnexp.tasks import IGNORE, Adding, DelayedRecall, RunningParity
 from rnnexp.tasks.base import rows_not_in
 from rnnexp.tasks.grammar import NegatedSentiment, PronounReference
 from rnnexp.tasks.synthetic import CopyMemory
+from tests.conftest import make_task
 
 SIZES = dict(train_size=64, val_size=32, test_size=32, batch_size=16)
 
@@ -147,7 +147,7 @@ def test_pronoun_reference_by_hand():
     task = make_task(PronounReference, distance=3, **SIZES)
     x, y = _generate(task, n=300)
     assert x.shape == (300, 14)
-    for row, label in zip(x, y):
+    for row, label in zip(x, y, strict=True):
         words = lex.decode(row).split()
         assert words[-2] == "and" and _pronoun_label(words) == ("blog", "book")[label]
     # both attributes and one name of each gender in every sentence: same multiset, either label
@@ -181,7 +181,7 @@ def test_negated_sentiment_by_hand():
     lex = NegatedSentiment.lexicon
     task = make_task(NegatedSentiment, length=9, distance=3, **SIZES)
     x, y = _generate(task, n=300)
-    for row, label in zip(x, y):
+    for row, label in zip(x, y, strict=True):
         words = lex.decode(row).split()
         assert _sentiment_label(words) == label
         negation, sentiment = words.index("not"), _sentiment_position(words)

@@ -241,7 +241,7 @@ def test_a_rate_shared_over_a_key_is_refused_when_stage_1_ran_several_values_of_
     from rnnexp import tracking, tuning
 
     runs = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7), _run(1e-3, 0, 0.9), _run(1e-2, 0, 0.1)]
-    for run, distance in zip(runs, ("8", "8", "32", "32")):
+    for run, distance in zip(runs, ("8", "8", "32", "32"), strict=True):
         run.data.params["task.distance"] = distance
     monkeypatch.setattr(tracking, "open_client", lambda uri: None)
     monkeypatch.setattr(tuning, "_runs", lambda client, experiment: runs)

@@ -15,6 +15,7 @@ Markdown tables and writes them to `--out` (default: results.md beside this file
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -25,9 +26,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,8 @@ sys.path.insert(0, str(HERE))  # data.py, beside this file
 
 from data import generation, tokenisation  # noqa: E402
 
-from rnnexp import config, logger as run_logger, tracking  # noqa: E402
+from rnnexp import config, tracking  # noqa: E402
+from rnnexp import logger as run_logger  # noqa: E402
 from rnnexp.models.recurrent import RNNOutput, fused_recurrence  # noqa: E402
 from rnnexp.tasks.base import TaskIO  # noqa: E402
 from rnnexp.train import _quiet_libraries, build, make_trainer  # noqa: E402
@@ -87,7 +89,7 @@ class Row:
     @property
     def spread(self) -> tuple[float, float]:
         """The ratio's lowest and highest over the repeats (a and b measured in turn)."""
-        ratios = [a / b for a, b in zip(self.a_side.seconds, self.b_side.seconds)]
+        ratios = [a / b for a, b in zip(self.a_side.seconds, self.b_side.seconds, strict=True)]
         return min(ratios), max(ratios)
 
     @property
@@ -164,7 +166,7 @@ class EpochTimer(Callback):
 
     @property
     def times(self) -> list[float]:
-        return [end - start for start, end in zip(self.starts, self.starts[1:])]
+        return [end - start for start, end in itertools.pairwise(self.starts)]
 
 
 def lightning_fit(cfg, tmp: Path, tracked: bool = True, stock: str | None = None) -> tuple[list[float], float]:
@@ -232,8 +234,8 @@ def framework_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
         cfg = compose_train(f"model={model}", f"trainer.max_epochs={epochs}", uri, *size)
         med = interleaved(
             {
-                "rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:],  # the first epoch warms up
-                "plain": lambda: plain_fit(cfg, tmp)[1:],
+                "rnnexp": lambda cfg=cfg: lightning_fit(cfg, tmp)[0][1:],  # the first epoch warms up
+                "plain": lambda cfg=cfg: plain_fit(cfg, tmp)[1:],
             },
             repeats,
         )
@@ -252,7 +254,7 @@ def framework_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
     # (sequences 5x as long, the same number of steps) the ratio falls
     cfg = compose_train("model=rnn_hidden", f"trainer.max_epochs={epochs}", uri, "task.length=200", *size)
     med = interleaved(
-        {"rnnexp": lambda: lightning_fit(cfg, tmp)[0][1:], "plain": lambda: plain_fit(cfg, tmp)[1:]}, repeats
+        {"rnnexp": lambda cfg=cfg: lightning_fit(cfg, tmp)[0][1:], "plain": lambda: plain_fit(cfg, tmp)[1:]}, repeats
     )
     yield (
         Row(
@@ -403,7 +405,11 @@ def fused_rows(quick: bool, repeats: int) -> Iterator[Row]:
             x = torch.randn(batch, length, 32)
             assert torch.allclose(fused(x)[0], loop(x), atol=1e-5)  # the same function
             med = interleaved(
-                {"loop": lambda: fwd_bwd(lambda: loop(x)), "fused": lambda: fwd_bwd(lambda: fused(x)[0])}, repeats
+                {
+                    "loop": lambda loop=loop, x=x: fwd_bwd(lambda: loop(x)),
+                    "fused": lambda fused=fused, x=x: fwd_bwd(lambda: fused(x)[0]),
+                },
+                repeats,
             )
             yield (
                 Row(
@@ -435,7 +441,7 @@ def denormal_rows(quick: bool, repeats: int) -> Iterator[Row]:
             torch.manual_seed(0)
             model = RNNFinal(task.io, **config.model_defaults("rnn_final", cell=cell))
 
-            def step(flush: bool) -> float:
+            def step(flush: bool, model=model, x=x, y=y) -> float:
                 torch.set_flush_denormal(flush)
                 try:
                     return clock(lambda: F.mse_loss(model(x).squeeze(-1), y).backward())
@@ -649,7 +655,7 @@ def exponent(xs: list[int], ys: list[float]) -> float:
     """The slope of log y against log x: y ∝ x^slope."""
     lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
     mx, my = statistics.mean(lx), statistics.mean(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True)) / sum((a - mx) ** 2 for a in lx)
 
 
 def scaling_tables(quick: bool) -> str:
@@ -745,7 +751,8 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"Measured {when} on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch "
             f"{torch.__version__}, 1 torch thread per run (the default `threads`) but where a row says otherwise; "
-            f"medians of {repeats} interleaved timings per side (row 2: {repeats * 4}; row 6: one sweep each, and {max(1, repeats // 2)} for its thread rows)"
+            f"medians of {repeats} interleaved timings per side (row 2: {repeats * 4}; row 6: one sweep each, "
+            f"and {max(1, repeats // 2)} for its thread rows)"
             + (" (--quick: tiny sizes, not a measurement)" if args.quick else "")
             + ".",
             header + "\n" + "\n".join(r.markdown() for r in rows) if rows else "",

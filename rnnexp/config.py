@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from rnnexp.store import MASK, NOT_IDENTITY, Store, masked_uri
 
 STEP, SEQUENCE = "step", "sequence"  # a task's output kind: one per step, or one per sequence
 
@@ -458,282 +458,17 @@ class TrackingConfig:
     step_metrics: bool = False  # also log the training loss every `trainer.log_every_n_steps` steps
 
     def __post_init__(self) -> None:
-        """A server URL's `user:password@` goes where MLflow's client takes credentials
-        (MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, sent as HTTP basic auth), out of
-        the URL: in it, they would be taken for part of the host name. A URL whose userinfo is
-        ambiguous stays as given, for `check` to refuse."""
-        scheme, sep, rest = self.uri.partition("://")
-        if sep:  # a scheme is case-insensitive (RFC 3986): compared in lower case from here on
-            self.uri = f"{scheme.lower()}://{rest}"
-        found = _URI_CREDENTIALS.match(self.uri)
-        if found and not _ambiguous_userinfo(self.uri):
-            from urllib.parse import unquote
-
-            if found.group("password") is None:  # `https://TOKEN@host`: a token, sent as a bearer
-                os.environ["MLFLOW_TRACKING_TOKEN"] = unquote(found.group("user"))
-            else:
-                os.environ["MLFLOW_TRACKING_USERNAME"] = unquote(found.group("user"))
-                os.environ["MLFLOW_TRACKING_PASSWORD"] = unquote(found.group("password"))
-            self.uri = found.group("scheme") + found.group("rest")
+        """`uri` as `Store.parse` leaves it: its credentials split out, into `store`, for the
+        command to hand over to MLflow (`Store.hand_over_credentials`)."""
+        self.store = Store.parse(self.uri)
+        self.uri = self.store.uri
 
     def check(self) -> None:
-        schemes = ("sqlite:///", "postgresql://", "mysql://", "http://", "https://", "databricks")
-        if not self.uri.startswith(schemes) and not re.match(r"(postgresql|mysql)\+\w+://", self.uri):
-            raise ConfigError(
-                "tracking.uri",
-                _shown(self.uri),
-                "a database or server URI starting with "
-                + ", ".join(schemes)
-                + " (MLflow 3.13+ refuses the ./mlruns file store)",
-            )
-        if _ambiguous_userinfo(self.uri):
-            # split at the first `@` (as SQLAlchemy and urllib do), a password's tail would be
-            # taken for the host, and shown as one
-            raise ConfigError(
-                "tracking.uri",
-                _shown(self.uri),
-                "a URI whose user name and password are "
-                "percent-encoded: write `@` as %40, `/` as %2F, `:` in the user name as %3A, a "
-                "space as %20",
-            )
-        if self.uri.startswith("sqlite:///"):
-            folder = os.path.dirname(os.path.abspath(self.uri[len("sqlite:///") :]))
-            if not os.path.isdir(folder):
-                raise ConfigError("tracking.uri", self.uri, f"an SQLite file in an existing folder ({folder} is none)")
+        self.store.check()
 
 
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>https?://)(?P<user>[^/:@\s]*)(?::(?P<password>[^/@\s]*))?@(?P<rest>.*)")
-MASK = "***"  # what a secret is shown and logged as
 # a key whose value is a secret
 SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
-# A URI's userinfo, in any text: from the scheme's `://` (which Hydra writes `\://`, and a repr
-# `\\://`) to the last `@` before a quote or the line's end. A password may hold `@`, `/`, `:` or
-# a space, so nothing short of that is safe to show; masking more that holds another `@` costs
-# nothing. (A quote ends a value in a message; in a file of values, a line does.)
-_USERINFO = re.compile(r"\b([A-Za-z][\w+.-]*\\*://)[^\n'\"`]*@")
-_USERINFO_TO_LINE_END = re.compile(r"\b([A-Za-z][\w+.-]*\\*://)[^\n]*@")
-
-
-def masked_uri(text: str, lines: bool = False) -> str:
-    """`text` with the user name and password of every URI in it masked:
-    `http://alice:pw@host` -> `http://***@host`. `lines`: `text` is a file of values, one a line,
-    where a quote can be part of a password."""
-    return (_USERINFO_TO_LINE_END if lines else _USERINFO).sub(lambda found: f"{found.group(1)}{MASK}@", text)
-
-
-def _shown(uri: str) -> str:
-    """A URI as a message shows it: everything before its last `@` masked, spaces and all."""
-    scheme, sep, rest = uri.partition("://")
-    return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}" if sep and "@" in rest else masked_uri(uri)
-
-
-def _ambiguous_userinfo(uri: str) -> bool:
-    """A userinfo that parsers split differently: more than one `@`, an `@` after a `/`, `?` or
-    `#` of the authority, or a space, quote or backslash in it."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep or "@" not in rest or scheme.lower() == "sqlite":  # a file's path may hold an @
-        return False
-    userinfo = rest.rsplit("@", 1)[0]
-    return rest.count("@") > 1 or any(c in userinfo for c in "/?#\\'\" \t\n")
-
-
-@contextmanager
-def store_lock(uri: str) -> Iterator[None]:
-    """Held while a process checks or creates an SQLite store's schema, or creates an experiment
-    in it: MLflow does neither atomically, and processes started together on a new store would
-    interleave their migrations (and leave it broken) or create the experiment twice. A file lock
-    beside the database (`FILE.lock`); a server or another database serialises these itself."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    with file_lock(sqlite_path(uri) + ".lock"):
-        yield
-
-
-@contextmanager
-def file_lock(path: str) -> Iterator[None]:
-    """An exclusive lock on the file `path` (made if missing), let go when the file closes or the
-    process dies; nothing on Windows, which has no flock."""
-    if os.name == "nt":
-        yield
-        return
-    import fcntl
-
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def sqlite_path(uri: str) -> str:
-    """The absolute path of the file an `sqlite:///` URI names (less any `?options`)."""
-    return os.path.abspath(uri[len("sqlite:///") :].split("?", 1)[0])
-
-
-STORE_TIMEOUT_S = 5  # how long the store check waits for a server or database to answer
-
-
-def check_store(uri: str) -> None:
-    """Fail before training, not after it, when runs cannot be written where `tracking.uri`
-    says: an SQLite file that cannot be written, is not a database, is corrupt inside or has a
-    half-made schema; a server that does not answer, or answers but not as MLflow; a database
-    server that does not answer. Within seconds, in one line; writes nothing."""
-    import tempfile
-
-    if uri.startswith("sqlite:///"):
-        path = sqlite_path(uri)
-        try:  # SQLite writes its journal beside the database: the folder must take new files
-            with tempfile.NamedTemporaryFile(dir=os.path.dirname(path)):
-                pass
-        except OSError as err:
-            raise ConfigError(
-                "tracking.uri",
-                uri,
-                f"an SQLite file in a folder this process can write ({os.path.dirname(path)}: {err.strerror})",
-            ) from None
-        if os.path.exists(path):
-            with store_lock(uri):  # not while another process creates the schema
-                _check_sqlite(uri, path)
-    elif uri.startswith(("http://", "https://")):
-        _check_server(uri)
-    elif uri.startswith(("postgresql", "mysql")):
-        _check_database(uri)
-
-
-def _check_server(uri: str) -> None:
-    """One call of MLflow's REST API, with the credentials the client will send: an answer that
-    is not MLflow's JSON (a web server's 404 page, a proxy's login form) fails here, not in the
-    middle of the run's set-up."""
-    import base64
-    import json
-    import urllib.error
-    import urllib.request
-
-    shown = masked_uri(uri)
-    request = urllib.request.Request(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1")
-    if (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) is not None:
-        pair = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
-        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
-    elif token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=STORE_TIMEOUT_S) as answer:
-            body = answer.read(1 << 20)
-    except urllib.error.HTTPError as err:
-        if err.code in (401, 403):
-            raise ConfigError(
-                "tracking.uri",
-                shown,
-                f"a tracking server that accepts these credentials (HTTP "
-                f"{err.code}: give user:password@ in the URI, or MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD)",
-            ) from None
-        raise ConfigError(
-            "tracking.uri", shown, f"an MLflow tracking server (its REST API answered HTTP {err.code} {err.reason})"
-        ) from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise ConfigError(
-            "tracking.uri", shown, f"a tracking server that answers within {STORE_TIMEOUT_S} s ({reason})"
-        ) from None
-    try:
-        answer = json.loads(body)
-        if "experiments" not in answer and answer != {}:  # {}: a store with no experiment yet
-            raise ValueError
-    except (ValueError, TypeError):
-        raise ConfigError(
-            "tracking.uri", shown, "an MLflow tracking server (its REST API answered, but not with MLflow's JSON)"
-        ) from None
-
-
-def _check_database(uri: str) -> None:
-    """A database server: connected to with a short timeout (SQLAlchemy, as MLflow connects), so
-    that a server down is one line within seconds, not minutes of MLflow's retries."""
-    import sqlalchemy
-
-    shown = masked_uri(uri)
-    try:
-        url = sqlalchemy.engine.make_url(uri)
-    except Exception:
-        raise ConfigError(
-            "tracking.uri",
-            shown,
-            "a database URI as SQLAlchemy reads it (dialect[+driver]://user:password@host[:port]/database)",
-        ) from None
-    try:  # (psycopg's and the MySQL drivers' connect_timeout, in seconds)
-        engine = sqlalchemy.create_engine(
-            url, connect_args={"connect_timeout": STORE_TIMEOUT_S}, poolclass=sqlalchemy.pool.NullPool
-        )
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text("SELECT 1"))
-    except ModuleNotFoundError as err:
-        raise ConfigError(
-            "tracking.uri",
-            shown,
-            f"a database whose driver is installed (no module {err.name}; "
-            "install it, or name an installed one: dialect+driver://...)",
-        ) from None
-    except Exception as err:
-        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
-        raise ConfigError(
-            "tracking.uri", shown, f"a database server that answers within {STORE_TIMEOUT_S} s ({masked_uri(reason)})"
-        ) from None
-
-
-def _check_sqlite(uri: str, path: str) -> None:
-    import sqlite3
-
-    try:  # a write that changes nothing, rolled back: fails on a read-only or corrupt file
-        con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=20)
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            version = con.execute("PRAGMA user_version").fetchone()[0]
-            con.execute(f"PRAGMA user_version = {int(version)}")
-            con.rollback()
-            # a page overwritten inside leaves the header intact: only reading the pages tells
-            problems = [" ".join(row[0].split()) for row in con.execute("PRAGMA quick_check(3)")]
-            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            revision = (
-                (con.execute("SELECT version_num FROM alembic_version").fetchone() or [None])[0]
-                if "alembic_version" in tables
-                else None
-            )
-        finally:
-            con.close()
-    except sqlite3.Error as err:
-        raise ConfigError("tracking.uri", uri, f"a writable SQLite database ({path}: {err})") from None
-    if problems != ["ok"]:
-        raise ConfigError(
-            "tracking.uri",
-            uri,
-            f"an intact SQLite database; {path} is corrupt inside "
-            f"({'; '.join(problems)}): restore it from a backup, or recover what is readable "
-            f"with `sqlite3 {path} .recover`",
-        )
-    _check_schema(uri, path, tables, revision)
-
-
-def _check_schema(uri: str, path: str, tables: set[str], revision: str | None) -> None:
-    """An SQLite store whose schema a migration left half-made (a process killed in it, or an
-    older rnnexp that let processes migrate a new store side by side)."""
-    if not tables:
-        return  # new: MLflow creates the schema
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    leftovers = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
-    head = _get_latest_schema_revision()
-    if leftovers or revision != head:
-        found = (
-            f"tables {', '.join(leftovers)} left by a migration cut short"
-            if leftovers
-            else f"schema version {revision}, not {head}"
-        )
-        drop = "; ".join(f"DROP TABLE {t}" for t in leftovers)
-        repair = (f"sqlite3 {path} '{drop}', then " if leftovers else "") + f"mlflow db upgrade sqlite:///{path}"
-        raise ConfigError(
-            "tracking.uri",
-            uri,
-            f"a store whose schema is complete; {path} has {found}: back it up, then repair it with `{repair}`",
-        )
 
 
 @dataclass
@@ -785,9 +520,6 @@ class TrainConfig:
             raise ConfigError(
                 "threads", self.threads, f"<= {4 * cores} (4 x this machine's {cores} cores), or null for one per core"
             )
-
-
-NOT_IDENTITY = ("tracking", "resume", "hydra")  # where a run is tracked and how it started: not what it is
 
 
 def typed_overrides(overrides: Any) -> list[str]:

@@ -23,7 +23,6 @@ metrics exactly (on the CPU).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -37,7 +36,8 @@ PROG = "rnnexp-eval"
 # what an evaluation may change besides task keys: fresh data, and where it runs
 OTHER_KEYS = ("seed", "trainer.accelerator")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
-TAGS_KEPT = (
+# what an evaluation's record keeps of the trained run's: what the model is, how it was chosen, its data
+KEPT = (
     "pattern",
     "model",
     "cell",
@@ -47,7 +47,7 @@ TAGS_KEPT = (
     "monitor",
     "monitor_mode",
     "stopped_by",
-    "dataset_name",
+    "dataset",
     "dataset_digest",
     "lr_from",
     "smoke",
@@ -150,8 +150,9 @@ def best_checkpoint(client, run, folder: Path) -> Path:
     from its artifacts into `folder`. The best is the one that is not `last.ckpt`; among logged
     ones (a resumed run has its first attempt's too), the one of the best logged score."""
     from rnnexp.resume import LAST
+    from rnnexp.store import RunRecord
 
-    local = Path(run.data.tags.get("checkpoint_dir", "/nonexistent"))
+    local = Path(RunRecord.of(run).checkpoint_dir or "/nonexistent")
     found = sorted(p for p in local.glob("*.ckpt") if p.name != LAST and not p.is_symlink()) if local.is_dir() else []
     if len(found) == 1:
         return found[0]
@@ -203,8 +204,7 @@ def _checkpoint_config(path: Path, run_id: str) -> dict:
     saved = checkpoint.get("hyper_parameters", {}).get("config")
     if not isinstance(saved, dict) or not {"model", "task"} <= saved.keys():
         raise EvalError(
-            f"run {run_id}'s checkpoint holds no model and task config (made by an rnnexp older than "
-            "rnnexp-eval): train it again"
+            f"run {run_id}'s checkpoint holds no model and task config (not rnnexp-train's, or edited): train it again"
         )
     from rnnexp.config import ConfigError, check_plain
 
@@ -337,9 +337,9 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
-    from rnnexp import tracking
-    from rnnexp.config import MASK
+    from rnnexp import store, tracking
     from rnnexp.module import SequenceModule
+    from rnnexp.store import MASK, RunRecord
 
     run_id = run.info.run_id
     with tempfile.TemporaryDirectory() as tmp:
@@ -382,32 +382,29 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
         with_ = describe(overrides)
         params["evaluated_with"] = with_
         commit, dirty = tracking.git_state(Path(__file__).parent)
-        tags = {k: run.data.tags[k] for k in TAGS_KEPT if k in run.data.tags}
-        tags.update(
-            {
-                **tracking.process_tags(),
-                "evaluation": "true",
-                "evaluated_run": run_id,
-                "evaluated_with": with_,
-                "mlflow.parentRunId": run_id,
-                "seed": params["seed"],
-                "git_commit": commit,
-                "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
-                "distance": "none" if task.distance is None else str(task.distance),
-                "length": "none" if task.length is None else str(task.length),
-                "variant_hash": tracking.variant_hash({k: v for k, v in params.items() if k != "seed"}),
-            }
+        trained_record = RunRecord.of(run)
+        record = RunRecord(
+            **{k: getattr(trained_record, k) for k in KEPT},
+            **RunRecord.this_process(),
+            evaluation=True,
+            evaluated_run=run_id,
+            evaluated_with=with_,
+            parent_run=run_id,
+            seed=params["seed"],
+            git_commit=commit,
+            git_dirty="unknown" if dirty is None else str(dirty).lower(),
+            distance="none" if task.distance is None else str(task.distance),
+            length="none" if task.length is None else str(task.length),
+            variant_hash=tracking.variant_hash({k: v for k, v in params.items() if k != "seed"}),
         )
-        name = f"{run.data.tags.get('mlflow.runName', run_id)} @ {'own task' if with_ == 'none' else with_}"
+        name = f"{trained_record.name or run_id} @ {'own task' if with_ == 'none' else with_}"
         # every check passed: only now a run exists, and it ends FINISHED or FAILED, never RUNNING
-        created = client.create_run(run.info.experiment_id, run_name=name, tags=tags)
+        created = client.create_run(run.info.experiment_id, run_name=name, tags=record.to_tags())
         new_id = created.info.run_id
         try:
             from mlflow.entities import Param
 
-            batch = [Param(k, v[:6000]) for k, v in params.items()]
-            for i in range(0, len(batch), 100):
-                client.log_batch(new_id, params=batch[i : i + 100])
+            client.log_batch(new_id, params=[Param(k, v[:6000]) for k, v in params.items()])  # chunked by the client
             trainer.test(module, datamodule=task, verbose=False)
             results = {
                 k.replace("test/", "eval/", 1): float(v)
@@ -438,70 +435,39 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
             raise
         tracking.end_run(client, new_id)
     if verbose:
-        print(f"\n{name}: {run.data.tags.get('model')} trained in run {run_id}, evaluated with {with_}:")
+        print(f"\n{name}: {trained_record.model} trained in run {run_id}, evaluated with {with_}:")
         for key in sorted(results):
             print(f"  {key:<14} {results[key]:.4f}")
         print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
-        print(f"run {new_id} FINISHED in experiment {run.info.experiment_id} ({_masked(uri)}), under run {run_id}")
+        print(
+            f"run {new_id} FINISHED in experiment {run.info.experiment_id} ({store.masked_uri(uri)}), "
+            f"under run {run_id}"
+        )
     return new_id
-
-
-def _masked(uri: str) -> str:
-    from rnnexp.config import masked_uri
-
-    return masked_uri(uri)
 
 
 def check_trained(run) -> type:
     """The task schema of `run`, a FINISHED training run; EvalError if it is not one."""
-    tags = run.data.tags
-    if (
-        run.info.status != "FINISHED"
-        or tags.get("sweep") == "true"
-        or tags.get("evaluation")
-        or "task._target_" not in run.data.params
-    ):
-        kind = (
+    from rnnexp.store import RunRecord
+
+    kind = RunRecord.of(run).kind
+    if run.info.status != "FINISHED" or kind in ("sweep", "evaluation") or "task._target_" not in run.data.params:
+        what = (
             "a sweep's parent"
-            if tags.get("sweep") == "true"
+            if kind == "sweep"
             else "an evaluation"
-            if tags.get("evaluation")
+            if kind == "evaluation"
             else f"status {run.info.status}"
             if run.info.status != "FINISHED"
             else "not made by rnnexp-train"
         )
-        raise EvalError(f"--run={run.info.run_id}: a FINISHED training run; this one is {kind}")
+        raise EvalError(f"--run={run.info.run_id}: a FINISHED training run; this one is {what}")
     return _task_schema({"_target_": run.data.params["task._target_"]})
 
 
-def training_runs(client, experiment: str) -> list:
-    """The FINISHED training runs of `experiment` (no sweep parents, evaluations or smoke runs)."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise EvalError(f"--experiment={experiment!r} is not in the store; experiments: {', '.join(names) or 'none'}")
-    runs = client.search_runs([found.experiment_id], "attributes.status = 'FINISHED'", max_results=50000)
-    return [
-        r
-        for r in runs
-        if r.data.tags.get("sweep") != "true"
-        and not r.data.tags.get("evaluation")
-        and r.data.tags.get("smoke") != "true"
-        and "seed" in r.data.params
-    ]
-
-
-def _already(client, run, with_: str) -> str | None:
-    """The FINISHED evaluation of `run` with these overrides, if there is one."""
-    found = client.search_runs(
-        [run.info.experiment_id],
-        f"tags.evaluated_run = '{run.info.run_id}' and attributes.status = 'FINISHED'",
-        max_results=1000,
-    )
-    return next((r.info.run_id for r in found if r.data.tags.get("evaluated_with") == with_), None)
-
-
 def main(argv: list[str] | None = None) -> None:
+    from rnnexp.store import uri_option as store_option
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Evaluate trained runs' best checkpoints, on their own task or with task overrides "
@@ -509,6 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         "trainer.accelerator), each logged as an MLflow run nested under the trained one.",
         epilog="Examples: rnnexp-eval --run 3f2a... task.distance=32 | rnnexp-eval --experiment "
         "length_generalisation task.length=80",
+        parents=[store_option()],
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="the id of a FINISHED training run")
@@ -518,43 +485,40 @@ def main(argv: list[str] | None = None) -> None:
         "evaluated with the same overrides are skipped)",
     )
     parser.add_argument("overrides", nargs="*", help="key=value: task.<key>, seed, trainer.accelerator")
-    parser.add_argument(
-        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
-    )
     args = parser.parse_args(argv)
 
-    from rnnexp import config
+    from rnnexp import config, store
+    from rnnexp.store import RunRecord
     from rnnexp.tracking import quiet_store_logs
 
     def fail(message: str) -> None:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
-    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///") :].split("?", 1)[0]):
-        fail(f"--uri={args.uri}: no such SQLite file")
     try:
-        tracking_config = config.TrackingConfig(uri=args.uri)  # a URL's user:password@ moved to MLflow's variables
-        tracking_config.check()
-        args.uri = tracking_config.uri
-        config.check_store(args.uri)
+        tracked = store.opened(args.uri)
     except config.ConfigError as err:
-        fail(str(err).replace("tracking.uri", "--uri", 1))
+        fail(str(err))
     quiet_store_logs()
     from mlflow.exceptions import MlflowException
 
-    from rnnexp.tracking import open_client
     from rnnexp.train import _quiet_libraries
 
     _quiet_libraries()
-    client = open_client(args.uri)
+    client = tracked.client()
     try:
         if args.run is not None:
             try:
                 runs = [client.get_run(args.run)]
             except MlflowException:
-                fail(f"--run={args.run!r}: no such run in {_masked(args.uri)}")
+                fail(f"--run={args.run!r}: no such run in {tracked.shown}")
         else:
-            runs = training_runs(client, args.experiment)
+            if (experiment_id := tracked.experiment_named(client, args.experiment)) is None:
+                raise EvalError(
+                    f"--experiment={args.experiment!r} is not in the store; experiments: "
+                    f"{tracked.experiment_names(client)}"
+                )
+            runs = tracked.training_runs(client, experiment_id)
         # every run checked before the first is evaluated: a bad one logs nothing
         parsed = [parse_overrides(args.overrides, check_trained(run)) for run in runs]
         if len(runs) > 1:
@@ -564,18 +528,14 @@ def main(argv: list[str] | None = None) -> None:
         done = 0
         for run, overrides in zip(runs, parsed, strict=True):
             with_ = describe(overrides)
-            if args.experiment is not None and (earlier := _already(client, run, with_)) is not None:
+            if args.experiment is not None and (earlier := tracked.evaluation_of(client, run, with_)) is not None:
                 print(f"run {run.info.run_id}: already evaluated with {with_} in run {earlier}")
                 continue
-            new = evaluate(client, run, overrides, args.uri, verbose=args.run is not None)
+            new = evaluate(client, run, overrides, tracked.uri, verbose=args.run is not None)
             if args.experiment is not None:
-                got = client.get_run(new).data.metrics
-                score = got.get(f"eval/{run.data.tags.get('metric')}", float("nan"))
-                print(
-                    f"{run.data.tags.get('mlflow.runName', run.info.run_id)} @ {with_}: "
-                    f"eval/{run.data.tags.get('metric')} "
-                    f"{score:.4f} (run {new})"
-                )
+                record = RunRecord.of(run)
+                score = client.get_run(new).data.metrics.get(f"eval/{record.metric}", float("nan"))
+                print(f"{record.name or run.info.run_id} @ {with_}: eval/{record.metric} {score:.4f} (run {new})")
             done += 1
         if args.experiment is not None:
             print(

@@ -15,16 +15,16 @@ from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from rnnexp.config import TrainConfig
-from rnnexp.tracking import artifact_location, check_store_file, one_try, store_file
+from rnnexp.store import Store, one_try
 
-_BATCH_METRICS = 1000  # most metrics MLflow takes in one log_batch call
+_BATCH_METRICS = 1000  # metrics that wait before a write, whatever the time
 
 
 class BatchedMLFlowLogger(MLFlowLogger):
     """Lightning's MLflow logger, writing metrics in batches. Lightning hands the logger each
     step's (or epoch's) metrics at once, and the parent writes them at once: one database write
     of a few milliseconds each time, which per-step logging pays on every step. Here they wait in
-    memory and go in one `log_batch` (up to 1000 metrics) every `flush_every_s` seconds, and
+    memory and go in one `log_batch` (which MLflow's client splits in its own chunks) every `flush_every_s` seconds, and
     whenever the run ends, fails or is interrupted (`finalize`), so nothing is lost but what a
     SIGKILL cuts off in the last seconds. A metric at a step it has already logged is dropped;
     a resumed run starts from what its run has (`logged_through`: each metric's last step).
@@ -41,7 +41,8 @@ class BatchedMLFlowLogger(MLFlowLogger):
         self.logged_through = dict(logged_through or {})
         self._pending: list[Metric] = []
         self._flushed_at = time.monotonic()
-        self.store_file = store_file(self._tracking_uri) if self._tracking_uri else None  # (path, identity) of SQLite
+        self.store = Store(self._tracking_uri) if self._tracking_uri else None
+        self.store_file = self.store.file_identity() if self.store else None  # (path, identity) of SQLite
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -62,10 +63,10 @@ class BatchedMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def flush(self) -> None:
-        check_store_file(self.store_file)  # a deleted store would take the metrics and keep them from everyone
-        while self._pending:
-            self.experiment.log_batch(self.run_id, metrics=self._pending[:_BATCH_METRICS])
-            del self._pending[:_BATCH_METRICS]
+        Store.check_file(self.store_file)  # a deleted store would take the metrics and keep them from everyone
+        if self._pending:
+            self.experiment.log_batch(self.run_id, metrics=self._pending)
+            self._pending.clear()
         self._flushed_at = time.monotonic()
 
     @rank_zero_only
@@ -124,7 +125,7 @@ def make_logger(
         run_id=run_id,
         tracking_uri=spec.tracking.uri,
         tags=dict(tags or {}),
-        artifact_location=artifact_location(spec.tracking),
+        artifact_location=spec.tracking.store.artifact_location(spec.tracking.artifacts),
         log_model=spec.tracking.log_checkpoint,
     )
 

@@ -76,57 +76,43 @@ class ReportError(Exception):
 # ---------------------------------------------------------------- runs -> one row per run
 
 
-def runs_frame(client, uri: str, experiment: str | None, parent: str | None) -> tuple[pd.DataFrame, list[str]]:
+def runs_frame(client, store, experiment: str | None, parent: str | None) -> tuple[pd.DataFrame, list[str]]:
     """The runs of `experiment` (or of the sweep `parent`), one row each, as MLflow's search gives
-    them (`params.*`, `metrics.*`, `tags.*` columns); and, for `parent`, the run to log the report
-    on (a report of a whole experiment is not one sweep's: it is not logged on any)."""
-    import mlflow
+    them (`params.*`, `metrics.*` columns) with their records (`rnnexp.store.record_columns`); and,
+    for `parent`, the run to log the report on (a report of a whole experiment is not one sweep's:
+    it is not logged on any)."""
+    from rnnexp.store import RunRecord
 
     if parent is not None:
-        sweeps = [
-            r.info.run_id
-            for r in client.search_runs(
-                [e.experiment_id for e in client.search_experiments()], "tags.sweep = 'true'", max_results=5
-            )
-        ]
+        sweeps = store.sweep_parents(client)
+        listed = f"{', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}"
         try:
             run = client.get_run(parent)
         except Exception:
             raise ReportError(
-                f"--parent={parent!r}: no such run in {uri}; sweeps' parent runs there: "
-                f"{', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}"
+                f"--parent={parent!r}: no such run in {store.shown}; sweeps' parent runs there: {listed}"
             ) from None
-        if run.data.tags.get("sweep") != "true":
+        if not RunRecord.of(run).sweep:
             raise ReportError(
-                f"--parent={parent!r} is not a sweep's parent run (tag sweep=true); sweeps' parent "
-                f"runs there: {', '.join(sweeps) or 'none'}{' ...' if len(sweeps) == 5 else ''}"
+                f"--parent={parent!r} is not a sweep's parent run (tag sweep=true); sweeps' parent runs there: {listed}"
             )
-        experiment_id, where, parents = run.info.experiment_id, f"tags.mlflow.parentRunId = '{parent}' and ", [parent]
-    else:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            names = ", ".join(sorted(e.name for e in client.search_experiments()))
-            raise ReportError(f"--experiment={experiment!r} is not in {uri}; experiments: {names or 'none'}")
-        experiment_id, where, parents = found.experiment_id, "", []
-    mlflow.set_tracking_uri(uri)
-    frame = mlflow.search_runs([experiment_id], where.removesuffix(" and "), output_format="pandas")
-    return frame, parents
+        return store.runs_frame(run.info.experiment_id, parent), [parent]
+    if (experiment_id := store.experiment_named(client, experiment)) is None:
+        raise ReportError(
+            f"--experiment={experiment!r} is not in {store.shown}; experiments: {store.experiment_names(client)}"
+        )
+    return store.runs_frame(experiment_id), []
 
 
 def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """One row per counted training run, with the columns the report uses; and notices of what
-    was left out or inferred. With `evaluations`, the runs of `rnnexp-eval` instead, scored by
-    their `eval/` metric."""
-    from rnnexp.tracking import variant_hash
-
+    was left out. With `evaluations`, the runs of `rnnexp-eval` instead, scored by their `eval/`
+    metric."""
     notes: list[str] = []
     if frame.empty:
         return pd.DataFrame(), notes
-    parents = frame["tags.sweep"] == "true" if "tags.sweep" in frame else pd.Series(False, index=frame.index)
-    frame = frame[~parents]
-    evaluated = (
-        frame["tags.evaluation"] == "true" if "tags.evaluation" in frame else pd.Series(False, index=frame.index)
-    )
+    frame = frame[frame["kind"] != "sweep"]
+    evaluated = frame["kind"] == "evaluation"
     if evaluated.any() and not evaluations:
         notes.append(
             f"{int(evaluated.sum())} evaluation run(s) of rnnexp-eval left out (`rnnexp-report --evaluations` "
@@ -134,12 +120,12 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
         )
     frame = frame[evaluated] if evaluations else frame[~evaluated]
     stage = "eval" if evaluations else "test"
-    needed = [c for c in ("tags.metric", "tags.task", "tags.model", "params.seed") if c in frame]
-    whole = frame[needed].notna().all(axis=1) if len(needed) == 4 else pd.Series(False, index=frame.index)
+    whole = frame[["metric", "task", "model", "variant_hash"]].notna().all(axis=1)
+    whole &= frame["params.seed"].notna() if "params.seed" in frame else False
     if (~whole).any():
         notes.append(
             f"{int((~whole).sum())} run(s) without the tags or params of an rnnexp training run (metric, "
-            "task, model, seed) left out"
+            "task, model, variant_hash, seed) left out"
         )
     runs = frame[whole].copy()
     unfinished = runs["status"] != "FINISHED"
@@ -149,38 +135,24 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
         runs = runs[~unfinished]
 
     def metric(row: pd.Series, suffix: str = "") -> float:
-        return row.get(f"metrics.{stage}/{row['tags.metric']}{suffix}", np.nan)
+        return row.get(f"metrics.{stage}/{row['metric']}{suffix}", np.nan)
 
     if runs.empty:
         return runs, notes
     runs["score"] = runs.apply(metric, axis=1)
     runs["teacher_forced"] = runs.apply(metric, axis=1, suffix="_tf")
     # the last training epoch's metric (pattern 2: teacher-forced): did the model learn at all?
-    runs["train_score"] = runs.apply(lambda row: row.get(f"metrics.train/{row['tags.metric']}", np.nan), axis=1)
+    runs["train_score"] = runs.apply(lambda row: row.get(f"metrics.train/{row['metric']}", np.nan), axis=1)
     if (untested := runs["score"].isna()).any():
         notes.append(f"{int(untested.sum())} FINISHED run(s) without their test metric left out")
         runs = runs[~untested]
-    if "tags.smoke" in runs:
-        smoke = runs["tags.smoke"] == "true"
-        if smoke.any():
-            notes.append(f"{int(smoke.sum())} trainer=smoke run(s) left out (a check of a config, not a result)")
-        runs = runs[~smoke]
+    smoke = runs["kind"] == "smoke"
+    if smoke.any():
+        notes.append(f"{int(smoke.sum())} trainer=smoke run(s) left out (a check of a config, not a result)")
+    runs = runs[~smoke]
     if runs.empty:
         return runs, notes
-    params = sorted(c for c in runs.columns if c.startswith("params."))
-    hashes = runs.get("tags.variant_hash", pd.Series(np.nan, index=runs.index))
-    untagged = hashes.isna()
-    if untagged.any():  # logged before the tag: hashed the same way, from the params
-        notes.append(
-            f"{int(untagged.sum())} run(s) without a variant_hash tag (an older rnnexp): grouped by their logged config"
-        )
-        hashes = hashes.where(
-            ~untagged,
-            runs[params].apply(
-                lambda row: variant_hash({k[len("params.") :]: v for k, v in row.items() if isinstance(v, str)}), axis=1
-            ),
-        )
-    runs["variant"] = hashes
+    runs["variant"] = runs["variant_hash"]
     runs["seed"] = runs["params.seed"].astype(int)
     runs = runs.sort_values("start_time")
     duplicates = runs.duplicated(["variant", "seed"], keep="last")
@@ -190,24 +162,19 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
             "of each counts"
         )
         runs = runs[~duplicates]
-    for column in TAG_COLUMNS + ("metric", "better", "git_commit"):
-        runs[column] = runs.get(f"tags.{column}", pd.Series(np.nan, index=runs.index))
     runs["cell"] = runs["cell"].fillna("none")
-    # a run logged before the tag trained for trainer.max_epochs: no early stopping existed
-    runs["stopped_by"] = runs.get("tags.stopped_by", pd.Series(np.nan, index=runs.index)).fillna("budget")
-    runs["better"] = runs["better"].fillna(runs["metric"].map(lambda m: "higher" if m == "acc" else "lower"))
     mixed = runs.groupby("variant")[["metric", "better"]].nunique().max(axis=1) > 1
     if mixed.any():
         raise ReportError(
-            f"variant {mixed.index[mixed][0]} has runs scored by different metrics (tags metric, "
+            f"variant {mixed.index[mixed][0]} has runs scored by different metrics (metric, "
             "better): a tampered or hand-edited store"
         )
-    if (runs.get("tags.git_dirty", pd.Series(dtype=str)) == "true").any():
+    if (runs["git_dirty"] == "true").any():
         notes.append(
-            f"{int((runs['tags.git_dirty'] == 'true').sum())} run(s) were made from a working tree with "
+            f"{int((runs['git_dirty'] == 'true').sum())} run(s) were made from a working tree with "
             "changes (tag git_dirty=true): their git commit does not alone identify the code"
         )
-    if "tags.dataset_digest" in runs and (runs.groupby("variant")["tags.dataset_digest"].nunique() > 1).any():
+    if (runs.groupby("variant")["dataset_digest"].nunique() > 1).any():
         notes.append("some variants pool runs on data with different digests (tag dataset_digest)")
     runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
     for column, logged in (
@@ -218,20 +185,14 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
         ("epochs_trained", "epochs_trained"),
     ):
         runs[column] = runs.get(f"metrics.{logged}", pd.Series(np.nan, index=runs.index))
-    if "metrics.epoch" in runs:  # runs logged before epochs_trained: Lightning's last epoch index, + 1
-        runs["epochs_trained"] = runs["epochs_trained"].fillna(runs["metrics.epoch"] + 1)
     return runs.reset_index(drop=True), notes
 
 
 def _shown(key: str) -> bool:
-    from rnnexp.tracking import NOT_VARIANT
+    from rnnexp.store import is_variant_key
 
-    return not (
-        key in NOT_VARIANT
-        or key.startswith(("tracking.", "hydra."))
-        or key.endswith("_target_")
-        or key == "evaluated_with"
-    )  # an evaluation's overrides: their keys are columns of their own
+    # (an evaluation's overrides, `evaluated_with`: their keys are columns of their own)
+    return is_variant_key(key) and not key.endswith("_target_") and key != "evaluated_with"
 
 
 def varying_keys(runs: pd.DataFrame) -> list[str]:
@@ -510,11 +471,10 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
             def tuned(
                 b: str, a_config: pd.Series = a_config
             ) -> bool:  # both rates chosen on validation by one selection: each model's own
-                source = configs.get("tags.lr_from")
                 return (
-                    source is not None
-                    and not pd.isna(a_config.get("tags.lr_from"))
-                    and configs.loc[b, "tags.lr_from"] == a_config["tags.lr_from"]
+                    "lr_from" in configs
+                    and not pd.isna(a_config["lr_from"])
+                    and configs.loc[b, "lr_from"] == a_config["lr_from"]
                 )
 
             partners = [
@@ -952,9 +912,8 @@ def plot_budget_curve(
 ) -> None:
     """Would more training change the ranking? For the variants at each of `ats` (a key and its
     value, e.g. task.distance=32, whether or not the key varies): each seed's validation metric
-    against the optimizer updates it had made (metric `updates`, or for older runs epochs x
-    ceil(ceil(task.train_size / task.batch_size) / trainer.accumulate_grad_batches)), and its test
-    score where it stopped. A panel per value and task; one colour per variant, the same in every
+    against the optimizer updates it had made (metric `updates`), and its test score where it
+    stopped. A panel per value and task; one colour per variant, the same in every
     panel."""
     plt = _pyplot()
     panels, label_of = [], {}
@@ -1025,18 +984,11 @@ def plot_budget_curve(
 
 
 def _updates_per_epoch(run, epochs: int) -> float:
-    """Optimizer updates an epoch of `run` made: its `updates` over its epochs, or (older runs)
-    from its task's train size, batch size and gradient accumulation."""
-    metrics, params = run.data.metrics, run.data.params
-    if "updates" in metrics and epochs:
-        return metrics["updates"] / metrics.get("epochs_trained", epochs)
-    if "task.train_size" not in params:
-        raise ReportError(
-            f"--budget-curve: run {run.info.run_id} logged no `updates` (an older rnnexp) and its task "
-            "has no task.train_size to count them from"
-        )
-    batches = -(-int(params["task.train_size"]) // int(params["task.batch_size"]))
-    return -(-batches // int(params.get("trainer.accumulate_grad_batches", 1)))
+    """Optimizer updates an epoch of `run` made: its `updates` over its epochs."""
+    metrics = run.data.metrics
+    if "updates" not in metrics or not epochs:
+        raise ReportError(f"--budget-curve: run {run.info.run_id} logged no `updates`")
+    return metrics["updates"] / metrics.get("epochs_trained", epochs)
 
 
 # ---------------------------------------------------------------- the command
@@ -1061,8 +1013,7 @@ def report(
     evaluations: bool = False,
     budget_curves: list[tuple[str, str]] | tuple = (),
 ) -> Report:
-    from rnnexp import config
-    from rnnexp.tracking import open_client
+    from rnnexp import config, store
 
     if evaluations and budget_curves:
         raise ReportError(
@@ -1070,20 +1021,12 @@ def report(
             "has); draw it from a report of the training runs"
         )
     wanted = read_comparisons(comparisons) if comparisons is not None else []
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :].split("?", 1)[0]).is_file():
-        raise ReportError(
-            f"--uri={uri}: no such SQLite file (runs are in the store they were tracked in, "
-            "tracking.uri; the default is sqlite:///mlflow.db in the folder rnnexp-train ran from)"
-        )
     try:
-        tracking_config = config.TrackingConfig(uri=uri)  # a URL's user:password@ moved to MLflow's variables
-        tracking_config.check()
-        uri = tracking_config.uri
-        config.check_store(uri)
+        tracked = store.opened(uri)
     except config.ConfigError as err:
-        raise ReportError(str(err).replace("tracking.uri", "--uri", 1)) from None
-    client = open_client(uri)
-    frame, parents = runs_frame(client, uri, experiment, parent)
+        raise ReportError(str(err)) from None
+    client = tracked.client()
+    frame, parents = runs_frame(client, tracked, experiment, parent)
     runs, notes = training_runs(frame, evaluations)
     if runs.empty:
         which = f"--parent={parent}" if parent else f"--experiment={experiment}"
@@ -1097,7 +1040,7 @@ def report(
             "evaluation runs of rnnexp-eval: each trained run's best checkpoint scored on the task as the "
             "columns say (metric eval/<metric>); parameters and epochs are the trained model's"
         )
-    if "tags.lr_from" in runs and runs["tags.lr_from"].notna().any():  # each variant's own lr: show it
+    if runs["lr_from"].notna().any():  # each variant's own lr: show it
         keys = keys if "optim.lr" in keys else [*keys, "optim.lr"]
         notes.append(lr_note(runs))
     table = summarise(runs, keys)
@@ -1144,7 +1087,7 @@ def lr_note(runs: pd.DataFrame) -> str:
     """Where the learning rates came from (the recipe of `rnnexp.tuning`)."""
     from rnnexp.tuning import RULE
 
-    chosen = runs.drop_duplicates("variant")["tags.lr_from"]
+    chosen = runs.drop_duplicates("variant")["lr_from"]
     sources = ", ".join(sorted(chosen.dropna().unique()))
     return (
         f"optim.lr of {int(chosen.notna().sum())} of {len(chosen)} variants chosen on validation data in experiment "

@@ -74,18 +74,24 @@ def _resolved_config(client, run_id: str, where: Path) -> dict:
 
 
 def reproduce(run_id: str, uri: str) -> int:
-    from rnnexp.tracking import open_client, quiet_store_logs
+    from rnnexp import store as stores
+    from rnnexp.store import RunRecord, write
+    from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()
-
-    client = open_client(uri)
+    try:
+        store = stores.opened(uri)
+    except ConfigError as err:
+        _fail(str(err))
+    client = store.client()
     try:
         original = client.get_run(run_id)
     except Exception:
-        _fail(f"RUN={run_id!r}: no such run in {uri}")
+        _fail(f"RUN={run_id!r}: no such run in {store.shown}")
     if original.info.status != "FINISHED":
         _fail(f"RUN={run_id!r} is {original.info.status}: only a FINISHED run has final metrics to match")
-    commit = original.data.tags.get("git_commit", "unknown")
+    record = RunRecord.of(original)
+    commit = record.git_commit or "unknown"
     with tempfile.TemporaryDirectory() as tmp:
         overrides = yaml.safe_load(Path(client.download_artifacts(run_id, "overrides.yaml", tmp)).read_text()) or []
         try:  # checked here, before any process starts: the store may have been altered
@@ -98,7 +104,7 @@ def reproduce(run_id: str, uri: str) -> int:
             "-m",
             "rnnexp.train",
             *kept,
-            f"tracking.uri={uri}",
+            f"tracking.uri={store.uri}",
             f"tracking.experiment={experiment}",
             f"hydra.run.dir={tmp}/run",
         ]
@@ -113,7 +119,7 @@ def reproduce(run_id: str, uri: str) -> int:
                     f"({err.stderr.strip()})"
                 )
             source = worktree
-        if original.data.tags.get("git_dirty") == "true":
+        if record.git_dirty == "true":
             print(
                 f"{PROG}: note: the run was made from a tree with uncommitted changes; re-making it from "
                 f"commit {commit[:12]}",
@@ -130,7 +136,7 @@ def reproduce(run_id: str, uri: str) -> int:
         if proc.returncode != 0 or match is None:
             _fail(f"the re-run failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
         again = client.get_run(match.group(1))
-        client.set_tag(again.info.run_id, "reproduces", run_id)
+        write(client, again.info.run_id, RunRecord(reproduces=run_id))
         same_config = _resolved_config(client, run_id, Path(tmp) / "a") == _resolved_config(
             client, again.info.run_id, Path(tmp) / "b"
         )
@@ -148,8 +154,8 @@ def reproduce(run_id: str, uri: str) -> int:
     metrics_exact = all(v == "yes" for v in verdicts.values())
     metrics_rounded = not metrics_exact and "NO" not in verdicts.values()
     exact, rounding = same_config and metrics_exact, same_config and metrics_rounded
-    client.set_tag(again.info.run_id, "reproduced_exactly", str(exact).lower())
-    client.set_tag(again.info.run_id, "reproduced", "exactly" if exact else "within_rounding" if rounding else "no")
+    reproduced = "exactly" if exact else "within_rounding" if rounding else "no"
+    write(client, again.info.run_id, RunRecord(reproduced_exactly=exact, reproduced=reproduced))
     outcome = (
         "every metric matches exactly"
         if metrics_exact
@@ -163,11 +169,12 @@ def reproduce(run_id: str, uri: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description="Re-run a logged run and compare its final metrics.")
-    parser.add_argument("run_id", help="the MLflow run id of a FINISHED run")
-    parser.add_argument(
-        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
+    from rnnexp.store import uri_option
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Re-run a logged run and compare its final metrics.", parents=[uri_option()]
     )
+    parser.add_argument("run_id", help="the MLflow run id of a FINISHED run")
     args = parser.parse_args(argv)
     sys.exit(reproduce(args.run_id, args.uri))
 

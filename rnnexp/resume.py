@@ -104,17 +104,15 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
     """The config and checkpoint to continue run `spec.resume` with; ConfigError if it cannot be."""
     from mlflow.exceptions import MlflowException
 
-    from rnnexp.tracking import mark_stale, open_client
+    from rnnexp.store import RunRecord
 
-    run_id, uri = spec.resume, spec.tracking.uri
-    client = open_client(uri)
-    mark_stale(client)  # a run whose process died (with its store out of reach, say) is resumable
+    run_id, store = spec.resume, spec.tracking.store
+    client = store.client()
+    store.mark_stale(client)  # a run whose process died (with its store out of reach, say) is resumable
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise config.ConfigError(
-            "resume", run_id, f"the id of a KILLED or FAILED run in {config.masked_uri(uri)}"
-        ) from None
+        raise config.ConfigError("resume", run_id, f"the id of a KILLED or FAILED run in {store.shown}") from None
     if run.info.status not in RESUMABLE:
         raise config.ConfigError(
             "resume",
@@ -132,10 +130,10 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
         )
     resumed_cfg = _compose_again(client, run)
     # written in this command's own output folder (hydra.run.dir), never where the store says:
-    # a tag can be edited to any path. The run's old folder, as its tag names it, is only read.
+    # a record can be edited to any path. The run's old folder, as its record names it, is only read.
     folder = (Path(HydraConfig.get().runtime.output_dir) / "checkpoints").resolve()
-    tagged = run.data.tags.get("checkpoint_dir", "")
-    old = Path(tagged) if os.path.isabs(tagged) else None
+    recorded = RunRecord.of(run).checkpoint_dir or ""
+    old = Path(recorded) if os.path.isabs(recorded) else None
     experiment = client.get_experiment(run.info.experiment_id).name
     logged_through = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     last = _last_checkpoint(client, run_id, old, folder)
@@ -143,6 +141,7 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
 
 
 def _compose_again(client, run) -> DictConfig:
+    from rnnexp.store import RunRecord
     from rnnexp.tracking import config_hash
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,8 +155,9 @@ def _compose_again(client, run) -> DictConfig:
         logged if isinstance(logged, list) else [logged], f"resume={run.info.run_id} overrides.yaml"
     )
     resumed_cfg = compose("train", overrides=replayed + where)
-    if config_hash(resumed_cfg) != run.data.tags.get("config_hash"):
-        commit = run.data.tags.get("git_commit", "unknown")
+    record = RunRecord.of(run)
+    if config_hash(resumed_cfg) != record.config_hash:
+        commit = record.git_commit or "unknown"
         raise config.ConfigError(
             "resume",
             run.info.run_id,

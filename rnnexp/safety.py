@@ -25,7 +25,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.config import NOT_IDENTITY, ConfigError
+from rnnexp.config import ConfigError
+from rnnexp.store import NOT_IDENTITY
 
 CALLBACKS = {"rnnexp.sweep.SweepTracking"}
 LAUNCHERS = {

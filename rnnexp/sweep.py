@@ -26,8 +26,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +71,7 @@ def end_with_the_sweep(parent: Parent, poll_s: float = 1.0, grace_s: float = 10.
     if parent.pid is None or parent.pid == os.getpid() or parent.host != socket.gethostname() or _watching:
         return
     _watching.append(parent)
-    from rnnexp.tracking import process_alive
+    from rnnexp.store import process_alive
 
     child = os.getppid() == parent.pid  # then a dead sweep shows as a new parent, whatever its pid becomes
 
@@ -91,21 +89,6 @@ def end_with_the_sweep(parent: Parent, poll_s: float = 1.0, grace_s: float = 10.
         os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=watch, name="end-with-the-sweep", daemon=True).start()
-
-
-def finished_twin(uri: str, parent: Parent, config_hash: str) -> str | None:
-    """The id of a FINISHED child of `parent` with the same config, if there is one."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(parent.experiment)
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent.run_id}' and tags.config_hash = '{config_hash}' "
-        "and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
 
 
 def _collect_garbage() -> None:
@@ -130,18 +113,11 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
     """Jobs of an interrupted sweep still running on this host end by themselves soon after their
     sweep (`end_with_the_sweep`); a resumed sweep waits for them, then stops those left, so that
     no job runs twice side by side."""
-    from rnnexp.tracking import process_alive
+    from rnnexp.store import RunRecord, Store, process_alive
 
     def alive() -> list[int]:
-        runs = client.search_runs(
-            [client.get_run(parent_id).info.experiment_id],
-            f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'",
-        )
-        pids = [
-            int(r.data.tags["pid"])
-            for r in runs
-            if r.data.tags.get("host") == socket.gethostname() and r.data.tags.get("pid", "").isdigit()
-        ]
+        records = [RunRecord.of(r) for r in Store.children(client, client.get_run(parent_id), status="RUNNING")]
+        pids = [r.pid for r in records if r.host == socket.gethostname() and r.pid is not None]
         return [pid for pid in pids if pid != os.getpid() and process_alive(pid)]
 
     deadline = time.monotonic() + wait_s
@@ -158,15 +134,13 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
         time.sleep(0.5)
 
 
-def next_steps(uri: str, experiment_id: str, run_id: str, failed: bool) -> str:
+def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     """What a researcher does after a sweep: its report, its runs in the UI, or its resumption."""
-    from rnnexp.config import TrackingConfig, masked_uri
     from rnnexp.tracking import ui_link
 
-    store = "" if uri == TrackingConfig.uri else f" --uri {masked_uri(uri)}"
-    lines = [f"  report: rnnexp-report --parent {run_id}{store} --out report"]
-    if uri.startswith("sqlite:///"):
-        ui = "make ui" + ("" if uri == TrackingConfig.uri else f" URI={uri}")
+    lines = [f"  report: rnnexp-report --parent {run_id}{store.option()} --out report"]
+    if store.is_sqlite:
+        ui = "make ui" + store.option("URI=")
         lines.append(f"  in the UI: `{ui}`, then {ui_link(experiment_id, run_id)}")
     if failed:
         lines.append(f"  resume it: the same command with resume={run_id} (jobs that FINISHED are skipped)")
@@ -178,7 +152,8 @@ def _one_store(overrides: list[str]) -> None:
     are in one store, checked once before any job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from rnnexp.config import ConfigError, masked_uri
+    from rnnexp.config import ConfigError
+    from rnnexp.store import masked_uri
 
     for override in OverridesParser.create().parse_overrides(overrides):
         if override.is_sweep_override() and (
@@ -191,25 +166,24 @@ def _one_store(overrides: list[str]) -> None:
             )
 
 
-def _reopen_parent(client: Any, uri: str, parent_id: str) -> Any:
+def _reopen_parent(client: Any, store, parent_id: str) -> Any:
     """The stopped sweep `parent_id`, RUNNING again in this process; ConfigError if it is not a
     sweep, FINISHED, or RUNNING (its own sweep, or another resume of it, still going). Checked and
     set under a lock, so that of two resumes started together one goes on and one is refused."""
     from mlflow.exceptions import MlflowException
 
     from rnnexp import tracking
-    from rnnexp.config import ConfigError, masked_uri
+    from rnnexp.config import ConfigError
+    from rnnexp.store import RunRecord
 
-    with resume_lock(uri, parent_id):
-        tracking.mark_stale(client)  # a sweep whose process died is KILLED, not RUNNING
+    with store.resume_lock(parent_id):
+        store.mark_stale(client)  # a sweep whose process died is KILLED, not RUNNING
         try:
             run = client.get_run(parent_id)
         except MlflowException:
-            raise ConfigError(
-                "resume", parent_id, f"with -m, the parent run id of a sweep in {masked_uri(uri)}"
-            ) from None
-        tags, status = run.data.tags, run.info.status
-        if tags.get("sweep") != "true":
+            raise ConfigError("resume", parent_id, f"with -m, the parent run id of a sweep in {store.shown}") from None
+        record, status = RunRecord.of(run), run.info.status
+        if not record.sweep:
             raise ConfigError(
                 "resume",
                 parent_id,
@@ -227,30 +201,11 @@ def _reopen_parent(client: Any, uri: str, parent_id: str) -> Any:
                 "resume",
                 parent_id,
                 f"a sweep that has stopped; this one is RUNNING in process "
-                f"{tags.get('pid', '?')} on {tags.get('host', '?')} (the sweep itself, or a resume of "
+                f"{record.pid or '?'} on {record.host or '?'} (the sweep itself, or a resume of "
                 "it): one resume at a time",
             )
         tracking.reopen(client, parent_id)  # RUNNING, in this process: a second resume is refused above
     return client.get_run(parent_id)
-
-
-@contextmanager
-def resume_lock(uri: str, run_id: str) -> Iterator[None]:
-    """Held while a resume checks and sets its run's status: for an SQLite store, the store's own
-    lock; for a server, a lock file per run on this host (MLflow has no compare-and-set: two hosts
-    resuming one sweep in the same instant are not told apart)."""
-    import hashlib
-    import tempfile
-
-    from rnnexp.config import file_lock, store_lock
-
-    if uri.startswith("sqlite:///"):
-        with store_lock(uri):
-            yield
-        return
-    name = hashlib.sha256(f"{uri}\n{run_id}".encode()).hexdigest()[:16]
-    with file_lock(str(Path(tempfile.gettempdir()) / f"rnnexp-resume-{name}.lock")):
-        yield
 
 
 class SweepTracking(Callback):
@@ -258,7 +213,8 @@ class SweepTracking(Callback):
         """Check the store and create (or reopen) the sweep's parent run, before any job. Hydra
         only warns when a callback raises, and would run every job: a sweep that cannot start
         exits here, in one line."""
-        from rnnexp.config import ConfigError, masked_uri
+        from rnnexp.config import ConfigError
+        from rnnexp.store import masked_uri
 
         try:
             self._start(config)
@@ -278,32 +234,34 @@ class SweepTracking(Callback):
         from mlflow.entities import Param
 
         from rnnexp import tracking
-        from rnnexp.config import check_store
+        from rnnexp.store import RunRecord
 
         tracking.quiet_store_logs()
         _one_store(typed_overrides(config.hydra.overrides.task))
         tracking_cfg = OmegaConf.to_object(config.tracking)
         tracking_cfg.check()
-        check_store(tracking_cfg.uri)  # seconds, not minutes of retries against a store that is not there
-        client = tracking.open_client(tracking_cfg.uri)
+        store = tracking_cfg.store
+        store.hand_over_credentials()
+        store.check_reachable()  # seconds, not minutes of retries against a store that is not there
+        client = store.client()
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.get("resume"):
-            run = _reopen_parent(client, tracking_cfg.uri, str(config.resume))
+            run = _reopen_parent(client, store, str(config.resume))
             experiment = client.get_experiment(run.info.experiment_id).name
         else:
-            tracking.mark_stale(client)  # runs whose process died since: not to be taken for live ones
+            store.mark_stale(client)  # runs whose process died since: not to be taken for live ones
             experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
             experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)
             overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
             run = client.create_run(
                 experiment_id,
                 run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                tags={"sweep": "true", "sweep_dir": str(sweep_dir.resolve()), **tracking.process_tags()},
+                tags=RunRecord(sweep=True, sweep_dir=str(sweep_dir.resolve()), **RunRecord.this_process()).to_tags(),
             )
         try:
             if config.get("resume"):
                 _stop_survivors(client, run.info.run_id)
-                tracking.mark_stale(client)  # jobs of the old sweep that died without closing their run
+                store.mark_stale(client)  # jobs of the old sweep that died without closing their run
             else:
                 # a key given twice takes its last value, as in Hydra; MLflow refuses duplicate keys
                 # (`+key` is the key; a name MLflow refuses, like `model@x`, stays in sweep_overrides.txt only)
@@ -326,7 +284,7 @@ class SweepTracking(Callback):
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
-        self.client, self.run_id, self.uri = client, run.info.run_id, tracking_cfg.uri
+        self.client, self.run_id, self.store = client, run.info.run_id, store
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
 
@@ -361,19 +319,17 @@ class SweepTracking(Callback):
         if info.status != "RUNNING":
             return
         from rnnexp import tracking
+        from rnnexp.store import RunRecord, Store, write
 
-        children = self.client.search_runs(
-            [info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'"
-        )
+        children = Store.children(self.client, self.client.get_run(self.run_id))
         finished = sum(c.info.status == "FINISHED" for c in children)
         tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})
         if failed:
-            self.client.set_tag(
-                self.run_id, "error", f"the sweep stopped: {len(children) - finished} job(s) did not finish"
-            )
+            error = f"the sweep stopped: {len(children) - finished} job(s) did not finish"
+            write(self.client, self.run_id, RunRecord(error=error))
         self.client.set_terminated(self.run_id, "FAILED" if failed else "FINISHED")
         print(
             f"sweep {self.run_id} {'FAILED' if failed else 'FINISHED'}: {finished} of {len(children)} runs finished",
             flush=True,
         )
-        print(next_steps(self.uri, info.experiment_id, self.run_id, failed), flush=True)
+        print(next_steps(self.store, info.experiment_id, self.run_id, failed), flush=True)

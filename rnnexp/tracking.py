@@ -9,14 +9,12 @@ KILLED, never left RUNNING.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import re
-import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,21 +22,12 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from rnnexp.config import (
-    MASK,
-    NOT_IDENTITY,
-    SECRET_KEY,
-    TrackingConfig,
-    TrainConfig,
-    masked_uri,
-    sqlite_path,
-    store_lock,
-)
+from rnnexp.config import SECRET_KEY, TrackingConfig, TrainConfig
+from rnnexp.store import MASK, NOT_IDENTITY, RunRecord, is_variant_key, masked_uri, write
 
 if TYPE_CHECKING:  # torch and Lightning take seconds to import: a sweep's own process needs neither
     from rnnexp.tasks.base import DataSource, Task
 
-_BATCH = 100  # most params MLflow takes in one log_batch call
 _ERROR_TAG_CHARS = 5000
 
 
@@ -52,20 +41,6 @@ def quiet_store_logs() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # it logs a traceback for each failed database call, then raises: the run reports it in one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-
-
-def artifact_location(tracking: TrackingConfig) -> str | None:
-    """A new experiment's artifact folder: set for a local store; a server decides its own."""
-    return Path(tracking.artifacts).resolve().as_uri() if tracking.uri.startswith("sqlite:///") else None
-
-
-def open_client(uri: str) -> MlflowClient:
-    """A client of the store at `uri`, whose schema is created first (under `store_lock`) if the
-    store is new."""
-    with store_lock(uri):
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)  # MLflow creates or checks the schema on first use
-    return client
 
 
 # The MLflow UI opens an experiment by its kind (the tag's values are in MLflow's UI code): model
@@ -83,29 +58,25 @@ def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000) -> 
 
 
 def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:
-    """The id of experiment `name`, created if missing (once, whoever else asks at the same time),
-    and tagged as model training (`EXPERIMENT_KIND`) unless it says another kind already."""
-    key, kind = EXPERIMENT_KIND
-    with store_lock(tracking.uri):
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None and experiment.lifecycle_stage != "deleted":
-            if key not in experiment.tags:
-                client.set_experiment_tag(experiment.experiment_id, key, kind)
-            return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=artifact_location(tracking), tags={key: kind})
+    """The id of experiment `name`, created if missing, and tagged as model training
+    (`EXPERIMENT_KIND`) unless it says another kind already."""
+    return tracking.store.experiment_id(client, name, tracking.artifacts, dict([EXPERIMENT_KIND]))
 
 
 def reopen(client: MlflowClient, run_id: str) -> None:
     """A stopped run goes on in this process: RUNNING again, its host and pid this process's, its
     stop recorded as `resumed_after` and counted in `resumed`."""
-    tags = client.get_run(run_id).data.tags
+    from rnnexp.store import forget
+
+    before = RunRecord.of(client.get_run(run_id))
     client.update_run(run_id, status="RUNNING")
-    for key, value in process_tags().items():
-        client.set_tag(run_id, key, value)
-    client.set_tag(run_id, "resumed", str(int(tags.get("resumed", "0")) + 1))
-    if "error" in tags:
-        client.set_tag(run_id, "resumed_after", tags["error"])
-        client.delete_tag(run_id, "error")
+    write(
+        client,
+        run_id,
+        RunRecord(**RunRecord.this_process(), resumed=before.resumed + 1, resumed_after=before.error),
+    )
+    if before.error is not None:
+        forget(client, run_id, "error")
 
 
 def secret_keys(cfg: DictConfig) -> set[str]:
@@ -175,31 +146,25 @@ def git_state(path: Path) -> tuple[str, bool | None]:
         return "unknown", None
 
 
-def process_tags() -> dict[str, str]:
-    """MLflow has no heartbeat: these let `make stale` tell a live run from a dead process's."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid())}
-
-
-def run_tags(spec: TrainConfig, task: Task) -> dict[str, str]:
+def run_record(spec: TrainConfig, task: Task, **more: Any) -> RunRecord:
+    """What a training run is, recorded when it starts (`more`: the fields only `train` knows)."""
     commit, dirty = git_state(Path(__file__).parent)
     cell = getattr(spec.model, "cell", None)
-    tags = {
-        **process_tags(),
-        "pattern": spec.model.pattern,
-        "model": spec.model.name,
-        "cell": cell.value if cell is not None else "none",
-        "task": spec.task.name,
-        "distance": "none" if task.distance is None else str(task.distance),
-        "length": "none" if task.length is None else str(task.length),
-        "metric": task.metric_name,  # the task's own metric, logged as test/<metric>
-        "better": "higher" if task.higher_is_better else "lower",
-        "seed": str(spec.seed),
-        "git_commit": commit,
-        "git_dirty": "unknown" if dirty is None else str(dirty).lower(),
-    }
-    if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit  # shown by the UI on the run page
-    return tags
+    return RunRecord(
+        **RunRecord.this_process(),
+        pattern=spec.model.pattern,
+        model=spec.model.name,
+        cell=cell.value if cell is not None else "none",
+        task=spec.task.name,
+        distance="none" if task.distance is None else str(task.distance),
+        length="none" if task.length is None else str(task.length),
+        metric=task.metric_name,
+        better="higher" if task.higher_is_better else "lower",
+        seed=str(spec.seed),
+        git_commit=commit,
+        git_dirty="unknown" if dirty is None else str(dirty).lower(),
+        **more,
+    )
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -220,24 +185,13 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-# Keys that cannot change a result: how a run is shown, where it is tracked, how it started.
-NOT_VARIANT = (
-    "seed",
-    "resume",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-)
-_NOT_VARIANT_PREFIXES = ("tracking.", "hydra.")
-
-
 def variant_hash(params: Mapping[str, str]) -> str:
     """What a run is, less its seed: a hash of its logged params (the resolved config, flattened)
     without the keys that cannot change a result. Runs with the same hash differ only in the seed,
-    so a report may average them; it hashes the params of runs logged before this tag the same way."""
+    so a report may average them."""
     import hashlib
 
-    kept = {k: v for k, v in params.items() if k not in NOT_VARIANT and not k.startswith(_NOT_VARIANT_PREFIXES)}
+    kept = {k: v for k, v in params.items() if is_variant_key(k)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -250,18 +204,13 @@ def params_of(cfg: DictConfig) -> dict[str, str]:
     return flatten(_resolved(cfg))
 
 
-def log_config(
-    client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str], tags: Mapping[str, str]
-) -> None:
+def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str], record: RunRecord) -> None:
     """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
-    secrets masked in all three. Tagged `variant_hash` (see there) besides `tags`."""
+    secrets masked in all three. `record` is written with its `variant_hash` (see there)."""
     resolved = _resolved(cfg)
     flat = flatten(resolved)
-    params = [Param(k, v) for k, v in flat.items()]
-    for i in range(0, len(params), _BATCH):
-        client.log_batch(run_id, params=params[i : i + _BATCH])
-    for key, value in {**tags, "variant_hash": variant_hash(flat)}.items():
-        client.set_tag(run_id, key, value)
+    client.log_batch(run_id, params=[Param(k, v) for k, v in flat.items()])  # chunked by the client
+    write(client, run_id, dataclasses.replace(record, variant_hash=variant_hash(flat)))
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
     logged_overrides = [masked_override(o) for o in overrides]
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(logged_overrides)), "overrides.yaml")
@@ -286,8 +235,7 @@ def log_dataset(client: MlflowClient, run_id: str, source: DataSource, secret: b
         profile=json.dumps({"num_rows": source.rows}),
     )
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
-    client.set_tag(run_id, "dataset", source.name)
-    client.set_tag(run_id, "dataset_digest", source.digest)
+    write(client, run_id, RunRecord(dataset=source.name, dataset_digest=source.digest))
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -301,150 +249,37 @@ def end_run(client: MlflowClient, run_id: str, error: BaseException | None = Non
         status = "FINISHED"
     elif isinstance(error, (KeyboardInterrupt, SystemExit)):  # Lightning exits on Ctrl-C
         status = "KILLED"
-        client.set_tag(run_id, "error", "interrupted")
+        write(client, run_id, RunRecord(error="interrupted"))
     else:
         status = "FAILED"
         message = masked_uri(f"{type(error).__name__}: {error}")  # a database's error names its URI
-        client.set_tag(run_id, "error", message[:_ERROR_TAG_CHARS])
+        write(client, run_id, RunRecord(error=message[:_ERROR_TAG_CHARS]))
     client.set_terminated(run_id, status)
     return status
-
-
-class StoreGone(OSError):
-    """The SQLite file a run writes to was deleted or replaced under it. SQLite would go on
-    writing into the file it has open, gone from the folder, and every metric after would be
-    lost without a word."""
-
-
-def store_file(uri: str) -> tuple[str, tuple[int, int]] | None:
-    """An SQLite store's path and identity (device, inode); None for a server or database."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = sqlite_path(uri)
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:  # not created yet: nothing to watch
-        return None
-    return path, (found.st_dev, found.st_ino)
-
-
-def check_store_file(known: tuple[str, tuple[int, int]] | None) -> None:
-    """StoreGone if the SQLite file of `store_file` is no longer the one the run opened."""
-    if known is None:
-        return
-    path, identity = known
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        raise StoreGone(f"{path} was deleted") from None
-    if (found.st_dev, found.st_ino) != identity:
-        raise StoreGone(f"{path} was replaced by another file")
-
-
-# what MLflow's database store raises when its database cannot serve a call (down, locked, full, read-only)
-_UNAVAILABLE = "TEMPORARILY_UNAVAILABLE"
-
-
-def store_failure(error: BaseException) -> str | None:
-    """Why the store failed, in a few words, if `error` (or what caused it) is the store failing:
-    a server or database that does not answer, a database file deleted, read-only or full.
-    None for anything else."""
-    import sqlite3
-
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        text = " ".join(str(cause).split())
-        if isinstance(cause, StoreGone):
-            return text
-        if isinstance(cause, (requests.ConnectionError, requests.Timeout, sqlite3.OperationalError)):
-            return _reason(text)
-        if isinstance(cause, MlflowException) and (
-            text.startswith("API request to") or cause.error_code == _UNAVAILABLE
-        ):
-            return _reason(text)
-        if type(cause).__module__.startswith(("sqlalchemy", "psycopg")) and "OperationalError" in type(cause).__name__:
-            return _reason(text)
-        cause = cause.__cause__ or cause.__context__
-    return None
-
-
-@contextmanager
-def one_try() -> Iterator[None]:
-    """MLflow's HTTP client tries once, given 3 s, not with its retries: for what a run does after
-    its store has failed (the client has waited out its retries already), so that it ends in
-    seconds, and still closes its run if the store is back."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
-    before = {key: os.environ.get(key) for key in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:  # a sweep's next job in this process retries as usual
-        for key, value in before.items():
-            if value is None:
-                del os.environ[key]
-            else:
-                os.environ[key] = value
-
-
-def _reason(text: str) -> str:
-    """The telling part of a store error: `Connection refused`, `attempt to write a readonly
-    database`, `database or disk is full`."""
-    found = re.search(
-        r"\[Errno -?\d+\] ([^\"')]+)|\(sqlite3\.OperationalError\) ([^\[(]+)|"
-        r"(too many \d+ error responses)|(Read timed out)|connection failed: ([^\n]+?)(?: Is the|$)",
-        text,
-    )
-    reason = next((g for g in found.groups() if g), None) if found else None
-    return masked_uri((reason or text).strip())[:200]
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
-
-
-def mark_stale(client: MlflowClient) -> list[str]:
-    """Mark KILLED every RUNNING run started on this host whose process no longer exists (it died
-    without closing its run: SIGKILL, power loss). Runs from other hosts are left alone: this
-    host cannot see their processes. Returns the ids marked."""
-    host, marked = socket.gethostname(), []
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return marked
-    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=50000):
-        tags = run.data.tags
-        if tags.get("host") != host or not tags.get("pid", "").isdigit() or process_alive(int(tags["pid"])):
-            continue
-        client.set_tag(run.info.run_id, "error", f"process {tags['pid']} on {host} ended without closing the run")
-        client.set_terminated(run.info.run_id, "KILLED")
-        marked.append(run.info.run_id)
-    return marked
 
 
 def main(argv: list[str] | None = None) -> None:
     """`make stale` (`python -m rnnexp.tracking --stale`)."""
     import argparse
+    import sys
+
+    from rnnexp.config import ConfigError
+    from rnnexp.store import opened, uri_option
 
     parser = argparse.ArgumentParser(
-        prog="rnnexp-stale", description="Mark KILLED the RUNNING runs of this host whose process no longer exists."
+        prog="rnnexp-stale",
+        description="Mark KILLED the RUNNING runs of this host whose process no longer exists.",
+        parents=[uri_option()],
     )
     parser.add_argument("--stale", action="store_true", required=True, help="find and mark stale runs")
-    parser.add_argument(
-        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
-    )
     args = parser.parse_args(argv)
     quiet_store_logs()
-    marked = mark_stale(open_client(args.uri))
+    try:
+        store = opened(args.uri)
+    except ConfigError as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    marked = store.mark_stale(store.client())
     print(f"{len(marked)} stale run(s) marked KILLED" + (": " + ", ".join(marked) if marked else ""))
 
 

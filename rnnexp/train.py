@@ -16,8 +16,9 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp import config, safety
+from rnnexp.store import RunRecord, Store, masked_uri
 from rnnexp.sweep import end_with_the_sweep, parent_of_this_job
 
 PROG = "rnnexp-train"
@@ -44,7 +46,7 @@ def _masking_record_factory(factory):
         record = factory(*args, **kwargs)
         if "://" in str(record.msg) or record.args:
             message = record.getMessage()
-            if (masked := config.masked_uri(message)) != message:
+            if (masked := masked_uri(message)) != message:
                 record.msg, record.args = masked, ()
         return record
 
@@ -64,7 +66,7 @@ class _MaskedStream:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        self._stream.write(config.masked_uri(text) if "@" in text else text)
+        self._stream.write(masked_uri(text) if "@" in text else text)
         return len(text)
 
     def __getattr__(self, name: str):
@@ -87,7 +89,8 @@ def _app(cfg: DictConfig) -> float | None:
         end_with_the_sweep(parent)
     try:
         spec = config.check(cfg)
-        config.check_store(spec.tracking.uri)  # now, not after an hour of training
+        spec.tracking.store.hand_over_credentials()
+        spec.tracking.store.check_reachable()  # now, not after an hour of training
         resumed = None
         if spec.resume is not None and not sweeping:  # continue one stopped run, with its own config
             from rnnexp import resume
@@ -97,7 +100,7 @@ def _app(cfg: DictConfig) -> float | None:
         _quiet_libraries(spec.tracking.step_metrics)
         if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
             print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
-            return _objective_of(spec.tracking.uri, twin)  # a search (Optuna) counts it as done
+            return RunRecord.of(spec.tracking.store.client().get_run(twin)).best_val  # Optuna counts it as done
         task, model, module = build(cfg, spec)  # the data too: a split can be a config error
     except config.MismatchError as err:
         if not sweeping:
@@ -129,7 +132,7 @@ def _mask_hydra_files(sweeping: bool) -> None:
             text = path.read_text()
         except OSError:
             continue
-        if (masked := config.masked_uri(text, lines=True)) != text:
+        if (masked := masked_uri(text, lines=True)) != text:
             spare = path.with_name(f".{path.name}.{os.getpid()}")
             spare.write_text(masked)
             os.replace(spare, path)  # whole or not at all: jobs of a sweep may do it side by side
@@ -138,154 +141,213 @@ def _mask_hydra_files(sweeping: bool) -> None:
 def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
     """For a job of a resumed sweep, the run in which the same config already finished."""
     from rnnexp import tracking
-    from rnnexp.sweep import finished_twin
 
     parent = parent_of_this_job()
     if parent is None or parent.run_id != spec.resume:
         raise config.ConfigError(
-            "resume", spec.resume, f"with -m, the parent run id of a sweep in {config.masked_uri(spec.tracking.uri)}"
+            "resume", spec.resume, f"with -m, the parent run id of a sweep in {masked_uri(spec.tracking.uri)}"
         )
-    return finished_twin(spec.tracking.uri, parent, tracking.config_hash(cfg))
+    store = spec.tracking.store
+    client = store.client()
+    return store.finished_twin(client, client.get_run(parent.run_id), tracking.config_hash(cfg))
 
 
-SMOKE = "smoke"  # trainer=smoke: a quick check of a config, tagged so that reports leave it out
-OBJECTIVE_TAG = "best_val"  # the best value of the checkpoint's monitor (`monitor`): what `train` returns to a sweeper
+SMOKE = "smoke"  # trainer=smoke: a quick check of a config, recorded so that reports leave it out
 
 
-def _objective_of(uri: str, run_id: str) -> float | None:
-    """What `train` returned for a finished run: its best validation metric."""
-    from rnnexp import tracking
+@dataclass
+class _Run:
+    """A training run as it goes: where it is tracked and where it keeps its checkpoints."""
 
-    objective = tracking.open_client(uri).get_run(run_id).data.tags.get(OBJECTIVE_TAG)
-    return None if objective is None else float(objective)  # None: a run made before the tag was
+    logger: Any
+    experiment: str
+    out_dir: Path
+    checkpoint_dir: Path
+
+    @property
+    def client(self):
+        return self.logger.experiment
+
+    @property
+    def id(self) -> str:
+        return self.logger.run_id
+
+
+@dataclass
+class _Outcome:
+    """How training ended: the best value of `monitor`, the epochs trained, what stopped them."""
+
+    best_val: float
+    monitor: str
+    epochs: int
+    stopped_by: str
 
 
 def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed=None) -> float:
-    """Fit, test with the best checkpoint, track; return the best validation metric. `resumed`
-    (rnnexp.resume.Resumed): go on with that run from its last checkpoint."""
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
+    """Fit, test with the best checkpoint, track; return the best value of the monitored
+    validation quantity (`best_val`). `resumed` (rnnexp.resume.Resumed): go on with that run from
+    its last checkpoint."""
+    run = _open_run(cfg, spec, task, module, resumed)
+    try:
+        if resumed:  # its config, record and dataset are logged already
+            _reopen(run)
+        else:
+            _record_start(run, cfg, spec, task, module)
+        results, outcome = _fit_and_test(run, cfg, spec, task, model, module, resumed)
+    except BaseException as err:
+        _close_after(err, run, spec)
+        raise
+    from rnnexp import tracking
 
+    status = tracking.end_run(run.client, run.id)
+    _print_summary(run, spec, task, module, results, outcome, status)
+    return outcome.best_val
+
+
+def _open_run(cfg: DictConfig, spec: config.TrainConfig, task, module, resumed) -> _Run:
+    """The run's MLflow run (new, or the resumed one) behind Lightning's logger; a job of a sweep
+    logs under the sweep's parent run."""
     from rnnexp import tracking
     from rnnexp.logger import make_logger
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     checkpoint_dir = resumed.checkpoint_dir if resumed else (out_dir / "checkpoints").resolve()
-
-    parent = parent_of_this_job()  # a job of a sweep logs under the sweep's parent run
     if resumed:
-        experiment = resumed.experiment
-        logger = make_logger(spec, experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
-    else:
-        experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
-        tracking.experiment_id(tracking.open_client(spec.tracking.uri), experiment, spec.tracking)  # once, here
-        logger = make_logger(
-            spec,
-            experiment,
-            run_name(cfg, spec, task, hydra_cfg.overrides.task),
-            tags={"mlflow.parentRunId": parent.run_id} if parent else None,
-        )
-    client, run_id = logger.experiment, logger.run_id  # the run exists from here on
-    try:
-        if resumed:  # its config, tags and dataset are logged already
-            tracking.reopen(client, run_id)
-            client.set_tag(run_id, "checkpoint_dir", str(checkpoint_dir))  # where it goes on, for the next resume
-        else:
-            watched, mode = monitor(cfg, task)  # what best_val is the best of: read back by rnnexp.tuning
-            tags = {
-                **tracking.run_tags(spec, task),
-                "config_hash": tracking.config_hash(cfg),
-                "checkpoint_dir": str(checkpoint_dir),
-                "monitor": watched,
-                "monitor_mode": mode,
-            }
-            if hydra_cfg.runtime.choices.get("trainer") == SMOKE:
-                tags["smoke"] = "true"  # a check of a config, not a result: reports leave it out
-            if (choice := getattr(module, "lr_choice", None)) is not None:
-                from rnnexp.tuning import RULE
+        logger = make_logger(spec, resumed.experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
+        return _Run(logger, resumed.experiment, out_dir, checkpoint_dir)
+    parent = parent_of_this_job()
+    experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
+    tracking.experiment_id(spec.tracking.store.client(), experiment, spec.tracking)  # once, here
+    logger = make_logger(
+        spec,
+        experiment,
+        run_name(cfg, spec, task, hydra_cfg.overrides.task),
+        tags=RunRecord(parent_run=parent.run_id).to_tags() if parent else None,
+    )
+    return _Run(logger, experiment, out_dir, checkpoint_dir)
 
-                tags["lr_choice"] = choice.describe(spec.optim.lr_from)
-                for target in filter(None, (run_id, parent.run_id if parent else None)):  # the same on every job
-                    client.set_tag(target, "lr_from", spec.optim.lr_from)
-                    client.set_tag(target, "lr_rule", RULE)
-            tracking.log_config(client, run_id, cfg, config.typed_overrides(hydra_cfg.overrides.task), tags)
-            if task.data_source is not None:
-                tracking.log_dataset(
-                    client,
-                    run_id,
-                    task.data_source,
-                    secret=bool({"task.path", "task.dataset"} & tracking.secret_keys(cfg)),
-                )
-        trainer, checkpoint = make_trainer(cfg, task, logger, checkpoint_dir, out_dir)
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
-        epochs_trained, stopped = how_training_ended(trainer, cfg, client, run_id)
-        updates = trainer.global_step  # optimizer steps (after gradient accumulation), a resumed run's included
-        client.set_tag(run_id, "stopped_by", stopped)
-        if spec.trainer.strategy != "auto":  # test in this one process, so each example counts once
-            trainer = lightning_trainer(
-                cfg, strategy="auto", devices=1, logger=logger, callbacks=[checkpoint], default_root_dir=out_dir
-            )
-        trainer.test(module, datamodule=task, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True)
-        wall_time = time.perf_counter() - start
-        results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        n_params = sum(p.numel() for p in model.parameters())
-        population = (
-            {} if task.chance_level_population is None else {"chance_level_population": task.chance_level_population}
-        )
-        tracking.log_metrics(
-            client,
-            run_id,
-            {
-                "chance_level": task.chance_level,
-                **population,
-                "n_params": n_params,
-                "wall_time_s": wall_time,
-                "epochs_trained": epochs_trained,
-                "updates": updates,
-                "n_test_scored": module.scored["test"],
-            },
-            step=updates,
-        )
-        if checkpoint.best_model_score is not None:
-            objective = float(checkpoint.best_model_score)
-        else:  # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
-            history = [m.value for m in client.get_metric_history(run_id, checkpoint.monitor)]
-            objective = max(history) if checkpoint.mode == "max" else min(history)
-        client.set_tag(run_id, OBJECTIVE_TAG, repr(objective))
-        if spec.tracking.log_model:  # the module holds the best checkpoint's weights, which trainer.test loaded
-            from rnnexp.logger import log_model
 
-            example = task.splits["test"].tensors[0][:2]
-            client.set_tag(run_id, "logged_model", log_model(spec.tracking.uri, run_id, model, example))
-    except BaseException as err:
-        lost = tracking.store_failure(err)
-        try:  # after a store failure, one try to close the run: the client has spent its retries already
-            with tracking.one_try() if lost is not None else contextlib.nullcontext():
-                tracking.check_store_file(logger.store_file)  # not into a deleted store, as if it were there
-                status = tracking.end_run(client, run_id, err)
-        except Exception as closing:  # the store is gone as well: nothing can close the run now
-            reason = lost or tracking.store_failure(closing) or config.masked_uri(" ".join(str(closing).split()))[:200]
-            raise StoreLost(spec.tracking.uri, run_id, reason, closed=None) from err
-        if lost is not None:
-            raise StoreLost(spec.tracking.uri, run_id, lost, closed=status) from err
-        if status == "KILLED":  # what to do next: the run goes on from its last checkpoint
-            store = (
-                ""
-                if spec.tracking.uri == config.TrackingConfig.uri
-                else f" tracking.uri={config.masked_uri(spec.tracking.uri)}"
-            )
-            print(
-                f"{PROG}: run {run_id} KILLED; continue it with `{PROG} resume={run_id}{store}`",
-                file=sys.stderr,
-                flush=True,
-            )
-        if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
-            raise SystemExit(128 + signal.SIGTERM) from err
-        raise
-    status = tracking.end_run(client, run_id)
+def _reopen(run: _Run) -> None:
+    from rnnexp import store, tracking
 
-    experiment_id = logger.experiment_id
+    tracking.reopen(run.client, run.id)
+    store.write(run.client, run.id, RunRecord(checkpoint_dir=str(run.checkpoint_dir)))  # for the next resume
+
+
+def _record_start(run: _Run, cfg: DictConfig, spec: config.TrainConfig, task, module) -> None:
+    """What the run is: its config as params, its record, its data."""
+    from rnnexp import store, tracking
+
+    hydra_cfg = HydraConfig.get()
+    quantity, mode = monitor(cfg, task)  # what best_val is the best of: read back by rnnexp.tuning
+    chosen = {}
+    if (choice := getattr(module, "lr_choice", None)) is not None:
+        from rnnexp.tuning import RULE
+
+        chosen = {"lr_choice": choice.describe(spec.optim.lr_from), "lr_from": spec.optim.lr_from, "lr_rule": RULE}
+        if (parent := parent_of_this_job()) is not None:  # the same on every job
+            store.write(run.client, parent.run_id, RunRecord(lr_from=spec.optim.lr_from, lr_rule=RULE))
+    record = tracking.run_record(
+        spec,
+        task,
+        config_hash=tracking.config_hash(cfg),
+        checkpoint_dir=str(run.checkpoint_dir),
+        monitor=quantity,
+        monitor_mode=mode,
+        smoke=hydra_cfg.runtime.choices.get("trainer") == SMOKE,
+        **chosen,
+    )
+    tracking.log_config(run.client, run.id, cfg, config.typed_overrides(hydra_cfg.overrides.task), record)
+    if task.data_source is not None:
+        tracking.log_dataset(
+            run.client,
+            run.id,
+            task.data_source,
+            secret=bool({"task.path", "task.dataset"} & tracking.secret_keys(cfg)),
+        )
+
+
+def _fit_and_test(run: _Run, cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed):
+    """Train until early stopping or the budget, test the best checkpoint, and record both:
+    the test metrics and what stopped training; returns them."""
+    from rnnexp import store, tracking
+
+    trainer, checkpoint = make_trainer(cfg, task, run.logger, run.checkpoint_dir, run.out_dir)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
+    epochs_trained, stopped = how_training_ended(trainer, cfg, run.client, run.id)
+    updates = trainer.global_step  # optimizer steps (after gradient accumulation), a resumed run's included
+    store.write(run.client, run.id, RunRecord(stopped_by=stopped))
+    if spec.trainer.strategy != "auto":  # test in this one process, so each example counts once
+        trainer = lightning_trainer(
+            cfg, strategy="auto", devices=1, logger=run.logger, callbacks=[checkpoint], default_root_dir=run.out_dir
+        )
+    trainer.test(module, datamodule=task, ckpt_path=checkpoint.best_model_path, verbose=False, weights_only=True)
+    wall_time = time.perf_counter() - start
+    results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    population = (
+        {} if task.chance_level_population is None else {"chance_level_population": task.chance_level_population}
+    )
+    tracking.log_metrics(
+        run.client,
+        run.id,
+        {
+            "chance_level": task.chance_level,
+            **population,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "wall_time_s": wall_time,
+            "epochs_trained": epochs_trained,
+            "updates": updates,
+            "n_test_scored": module.scored["test"],
+        },
+        step=updates,
+    )
+    if checkpoint.best_model_score is not None:
+        best_val = float(checkpoint.best_model_score)
+    else:  # trained in spawned processes (trainer=ddp): the score stayed there, its history is logged
+        history = [m.value for m in run.client.get_metric_history(run.id, checkpoint.monitor)]
+        best_val = max(history) if checkpoint.mode == "max" else min(history)
+    outcome = _Outcome(best_val, checkpoint.monitor, epochs_trained, stopped)
+    store.write(run.client, run.id, RunRecord(best_val=best_val))
+    if spec.tracking.log_model:  # the module holds the best checkpoint's weights, which trainer.test loaded
+        from rnnexp.logger import log_model
+
+        example = task.splits["test"].tensors[0][:2]
+        logged = log_model(spec.tracking.uri, run.id, model, example)
+        store.write(run.client, run.id, RunRecord(logged_model=logged))
+    return results, outcome
+
+
+def _close_after(err: BaseException, run: _Run, spec: config.TrainConfig) -> None:
+    """Close the run after `err`: FAILED, or KILLED on an interrupt (with the command that
+    resumes it). A store that failed under the run is StoreLost, in one line."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from rnnexp import store, tracking
+
+    lost = store.store_failure(err)
+    try:  # after a store failure, one try to close the run: the client has spent its retries already
+        with store.one_try() if lost is not None else contextlib.nullcontext():
+            store.Store.check_file(run.logger.store_file)  # not into a deleted store, as if it were there
+            status = tracking.end_run(run.client, run.id, err)
+    except Exception as closing:  # the store is gone as well: nothing can close the run now
+        reason = lost or store.store_failure(closing) or masked_uri(" ".join(str(closing).split()))[:200]
+        raise StoreLost(spec.tracking.store, run.id, reason, closed=None) from err
+    if lost is not None:
+        raise StoreLost(spec.tracking.store, run.id, lost, closed=status) from err
+    if status == "KILLED":  # what to do next: the run goes on from its last checkpoint
+        print(
+            f"{PROG}: run {run.id} KILLED; continue it with `{PROG} resume={run.id}"
+            f"{spec.tracking.store.option('tracking.uri=')}`",
+            file=sys.stderr,
+            flush=True,
+        )
+    if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
+        raise SystemExit(128 + signal.SIGTERM) from err
+
+
+def _print_summary(run: _Run, spec: config.TrainConfig, task, module, results, outcome, status: str) -> None:
     kind = "feed-forward baseline" if spec.model.pattern == "baseline" else f"pattern {spec.model.pattern}"
     print(
         f"\n{spec.model.name} ({kind}) on {task.name}"
@@ -296,19 +358,18 @@ def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resume
     print(f"  {'chance level':<14} {task.chance_level:.4f}   ({task.metric_name} of an input-blind predictor)")
     stopping = spec.trainer.early_stopping
     why = {
-        "plateau": f"{checkpoint.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} epochs",
-        "diverged": f"{checkpoint.monitor} is not finite",
+        "plateau": f"{outcome.monitor} not better by more than {stopping.min_delta:g} in {stopping.patience} epochs",
+        "diverged": f"{outcome.monitor} is not finite",
         "budget": "trainer.max_epochs reached: the curve may still be rising",
-    }[stopped]
-    print(f"  {'epochs':<14} {epochs_trained:<6}   (stopped by {stopped}: {why})")
+    }[outcome.stopped_by]
+    print(f"  {'epochs':<14} {outcome.epochs:<6}   (stopped by {outcome.stopped_by}: {why})")
     if (choice := getattr(module, "lr_choice", None)) is not None:
         print(f"  {'lr':<14} {choice.lr:<6g}   (chosen on validation in experiment {spec.optim.lr_from})")
-    print(f"run {run_id} {status} in experiment '{experiment}' ({config.masked_uri(spec.tracking.uri)})")
-    if spec.tracking.uri.startswith("sqlite:///"):
+    print(f"run {run.id} {status} in experiment '{run.experiment}' ({masked_uri(spec.tracking.uri)})")
+    if spec.tracking.store.is_sqlite:
         from rnnexp.tracking import ui_link
 
-        print(f"open it: `make ui`, then {ui_link(experiment_id, run_id)}")
-    return objective
+        print(f"open it: `make ui`, then {ui_link(run.logger.experiment_id, run.id)}")
 
 
 # keys a run name gives in short, and keys it gives otherwise or not at all (where a run is
@@ -375,14 +436,12 @@ class StoreLost(RuntimeError):
     set in `main`). The checkpoints stay in the run's folder; `closed` is the status the run could
     be given (FAILED), or None where it is left RUNNING."""
 
-    def __init__(self, uri: str, run_id: str, reason: str, closed: str | None):
-        where = "tracking server" if uri.startswith(("http://", "https://")) else "tracking store"
+    def __init__(self, store: Store, run_id: str, reason: str, closed: str | None):
+        where = "tracking server" if store.is_server else "tracking store"
         left = f"run {run_id} is {closed} there" if closed else f"run {run_id} is left RUNNING there"
-        store = "" if uri == config.TrackingConfig.uri else f" tracking.uri={config.masked_uri(uri)}"
         super().__init__(
-            f"the {where} {config.masked_uri(uri)} failed mid-run ({reason}); {left}, its "
-            f"checkpoints kept: when the store is back, `{PROG} resume={run_id}{store}` goes on from the "
-            "last one"
+            f"the {where} {store.shown} failed mid-run ({reason}); {left}, its checkpoints kept: when the "
+            f"store is back, `{PROG} resume={run_id}{store.option('tracking.uri=')}` goes on from the last one"
         )
 
 
@@ -551,7 +610,7 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
                 "a key of the run's config other than the seed and optim.lr*, e.g. task.distance",
             )
     try:
-        choice = tuning.chosen_lr(spec.tracking.uri, spec.optim.lr_from, params, tuple(spec.optim.lr_shared_over))
+        choice = tuning.chosen_lr(spec.tracking.store, spec.optim.lr_from, params, tuple(spec.optim.lr_shared_over))
     except tuning.SelectionError as err:
         raise config.ConfigError("optim.lr_from", spec.optim.lr_from, str(err)) from None
     cfg.optim.lr = choice.lr

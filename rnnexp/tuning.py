@@ -13,13 +13,14 @@ on (tag `best_val`) is read; never a test metric.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from rnnexp.store import Store, uri_option
 
 RULE = (
     "for each learning rate, the mean over seeds of the best validation score the checkpoint is chosen on "
@@ -62,28 +63,15 @@ def selection_key(params: Mapping[str, str], shared: tuple[str, ...] = ()) -> st
     return variant_hash({k: v for k, v in params.items() if k not in TUNED and k not in shared})
 
 
-def _runs(client, experiment: str) -> list[Any]:
-    from mlflow.entities import ViewType
-
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+def _runs(store: Store, experiment: str) -> list[Any]:
+    """Stage 1's runs in `experiment`; SelectionError if there is no such experiment."""
+    client = store.client()
+    if (experiment_id := store.experiment_named(client, experiment)) is None:
         raise SelectionError(
             f"no experiment {experiment!r} in the store (stage 1, `make tune-lr`, writes "
-            f"EXP_lr); experiments: {', '.join(names) or 'none'}"
+            f"EXP_lr); experiments: {store.experiment_names(client)}"
         )
-    runs = client.search_runs([found.experiment_id], max_results=50000)
-    # selection runs only: not a sweep's parent, a smoke run, or a run that took its rate from a selection
-    return [
-        r
-        for r in runs
-        if r.data.tags.get("sweep") != "true"
-        and r.data.tags.get("smoke") != "true"
-        and r.data.tags.get("evaluation") != "true"
-        and "seed" in r.data.params
-        and "optim.lr" in r.data.params
-        and r.data.params.get("optim.lr_from", "None") == "None"
-    ]
+    return store.selection_runs(client, experiment_id)
 
 
 def _number(run: Any, key: str, value: str, kind: type = float) -> Any:
@@ -108,21 +96,28 @@ def _number(run: Any, key: str, value: str, kind: type = float) -> Any:
 
 def choose(runs: list[Any], experiment: str) -> Choice:
     """The learning rate `RULE` picks among one variant's selection runs."""
-    first = runs[0]
-    quantity = first.data.tags.get("monitor")  # what best_val is the best of (rnnexp.train.monitor)
-    if quantity is None:
-        raise SelectionError(f"run {first.info.run_id} has no monitor tag (made by an older rnnexp): run stage 1 again")
-    lower = first.data.tags.get("monitor_mode") == "min"
+    from rnnexp.store import RunRecord
+
+    first = RunRecord.of(runs[0])
+    if first.monitor is None:  # what best_val is the best of (rnnexp.train.monitor)
+        raise SelectionError(f"run {runs[0].info.run_id} has no monitor tag: run stage 1 again")
+    lower = first.monitor_mode == "min"
     latest: dict[tuple[float, int], Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):  # a re-run of a seed replaces it
         lr, seed = (
             _number(run, "optim.lr", run.data.params["optim.lr"]),
             _number(run, "seed", run.data.params["seed"], int),
         )
-        if run.info.status == "FINISHED" and "best_val" in run.data.tags:
-            latest[lr, seed] = _number(run, "best_val", run.data.tags["best_val"])
+        try:
+            best_val = RunRecord.of(run, strict=True).best_val
+        except ValueError as err:
+            raise SelectionError(
+                f"run {run.info.run_id} has {err}, not a finite float: a store edited by hand?"
+            ) from None
+        if run.info.status == "FINISHED" and best_val is not None:
+            latest[lr, seed] = _number(run, "best_val", str(best_val))
         elif run.info.status == "FINISHED":
-            latest[lr, seed] = "FINISHED without its best_val tag (made by an older rnnexp?)"
+            latest[lr, seed] = "FINISHED without its best_val tag"
         else:  # FAILED (diverged, say): the rate is out; RUNNING, KILLED: not done yet
             latest[lr, seed] = float("nan") if run.info.status == "FAILED" else run.info.status
     grid = tuple(sorted({lr for lr, _ in latest}))
@@ -147,15 +142,13 @@ def choose(runs: list[Any], experiment: str) -> Choice:
             f"the selection in experiment {experiment} chose nothing for this variant: every learning rate failed"
         )
     best = min(finite, key=lambda i: (means[i] if lower else -means[i], grid[i]))
-    return Choice(grid[best], grid, seeds, means, quantity)
+    return Choice(grid[best], grid, seeds, means, first.monitor)
 
 
-def chosen_lr(uri: str, experiment: str, params: Mapping[str, str], shared: tuple[str, ...] = ()) -> Choice:
+def chosen_lr(store: Store, experiment: str, params: Mapping[str, str], shared: tuple[str, ...] = ()) -> Choice:
     """The learning rate chosen in `experiment` for the run whose flattened config is `params`;
     with `shared` keys, the one chosen at the single value of each that stage 1 ran at."""
-    from rnnexp.tracking import open_client
-
-    runs = _runs(open_client(uri), experiment)
+    runs = _runs(store, experiment)
     key = selection_key(params, shared)
     mine = [r for r in runs if selection_key(r.data.params, shared) == key]
     if not mine:
@@ -177,22 +170,21 @@ def chosen_lr(uri: str, experiment: str, params: Mapping[str, str], shared: tupl
     return Choice(choice.lr, choice.grid, choice.seeds, choice.means, choice.quantity, tuple(at))
 
 
-def table(uri: str, experiment: str) -> tuple[list[str], int]:
+def table(store: Store, experiment: str) -> tuple[list[str], int]:
     """A line per variant of a selection experiment: its grid's means, the chosen rate starred;
     and how many variants have no choice (their line says why)."""
-    from rnnexp.tracking import open_client
-
-    runs = _runs(open_client(uri), experiment)
+    runs = _runs(store, experiment)
     groups: dict[str, list[Any]] = {}
     for run in runs:
         groups.setdefault(selection_key(run.data.params), []).append(run)
     lines, unchosen = [], 0
+    from rnnexp.store import RunRecord
 
     def base(group: list[Any]) -> str:
-        tags = group[0].data.tags
-        cell = "" if tags.get("cell", "none") == "none" else f" ({tags['cell']})"
-        distance = "" if tags.get("distance", "none") == "none" else f" d={tags['distance']}"
-        return f"{tags.get('model')}{cell} on {tags.get('task')}{distance}"
+        record = RunRecord.of(group[0])
+        cell = "" if record.cell in (None, "none") else f" ({record.cell})"
+        distance = "" if record.distance in (None, "none") else f" d={record.distance}"
+        return f"{record.model}{cell} on {record.task}{distance}"
 
     def apart(group: list[Any]) -> str:  # what else tells it from a variant of the same name (task.read=pixels)
         same = [g for g in groups.values() if base(g) == base(group)]
@@ -227,28 +219,18 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m rnnexp.tuning",
         description="The learning rate stage 1 of the recipe chose for each variant "
         "(starred), with each rate's mean best validation score over seeds. Rule: " + RULE + ".",
+        parents=[uri_option()],
     )
     parser.add_argument("--experiment", required=True, help="the selection's MLflow experiment (EXP_lr)")
-    parser.add_argument(
-        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
-    )
     args = parser.parse_args(argv)
+    from rnnexp import config, store
     from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()
-    from rnnexp import config
-
-    if args.uri.startswith("sqlite:///") and not os.path.isfile(args.uri[len("sqlite:///") :].split("?", 1)[0]):
-        print(f"{parser.prog}: error: --uri={args.uri}: no such SQLite file", file=sys.stderr)
-        sys.exit(2)
     try:
-        tracking_config = config.TrackingConfig(uri=args.uri)  # a URL's user:password@ moved to MLflow's variables
-        tracking_config.check()
-        args.uri = tracking_config.uri
-        config.check_store(args.uri)
-        lines, unchosen = table(args.uri, args.experiment)
+        lines, unchosen = table(store.opened(args.uri), args.experiment)
     except config.ConfigError as err:
-        print(f"{parser.prog}: error: {str(err).replace('tracking.uri', '--uri', 1)}", file=sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
     except SelectionError as err:
         print(f"{parser.prog}: error: --experiment={args.experiment}: {err}", file=sys.stderr)

@@ -17,7 +17,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp import config
-from rnnexp.tracking import open_client
+from rnnexp.store import Store
 from tests.conftest import ROOT
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
@@ -180,7 +180,7 @@ def test_help_lists_the_groups_and_patterns(argv0):
 def _signal_during_training(tmp_path: Path, sig: int):
     """Start a long training run, wait until it has logged an epoch, send `sig`; -> (exit status, run)."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    client = open_client(store)  # the store made first: a client polling it would race to create it
+    client = Store.parse(store).client()  # the store made first: a client polling it would race to create it
     proc = subprocess.Popen(
         [
             TRAIN,

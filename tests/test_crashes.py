@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rnnexp.tracking import open_client
+from rnnexp.store import Store
 from tests.test_cli import SMALL, TRAIN
 from tests.test_sweeps import TINY
 
@@ -71,7 +71,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
         "trainer.limit_train_batches=8",
         "seed=0,1,2,3",
     ]
-    client = open_client(store)  # the store made first: a client polling it would race to create it
+    client = Store.parse(store).client()  # the store made first: a client polling it would race to create it
 
     def runs():
         experiment = client.get_experiment_by_name("delayed_recall")

@@ -21,6 +21,7 @@ from requests import ConnectionError as ConnectionError_
 
 from rnnexp import tracking
 from rnnexp.logger import BatchedMLFlowLogger
+from rnnexp.store import Store
 from tests.test_cli import SMALL, TRAIN, _run, _runs
 from tests.test_sweeps import _free_port
 
@@ -81,7 +82,7 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
     (reference,) = _runs(client, "delayed_recall")
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    client = tracking.open_client(store)  # the store made first: a client making it meanwhile would race
+    client = Store.parse(store).client()  # the store made first: a client making it meanwhile would race
     proc = subprocess.Popen(
         [TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
         cwd=tmp_path,
@@ -316,7 +317,7 @@ def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_wher
 
 
 def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
-    from rnnexp.tracking import store_failure
+    from rnnexp.store import store_failure
     from rnnexp.train import StoreLost
 
     # what MLflow's HTTP client raises once its retries are spent, the connection error as its cause
@@ -334,7 +335,7 @@ def test_a_store_lost_mid_run_is_one_line_naming_the_run_and_how_to_resume_it():
         assert store_failure(err) == "Connection refused"
     assert store_failure(RuntimeError("injected crash at epoch 1")) is None  # the run's own error: no store failure
     for closed, left in ((None, "is left RUNNING there"), ("FAILED", "is FAILED there")):
-        message = str(StoreLost("http://user:pw@h:5000", "abc123", "Connection refused", closed=closed))
+        message = str(StoreLost(Store("http://user:pw@h:5000"), "abc123", "Connection refused", closed=closed))
         assert "\n" not in message and "pw" not in message  # the password masked
         assert message.startswith("the tracking server http://***@h:5000 failed mid-run (Connection refused)")
         assert (

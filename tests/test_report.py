@@ -120,23 +120,6 @@ def test_runs_differing_only_in_the_seed_are_one_variant_smoke_runs_and_reruns_l
     assert (float(row["ci95_low"]), float(row["ci95_high"])) == pytest.approx(tuple(expected.confidence_interval()))
 
 
-def test_runs_of_an_older_rnnexp_without_the_tag_group_by_their_logged_config(store, tmp_path, capsys):
-    source, client, runs = store
-    import shutil
-
-    shutil.copy(source / "mlflow.db", tmp_path / "mlflow.db")
-    old = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    for run in runs:
-        old.delete_tag(run.info.run_id, "variant_hash")
-    status, out, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)
-    assert status == 0, err
-    assert "without a variant_hash tag (an older rnnexp): grouped by their logged config" in out
-    with open(tmp_path / "report" / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    # hashed from the params exactly as the tag was: the same two variants
-    assert {r["variant"] for r in rows} == {r.data.tags["variant_hash"] for r in runs if "smoke" not in r.data.tags}
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -302,7 +285,7 @@ def test_rates_each_variant_took_from_one_selection_pair_as_model_keys_and_other
     comparison = [Comparison("gru vs tanh", {"model": "gru"}, {"model": "tanh"})]
     with pytest.raises(ReportError, match="no variant of a has a partner in b"):  # rates set by hand: not comparable
         compare(runs, summarise(runs, ["optim.lr"]), comparison, ["optim.lr"])
-    runs["tags.lr_from"] = "exp_lr"  # each the rate chosen for it on validation: its own, like its width
+    runs["lr_from"] = "exp_lr"  # each the rate chosen for it on validation: its own, like its width
     (row,) = compare(runs, summarise(runs, ["optim.lr"]), comparison, ["optim.lr"]).to_dict("records")
     assert row["models_differ_in"] == "optim.lr" and "optim.lr" not in row
 

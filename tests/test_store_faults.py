@@ -168,24 +168,24 @@ def test_a_store_deleted_mid_run_is_one_line_with_the_checkpoint_kept_and_nothin
 
 def test_a_resumed_sweep_is_reopened_once_and_a_finished_one_never(tmp_path):
     from rnnexp.config import ConfigError
+    from rnnexp.store import Store
     from rnnexp.sweep import _reopen_parent
-    from rnnexp.tracking import open_client
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = open_client(uri)
+    client = Store.parse(uri).client()
     experiment = client.create_experiment("e")
     parent = client.create_run(experiment, tags={"sweep": "true"}).info.run_id
     client.set_terminated(parent, "FAILED")
-    assert _reopen_parent(client, uri, parent).info.status == "RUNNING"  # this process now holds it
+    assert _reopen_parent(client, Store.parse(uri), parent).info.status == "RUNNING"  # this process now holds it
     with pytest.raises(ConfigError, match="this one is RUNNING in process .*one resume at a time"):
-        _reopen_parent(client, uri, parent)  # a second resume, while the first runs
+        _reopen_parent(client, Store.parse(uri), parent)  # a second resume, while the first runs
     client.set_terminated(parent, "FINISHED")
     with pytest.raises(ConfigError, match="this one FINISHED: every job ran"):
-        _reopen_parent(client, uri, parent)
+        _reopen_parent(client, Store.parse(uri), parent)
     run = client.create_run(experiment).info.run_id
     client.set_terminated(run, "FAILED")
     with pytest.raises(ConfigError, match="no sweep's parent"):
-        _reopen_parent(client, uri, run)
+        _reopen_parent(client, Store.parse(uri), run)
     assert MlflowClient(uri).get_run(run).info.status == "FAILED"
 
 
@@ -246,15 +246,19 @@ def test_make_server_on_a_public_address_warns_that_it_has_no_authentication(tmp
     ],
 )
 def test_credentials_of_a_server_uri_go_to_mlflows_variables(monkeypatch, uri, expected_uri, env):
+    import os
+
     from rnnexp.config import TrackingConfig
 
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     tracking = TrackingConfig(uri=uri)
     tracking.check()
-    assert tracking.uri == expected_uri
+    assert tracking.uri == expected_uri and dict(tracking.store.credentials) == env
+    assert not set(env) & set(os.environ)  # parsing hands nothing over
+    tracking.store.hand_over_credentials()  # the command does, once
     for key, value in env.items():
-        assert __import__("os").environ[key] == value
+        assert os.environ[key] == value
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
-from rnnexp.tracking import open_client
+from rnnexp.store import Store
 
 TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 # a short real run: trainer=smoke's budget, but not tagged smoke, so that reports count it
@@ -99,7 +99,7 @@ def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
 def test_a_resumed_sweep_stops_a_job_of_the_old_one_still_running(tmp_path, capsys):
     from rnnexp.sweep import _stop_survivors
 
-    client = open_client(f"sqlite:///{tmp_path}/mlflow.db")
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
     experiment = client.create_experiment("e")
     parent = client.create_run(experiment).info.run_id
     # a job's process the old sweep left behind: an orphan, not a child of this one
@@ -195,7 +195,7 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
         "model=mlp_window,mlp_bag,rnn_hidden",
         "seed=0,1",
     ]
-    client = open_client(store)  # the store made first: a client polling it would race to create it
+    client = Store.parse(store).client()  # the store made first: a client polling it would race to create it
 
     def runs():
         experiment = client.get_experiment_by_name("delayed_recall")

@@ -238,26 +238,25 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
 
 
 def test_a_rate_shared_over_a_key_is_refused_when_stage_1_ran_several_values_of_it(monkeypatch):
-    from rnnexp import tracking, tuning
+    from rnnexp import tuning
 
     runs = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7), _run(1e-3, 0, 0.9), _run(1e-2, 0, 0.1)]
     for run, distance in zip(runs, ("8", "8", "32", "32"), strict=True):
         run.data.params["task.distance"] = distance
-    monkeypatch.setattr(tracking, "open_client", lambda uri: None)
-    monkeypatch.setattr(tuning, "_runs", lambda client, experiment: runs)
+    monkeypatch.setattr(tuning, "_runs", lambda store, experiment: runs)
     mine = {"optim.lr": "0.003", "seed": "4", "trainer.select_on": "metric", "task.distance": "64"}
     with pytest.raises(
         SelectionError,
         match=r"stage 1 ran this variant at task.distance = 32, 8: a rate shared over "
         r"task.distance is chosen at one value",
     ):
-        tuning.chosen_lr("sqlite://", "exp_lr", mine, ("task.distance",))
+        tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",))
     with pytest.raises(SelectionError, match="none of the 4 runs"):  # not shared: distance 64 is not in stage 1
-        tuning.chosen_lr("sqlite://", "exp_lr", mine)
-    choice = tuning.chosen_lr("sqlite://", "exp_lr", mine | {"task.distance": "8"}, ())  # one value: its own choice
+        tuning.chosen_lr(None, "exp_lr", mine)
+    choice = tuning.chosen_lr(None, "exp_lr", mine | {"task.distance": "8"}, ())  # one value: its own choice
     assert choice.lr == 1e-2 and choice.at == ()
     del runs[2:]
-    choice = tuning.chosen_lr("sqlite://", "exp_lr", mine, ("task.distance",))
+    choice = tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",))
     assert choice.lr == 1e-2 and choice.at == (("task.distance", "8"),)
 
 

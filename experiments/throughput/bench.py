@@ -183,7 +183,7 @@ def lightning_fit(cfg, tmp: Path, tracked: bool = True, stock: str | None = None
     elif tracked:
         logger = run_logger.make_logger(spec, "bench", "bench")
         client, run_id = logger.experiment, logger.run_id
-        tracking.log_config(client, run_id, cfg, [], tracking.run_tags(spec, task))
+        tracking.log_config(client, run_id, cfg, [], tracking.run_record(spec, task))
     timer = EpochTimer()
     trainer, _ = make_trainer(cfg, task, logger, tmp / f"ckpt-{time.monotonic_ns()}", tmp, callbacks=[timer])
     fit = clock(lambda: trainer.fit(module, datamodule=task))

@@ -76,7 +76,7 @@ chromium:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	  || { echo "could not install Chromium: run 'apt-get install chromium' as root" >&2; exit 2; }; }
 
-ui-screenshots: $(STAMP) chromium ## the README's MLflow UI screenshots, from a small sweep, into experiments/ui/
+ui-screenshots: $(STAMP) chromium ## the MLflow UI screenshots of docs/tracking.md, from a small sweep, into experiments/ui/
 	RNNEXP_LOG_MODEL=true $(BIN)/python experiments/ui/screenshots.py
 
 bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 15 min; ARGS="--rows 1,6")

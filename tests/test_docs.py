@@ -3,7 +3,9 @@ a block that differs from its files (a number edited by hand) fails here."""
 
 from __future__ import annotations
 
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +66,113 @@ def test_a_mean_near_zero_keeps_its_digits_and_a_text_axis_its_values():
 
     assert [_mean(v) for v in (0.5, 0.0123, 0.000123, 0.0)] == ["0.50", "0.01", "1.2e-04", "0.00"]
     assert _column("T", 100.0) == "T=100" and _column("read", "pixels") == "read=pixels"
+
+
+# The README and the pages it sends readers to: docs/*.md and CONTRIBUTING.md. What they name (links, make
+# targets, paths, tests) must exist, so a rename that leaves them stale fails here.
+ROOT = docs.ROOT
+README = ROOT / "README.md"
+GUIDES = [ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [README, *GUIDES]
+README_MAX_LINES = 250
+# files a command writes when it runs, named in the docs but not committed
+WRITTEN_BY_COMMANDS = {"experiments/throughput/gpu.md"}
+FENCE = re.compile(r"^\s*```.*?^\s*```[^\n]*$", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+CODE_SPAN = re.compile(r"`([^`]+)`")
+REPO_PATH = re.compile(r"(?:experiments|rnnexp|tests|conf|\.ci)/[\w./-]*(?:::\w+)?")
+
+
+def _page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def _split(text: str) -> tuple[str, list[str]]:
+    """The page's prose with its fenced code blocks taken out, and those blocks."""
+    return FENCE.sub("", text), FENCE.findall(text)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    prose, _ = _split(page.read_text())
+    return {_slug(m) for m in re.findall(r"^#{1,6}\s+(.+?)\s*#*$", prose, re.MULTILINE)}
+
+
+def _links(page: Path) -> list[str]:
+    prose, _ = _split(page.read_text())
+    return LINK.findall(prose)
+
+
+def _make_targets() -> set[str]:
+    makefile = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][\w-]*)\s*:(?!=)", makefile, re.MULTILINE))
+
+
+def test_the_readme_is_short_and_links_every_guide():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; at most {README_MAX_LINES}"
+    assert GUIDES[1:], "docs/ holds the reference pages"
+    linked = {(README.parent / link.split("#")[0]).resolve() for link in _links(README) if "://" not in link}
+    missing = [_page_id(page) for page in GUIDES if page.resolve() not in linked]
+    assert not missing, f"README.md does not link {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_each_link_and_image_of_a_page_resolves(page):
+    broken = []
+    for link in _links(page):
+        if re.match(r"[a-z][\w+.-]*:", link):  # https:, mailto:: not checked here
+            continue
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists():
+            broken.append(f"{link}: no such file")
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+            broken.append(f"{link}: no heading #{anchor} in {target.relative_to(ROOT)}")
+    assert not broken, f"{_page_id(page)}: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_each_make_target_a_page_names_exists(page):
+    prose, fences = _split(page.read_text())
+    code = [" ".join(span.split()) for span in CODE_SPAN.findall(prose)] + fences
+    named = set()
+    for snippet in code:
+        for after in re.findall(r"(?:^|[\s`(])make ((?:[a-z][\w-]*\s*)+)", snippet, re.MULTILINE):
+            named.update(after.split())
+    assert named or page.name not in {"README.md", "CONTRIBUTING.md"}, "the pages name make targets"
+    unknown = sorted(named - _make_targets())
+    assert not unknown, f"{_page_id(page)} names make targets the Makefile lacks: {unknown}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_each_path_and_test_a_page_names_exists(page):
+    prose, _ = _split(page.read_text())
+    missing = []
+    for span in CODE_SPAN.findall(prose):
+        found = REPO_PATH.match(span.split()[0]) if span.split() else None
+        if found is None or found.group() != span.split()[0]:
+            continue  # not a path, or a pattern with a placeholder: conf/experiment/<name>.yaml
+        path, _, test = found.group().partition("::")
+        if any(Path(part).stem.isupper() for part in Path(path).parts) or path in WRITTEN_BY_COMMANDS:
+            continue  # a placeholder (conf/experiment/EXP/), or a file a command writes
+        if not (ROOT / path).exists():
+            missing.append(path)
+        elif test and not re.search(rf"^\s*(?:async )?def {re.escape(test)}\(", (ROOT / path).read_text(), re.M):
+            missing.append(f"{path}::{test}")
+    assert not missing, f"{_page_id(page)} names what does not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", GUIDES, ids=_page_id)
+def test_a_guide_s_generated_blocks_if_any_are_up_to_date(page):
+    _, differed, _ = docs.generate(page)  # markers outside a code fence are checked as in a README
+    assert not differed, f"{page}: {differed}: run `make docs`"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_no_page_cites_what_users_do_not_have(page):
+    assert not re.search(r"(?:\.\./)+shared/", page.read_text()), f"{_page_id(page)} cites ../shared/"

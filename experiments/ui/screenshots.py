@@ -1,5 +1,5 @@
 """`make ui-screenshots`: the MLflow UI over a small sweep, photographed by a real headless
-Chromium (Debian's `chromium`), for the README's "Comparing runs in the MLflow UI".
+Chromium (Debian's `chromium`), for "Comparing runs in the MLflow UI" in docs/tracking.md.
 
 It trains a sweep of four short runs (tanh and GRU cells, two seeds) into a store of its own,
 starts `mlflow ui` over it, and saves into this folder: the runs table (the sweep as one parent

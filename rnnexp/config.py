@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from rnnexp.store import MASK, NOT_IDENTITY, Store, masked_uri
+from rnnexp.store import DEFAULT_URI, MASK, NOT_IDENTITY, Store, masked_uri
 
 STEP, SEQUENCE = "step", "sequence"  # a task's output kind: one per step, or one per sequence
 
@@ -448,7 +448,7 @@ class TrackingConfig:
     """Where runs are tracked. MLflow 3.13+ refuses the old `./mlruns` file store, so the store
     is always a database (SQLite by default) or a tracking server."""
 
-    uri: str = "sqlite:///mlflow.db"  # an SQLite file relative to where the command runs, or a server's URL
+    uri: str = DEFAULT_URI  # an SQLite file relative to where the command runs, or a server's URL
     experiment: str | None = None  # None: the task's name
     artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
     log_checkpoint: bool = True  # log the best checkpoint as an artifact

@@ -270,8 +270,7 @@ def main(argv: list[str] | None = None) -> None:
             if differed and not args.check:
                 readme.write_text(text)
     except (DocsError, OSError) as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{PROG}: error: {err}\n")
     if args.check and stale:
         print(
             "generated blocks that differ from their results files (edited by hand, or the files changed; "

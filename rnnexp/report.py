@@ -1096,19 +1096,19 @@ def lr_note(runs: pd.DataFrame) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from rnnexp.store import uri_option
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Tables, tests and plots from the finished runs of an experiment or a sweep: runs that "
         "differ only in the seed are one variant; trainer=smoke runs and re-runs of a seed are left out.",
         epilog="Example: rnnexp-report --experiment context_length --out experiments/context_length/results "
         "--comparisons experiments/context_length/comparisons.yaml",
+        parents=[uri_option()],
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="an MLflow experiment's name: all its finished runs")
     which.add_argument("--parent", help="a sweep's parent run id: its finished children")
-    parser.add_argument(
-        "--uri", default="sqlite:///mlflow.db", help="the tracking store (default: sqlite:///mlflow.db)"
-    )
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
     parser.add_argument(
         "--evaluations",
@@ -1144,8 +1144,7 @@ def main(argv: list[str] | None = None) -> None:
             ats.append((key, value))
         result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations, ats)
     except ReportError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{PROG}: error: {err}\n")
     print((args.out / "results.md").read_text(), end="")
     if not result.comparisons.empty:
         print()

@@ -261,7 +261,6 @@ def end_run(client: MlflowClient, run_id: str, error: BaseException | None = Non
 def main(argv: list[str] | None = None) -> None:
     """`make stale` (`python -m rnnexp.tracking --stale`)."""
     import argparse
-    import sys
 
     from rnnexp.config import ConfigError
     from rnnexp.store import opened, uri_option
@@ -277,8 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         store = opened(args.uri)
     except ConfigError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     marked = store.mark_stale(store.client())
     print(f"{len(marked)} stale run(s) marked KILLED" + (": " + ", ".join(marked) if marked else ""))
 

@@ -230,11 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         lines, unchosen = table(store.opened(args.uri), args.experiment)
     except config.ConfigError as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     except SelectionError as err:
-        print(f"{parser.prog}: error: --experiment={args.experiment}: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"{parser.prog}: error: --experiment={args.experiment}: {err}\n")
     print("\n".join(lines) if lines else f"no selection runs in experiment {args.experiment}")
     if not lines or unchosen:
         sys.exit(1)  # a variant whose stage 2 would be refused

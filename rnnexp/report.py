@@ -146,7 +146,7 @@ def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Da
     if (untested := runs["score"].isna()).any():
         notes.append(f"{int(untested.sum())} FINISHED run(s) without their test metric left out")
         runs = runs[~untested]
-    smoke = runs["kind"] == "smoke"
+    smoke = runs["smoke"].astype(bool)  # an evaluation of a smoke run is one too
     if smoke.any():
         notes.append(f"{int(smoke.sum())} trainer=smoke run(s) left out (a check of a config, not a result)")
     runs = runs[~smoke]

@@ -104,7 +104,8 @@ def reproduce(run_id: str, uri: str) -> int:
             "-m",
             "rnnexp.train",
             *kept,
-            f"tracking.uri={store.uri}",
+            # from the environment: a database URL's password would show in `ps` on the command line
+            "tracking.uri=${oc.env:RNNEXP_REPRODUCE_STORE}",
             f"tracking.experiment={experiment}",
             f"hydra.run.dir={tmp}/run",
         ]
@@ -126,7 +127,7 @@ def reproduce(run_id: str, uri: str) -> int:
                 file=sys.stderr,
             )
         print(f"re-making run {run_id} from commit {commit[:12]}: rnnexp-train {' '.join(kept)}", flush=True)
-        env = dict(os.environ, PYTHONPATH=str(source))
+        env = dict(os.environ, PYTHONPATH=str(source), RNNEXP_REPRODUCE_STORE=store.uri)
         try:
             proc = subprocess.run(command, cwd=source, env=env, capture_output=True, text=True)
         finally:

@@ -19,7 +19,8 @@ import dataclasses
 import os
 import re
 import socket
-from collections.abc import Iterator, Mapping
+import typing
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,7 @@ def masked_uri(text: str, lines: bool = False) -> str:
     return (_USERINFO_TO_LINE_END if lines else _USERINFO).sub(lambda found: f"{found.group(1)}{MASK}@", text)
 
 
-def shown(uri: str) -> str:
+def shown_uri(uri: str) -> str:
     """A URI as a message shows it: everything before its last `@` masked, spaces and all."""
     scheme, sep, rest = uri.partition("://")
     return f"{scheme}://{MASK}@{rest.rsplit('@', 1)[1]}" if sep and "@" in rest else masked_uri(uri)
@@ -185,10 +186,11 @@ class RunRecord:
         return tags
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, Any], strict: bool = False) -> RunRecord:
-        """The record of a run whose tags are `tags`; a number that does not parse (a store edited
-        by hand) reads as missing, or with `strict` raises ValueError `field='value'`. Other tags
-        are ignored."""
+    def from_tags(cls, tags: Mapping[str, Any], strict: Collection[str] = ()) -> RunRecord:
+        """The record of a run whose tags are `tags`; a number that does not parse or is out of
+        range (a store edited by hand: a pid of 0 or -1 would name a process group, or every
+        process) reads as missing, or for a field named in `strict` raises ValueError
+        `field='value'`. Other tags are ignored."""
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             raw = tags.get(_TAG_OF.get(f.name, f.name))
@@ -201,8 +203,11 @@ class RunRecord:
             elif kind in (int, float):
                 try:
                     values[f.name] = kind(raw)
+                    if f.name in _POSITIVE and values[f.name] <= 0:
+                        raise ValueError
                 except ValueError:
-                    if strict:
+                    values.pop(f.name, None)
+                    if f.name in strict:
                         raise ValueError(f"{f.name}={raw!r}") from None
                     continue
             else:
@@ -210,7 +215,7 @@ class RunRecord:
         return cls(**values)
 
     @classmethod
-    def of(cls, run: Run, strict: bool = False) -> RunRecord:
+    def of(cls, run: Run, strict: Collection[str] = ()) -> RunRecord:
         return cls.from_tags(run.data.tags, strict)
 
     @staticmethod
@@ -220,9 +225,20 @@ class RunRecord:
 
 
 _TAG_OF = {"version": _VERSION_TAG, "parent_run": _PARENT_TAG, "name": _NAME_TAG}
-_TYPES = {
-    f.name: next(t for t in (bool, int, float, str) if t.__name__ in str(f.type)) for f in dataclasses.fields(RunRecord)
+_POSITIVE = {"pid"}
+_TYPES = {  # each field's type, less its None
+    name: next(t for t in (bool, int, float, str) if t is hint or t in typing.get_args(hint))
+    for name, hint in typing.get_type_hints(RunRecord).items()
 }
+
+
+def _file_lock(path: str):
+    """An exclusive lock on the file `path` (`filelock`), one object per path in a process, so that
+    a lock taken again inside itself goes on instead of waiting forever; the file is kept (a lock
+    file removed while another process waits on it would let a third in)."""
+    from filelock import FileLock
+
+    return FileLock(path, is_singleton=True, preserve_lock_file=True)
 
 
 def record_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -248,11 +264,15 @@ def record_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Store:
-    """A tracking store. `Store.parse` splits a URI's credentials out; `uri` never holds them."""
+    """A tracking store. `Store.parse` splits a server URL's credentials out (a database URL keeps
+    its own: SQLAlchemy reads them there); `shown` is the URI as messages print it."""
 
     uri: str = DEFAULT_URI
     credentials: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     key: str = "tracking.uri"  # what named it, in errors: a config key or an option (--uri)
+
+    def __repr__(self) -> str:
+        return f"Store({self.shown!r})"
 
     @classmethod
     def parse(cls, uri: str, key: str = "tracking.uri") -> Store:
@@ -316,7 +336,7 @@ class Store:
         if not self.uri.startswith(SCHEMES) and not re.match(r"(postgresql|mysql)\+\w+://", self.uri):
             raise _refused(
                 self.key,
-                shown(self.uri),
+                shown_uri(self.uri),
                 "a database or server URI starting with "
                 + ", ".join(SCHEMES)
                 + " (MLflow 3.13+ refuses the ./mlruns file store)",
@@ -326,7 +346,7 @@ class Store:
             # taken for the host, and shown as one
             raise _refused(
                 self.key,
-                shown(self.uri),
+                shown_uri(self.uri),
                 "a URI whose user name and password are percent-encoded: write `@` as %40, `/` as %2F, "
                 "`:` in the user name as %3A, a space as %20",
             )
@@ -515,9 +535,7 @@ class Store:
         store would interleave their migrations (and leave it broken) or create the experiment
         twice. A file lock beside the database (`FILE.lock`); a server or another database
         serialises these itself."""
-        from filelock import FileLock
-
-        return FileLock(self.path + ".lock") if self.is_sqlite else nullcontext()
+        return _file_lock(self.path + ".lock") if self.is_sqlite else nullcontext()
 
     def resume_lock(self, run_id: str):
         """Held while a resume checks and sets its run's status: for an SQLite store, the store's
@@ -526,12 +544,10 @@ class Store:
         import hashlib
         import tempfile
 
-        from filelock import FileLock
-
         if self.is_sqlite:
             return self.lock()
         name = hashlib.sha256(f"{self.uri}\n{run_id}".encode()).hexdigest()[:16]
-        return FileLock(os.path.join(tempfile.gettempdir(), f"rnnexp-resume-{name}.lock"))
+        return _file_lock(os.path.join(tempfile.gettempdir(), f"rnnexp-resume-{name}.lock"))
 
     def file_identity(self) -> tuple[str, tuple[int, int]] | None:
         """An SQLite store's path and identity (device, inode); None for a server or database, or
@@ -656,7 +672,7 @@ class Store:
 
         mlflow.set_tracking_uri(self.uri)
         where = f"tags.{_PARENT_TAG} = '{parent}'" if parent else ""
-        frame = mlflow.search_runs([experiment_id], where, output_format="pandas", max_results=MAX_RESULTS)
+        frame = mlflow.search_runs([experiment_id], where, output_format="pandas")  # every run: it pages
         return record_columns(frame)
 
     def mark_stale(self, client: MlflowClient) -> list[str]:

@@ -109,7 +109,7 @@ def choose(runs: list[Any], experiment: str) -> Choice:
             _number(run, "seed", run.data.params["seed"], int),
         )
         try:
-            best_val = RunRecord.of(run, strict=True).best_val
+            best_val = RunRecord.of(run, strict={"best_val"}).best_val
         except ValueError as err:
             raise SelectionError(
                 f"run {run.info.run_id} has {err}, not a finite float: a store edited by hand?"

@@ -50,7 +50,7 @@ def test_a_number_that_does_not_parse_reads_as_missing_or_is_named_when_asked():
     tags = {"best_val": "abc", "pid": "12x", "model": "mlp_bag"}
     assert RunRecord.from_tags(tags) == RunRecord(model="mlp_bag")
     with pytest.raises(ValueError, match="pid='12x'"):
-        RunRecord.from_tags(tags, strict=True)
+        RunRecord.from_tags(tags, strict={"pid", "best_val"})
 
 
 def test_the_keys_that_do_not_change_a_result_are_one_list():
@@ -129,3 +129,40 @@ def test_records_in_memory_are_what_the_selection_reads():
 
     choice = choose([run(1e-3, 0, 0.4), run(1e-3, 1, 0.5), run(1e-2, 0, 0.9), run(1e-2, 1, 0.7)], "x")
     assert choice.lr == 1e-2 and choice.means == pytest.approx((0.45, 0.8))
+
+
+def test_a_pid_that_names_no_single_process_reads_as_missing():
+    # os.kill(0, ...) signals the process group and os.kill(-1, ...) every process the user owns
+    for pid in ("0", "-1", "-42"):
+        assert RunRecord.from_tags({"pid": pid, "host": "h"}).pid is None
+    assert RunRecord.from_tags({"pid": "4242"}).pid == 4242
+
+
+def test_the_store_lock_taken_again_inside_itself_goes_on(tmp_path):
+    import threading
+
+    store = Store.parse(f"sqlite:///{tmp_path}/m.db")
+    done = threading.Event()
+
+    def nested():
+        with store.lock(), store.resume_lock("run"), store.lock():
+            done.set()
+
+    threading.Thread(target=nested, daemon=True).start()
+    assert done.wait(10), "the lock waited for itself"
+
+
+def test_an_evaluation_of_a_smoke_run_is_left_out_of_the_evaluations_report():
+    import pandas as pd
+
+    from rnnexp.report import training_runs
+    from rnnexp.store import record_columns
+
+    def row(seed: int, smoke: bool) -> dict:
+        record = RunRecord(evaluation=True, smoke=smoke, metric="acc", task="t", model="m", variant_hash="v")
+        tags = {f"tags.{k}": v for k, v in record.to_tags().items()}
+        return {**tags, "params.seed": str(seed), "status": "FINISHED", "start_time": seed, "metrics.eval/acc": 0.5}
+
+    frame = record_columns(pd.DataFrame([row(0, False), row(1, False), row(2, True)]))
+    runs, notes = training_runs(frame, evaluations=True)
+    assert sorted(runs["seed"]) == [0, 1] and any("1 trainer=smoke run(s) left out" in n for n in notes)

@@ -45,6 +45,7 @@ from data import generation, tokenisation  # noqa: E402
 from rnnexp import config, tracking  # noqa: E402
 from rnnexp import logger as run_logger  # noqa: E402
 from rnnexp.models.recurrent import RNNOutput, fused_recurrence  # noqa: E402
+from rnnexp.store import RunRecord  # noqa: E402
 from rnnexp.tasks.base import TaskIO  # noqa: E402
 from rnnexp.train import _quiet_libraries, build, make_trainer  # noqa: E402
 
@@ -550,7 +551,7 @@ def sweep_rows(quick: bool, repeats: int, tmp: Path) -> Iterator[Row]:
             done = client.search_runs(
                 [client.get_experiment_by_name("delayed_recall").experiment_id], "attributes.status = 'FINISHED'"
             )
-            children = [r for r in done if "mlflow.parentRunId" in r.data.tags]
+            children = [r for r in done if RunRecord.of(r).parent_run is not None]
             assert len(children) == runs, f"{len(children)} of {runs} runs tracked"  # every run, in both
             return seconds
 

@@ -143,11 +143,14 @@ def runs_of(uri: str, experiment: str = "ui_demo") -> tuple[str, str, list[str]]
     """(experiment id, the sweep's parent run id, its children's ids)."""
     from mlflow.tracking import MlflowClient
 
+    from rnnexp.store import RunRecord
+
     client = MlflowClient(uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id])
-    (parent,) = [r.info.run_id for r in runs if r.data.tags.get("sweep") == "true"]
-    return experiment_id, parent, [r.info.run_id for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    records = {r.info.run_id: RunRecord.of(r) for r in runs}
+    (parent,) = [run_id for run_id, record in records.items() if record.sweep]
+    return experiment_id, parent, [run_id for run_id, record in records.items() if record.parent_run == parent]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,19 @@
-"""Shared helpers: compose the project's real configs, and the I/O signatures of tasks."""
+"""Shared helpers: compose the project's real configs, the I/O signatures of tasks, and `run`,
+which starts rnnexp's commands as processes of their own."""
 
 from __future__ import annotations
 
+import atexit
+import io
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,6 +29,25 @@ config.register()
 # tracking.log_model's default: off in the runs the tests start (about 5 s each), on where a test
 # says tracking.log_model=true (tests/test_evaluation.py checks the logged model)
 os.environ.setdefault("RNNEXP_LOG_MODEL", "false")
+
+
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory) -> Path:
+    from rnnexp.store import Store
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    Store.parse(f"sqlite:///{path}").client()  # MLflow makes the schema (its migrations take seconds)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _store_made_once(request):
+    """A test's `tmp_path/mlflow.db`, the store its runs are tracked in, starts as a copy of one
+    empty store whose schema MLflow made once per worker, not once per test (about 2 s of
+    migrations each). A test marked `new_store` leaves it for its run to make."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("new_store"):
+        return
+    shutil.copyfile(request.getfixturevalue("_empty_store"), request.getfixturevalue("tmp_path") / "mlflow.db")
 
 
 @pytest.fixture
@@ -44,4 +74,106 @@ def feature_io(output: str = STEP, features: int = 3, classes: int | None = 4) -
     return TaskIO(vocab_size=None, n_features=features, n_classes=classes, output=output)
 
 
-__all__ = ["CONF", "ROOT", "SEQUENCE", "STEP", "feature_io", "make_task", "token_io"]
+BIN = Path(sys.executable).parent
+TRAIN = str(BIN / "rnnexp-train")
+# the console scripts (pyproject.toml's [project.scripts]) and the function each one calls
+ENTRY_POINTS = {
+    TRAIN: "rnnexp.train",
+    str(BIN / "rnnexp-eval"): "rnnexp.evaluation",
+    str(BIN / "rnnexp-report"): "rnnexp.report",
+}
+_STARTUP_WARNING_FILTERS = list(warnings.filters)  # as Python starts, before pytest adds its own
+
+
+def run_command(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run(command, capture_output=True, text=True, ...)`, but a console script of
+    rnnexp (`rnnexp-train`, `rnnexp-eval`, `rnnexp-report`) runs in a process forked from this
+    one: the same function the script calls, with its own exit status, stdout, stderr, working
+    folder, environment and exit handlers, without seconds of imports (torch, Lightning, MLflow)
+    paid again for each run. Anything else, or other keywords, goes to `subprocess.run`."""
+    entry = ENTRY_POINTS.get(command[0])
+    if (
+        entry is None
+        or not kwargs.pop("capture_output", False)
+        or not kwargs.pop("text", False)
+        or (set(kwargs) - {"cwd", "env", "timeout"})
+    ):
+        return (
+            subprocess.run(command, **kwargs)
+            if entry is None
+            else subprocess.run(command, capture_output=True, text=True, **kwargs)
+        )
+    return _forked(command, entry, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("timeout"))
+
+
+def _forked(command: list[str], entry: str, cwd, env, timeout: float | None) -> subprocess.CompletedProcess:
+    import importlib
+
+    module = importlib.import_module(entry)  # imported here, once: the child finds it loaded
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 1
+            try:
+                _as_a_new_process(command, cwd, env, out, err)
+                try:
+                    module.main()
+                    code = 0
+                except SystemExit as exit:
+                    code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+                    if not isinstance(exit.code, (int, type(None))):
+                        print(exit.code, file=sys.stderr)
+                except BaseException:  # as the interpreter reports an uncaught exception
+                    traceback.print_exc()
+                atexit._run_exitfuncs()  # what the process registered (a sweep closes its parent run)
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except Exception:
+                        pass
+                os._exit(code)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(command, timeout)
+            time.sleep(0.02)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), stdout, stderr)
+
+
+def _as_a_new_process(command: list[str], cwd, env, out, err) -> None:
+    """What a fresh interpreter would have: the signals' default handlers, no exit handlers, no
+    Hydra instance, Python's own warning filters (pytest's would swallow what a run prints), its
+    own environment, folder, arguments and standard streams."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    atexit._clear()
+    GlobalHydra.instance().clear()
+    warnings.filters[:] = _STARTUP_WARNING_FILTERS
+    warnings.showwarning = warnings._showwarning_orig  # type: ignore[attr-defined]
+    warnings._showwarnmsg = warnings._showwarnmsg_impl  # type: ignore[attr-defined]
+    warnings._filters_mutated()  # type: ignore[attr-defined]
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+    sys.stdin = io.TextIOWrapper(io.FileIO(os.open(os.devnull, os.O_RDONLY), "r"))
+    sys.argv = list(command)  # as a console script has it: argv[0] its path
+
+
+__all__ = ["CONF", "ROOT", "SEQUENCE", "STEP", "TRAIN", "feature_io", "make_task", "run_command", "token_io"]

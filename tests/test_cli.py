@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from rnnexp import config
 from rnnexp.store import Store
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TRAIN, run_command
 
-TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 SMALL = [
     "trainer=smoke",
     "trainer.max_epochs=2",
@@ -40,7 +39,7 @@ def _run(tmp_path: Path, *overrides: str, argv0: list[str] | None = None, code: 
         command = [sys.executable, "-c", code, *args]
     else:
         command = (argv0 or [TRAIN]) + args
-    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_command(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     return proc, MlflowClient(tracking_uri=store)
 
 
@@ -165,7 +164,7 @@ def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, 
 
 @pytest.mark.parametrize("argv0", [[TRAIN], [sys.executable, "-m", "rnnexp.train"]], ids=["script", "module"])
 def test_help_lists_the_groups_and_patterns(argv0):
-    proc = subprocess.run(argv0 + ["--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = run_command(argv0 + ["--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0
     for part in (
         "model: " + ", ".join(sorted(config.MODELS)),
@@ -286,7 +285,7 @@ def test_make_stale_marks_a_run_whose_process_was_killed_and_spares_a_live_one(t
     assert client.get_run(dead.info.run_id).info.status == "RUNNING"  # what MLflow alone leaves
     live = client.create_run(dead.info.experiment_id, tags={"host": dead.data.tags["host"], "pid": str(os.getpid())})
 
-    proc = subprocess.run(
+    proc = run_command(
         [sys.executable, "-m", "rnnexp.tracking", "--stale", "--uri", store],
         capture_output=True,
         text=True,
@@ -328,7 +327,7 @@ def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tm
 )
 def test_the_make_targets_that_read_a_store_take_its_uri(target):
     # a dry run (make -n) prints the commands: each passes the store given as URI=, not the default
-    proc = subprocess.run(
+    proc = run_command(
         ["make", "-n", "--no-print-directory", *target, "URI=sqlite:////tmp/other.db"],
         cwd=ROOT,
         capture_output=True,
@@ -388,3 +387,12 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
     (run,) = _runs(client, "running_parity")
     assert run.data.tags["stopped_by"] == "budget" and run.data.metrics["epochs_trained"] == 2
     assert "stopped by budget: trainer.max_epochs reached" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["task.distance=-1"], ["trainer=nope"], ["model.cell=gru", "model=mlp_bag"]])
+def test_a_run_forked_by_the_tests_is_what_the_console_script_gives(tmp_path, args):
+    # tests/conftest.py's run_command forks this process instead of paying again for the imports
+    forked = run_command([TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    real = subprocess.run([TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert forked.returncode == real.returncode == 2
+    assert (forked.stdout, forked.stderr) == (real.stdout, real.stderr) and forked.stderr.count("\n") == 1

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnexp.store import Store
+from tests.conftest import run_command
 from tests.test_cli import SMALL, TRAIN
 from tests.test_sweeps import TINY
 
@@ -108,7 +109,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
 
     (parent,) = [r for r in runs() if r.data.tags.get("sweep") == "true"]
     assert parent.info.status == "RUNNING" and parent.data.tags["pid"] == str(sweep.pid)
-    stale = subprocess.run(
+    stale = run_command(
         [str(Path(TRAIN).parent / "python"), "-m", "rnnexp.tracking", "--stale", "--uri", store],
         cwd=tmp_path,
         capture_output=True,
@@ -118,7 +119,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
     assert stale.returncode == 0 and parent.info.run_id in stale.stdout
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
 
-    resumed = subprocess.run(
+    resumed = run_command(
         command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -4,14 +4,14 @@ above chance, in well under a minute on 2 cores."""
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
-TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+from tests.conftest import TRAIN
 
 
+@pytest.mark.new_store  # as on a fresh clone: a process of its own makes its store
 def test_default_experiment_learns_far_above_chance(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     proc = subprocess.run(

@@ -11,7 +11,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
+from tests.conftest import TRAIN, run_command
+
 TINY = [
     "model.cell=gru",
     "task.length=12",
@@ -31,7 +32,7 @@ def trained(tmp_path_factory):
     """One short run: (folder, store URI, client, the run)."""
     tmp = tmp_path_factory.mktemp("eval")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    proc = subprocess.run(
+    proc = run_command(
         [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp}/out", *TINY],
         cwd=tmp,
         capture_output=True,
@@ -45,7 +46,7 @@ def trained(tmp_path_factory):
 
 
 def _eval(tmp: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return run_command(
         [sys.executable, "-m", "rnnexp.evaluation", "--uri", uri, *args],
         cwd=tmp,
         capture_output=True,
@@ -56,7 +57,7 @@ def _eval(tmp: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
 
 def _train_one(tmp_path: Path, uri: str, experiment: str, *overrides: str, out: str = "out"):
     """One short training run into `uri`: the client, and the runs of `experiment` (latest first)."""
-    proc = subprocess.run(
+    proc = run_command(
         [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/{out}", *overrides],
         cwd=tmp_path,
         capture_output=True,
@@ -161,7 +162,7 @@ def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained)
     with_ = "task.length=24 task.test_size=64"
     assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == with_]) == 1
     assert _eval(tmp, uri, "--run", run.info.run_id).returncode == 0  # at its own length too: task.length varies
-    report = subprocess.run(
+    report = run_command(
         [
             sys.executable,
             "-m",
@@ -180,7 +181,7 @@ def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained)
     )
     assert report.returncode == 0, report.stderr
     assert "task.length" in report.stdout.splitlines()[0] and "evaluation runs of rnnexp-eval" in report.stdout
-    plain = subprocess.run(
+    plain = run_command(
         [
             sys.executable,
             "-m",
@@ -223,7 +224,7 @@ def test_the_logged_model_loads_back_with_mlflow_and_gives_the_checkpoints_outpu
 
 def test_tracking_log_model_false_logs_no_model(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run(
+    proc = run_command(
         [
             TRAIN,
             f"tracking.uri={uri}",

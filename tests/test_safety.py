@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import yaml
 
 from rnnexp import safety
 from rnnexp.config import ConfigError
+from tests.conftest import run_command
 from tests.test_cli import SMALL, TRAIN, _run, _runs
 from tests.test_reliability import _one_error_line, _resume
 
@@ -59,7 +59,7 @@ def test_reproduce_refuses_a_tampered_store_before_any_process_starts(logged_run
     evil.write_bytes(pickle.dumps(_Marker(str(marker))))
     try:
         _tamper(folder, run, ["model.cell=gru", line.format(pickle=evil)])
-        proc = subprocess.run(
+        proc = run_command(
             [sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", f"sqlite:///{folder}/mlflow.db"],
             cwd=folder,
             capture_output=True,
@@ -171,7 +171,7 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
     for name in ("a", "b"):
         (tmp_path / "conf" / "nested" / "group" / f"{name}.yaml").write_text(logging)
     conf = ["--config-dir", str(tmp_path / "conf")]
-    help_proc = subprocess.run([TRAIN, *conf, "experiment=evil", "--help"], capture_output=True, text=True, timeout=60)
+    help_proc = run_command([TRAIN, *conf, "experiment=evil", "--help"], capture_output=True, text=True, timeout=60)
     assert "hydra_logging.handlers.evil.()" in _one_error_line(help_proc)  # Hydra logs with it for --help too
     proc, client = _run(tmp_path, *SMALL, "+nested/group=a,b", argv0=[TRAIN, "-m", *conf])
     assert "hydra_logging.handlers.evil.()" in _one_error_line(proc)

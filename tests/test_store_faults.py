@@ -16,8 +16,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import run_command
 from tests.test_cli import SMALL, TRAIN
 from tests.test_sweeps import _free_port
+
+# these look for a secret in every file a command leaves, and check that none made a store
+pytestmark = pytest.mark.new_store
 
 SECRET = "NormalPwQ7"
 
@@ -32,7 +36,7 @@ def _nothing_holds(folder: Path, *secrets: str) -> None:
 
 def _train(tmp_path: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     # the timeout is the test: a store that does not answer used to hold a sweep for 4 minutes
-    return subprocess.run([TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    return run_command([TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
 def _one_line(proc: subprocess.CompletedProcess) -> str:
@@ -139,7 +143,7 @@ def test_a_store_deleted_mid_run_is_one_line_with_the_checkpoint_kept_and_nothin
     """SQLite writes on into a deleted file it holds open: every metric after would vanish, the
     run would even end FINISHED there. It stops at the next write, in one line."""
     store = tmp_path / "mlflow.db"
-    proc = subprocess.run(
+    proc = run_command(
         [
             sys.executable,
             "-c",
@@ -204,7 +208,7 @@ def test_make_server_on_a_public_address_warns_that_it_has_no_authentication(tmp
     fake = venv / "bin" / "mlflow"  # records how it was started, instead of serving
     fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
     fake.chmod(0o755)
-    proc = subprocess.run(
+    proc = run_command(
         [
             "make",
             "--no-print-directory",
@@ -308,7 +312,7 @@ def test_a_data_path_read_from_the_environment_is_stored_and_shown_nowhere(tmp_p
         writer.writerow(["text", "label"])
         writer.writerows([f"a {'good' if i % 2 else 'bad'} film number {i}", i % 2] for i in range(200))
     store = tmp_path / "mlflow.db"
-    proc = subprocess.run(
+    proc = run_command(
         [
             TRAIN,
             "task=text",

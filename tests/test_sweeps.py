@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
 from rnnexp.store import Store
+from tests.conftest import TRAIN, run_command
 
-TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 # a short real run: trainer=smoke's budget, but not tagged smoke, so that reports count it
 SHORT = [
     "trainer.max_epochs=1",
@@ -42,7 +42,7 @@ TINY = [*SHORT, "task.length=10", "task.train_size=256", "task.val_size=64", "ta
 
 def _sweep(tmp_path: Path, *overrides: str):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run(
+    proc = run_command(
         [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY, *overrides],
         cwd=tmp_path,
         capture_output=True,
@@ -103,7 +103,7 @@ def test_a_resumed_sweep_stops_a_job_of_the_old_one_still_running(tmp_path, caps
     experiment = client.create_experiment("e")
     parent = client.create_run(experiment).info.run_id
     # a job's process the old sweep left behind: an orphan, not a child of this one
-    pid = int(subprocess.run(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True).stdout)
+    pid = int(run_command(["sh", "-c", "sleep 60 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True).stdout)
     try:
         client.create_run(
             experiment, tags={"mlflow.parentRunId": parent, "host": socket.gethostname(), "pid": str(pid)}
@@ -218,7 +218,7 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     done_before = {r.info.run_id for r in runs() if r.info.status == "FINISHED" and r is not parent}
     assert 2 <= len(done_before) < 6
 
-    resumed = subprocess.run(
+    resumed = run_command(
         command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -232,7 +232,7 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
 
 def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    made = subprocess.run(
+    made = run_command(
         [
             TRAIN,
             f"tracking.uri={store}",
@@ -250,7 +250,7 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     assert made.returncode == 0, made.stderr[-2000:]
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    again = subprocess.run(
+    again = run_command(
         [sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
         cwd=tmp_path,
         capture_output=True,
@@ -269,7 +269,7 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
 
     (logged,) = client.get_metric_history(run.info.run_id, "test/acc")
     client.log_metric(run.info.run_id, "test/acc", 0.123, step=logged.step)  # a result the code does not give
-    tampered = subprocess.run(
+    tampered = run_command(
         [sys.executable, "-m", "rnnexp.reproduce", run.info.run_id, "--uri", store],
         cwd=tmp_path,
         capture_output=True,
@@ -435,7 +435,7 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
     # a team's server keeps the artifacts itself (served); the laptop only knows its URL
     with _mlflow_server(tmp_path, "--artifacts-destination", str(tmp_path / "served"), "--serve-artifacts") as base:
         env = dict(os.environ, MLFLOW_TRACKING_URI=base)
-        proc = subprocess.run(
+        proc = run_command(
             [TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
             cwd=tmp_path,
             env=env,
@@ -456,7 +456,7 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
 def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_path):
     with _mlflow_server(tmp_path) as base:
         uri = base.replace("http://", "http://ana:hunter2@")
-        proc = subprocess.run(
+        proc = run_command(
             [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
             cwd=tmp_path,
             capture_output=True,
@@ -477,7 +477,7 @@ def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):
 
     _reviews(tmp_path / "reviews.csv", n=300)
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    proc = subprocess.run(
+    proc = run_command(
         [
             TRAIN,
             "-m",

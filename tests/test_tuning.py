@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnexp.tuning import SelectionError, choose
+from tests.conftest import TRAIN, run_command
 
-TRAIN = str(Path(sys.executable).parent / "rnnexp-train")
 TINY = [
     "task.length=10",
     "task.distance=3",
@@ -114,7 +114,7 @@ def test_a_value_of_the_store_that_is_no_number_or_out_of_range_chooses_nothing(
 def _train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     flags = [o for o in overrides if o.startswith("-")]  # before the overrides: argparse takes them so
     overrides = tuple(o for o in overrides if not o.startswith("-"))
-    return subprocess.run(
+    return run_command(
         [
             TRAIN,
             *flags,
@@ -196,7 +196,7 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     proc = _train(tmp_path, "optim.lr_from=recall_lr", "optim.lr=0.003")
     assert proc.returncode == 2 and "optim.lr='0.003'" in proc.stderr and "optim.lr_from" in proc.stderr
 
-    printed = subprocess.run(
+    printed = run_command(
         [
             sys.executable,
             "-m",
@@ -216,7 +216,7 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
         and f"*{expected:g}=" in printed.stdout
     )
 
-    report = subprocess.run(
+    report = run_command(
         [
             sys.executable,
             "-m",

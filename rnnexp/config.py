@@ -453,7 +453,7 @@ class TrackingConfig:
     artifacts: str = "mlartifacts"  # where a new experiment keeps its artifacts (local store only)
     log_checkpoint: bool = True  # log the best checkpoint as an artifact
     # log the best model through mlflow.pytorch.log_model ("Logged models" in the UI), for
-    # mlflow.pytorch.load_model; about 5 s a run
+    # mlflow.pytorch.load_model (its cost a run: experiments/throughput/)
     log_model: bool = True
     step_metrics: bool = False  # also log the training loss every `trainer.log_every_n_steps` steps
 

@@ -68,7 +68,7 @@ LOG_STREAMS = {"ext://sys.stdout", "ext://sys.stderr"}
 LOG_FILE = re.compile(r"\$\{hydra[.:]runtime\.output_dir\}/(?!\.\.?$)([\w.-]|\$\{hydra[.:]job\.name\})+")
 # environment a job may set (hydra.job.env_set): thread and device settings, not PATH,
 # LD_PRELOAD or PYTHON*, which would load code into the processes a sweep starts
-ALL_JOBS_CHECKED = 64  # a larger sweep has each swept value checked once (a job's config: ~0.1 s)
+ALL_JOBS_CHECKED = 64  # a larger sweep has each swept value checked once (each job's config takes a compose)
 ENV_NAME = re.compile(r"(OMP|MKL|OPENBLAS|CUBLAS|CUDA|NCCL|MLFLOW|RNNEXP|TOKENIZERS)_[A-Z0-9_]*")
 
 

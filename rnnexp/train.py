@@ -655,9 +655,9 @@ def _set_threads(threads: int | None) -> None:
         threads = max(1, cpus // max(1, side_by_side))
     torch.set_num_threads(threads)
     # Gradients that vanish over a long sequence pass through denormal floats (below about 1e-38),
-    # each of which costs a CPU many times a normal multiply: flushed to zero, a training step on
-    # adding at T=200 is 3-4x as fast, at T=100 the same (experiments/throughput/denormal.md), and
-    # no gradient that size moves a weight. No effect on a GPU.
+    # each of which costs a CPU many times a normal multiply: flushed to zero, long sequences train
+    # faster (measured in experiments/throughput/denormal.md), and no gradient that size moves a
+    # weight. No effect on a GPU.
     torch.set_flush_denormal(True)
 
 
@@ -740,9 +740,8 @@ def _exit_with(err: BaseException) -> None:
 # How long a run waits for a tracking server that stopped answering before it gives up (MLflow's
 # own defaults wait about 4 minutes a request: 7 retries, backoff factor 2, 120 s timeout): 3
 # retries after 0, 4 and 8 s (+ up to 1 s jitter each), each try given 8 s to answer; then one
-# try of 3 s each to write what waits and close the run (tracking.one_try). A server that refuses
-# connections (down, restarting): about 15 s; one that takes them and never answers: about 50 s.
-# Raise MLFLOW_HTTP_REQUEST_MAX_RETRIES to ride out longer restarts.
+# try of 3 s each to write what waits and close the run (store.one_try); what that comes to is
+# measured in docs/reliability.md. Raise MLFLOW_HTTP_REQUEST_MAX_RETRIES to ride out longer restarts.
 STORE_RETRIES = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",

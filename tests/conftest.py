@@ -44,8 +44,10 @@ def _empty_store(tmp_path_factory) -> Path:
 def _store_made_once(request):
     """A test's `tmp_path/mlflow.db`, the store its runs are tracked in, starts as a copy of one
     empty store whose schema MLflow made once per worker, not once per test (about 2 s of
-    migrations each). A test marked `new_store` leaves it for its run to make."""
-    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("new_store"):
+    migrations each). A test marked `new_store`, or `integration` (real services, left as they
+    are), leaves it for its run to make."""
+    marked = request.node.get_closest_marker
+    if "tmp_path" not in request.fixturenames or marked("new_store") or marked("integration"):
         return
     shutil.copyfile(request.getfixturevalue("_empty_store"), request.getfixturevalue("tmp_path") / "mlflow.db")
 

@@ -378,10 +378,17 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _load_hub(name: str):
     # Without the network, load only from the local cache, at once (the default retries for
-    # about half a minute). The variables are read when `datasets` is first imported.
-    if not _hub_reachable():
+    # about half a minute). The variables are read when `datasets` is first imported; where it
+    # was imported already, its settings are set too.
+    offline = not _hub_reachable()
+    if offline:
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     import datasets
+    import huggingface_hub.constants
+
+    if offline:
+        datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
 
     datasets.disable_progress_bars()
     try:

@@ -178,4 +178,4 @@ def _as_a_new_process(command: list[str], cwd, env, out, err) -> None:
     sys.argv = list(command)  # as a console script has it: argv[0] its path
 
 
-__all__ = ["CONF", "ROOT", "SEQUENCE", "STEP", "TRAIN", "feature_io", "make_task", "run_command", "token_io"]
+__all__ = ["BIN", "CONF", "ROOT", "SEQUENCE", "STEP", "TRAIN", "feature_io", "make_task", "run_command", "token_io"]

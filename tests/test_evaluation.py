@@ -11,7 +11,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TRAIN, run_command
+from tests.conftest import BIN, TRAIN, run_command
+
+REPORT = str(BIN / "rnnexp-report")
 
 TINY = [
     "model.cell=gru",
@@ -162,41 +164,15 @@ def test_a_whole_experiment_is_evaluated_once_per_override_and_reported(trained)
     with_ = "task.length=24 task.test_size=64"
     assert len([r for r in _evaluations(client, run) if r.data.tags["evaluated_with"] == with_]) == 1
     assert _eval(tmp, uri, "--run", run.info.run_id).returncode == 0  # at its own length too: task.length varies
-    report = run_command(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.report",
-            "--experiment",
-            "delayed_recall",
-            "--uri",
-            uri,
-            "--out",
-            str(tmp / "report"),
-            "--evaluations",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stderr
-    assert "task.length" in report.stdout.splitlines()[0] and "evaluation runs of rnnexp-eval" in report.stdout
-    plain = run_command(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.report",
-            "--experiment",
-            "delayed_recall",
-            "--uri",
-            uri,
-            "--out",
-            str(tmp / "plain"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def report(out: str, *more: str):
+        command = [REPORT, "--experiment", "delayed_recall", "--uri", uri, "--out", str(tmp / out), *more]
+        return run_command(command, capture_output=True, text=True, timeout=300)
+
+    evaluated = report("report", "--evaluations")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "task.length" in evaluated.stdout.splitlines()[0] and "evaluation runs of rnnexp-eval" in evaluated.stdout
+    plain = report("plain")
     assert plain.returncode == 0 and "evaluation run(s) of rnnexp-eval left out" in plain.stdout
     assert "1 variants (1-1 seeds) from 1 runs" in plain.stdout
 

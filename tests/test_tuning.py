@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnexp.tuning import SelectionError, choose
-from tests.conftest import TRAIN, run_command
+from tests.conftest import BIN, TRAIN, run_command
 
 TINY = [
     "task.length=10",
@@ -239,9 +239,7 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
 
     report = run_command(
         [
-            sys.executable,
-            "-m",
-            "rnnexp.report",
+            str(BIN / "rnnexp-report"),
             "--experiment",
             "recall",
             "--uri",

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.report import ALPHA, markdown_table, number
+from rnnexp.report.statistics import ALPHA
+from rnnexp.report.tables import markdown_table, number
 
 PROG = "python -m rnnexp.docs"
 START = re.compile(r"<!-- rnnexp:results (?P<folder>\S+) view=(?P<view>[\w-]+)(?: (?P<arg>[^>]*?))? -->")
@@ -50,7 +51,7 @@ def _keys(table: pd.DataFrame) -> list[str]:
 
 
 def results_view(folder: Path) -> str:
-    from rnnexp.report import binomial, interval
+    from rnnexp.report.tables import binomial, interval
 
     table = pd.read_csv(folder / "results.csv", dtype={"pattern": str})
     keys = _keys(table)

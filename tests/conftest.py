@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import io
+import itertools
 import os
 import shutil
 import signal
@@ -55,12 +56,13 @@ def _store_made_once(request):
 @pytest.fixture
 def compose_train():
     """compose_train("model=mlp_bag", ...) -> the composed `train` config, as the CLI builds it."""
+    return composed
 
-    def _compose(*overrides: str):
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            return compose("train", overrides=list(overrides))
 
-    return _compose
+def composed(*overrides: str):
+    """The `train` config composed with `overrides`, as the CLI composes it."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def make_task(task_class: type, **changes):
@@ -85,6 +87,36 @@ ENTRY_POINTS = {
     str(BIN / "rnnexp-report"): "rnnexp.report",
 }
 _STARTUP_WARNING_FILTERS = list(warnings.filters)  # as Python starts, before pytest adds its own
+
+
+_STARTS = itertools.count(int(time.time() * 1000))
+
+
+def log_run(client, experiment_id: str, cfg, metrics: dict, curves: dict | None = None, **record) -> str:
+    """A FINISHED training run as rnnexp-train records it, written straight into the store: the
+    composed `cfg` as params with its record (`tracking.log_config`, `tracking.run_record`, the
+    fields `record` adds), each of `curves` a value per epoch, and `metrics` at the end."""
+    from hydra.utils import instantiate
+    from mlflow.entities import Metric
+
+    from rnnexp import tracking
+
+    spec = config.check(cfg)
+    run_id = client.create_run(experiment_id, start_time=next(_STARTS)).info.run_id  # in the order made
+    task = instantiate(cfg.task, seed=spec.seed)
+    tracking.log_config(client, run_id, cfg, [], tracking.run_record(spec, task, **record))
+    now = int(time.time() * 1000)
+    per_epoch = [Metric(k, v, now, epoch) for k, values in (curves or {}).items() for epoch, v in enumerate(values)]
+    client.log_batch(run_id, metrics=[*per_epoch, *(Metric(k, v, now, 0) for k, v in metrics.items())])
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def table_cells(markdown: str) -> list[list[str]]:
+    """The cells of each row of the markdown tables in `markdown`, the header's included, as
+    written, without the padding (a table's columns are padded to one width)."""
+    rows = [line.strip() for line in markdown.splitlines() if line.lstrip().startswith("|")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows if not set(row) <= set("|:- ")]
 
 
 def run_command(command: list[str], **kwargs) -> subprocess.CompletedProcess:

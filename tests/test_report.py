@@ -12,31 +12,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from rnnexp.report import holm, main, results_markdown, summarise
-from tests.conftest import TRAIN, run_command
-from tests.test_sweeps import TINY
-
-
-def _train(tmp_path: Path, *overrides: str) -> None:
-    flags = [o for o in overrides if o.startswith("-")]  # before the overrides, as argparse wants
-    overrides = tuple(o for o in overrides if o not in flags)
-    proc = run_command(
-        [
-            TRAIN,
-            *flags,
-            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-            f"hydra.sweep.dir={tmp_path}/multirun",
-            f"hydra.run.dir={tmp_path}/run",
-            *TINY,
-            "task.distance=3",
-            *overrides,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+from rnnexp.report import main
+from rnnexp.report.statistics import holm, summarise
+from rnnexp.report.tables import results_markdown
+from tests.conftest import composed, log_run, table_cells
 
 
 def _report(tmp_path: Path, *args: str, capsys) -> tuple[int, str, str]:
@@ -52,17 +31,41 @@ def _report(tmp_path: Path, *args: str, capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """Two sizes x two seeds, a smoke run of one of them, and seed 0 of size 16 run a second time."""
+    """Two sizes x two seeds, a smoke run of one of them, and seed 0 of size 16 run a second time,
+    as rnnexp-train records them (`log_run`: not trained, the report reads what is logged)."""
+    from rnnexp.store import RunRecord, Store, write
+
     tmp_path = tmp_path_factory.mktemp("report")
-    _train(tmp_path, "-m", "model.hidden_size=16,32", "seed=0,1")
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
+    experiment = client.create_experiment("delayed_recall")
+    rng = np.random.default_rng(0)
+
+    def sweep(*jobs: tuple[int, int, str]) -> None:
+        parent = client.create_run(experiment).info.run_id
+        write(client, parent, RunRecord(sweep=True))
+        for size, seed, trainer in jobs:
+            cfg = composed("task.distance=3", f"trainer={trainer}", f"model.hidden_size={size}", f"seed={seed}")
+            curve = list(np.clip(0.125 + np.cumsum(rng.uniform(0.0, 0.1, 4)), 0, 1))  # val/acc rising
+            epochs = len(curve)
+            metrics = {"test/acc": curve[-1] - rng.uniform(0.0, 0.05), "train/acc": curve[-1] + 0.02}
+            metrics |= {"chance_level": 0.125, "n_test_scored": 640, "n_params": 100 * size, "wall_time_s": 1.0}
+            metrics |= {"epochs_trained": epochs, "updates": 4 * epochs}
+            log_run(
+                client,
+                experiment,
+                cfg,
+                metrics,
+                {"val/acc": curve},
+                parent_run=parent,
+                smoke=trainer == "smoke",
+                stopped_by="budget",
+            )
+        client.set_terminated(parent, "FINISHED")
+
+    sweep(*[(size, seed, "default") for size in (16, 32) for seed in (0, 1)])
     # a smoke check, then a re-run of seed 0 (the latest counts): one sweep, run in this order
-    _train(tmp_path, "-m", "model.hidden_size=16", "seed=0", "trainer=smoke,default")
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs(
-        [client.get_experiment_by_name("delayed_recall").experiment_id],
-        "attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-    )
+    sweep((16, 0, "smoke"), (16, 0, "default"))
+    runs = client.search_runs([experiment], "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"])
     return tmp_path, client, [r for r in runs if r.data.tags.get("sweep") != "true"]
 
 
@@ -82,7 +85,9 @@ def test_runs_differing_only_in_the_seed_are_one_variant_smoke_runs_and_reruns_l
     with open(tmp_path / "report" / "results.csv") as f:
         rows = {r["model.hidden_size"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"16", "32"} and all(r["n_seeds"] == "2" for r in rows.values())
-    assert "| model.hidden_size |" in (tmp_path / "report" / "results.md").read_text()  # the key that varies
+    assert (
+        "model.hidden_size" in table_cells((tmp_path / "report" / "results.md").read_text())[0]
+    )  # the key that varies
     counted = [r for r in runs if r not in smoke and r is not runs[0]]  # the re-run replaces the sweep's seed 0
     for size, row in rows.items():
         scores = np.array([r.data.metrics["test/acc"] for r in counted if r.data.params["model.hidden_size"] == size])
@@ -259,7 +264,8 @@ def _configs(**distance_by_variant: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_a_comparison_pairs_variants_only_where_the_task_and_trainer_agree():
-    from rnnexp.report import Comparison, ReportError, compare
+    from rnnexp.report import ReportError
+    from rnnexp.report.statistics import Comparison, compare
 
     runs, table = _configs(tanh=3, gru=5)  # run at different distances: nothing to pair
     with pytest.raises(ReportError, match="no variant of a has a partner in b"):
@@ -275,7 +281,8 @@ def test_a_comparison_pairs_variants_only_where_the_task_and_trainer_agree():
 
 
 def test_rates_each_variant_took_from_one_selection_pair_as_model_keys_and_others_do_not():
-    from rnnexp.report import Comparison, ReportError, compare
+    from rnnexp.report import ReportError
+    from rnnexp.report.statistics import Comparison, compare
 
     runs, _ = _configs(tanh=3, gru=3)
     runs["params.optim.lr"] = runs["variant"].map({"tanh": "0.001", "gru": "0.03"})
@@ -335,20 +342,6 @@ def test_the_budget_curve_plots_the_variants_at_one_value_and_names_the_values_o
         tmp_path, "--experiment", "delayed_recall", "--evaluations", "--budget-curve", "task.distance=3", capsys=capsys
     )
     assert status == 2 and "--budget-curve with --evaluations: an evaluation has no learning curve" in err
-
-
-def test_a_run_logs_its_optimizer_updates_which_the_budget_curve_counts(store):
-    from rnnexp.report import _updates_per_epoch
-
-    client = MlflowClient(f"sqlite:///{store[0]}/mlflow.db")
-    runs = client.search_runs(
-        [client.get_experiment_by_name("delayed_recall").experiment_id], "tags.smoke != 'true' and tags.sweep != 'true'"
-    )
-    for run in runs:
-        params, metrics = run.data.params, run.data.metrics
-        per_epoch = -(-int(params["task.train_size"]) // int(params["task.batch_size"]))
-        assert metrics["updates"] == per_epoch * metrics["epochs_trained"]
-        assert _updates_per_epoch(run, int(metrics["epochs_trained"])) == per_epoch
 
 
 def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole(store, tmp_path, capsys):

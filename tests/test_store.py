@@ -155,7 +155,7 @@ def test_the_store_lock_taken_again_inside_itself_goes_on(tmp_path):
 def test_an_evaluation_of_a_smoke_run_is_left_out_of_the_evaluations_report():
     import pandas as pd
 
-    from rnnexp.report import training_runs
+    from rnnexp.report.runs import training_runs
     from rnnexp.store import record_columns
 
     def row(seed: int, smoke: bool) -> dict:

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
 from rnnexp.store import Store
-from tests.conftest import TRAIN, run_command
+from tests.conftest import TRAIN, run_command, table_cells
 
 # a short real run: trainer=smoke's budget, but not tagged smoke, so that reports count it
 SHORT = [
@@ -82,6 +82,19 @@ def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
         in proc.stdout
     )
     assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in proc.stdout
+
+
+def test_a_run_logs_its_optimizer_updates_which_the_budget_curve_counts(sweep):
+    from rnnexp.report.plots import _updates_per_epoch
+
+    for run in sweep[4]:
+        params, metrics = run.data.params, run.data.metrics
+        per_epoch = min(
+            int(params["trainer.limit_train_batches"]),
+            -(-int(params["task.train_size"]) // int(params["task.batch_size"])),
+        )
+        assert metrics["updates"] == per_epoch * metrics["epochs_trained"]
+        assert _updates_per_epoch(run, int(metrics["epochs_trained"])) == per_epoch
 
 
 def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
@@ -144,8 +157,8 @@ def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep,
         ]
         assert float(row["mean"]) == pytest.approx(statistics.fmean(scores), rel=1e-5)
         assert float(row["chance"]) == pytest.approx(0.125) and row["n_seeds"] == "1"
-    table = (out / "results.md").read_text()
-    assert table.count("| delayed_recall |") == 4 and table.count("| n/a (1 seed) |") == 8  # interval and t-test
+    cells = [c for row in table_cells((out / "results.md").read_text()) for c in row]
+    assert cells.count("delayed_recall") == 4 and cells.count("n/a (1 seed)") == 8  # interval and t-test
     for png in ("metric_vs_distance.png", "learning_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / png).stat().st_size > 10_000
     assert client.list_artifacts(parent.info.run_id, "report") == []  # an experiment's report is no sweep's

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnexp.tuning import SelectionError, choose
-from tests.conftest import BIN, TRAIN, run_command
+from tests.conftest import BIN, TRAIN, log_run, run_command
 
 TINY = [
     "task.length=10",
@@ -135,26 +135,14 @@ def _stage_1(tmp_path: Path, compose_train, scores: dict[float, tuple[float, ...
     """Stage 1 as rnnexp-train records it, written straight into the store (what stage 2 reads of
     it: each run's params, the run's resolved config, and its record's monitor and best_val), one
     FINISHED run per rate and seed; the experiment's id."""
-    from mlflow.entities import Param
-
-    from rnnexp import tracking
-    from rnnexp.store import RunRecord, Store, write
+    from rnnexp.store import Store
 
     client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
     experiment = client.create_experiment("recall_lr")
     for lr, per_seed in scores.items():
         for seed, best_val in enumerate(per_seed):
             cfg = compose_train(*TINY, f"optim.lr={lr}", f"seed={seed}", "tracking.experiment=recall_lr")
-            run_id = client.create_run(experiment).info.run_id
-            client.log_batch(run_id, params=[Param(k, v) for k, v in tracking.params_of(cfg).items()])
-            record = RunRecord(
-                **dict(pattern="1", model="rnn_hidden", cell="rnn", task="delayed_recall", distance="3"),
-                **dict(metric="acc", better="higher", monitor="val/acc", monitor_mode="max"),
-                best_val=best_val,
-                seed=str(seed),
-            )
-            write(client, run_id, record)
-            client.set_terminated(run_id, "FINISHED")
+            log_run(client, experiment, cfg, {}, monitor="val/acc", monitor_mode="max", best_val=best_val)
     return experiment
 
 

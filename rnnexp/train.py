@@ -9,6 +9,7 @@ naming the key, the bad value and what is allowed, exit status 2, and no run is 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def _app(cfg: DictConfig) -> float | None:
         if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
             print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
             return RunRecord.of(spec.tracking.store.client().get_run(twin)).best_val  # Optuna counts it as done
-        task, model, module = build(cfg, spec)  # the data too: a split can be a config error
+        built = build(cfg, spec)  # the data too: a split can be a config error
     except config.MismatchError as err:
         if not sweeping:
             _exit_with(err)
@@ -113,7 +114,7 @@ def _app(cfg: DictConfig) -> float | None:
             raise  # the sweep runs its other jobs, then names this one
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
     try:
-        return train(cfg, spec, task, model, module, resumed)
+        return train(built, resumed)
     except StoreLost as err:
         if sweeping:
             raise  # the sweep runs its other jobs, then names this one
@@ -183,33 +184,49 @@ class _Outcome:
     stopped_by: str
 
 
-def train(cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed=None) -> float:
+@dataclass(frozen=True)
+class Built:
+    """A run resolved and built (`build`): its config resolved once, read-only (`cfg`: what the run
+    logs and Lightning instantiates) and as typed dataclasses with the same values (`spec`); the
+    task with its data, the model, the Lightning module; and the learning-rate choice the rate
+    came from (`optim.lr_from`), if any. Nothing after `build` changes the config."""
+
+    cfg: DictConfig
+    spec: config.TrainConfig
+    task: Any
+    model: Any
+    module: Any
+    lr_choice: Any = None  # rnnexp.tuning.Choice
+
+
+def train(built: Built, resumed=None) -> float:
     """Fit, test with the best checkpoint, track; return the best value of the monitored
     validation quantity (`best_val`). `resumed` (rnnexp.resume.Resumed): go on with that run from
     its last checkpoint."""
-    run = _open_run(cfg, spec, task, module, resumed)
+    run = _open_run(built, resumed)
     try:
         if resumed:  # its config, record and dataset are logged already
             _reopen(run)
         else:
-            _record_start(run, cfg, spec, task, module)
-        results, outcome = _fit_and_test(run, cfg, spec, task, model, module, resumed)
+            _record_start(run, built)
+        results, outcome = _fit_and_test(run, built, resumed)
     except BaseException as err:
-        _close_after(err, run, spec)
+        _close_after(err, run, built.spec)
         raise
     from rnnexp import tracking
 
     status = tracking.end_run(run.client, run.id)
-    _print_summary(run, spec, task, module, results, outcome, status)
+    _print_summary(run, built, results, outcome, status)
     return outcome.best_val
 
 
-def _open_run(cfg: DictConfig, spec: config.TrainConfig, task, module, resumed) -> _Run:
+def _open_run(built: Built, resumed) -> _Run:
     """The run's MLflow run (new, or the resumed one) behind Lightning's logger; a job of a sweep
     logs under the sweep's parent run."""
     from rnnexp import tracking
     from rnnexp.logger import make_logger
 
+    spec = built.spec
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     checkpoint_dir = resumed.checkpoint_dir if resumed else (out_dir / "checkpoints").resolve()
@@ -217,12 +234,12 @@ def _open_run(cfg: DictConfig, spec: config.TrainConfig, task, module, resumed) 
         logger = make_logger(spec, resumed.experiment, run_id=resumed.run_id, logged_through=resumed.logged_through)
         return _Run(logger, resumed.experiment, out_dir, checkpoint_dir)
     parent = parent_of_this_job()
-    experiment = spec.tracking.experiment or (parent.experiment if parent else task.name)
+    experiment = spec.tracking.experiment or (parent.experiment if parent else built.task.name)
     tracking.experiment_id(spec.tracking.store.client(), experiment, spec.tracking)  # once, here
     logger = make_logger(
         spec,
         experiment,
-        run_name(cfg, spec, task, hydra_cfg.overrides.task),
+        run_name(built, hydra_cfg.overrides.task),
         tags=RunRecord(parent_run=parent.run_id).to_tags() if parent else None,
     )
     return _Run(logger, experiment, out_dir, checkpoint_dir)
@@ -235,14 +252,15 @@ def _reopen(run: _Run) -> None:
     store.write(run.client, run.id, RunRecord(checkpoint_dir=str(run.checkpoint_dir)))  # for the next resume
 
 
-def _record_start(run: _Run, cfg: DictConfig, spec: config.TrainConfig, task, module) -> None:
+def _record_start(run: _Run, built: Built) -> None:
     """What the run is: its config as params, its record, its data."""
     from rnnexp import store, tracking
 
+    cfg, spec, task = built.cfg, built.spec, built.task
     hydra_cfg = HydraConfig.get()
     quantity, mode = monitor(cfg, task)  # what best_val is the best of: read back by rnnexp.tuning
     chosen = {}
-    if (choice := getattr(module, "lr_choice", None)) is not None:
+    if (choice := built.lr_choice) is not None:
         from rnnexp.tuning import RULE
 
         chosen = {"lr_choice": choice.describe(spec.optim.lr_from), "lr_from": spec.optim.lr_from, "lr_rule": RULE}
@@ -268,11 +286,12 @@ def _record_start(run: _Run, cfg: DictConfig, spec: config.TrainConfig, task, mo
         )
 
 
-def _fit_and_test(run: _Run, cfg: DictConfig, spec: config.TrainConfig, task, model, module, resumed):
+def _fit_and_test(run: _Run, built: Built, resumed):
     """Train until early stopping or the budget, test the best checkpoint, and record both:
     the test metrics and what stopped training; returns them."""
     from rnnexp import store, tracking
 
+    cfg, spec, task, model, module = built.cfg, built.spec, built.task, built.model, built.module
     trainer, checkpoint = make_trainer(cfg, task, run.logger, run.checkpoint_dir, run.out_dir)
     start = time.perf_counter()
     trainer.fit(module, datamodule=task, ckpt_path=resumed.checkpoint if resumed else None, weights_only=True)
@@ -347,7 +366,8 @@ def _close_after(err: BaseException, run: _Run, spec: config.TrainConfig) -> Non
         raise SystemExit(128 + signal.SIGTERM) from err
 
 
-def _print_summary(run: _Run, spec: config.TrainConfig, task, module, results, outcome, status: str) -> None:
+def _print_summary(run: _Run, built: Built, results, outcome, status: str) -> None:
+    spec, task = built.spec, built.task
     kind = "feed-forward baseline" if spec.model.pattern == "baseline" else f"pattern {spec.model.pattern}"
     print(
         f"\n{spec.model.name} ({kind}) on {task.name}"
@@ -363,7 +383,7 @@ def _print_summary(run: _Run, spec: config.TrainConfig, task, module, results, o
         "budget": "trainer.max_epochs reached: the curve may still be rising",
     }[outcome.stopped_by]
     print(f"  {'epochs':<14} {outcome.epochs:<6}   (stopped by {outcome.stopped_by}: {why})")
-    if (choice := getattr(module, "lr_choice", None)) is not None:
+    if (choice := built.lr_choice) is not None:
         print(f"  {'lr':<14} {choice.lr:<6g}   (chosen on validation in experiment {spec.optim.lr_from})")
     print(f"run {run.id} {status} in experiment '{run.experiment}' ({masked_uri(spec.tracking.uri)})")
     if spec.tracking.store.is_sqlite:
@@ -406,17 +426,18 @@ _UNNAMED_PREFIXES = (
 )
 
 
-def run_name(cfg: DictConfig, spec: config.TrainConfig, task, overrides) -> str:
+def run_name(built: Built, overrides) -> str:
     """What the run is, at a glance in the MLflow UI: its model, cell, task, distance, hidden size
     (as solved from model.params), every other key its command line or sweep set, and its seed,
     e.g. `rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s0`."""
+    spec, task = built.spec, built.task
     cell = getattr(spec.model, "cell", None)
     parts = [
         spec.model.name,
         *([] if cell is None else ["tanh" if cell.value == "rnn" else cell.value]),
         task.name,
         *([] if task.distance is None else [f"d{task.distance}"]),
-        f"h{cfg.model.hidden_size}",
+        f"h{spec.model.hidden_size}",
     ]
     given: dict[str, str] = {}  # a key given twice counts once, at its last value, as Hydra takes it
     for override in config.typed_overrides(overrides):
@@ -425,7 +446,7 @@ def run_name(cfg: DictConfig, spec: config.TrainConfig, task, overrides) -> str:
             given.pop(key, None)
             given[key] = value.strip(chr(39) + chr(34))[:24]
     if spec.optim.lr_from is not None:  # the rate chosen on validation (optim.lr cannot be given beside it)
-        given["optim.lr"] = f"{cfg.optim.lr:g}"
+        given["optim.lr"] = f"{spec.optim.lr:g}"
     parts += [f"{_SHORT.get(key, key.rsplit('.', 1)[-1])}{value}" for key, value in given.items()]
     return "-".join([*parts, f"s{spec.seed}"])[:250]
 
@@ -464,12 +485,14 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         os.environ["PYTHONWARNINGS"] = ",".join(
             filter(None, [os.environ.get("PYTHONWARNINGS"), *ignored, "ignore::DeprecationWarning"])
         )
-    watched, mode = monitor(cfg, task)
-    checkpoint = BestAndLastCheckpoint(dirpath=checkpoint_dir, monitor=watched, save_top_k=1, mode=mode, save_last=True)
+    quantity, mode = monitor(cfg, task)
+    checkpoint = BestAndLastCheckpoint(
+        dirpath=checkpoint_dir, monitor=quantity, save_top_k=1, mode=mode, save_last=True
+    )
     callbacks = [MetricsInCheckpoint(), checkpoint, *callbacks]
     if (stopping := cfg.trainer.early_stopping).patience is not None:
         callbacks.append(
-            EarlyStopping(monitor=watched, mode=mode, patience=stopping.patience, min_delta=stopping.min_delta)
+            EarlyStopping(monitor=quantity, mode=mode, patience=stopping.patience, min_delta=stopping.min_delta)
         )
     trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
     return trainer, checkpoint
@@ -514,8 +537,9 @@ def how_training_ended(trainer, cfg: DictConfig, client, run_id: str) -> tuple[i
     return trainer.current_epoch, stopped.get(reason, "budget")
 
 
-def build(cfg: DictConfig, spec: config.TrainConfig):
-    """The run's task with its data generated, model and Lightning module, seeded from `seed`."""
+def build(cfg: DictConfig, spec: config.TrainConfig) -> Built:
+    """The run's task with its data generated, its config resolved (`resolve`), and the model and
+    Lightning module built from that, seeded from `seed`. `cfg` itself is not changed."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
@@ -530,49 +554,68 @@ def build(cfg: DictConfig, spec: config.TrainConfig):
     pl.seed_everything(spec.seed, workers=True, verbose=False)
     task = instantiate(cfg.task, seed=spec.seed)
     task.setup()
-    if spec.model.params is not None:  # logged as solved: the run's params say what was trained
-        cfg.model.hidden_size = sizing.solve_hidden_size(cfg.model, task.io, spec.model.params)
+    cfg, spec, choice = resolve(cfg, spec, task)
     _check_fits_in_memory(cfg, spec, task)
-    choice = _choose_lr(cfg, spec, task.name)
     model = sizing.make_model(cfg.model, task.io)
-    watched, mode = monitor(cfg, task)
+    quantity, mode = monitor(cfg, task)
     schedule = {
         "scheduler": spec.optim.scheduler.value,
         "min_lr": spec.optim.min_lr,
         "lr_factor": spec.optim.lr_factor,
         "lr_patience": spec.optim.lr_patience,
         "epochs": spec.trainer.max_epochs,
-        "monitor": watched,
+        "monitor": quantity,
         "mode": mode,
     }
     from rnnexp.tracking import masked, secret_keys
 
-    built = {
+    kept = {
         "model": OmegaConf.to_container(
             cfg.model, resolve=True, enum_to_str=True
         ),  # as sized: the shapes of the weights
         "task": OmegaConf.to_container(cfg.task, resolve=True, enum_to_str=True),
     }
     # kept in each checkpoint (rnnexp-eval reads it): a value read from the environment masked, as in the store
-    built = {**masked(built, secret_keys(cfg)), "seed": spec.seed}
+    kept = {**masked(kept, secret_keys(cfg)), "seed": spec.seed}
     module = SequenceModule(
         model,
         task,
         optimizer=spec.optim.optimizer.value,
-        lr=cfg.optim.lr,
+        lr=spec.optim.lr,
         weight_decay=spec.optim.weight_decay,
         step_metrics=spec.tracking.step_metrics,
         schedule=schedule,
-        config=built,
+        config=kept,
     )
-    module.lr_choice = choice  # what `train` logs of it
-    return task, model, module
+    return Built(cfg, spec, task, model, module, choice)
+
+
+def resolve(cfg: DictConfig, spec: config.TrainConfig, task):
+    """The config resolved once, before anything is built from it: the hidden size solved from
+    `model.params` (logged as solved: the run's params say what was trained), then the learning
+    rate chosen by `optim.lr_from` (after sizing: the selection runs logged their solved size
+    too). Returns a read-only copy of `cfg` with both values, the spec with the same, and the
+    rnnexp.tuning.Choice (None without `optim.lr_from`)."""
+    from rnnexp.models import sizing
+
+    resolved = copy.deepcopy(cfg)
+    if spec.model.params is not None:
+        resolved.model.hidden_size = sizing.solve_hidden_size(cfg.model, task.io, spec.model.params)
+    choice = _choose_lr(resolved, spec, task.name)
+    if choice is not None:
+        resolved.optim.lr = choice.lr  # and so logged as optim.lr
+    OmegaConf.set_readonly(resolved, True)
+    spec = replace(
+        spec,
+        model=replace(spec.model, hidden_size=resolved.model.hidden_size),
+        optim=replace(spec.optim, lr=resolved.optim.lr),
+    )
+    return resolved, spec, choice
 
 
 def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
-    """With `optim.lr_from`: the learning rate chosen on validation for this config, set as
-    `optim.lr` (and so logged as it), as a rnnexp.tuning.Choice; else None. After sizing: the
-    selection runs logged their solved hidden size too."""
+    """With `optim.lr_from`: the learning rate chosen on validation for this config (its hidden
+    size solved), as a rnnexp.tuning.Choice; else None."""
     if spec.optim.lr_from is None:
         return None
     from rnnexp import tracking, tuning
@@ -613,7 +656,6 @@ def _choose_lr(cfg: DictConfig, spec: config.TrainConfig, task_name: str):
         choice = tuning.chosen_lr(spec.tracking.store, spec.optim.lr_from, params, tuple(spec.optim.lr_shared_over))
     except tuning.SelectionError as err:
         raise config.ConfigError("optim.lr_from", spec.optim.lr_from, str(err)) from None
-    cfg.optim.lr = choice.lr
     return choice
 
 
@@ -623,7 +665,7 @@ def _check_fits_in_memory(cfg: DictConfig, spec: config.TrainConfig, task) -> No
     model is built on the meta device, which allocates nothing and draws no random numbers."""
     from rnnexp.models.sizing import count
 
-    n_params = count(cfg.model, task.io, cfg.model.hidden_size)
+    n_params = count(cfg.model, task.io, spec.model.hidden_size)
     needed = n_params * 4 * 4
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else None
     if memory and needed > memory:

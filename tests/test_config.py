@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import omegaconf
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -65,7 +66,8 @@ def test_valid_pair_composes_and_builds(compose_train, small, model, task):
     cfg = compose_train(f"model={model}", *small(task))
     spec = config.check(cfg)
     assert spec.model.name == model and spec.task.name == task
-    data, net, _ = build(cfg, spec)
+    built = build(cfg, spec)
+    data, net = built.task, built.model
     x, y, *lengths = next(iter(data.train_dataloader()))
     assert net(x, lengths=lengths[0] if lengths else None).shape == (*y.shape, data.io.n_outputs)
 
@@ -175,10 +177,12 @@ def test_model_params_sizes_every_model_to_n_within_3_percent(compose_train, tas
             if hasattr(model_config, "cell"):
                 overrides.append(f"model.cell={cell}")
             cfg = compose_train(*overrides)
-            task_, model, _ = build(cfg, config.check(cfg))
-            trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            built = build(cfg, config.check(cfg))
+            trained = sum(p.numel() for p in built.model.parameters() if p.requires_grad)
             assert abs(trained - n) <= 0.03 * n, (name, n, trained)
-            assert count(cfg.model, task_.io, cfg.model.hidden_size) == trained  # the config holds the solved size
+            # the resolved config and the spec hold the solved size, the same
+            assert built.spec.model.hidden_size == built.cfg.model.hidden_size
+            assert count(built.cfg.model, built.task.io, built.spec.model.hidden_size) == trained
 
 
 def test_model_params_with_a_hidden_size_of_its_own_is_refused(compose_train):
@@ -199,15 +203,25 @@ def test_a_sized_run_keeps_its_identity_when_its_hidden_size_is_solved(compose_t
 
     cfg = compose_train("model.params=20000")
     before = config_hash(cfg)
-    build(cfg, config.check(cfg))
-    assert cfg.model.hidden_size != 64 and config_hash(cfg) == before
+    built = build(cfg, config.check(cfg))
+    assert built.cfg.model.hidden_size != 64 and config_hash(built.cfg) == before
+    assert cfg.model.hidden_size == 64  # the composed config is not changed: the resolved one is a copy
+    with pytest.raises(omegaconf.errors.ReadonlyConfigError):  # and it is final
+        built.cfg.model.hidden_size = 8
     assert config_hash(compose_train("model.params=30000")) != before  # the request itself is the identity
 
 
 def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compose_train):
+    from dataclasses import replace
+
     from omegaconf import OmegaConf
 
-    from rnnexp.train import run_name
+    from rnnexp.train import Built, run_name
+
+    def named(cfg, overrides: list[str], seed: int = 0, **optim) -> str:
+        spec = config.check(cfg)
+        spec = replace(spec, optim=replace(spec.optim, **optim))  # as `resolve` leaves it
+        return run_name(Built(cfg, spec, instantiate(cfg.task, seed=seed), None, None), OmegaConf.create(overrides))
 
     given = [
         "model.cell=gru",
@@ -217,28 +231,11 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
         "seed=3",
         "optim.lr=0.01",
     ]  # a key given twice: its last value, once
-    cfg = compose_train(*given)
-    task = instantiate(cfg.task, seed=3)
-    assert (
-        run_name(cfg, config.check(cfg), task, OmegaConf.create(given))
-        == "rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s3"
-    )
-    chosen = compose_train("optim.lr_from=recall_lr")
-    chosen.optim.lr = 0.003  # as the selection sets it
-    assert (
-        run_name(
-            chosen,
-            config.check(chosen),
-            instantiate(chosen.task, seed=0),
-            OmegaConf.create(["optim.lr_from=recall_lr"]),
-        )
-        == "rnn_hidden-tanh-delayed_recall-d15-h64-lr0.003-s0"
-    )
+    assert named(compose_train(*given), given, seed=3) == "rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s3"
+    chosen = ["optim.lr_from=recall_lr"]  # the rate as the selection chose it
+    assert named(compose_train(*chosen), chosen, lr=0.003) == "rnn_hidden-tanh-delayed_recall-d15-h64-lr0.003-s0"
     tanh = compose_train("model=rnn_final", "task=pronoun_reference")
-    assert (
-        run_name(tanh, config.check(tanh), instantiate(tanh.task, seed=0), OmegaConf.create([]))
-        == "rnn_final-tanh-pronoun_reference-d4-h64-s0"
-    )
+    assert named(tanh, []) == "rnn_final-tanh-pronoun_reference-d4-h64-s0"
 
 
 def test_each_default_is_written_once_in_its_schema_not_in_the_yaml_or_the_constructor():

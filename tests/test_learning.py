@@ -25,8 +25,9 @@ def fit(compose_train):
             "trainer.enable_model_summary=false",
         )
         spec = config.check(cfg)
-        task, _, module = build(cfg, spec)
-        trainer = lightning_trainer(cfg, logger=False, enable_checkpointing=False)
+        built = build(cfg, spec)
+        task, module = built.task, built.module
+        trainer = lightning_trainer(built.cfg, logger=False, enable_checkpointing=False)
         trainer.fit(module, datamodule=task)
         return trainer.test(module, datamodule=task, verbose=False)[0], task
 

@@ -43,9 +43,10 @@ class _Rates:
 def _fit(compose_train, *overrides: str):
     cfg = compose_train(*TINY, *overrides)
     spec = config.check(cfg)
-    task, _, module = build(cfg, spec)
+    built = build(cfg, spec)
+    task, module = built.task, built.module
     rates = _Rates()
-    trainer = lightning_trainer(cfg, logger=False, enable_checkpointing=False, callbacks=[rates()])
+    trainer = lightning_trainer(built.cfg, logger=False, enable_checkpointing=False, callbacks=[rates()])
     trainer.fit(module, datamodule=task)
     return trainer, module, rates.seen
 

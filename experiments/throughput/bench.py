@@ -176,8 +176,8 @@ def lightning_fit(cfg, tmp: Path, tracked: bool = True, stock: str | None = None
     instead of rnnexp's, into the same store."""
     from pytorch_lightning.loggers import MLFlowLogger
 
-    spec = config.check(cfg)
-    task, _, module = build(cfg, spec)
+    built = build(cfg, config.check(cfg))
+    cfg, spec, task, module = built.cfg, built.spec, built.task, built.module
     logger, client, run_id = False, None, None
     if stock:
         logger = MLFlowLogger("bench", tracking_uri=spec.tracking.uri, synchronous=stock == "sync")
@@ -198,8 +198,8 @@ def lightning_fit(cfg, tmp: Path, tracked: bool = True, stock: str | None = None
 def plain_fit(cfg, tmp: Path) -> list[float]:
     """The loop a researcher would write by hand for the same run: train with the same optimizer,
     clipping and batches, score train and validation accuracy, save a resumable checkpoint."""
-    spec = config.check(cfg)
-    task, model, _ = build(cfg, spec)
+    built = build(cfg, config.check(cfg))
+    spec, task, model = built.spec, built.task, built.model
     opt = torch.optim.Adam(model.parameters(), lr=spec.optim.lr)
     train, val = task.train_dataloader(), task.val_dataloader()
     teacher_forced = getattr(model, "teacher_forced", False)
@@ -636,8 +636,8 @@ def epoch_seconds(model: str, length: int, hidden: int, n: int) -> float:
         f"model.hidden_size={hidden}",
         *size,
     )
-    spec = config.check(cfg)
-    task_, model_, _ = build(cfg, spec)
+    built = build(cfg, config.check(cfg))
+    task_, model_ = built.task, built.model
     opt = torch.optim.Adam(model_.parameters())
     teacher_forced = getattr(model_, "teacher_forced", False)
 

@@ -52,6 +52,12 @@ format: $(STAMP) ## ruff: format the tree and apply the safe lint fixes
 	$(BIN)/ruff format --quiet .
 	$(BIN)/ruff check --fix --quiet .
 
+coverage: $(STAMP) ## the tests under coverage.py, the processes they start included: a line per module (about 15 min)
+	$(BIN)/coverage erase
+	$(BIN)/coverage run -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
+
 golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (say why in the commit)
 	$(BIN)/python -m tests.golden --write
 

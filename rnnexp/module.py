@@ -218,17 +218,13 @@ class SequenceModule(pl.LightningModule):
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optimizer, T_max=max(1, s["epochs"] - 1), eta_min=s["min_lr"]
             )
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "name": "lr"}}
         if s["scheduler"] == "plateau":
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode=s["mode"], factor=s["lr_factor"], patience=s["lr_patience"], min_lr=s["min_lr"]
             )
             return {
                 "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": s["monitor"], "interval": "epoch"},
+                "lr_scheduler": {"scheduler": scheduler, "monitor": s["monitor"], "interval": "epoch", "name": "lr"},
             }
         return optimizer
-
-    def on_train_epoch_start(self) -> None:
-        if self.schedule["scheduler"] != "none":  # the epoch's learning rate, beside its metrics
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)

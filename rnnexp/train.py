@@ -469,7 +469,7 @@ class StoreLost(RuntimeError):
 def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: Path, callbacks: list = ()):
     """Lightning's Trainer as `cfg.trainer` says, keeping the best checkpoint by the validation
     metric and the last one (to resume from) in `checkpoint_dir`."""
-    from pytorch_lightning.callbacks import EarlyStopping
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor
 
     from rnnexp.logger import MetricsInCheckpoint
     from rnnexp.resume import BestAndLastCheckpoint
@@ -490,6 +490,8 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         dirpath=checkpoint_dir, monitor=quantity, save_top_k=1, mode=mode, save_last=True
     )
     callbacks = [MetricsInCheckpoint(), checkpoint, *callbacks]
+    if logger and config.Scheduler(cfg.optim.scheduler) != config.Scheduler.none:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # each epoch's rate, as `lr`
     if (stopping := cfg.trainer.early_stopping).patience is not None:
         callbacks.append(
             EarlyStopping(monitor=quantity, mode=mode, patience=stopping.patience, min_delta=stopping.min_delta)

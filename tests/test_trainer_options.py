@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rnnexp import config
-from rnnexp.train import build, lightning_trainer
+from rnnexp.train import build, make_trainer
 
 TINY = [
     "task.length=10",
@@ -40,29 +40,41 @@ class _Rates:
         return Record()
 
 
-def _fit(compose_train, *overrides: str):
+def _fit(compose_train, tmp_path, *overrides: str):
+    """Trained as a run trains (make_trainer), with a logger that keeps what it is given."""
+    from pytorch_lightning.loggers import CSVLogger
+
     cfg = compose_train(*TINY, *overrides)
-    spec = config.check(cfg)
-    built = build(cfg, spec)
-    task, module = built.task, built.module
+    built = build(cfg, config.check(cfg))
     rates = _Rates()
-    trainer = lightning_trainer(built.cfg, logger=False, enable_checkpointing=False, callbacks=[rates()])
-    trainer.fit(module, datamodule=task)
-    return trainer, module, rates.seen
+    logger = CSVLogger(tmp_path)
+    trainer, _ = make_trainer(built.cfg, built.task, logger, tmp_path / "checkpoints", tmp_path, [rates()])
+    trainer.fit(built.module, datamodule=built.task)
+    return trainer, built.module, rates.seen
 
 
-def test_cosine_anneals_from_lr_to_min_lr_over_max_epochs(compose_train):
+def _logged(trainer, key: str) -> list[float]:
+    """Each value of `key` the logger was given, from its file."""
+    import csv
+    from pathlib import Path
+
+    with open(Path(trainer.logger.log_dir) / "metrics.csv") as f:
+        return [float(row[key]) for row in csv.DictReader(f) if row.get(key)]
+
+
+def test_cosine_anneals_from_lr_to_min_lr_over_max_epochs(compose_train, tmp_path):
     trainer, _, rates = _fit(
-        compose_train, "trainer.max_epochs=4", "optim.scheduler=cosine", "optim.lr=0.01", "optim.min_lr=0.001"
+        compose_train, tmp_path, "trainer.max_epochs=4", "optim.scheduler=cosine", "optim.lr=0.01", "optim.min_lr=0.001"
     )
     expected = [0.001 + 0.009 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(4)]
     assert rates == pytest.approx(expected) and rates[-1] == pytest.approx(0.001)
-    assert float(trainer.callback_metrics["lr"]) == pytest.approx(0.001)  # logged beside the epoch's metrics
+    assert _logged(trainer, "lr") == pytest.approx(expected)  # each epoch's rate, logged as it starts
 
 
-def test_plateau_cuts_the_rate_by_its_factor_on_the_checkpoints_quantity(compose_train):
+def test_plateau_cuts_the_rate_by_its_factor_on_the_checkpoints_quantity(compose_train, tmp_path):
     trainer, module, rates = _fit(
         compose_train,
+        tmp_path,
         "trainer.max_epochs=3",
         "optim.scheduler=plateau",
         "optim.lr_patience=0",
@@ -78,19 +90,19 @@ def test_plateau_cuts_the_rate_by_its_factor_on_the_checkpoints_quantity(compose
     assert rates[0] == pytest.approx(0.003) and len(rates) == 3
 
 
-def test_no_scheduler_keeps_the_rate(compose_train):
-    trainer, _, rates = _fit(compose_train, "trainer.max_epochs=2")
-    assert rates == [0.003, 0.003] and not trainer.lr_scheduler_configs and "lr" not in trainer.callback_metrics
+def test_no_scheduler_keeps_the_rate(compose_train, tmp_path):
+    trainer, _, rates = _fit(compose_train, tmp_path, "trainer.max_epochs=2")
+    assert rates == [0.003, 0.003] and not trainer.lr_scheduler_configs and _logged(trainer, "lr") == []
 
 
-def test_accumulating_gradients_steps_the_optimizer_every_n_batches(compose_train):
-    one, _, _ = _fit(compose_train, "trainer.max_epochs=1")
-    four, _, _ = _fit(compose_train, "trainer.max_epochs=1", "trainer.accumulate_grad_batches=4")
+def test_accumulating_gradients_steps_the_optimizer_every_n_batches(compose_train, tmp_path):
+    one, _, _ = _fit(compose_train, tmp_path / "one", "trainer.max_epochs=1")
+    four, _, _ = _fit(compose_train, tmp_path / "four", "trainer.max_epochs=1", "trainer.accumulate_grad_batches=4")
     assert one.global_step == 512 // 64 and four.global_step == 512 // 64 // 4
 
 
-def test_bf16_mixed_precision_trains_on_cpu(compose_train):
-    trainer, module, _ = _fit(compose_train, "trainer.max_epochs=1", "trainer.precision=bf16-mixed")
+def test_bf16_mixed_precision_trains_on_cpu(compose_train, tmp_path):
+    trainer, module, _ = _fit(compose_train, tmp_path, "trainer.max_epochs=1", "trainer.precision=bf16-mixed")
     assert trainer.precision == "bf16-mixed" and math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert next(module.parameters()).dtype == torch.float32  # mixed: the weights stay float32
 

@@ -221,17 +221,24 @@ def log_dataset(client: MlflowClient, run_id: str, source: DataSource, secret: b
     tags to filter on, so that runs on different data are never compared by mistake. `secret`:
     where the data are was read from the environment, so their name and source are masked (the
     digest still tells data apart)."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import CodeDatasetSource, HuggingFaceDatasetSource, LocalArtifactDatasetSource
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     if secret:
         source = type(source)(MASK, MASK, source.digest, source.rows)
-
-    kind = "hugging_face" if source.source.startswith("hf://") else "local" if "/" in source.source else "code"
-    dataset = Dataset(
-        name=source.name,
-        digest=source.digest,
-        source_type=kind,
-        source=json.dumps({"uri": source.source}),
+    if source.source.startswith("hf://datasets/"):
+        origin = HuggingFaceDatasetSource(path=source.source.removeprefix("hf://datasets/"))
+    elif "/" in source.source:
+        origin = LocalArtifactDatasetSource(source.source)
+    else:  # a package's own data (sklearn's digits), named by the function that loads it; or masked
+        origin = CodeDatasetSource(tags={"mlflow.source.name": source.source})
+    described = MetaDataset(origin, name=source.name, digest=source.digest)._to_mlflow_entity()
+    dataset = Dataset(  # with its size, which a MetaDataset does not hold
+        described.name,
+        described.digest,
+        described.source_type,
+        described.source,
         profile=json.dumps({"num_rows": source.rows}),
     )
     client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])

@@ -234,9 +234,31 @@ def test_a_run_on_real_data_records_the_dataset_as_an_input(tmp_path):
     (record,) = run.inputs.dataset_inputs
     assert record.dataset.name == "sklearn-digits" and len(record.dataset.digest) == 16
     assert json.loads(record.dataset.profile) == {"num_rows": 1797}
-    assert json.loads(record.dataset.source) == {"uri": "sklearn.datasets.load_digits"}
+    assert record.dataset.source_type == "code"  # sklearn's own data: the function that loads it
+    assert json.loads(record.dataset.source) == {"tags": {"mlflow.source.name": "sklearn.datasets.load_digits"}}
     assert {t.key: t.value for t in record.tags} == {"mlflow.data.context": "train"}
     assert run.data.tags["dataset_digest"] == record.dataset.digest
+
+
+def test_a_dataset_input_names_where_its_data_come_from_as_mlflow_data_describes_it(tmp_path):
+    from rnnexp.store import Store
+    from rnnexp.tasks.base import DataSource
+    from rnnexp.tracking import log_dataset
+
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
+    experiment = client.create_experiment("data")
+    sources = {
+        "hub": (DataSource("imdb", "hf://datasets/imdb", "d" * 16, 10), "hugging_face", "path", "imdb"),
+        "file": (DataSource("r.csv", "/data/r.csv", "e" * 16, 5), "local", "uri", "/data/r.csv"),
+        "secret": (DataSource("x.csv", "/secret/x.csv", "f" * 16, 3), "code", "tags", {"mlflow.source.name": "***"}),
+    }
+    for name, (source, kind, key, value) in sources.items():
+        run_id = client.create_run(experiment).info.run_id
+        log_dataset(client, run_id, source, secret=name == "secret")
+        (given,) = client.get_run(run_id).inputs.dataset_inputs
+        assert given.dataset.source_type == kind and json.loads(given.dataset.source)[key] == value, name
+        assert given.dataset.digest == source.digest and json.loads(given.dataset.profile) == {"num_rows": source.rows}
+    assert given.dataset.name == "***" and "/secret" not in str(given)  # where it is stays out of the store
 
 
 def test_a_diverging_run_stops_failed_naming_the_epoch_and_step(tmp_path):

@@ -41,7 +41,7 @@ train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp
 	$(BIN)/rnnexp-train $(ARGS)
 
 # one test worker per core (pytest-xdist): a run takes one torch thread, so the cores fill with tests
-test: $(STAMP) ## run the tests (about five minutes on 2 cores)
+test: $(STAMP) ## run the tests (about four minutes on 2 cores)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff: the format and the lint rules of pyproject.toml (CI runs it)

@@ -4,24 +4,37 @@ which starts rnnexp's commands as processes of their own."""
 from __future__ import annotations
 
 import atexit
+import csv
 import io
 import itertools
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
+import urllib.parse
+import urllib.request
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
 from rnnexp import config
 from rnnexp.tasks.base import SEQUENCE, STEP, TaskIO
+from rnnexp.tasks.grammar import NegatedSentiment
+
+# One torch thread in each test process, as in each job of a sweep (pytest-xdist fills the cores
+# with workers). It also keeps run_command's forks safe: a child forked after the parent ran
+# OpenMP's thread pool waits for those threads, which it does not have, forever.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -86,6 +99,9 @@ ENTRY_POINTS = {
     str(BIN / "rnnexp-eval"): "rnnexp.evaluation",
     str(BIN / "rnnexp-report"): "rnnexp.report",
 }
+# modules run as `python -m MODULE` that are forked too (a test of `python -m` itself starts one:
+# rnnexp.train is not here)
+FORKED_MODULES = ("rnnexp.evaluation", "rnnexp.reproduce", "rnnexp.tracking")
 _STARTUP_WARNING_FILTERS = list(warnings.filters)  # as Python starts, before pytest adds its own
 
 
@@ -124,8 +140,17 @@ def run_command(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     rnnexp (`rnnexp-train`, `rnnexp-eval`, `rnnexp-report`) runs in a process forked from this
     one: the same function the script calls, with its own exit status, stdout, stderr, working
     folder, environment and exit handlers, without seconds of imports (torch, Lightning, MLflow)
-    paid again for each run. Anything else, or other keywords, goes to `subprocess.run`."""
-    entry = ENTRY_POINTS.get(command[0])
+    paid again for each run; so does `python -m MODULE` for a module of FORKED_MODULES, and
+    `python -c CODE` (a run with a fault injected). Anything else, or other keywords, goes to
+    `subprocess.run`."""
+    entry, argv = ENTRY_POINTS.get(command[0]), list(command)
+    if command[:2] == [sys.executable, "-m"] and len(command) > 2 and command[2] in FORKED_MODULES:
+        import importlib.util
+
+        entry = command[2]
+        argv = [importlib.util.find_spec(entry).origin, *command[3:]]  # as `python -m` sets sys.argv
+    elif command[:2] == [sys.executable, "-c"] and len(command) > 2:
+        entry, argv = "-c", ["-c", *command[3:]]  # as `python -c` sets sys.argv
     if (
         entry is None
         or not kwargs.pop("capture_output", False)
@@ -137,21 +162,30 @@ def run_command(command: list[str], **kwargs) -> subprocess.CompletedProcess:
             if entry is None
             else subprocess.run(command, capture_output=True, text=True, **kwargs)
         )
-    return _forked(command, entry, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("timeout"))
+    return _forked(command, argv, entry, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("timeout"))
 
 
-def _forked(command: list[str], entry: str, cwd, env, timeout: float | None) -> subprocess.CompletedProcess:
+def _forked(
+    command: list[str], argv: list[str], entry: str, cwd, env, timeout: float | None
+) -> subprocess.CompletedProcess:
     import importlib
 
-    module = importlib.import_module(entry)  # imported here, once: the child finds it loaded
+    if entry == "-c":
+        program = compile(command[2], "<string>", "exec")
+
+        def main() -> None:
+            exec(program, {"__name__": "__main__"})
+
+    else:
+        main = importlib.import_module(entry).main  # imported here, once: the child finds it loaded
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
             code = 1
             try:
-                _as_a_new_process(command, cwd, env, out, err)
+                _as_a_new_process(argv, cwd, env, out, err)
                 try:
-                    module.main()
+                    main()
                     code = 0
                 except SystemExit as exit:
                     code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
@@ -183,7 +217,7 @@ def _forked(command: list[str], entry: str, cwd, env, timeout: float | None) -> 
     return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), stdout, stderr)
 
 
-def _as_a_new_process(command: list[str], cwd, env, out, err) -> None:
+def _as_a_new_process(argv: list[str], cwd, env, out, err) -> None:
     """What a fresh interpreter would have: the signals' default handlers, no exit handlers, no
     Hydra instance, Python's own warning filters (pytest's would swallow what a run prints), its
     own environment, folder, arguments and standard streams."""
@@ -207,7 +241,142 @@ def _as_a_new_process(command: list[str], cwd, env, out, err) -> None:
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
     sys.stdin = io.TextIOWrapper(io.FileIO(os.open(os.devnull, os.O_RDONLY), "r"))
-    sys.argv = list(command)  # as a console script has it: argv[0] its path
+    sys.argv = argv  # as a console script has it: argv[0] its path
 
 
 __all__ = ["BIN", "CONF", "ROOT", "SEQUENCE", "STEP", "TRAIN", "feature_io", "make_task", "run_command", "token_io"]
+
+
+# ---------------------------------------------------------------- shared by several test modules
+
+# a run that crashes as its second epoch starts, once it has a checkpoint, unless told not to
+CRASH_AT_EPOCH_1 = """
+import os
+import sys
+import rnnexp.module
+def crash(self):
+    if self.current_epoch == 1:
+        raise RuntimeError("injected crash at epoch 1")
+rnnexp.module.SequenceModule.on_train_epoch_start = crash
+from rnnexp.train import main
+sys.argv = ["rnnexp-train", *sys.argv[1:]]
+main()
+"""
+
+
+def resume_run(tmp_path: Path, run_id: str, *overrides: str) -> subprocess.CompletedProcess:
+    """`rnnexp-train resume=RUN_ID` on the store in `tmp_path`, in its own folder."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    return run_command(
+        [TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/resumed", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one line a refused `rnnexp-train` printed, having checked that it is one, with exit 2."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnnexp-train: error: "), proc.stderr
+    return lines[0]
+
+
+def write_reviews(path: Path, n: int = 1200, seed: int = 0) -> list[tuple[str, str]]:
+    """Negated-sentiment reviews as plain text, cut to varying lengths after the pair of words
+    that decides them, with string labels."""
+    task = make_task(NegatedSentiment, length=12, distance=3, train_size=1, val_size=1, test_size=1, batch_size=1)
+    x, y = task.generate(n, torch.Generator().manual_seed(seed))
+    rows = []
+    for i, (ids, label) in enumerate(zip(x, y, strict=True)):
+        words = task.lexicon.decode(ids).split()
+        last = max(j for j, w in enumerate(words) if w == "not" or w in NEGATED_OR_SENTIMENT)
+        words = words[: last + 1 + i % 3]
+        rows.append((" ".join(words).capitalize() + ".", ("negative", "positive")[label]))
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["review", "sentiment"])
+        writer.writerows(rows)
+    return rows
+
+
+NEGATED_OR_SENTIMENT = {"good", "great", "fine", "superb", "bad", "awful", "poor", "dull"}
+
+# a short real run: trainer=smoke's budget, but not tagged smoke, so that reports count it
+SHORT_RUN = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+]
+
+TINY_RUN = [*SHORT_RUN, "task.length=10", "task.train_size=256", "task.val_size=64", "task.test_size=64"]
+
+
+def free_port() -> int:
+    """A localhost port free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, **params) -> bytes:
+    query = urllib.parse.urlencode(params)
+    with urllib.request.urlopen(f"{url}?{query}" if query else url, timeout=30) as response:
+        return response.read()
+
+
+def http_post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def wait_until_healthy(base: str, server: subprocess.Popen, seconds: float) -> None:
+    """Wait for the MLflow server at `base` (started as `server`) to answer /health."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            http_get(f"{base}/health")
+            return
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, f"the server at {base} did not start"
+            time.sleep(0.5)
+
+
+# a run of seconds: trainer=smoke (tagged smoke) for 2 epochs on a short delayed_recall
+SMALL_RUN = [
+    "trainer=smoke",
+    "trainer.max_epochs=2",
+    "task.length=10",
+    "task.distance=3",
+    "task.train_size=256",
+    "task.val_size=128",
+    "task.test_size=128",
+]
+
+
+def train_run(tmp_path: Path, *overrides: str, argv0: list[str] | None = None, code: str | None = None):
+    """`rnnexp-train` (or `argv0`, or Python running `code`) tracked in `tmp_path/mlflow.db`; ->
+    (the finished process, a client of the store)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    args = [f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *overrides]
+    if code is not None:
+        command = [sys.executable, "-c", code, *args]
+    else:
+        command = (argv0 or [TRAIN]) + args
+    proc = run_command(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    return proc, MlflowClient(tracking_uri=store)
+
+
+def runs_named(client: MlflowClient, experiment: str):
+    """The runs of the experiment named `experiment`, none if it does not exist."""
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])

@@ -56,9 +56,9 @@ def measure(folder: Path) -> dict[str, dict[str, float]]:
     """Run every golden configuration in `folder`; -> {config: {metric: value}}."""
     from mlflow.tracking import MlflowClient
 
-    from tests.test_real_data import _reviews
+    from tests.conftest import write_reviews
 
-    _reviews(folder / "reviews.csv")
+    write_reviews(folder / "reviews.csv")
     store = f"sqlite:///{folder}/golden.db"
     env = dict(
         os.environ,

@@ -18,42 +18,15 @@ from mlflow.tracking import MlflowClient
 
 from rnnexp import config
 from rnnexp.store import Store
-from tests.conftest import ROOT, TRAIN, run_command
-
-SMALL = [
-    "trainer=smoke",
-    "trainer.max_epochs=2",
-    "task.length=10",
-    "task.distance=3",
-    "task.train_size=256",
-    "task.val_size=128",
-    "task.test_size=128",
-]
-
-
-def _run(tmp_path: Path, *overrides: str, argv0: list[str] | None = None, code: str | None = None):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    store = f"sqlite:///{tmp_path}/mlflow.db"
-    args = [f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out", *overrides]
-    if code is not None:
-        command = [sys.executable, "-c", code, *args]
-    else:
-        command = (argv0 or [TRAIN]) + args
-    proc = run_command(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    return proc, MlflowClient(tracking_uri=store)
-
-
-def _runs(client: MlflowClient, experiment: str):
-    exp = client.get_experiment_by_name(experiment)
-    return [] if exp is None else client.search_runs([exp.experiment_id])
+from tests.conftest import ROOT, SMALL_RUN, TRAIN, run_command, runs_named, train_run
 
 
 def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
     # an artifact folder whose path is longer than the 250 characters Lightning would keep
     artifacts = tmp_path / ("a" * 100) / ("b" * 100) / ("c" * 60)
-    proc, client = _run(tmp_path, *SMALL, "model.cell=gru", f"tracking.artifacts={artifacts}")
+    proc, client = train_run(tmp_path, *SMALL_RUN, "model.cell=gru", f"tracking.artifacts={artifacts}")
     assert proc.returncode == 0, proc.stderr
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     for noise in ("GPU available", "TPU available", "Restoring states", "Loaded model weights", "Tip"):
         assert noise not in proc.stdout + proc.stderr  # what the run's summary says, or nothing on a CPU
 
@@ -112,9 +85,9 @@ main()
 
 def test_step_metrics_log_the_training_loss_every_n_steps(tmp_path):
     # trainer=smoke: 4 steps an epoch, 2 epochs; every 3rd step's loss is logged, at Lightning's step numbers
-    proc, client = _run(tmp_path, *SMALL, "tracking.step_metrics=true", "trainer.log_every_n_steps=3")
+    proc, client = train_run(tmp_path, *SMALL_RUN, "tracking.step_metrics=true", "trainer.log_every_n_steps=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     history = client.get_metric_history(run.info.run_id, "train/loss_step")
     assert [m.step for m in history] == [2, 5]
     assert all(0 < m.value < 10 for m in history)  # a cross-entropy over 8 symbols, early in training
@@ -124,9 +97,9 @@ def test_step_metrics_log_the_training_loss_every_n_steps(tmp_path):
 
 
 def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
-    proc, client = _run(tmp_path, *SMALL, code=INJECTED)
+    proc, client = train_run(tmp_path, *SMALL_RUN, code=INJECTED)
     assert proc.returncode != 0
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     assert run.info.status == "FAILED"
     assert "injected failure in training_step" in run.data.tags["error"]
 
@@ -153,13 +126,13 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
     ],
 )
 def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):
-    proc, client = _run(tmp_path, override)
+    proc, client = train_run(tmp_path, override)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rnnexp-train: error: "), proc.stderr
     for part in expected:
         assert part in lines[0]
-    assert not (tmp_path / "mlflow.db").exists() or not _runs(client, "delayed_recall")
+    assert not (tmp_path / "mlflow.db").exists() or not runs_named(client, "delayed_recall")
 
 
 @pytest.mark.parametrize("argv0", [[TRAIN], [sys.executable, "-m", "rnnexp.train"]], ids=["script", "module"])
@@ -199,7 +172,7 @@ def _signal_during_training(tmp_path: Path, sig: int):
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # wait until training is under way: an epoch is logged
-            runs = _runs(client, "delayed_recall")
+            runs = runs_named(client, "delayed_recall")
             if runs and client.get_metric_history(runs[0].info.run_id, "val/acc"):
                 break
             time.sleep(0.5)
@@ -209,7 +182,7 @@ def _signal_during_training(tmp_path: Path, sig: int):
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     # what to do next, after Lightning's own notice (a SIGKILLed process says nothing)
     assert (
         sig == signal.SIGKILL
@@ -228,9 +201,9 @@ def test_ctrl_c_during_training_ends_the_run_killed(tmp_path):
 
 
 def test_a_run_on_real_data_records_the_dataset_as_an_input(tmp_path):
-    proc, client = _run(tmp_path, "task=digits", "model=rnn_final", "trainer=smoke")
+    proc, client = train_run(tmp_path, "task=digits", "model=rnn_final", "trainer=smoke")
     assert proc.returncode == 0, proc.stderr
-    (run,) = _runs(client, "digits")
+    (run,) = runs_named(client, "digits")
     (record,) = run.inputs.dataset_inputs
     assert record.dataset.name == "sklearn-digits" and len(record.dataset.digest) == 16
     assert json.loads(record.dataset.profile) == {"num_rows": 1797}
@@ -263,7 +236,7 @@ def test_a_dataset_input_names_where_its_data_come_from_as_mlflow_data_describes
 
 def test_a_diverging_run_stops_failed_naming_the_epoch_and_step(tmp_path):
     # plain SGD at a huge learning rate without clipping: the adding loss overflows in steps
-    proc, client = _run(
+    proc, client = train_run(
         tmp_path,
         "task=adding",
         "model=mlp_bag",
@@ -277,7 +250,7 @@ def test_a_diverging_run_stops_failed_naming_the_epoch_and_step(tmp_path):
     )
     assert proc.returncode != 0
     assert "the training loss is inf at epoch 0, step 2" in proc.stderr
-    (run,) = _runs(client, "adding")
+    (run,) = runs_named(client, "adding")
     assert run.info.status == "FAILED"
     assert run.data.tags["error"].startswith("FloatingPointError: the training loss is inf at epoch 0, step 2")
 
@@ -291,9 +264,9 @@ def test_sigterm_during_training_ends_the_run_killed(tmp_path):
 def test_the_same_config_and_seed_give_identical_metric_histories(tmp_path):
     histories = []
     for attempt in ("a", "b"):
-        proc, client = _run(tmp_path / attempt, *SMALL, "model=rnn_output", "seed=3")
+        proc, client = train_run(tmp_path / attempt, *SMALL_RUN, "model=rnn_output", "seed=3")
         assert proc.returncode == 0, proc.stderr
-        (run,) = _runs(client, "delayed_recall")
+        (run,) = runs_named(client, "delayed_recall")
         keys = [k for k in run.data.metrics if k != "wall_time_s"]
         histories.append({k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys})
     assert histories[0] == histories[1] and len(histories[0]["val/acc"]) == 2
@@ -329,12 +302,12 @@ def test_ddp_on_two_cpu_processes_logs_one_run_and_learns_as_one_process_does(tm
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]
-    one, client = _run(tmp_path / "one", *base, "trainer.max_epochs=4")
-    two, client2 = _run(tmp_path / "two", *base, "trainer=ddp", "trainer.max_epochs=8")
+    one, client = train_run(tmp_path / "one", *base, "trainer.max_epochs=4")
+    two, client2 = train_run(tmp_path / "two", *base, "trainer=ddp", "trainer.max_epochs=8")
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
-    (single,) = _runs(client, "delayed_recall")
-    (parallel,) = _runs(client2, "delayed_recall")  # one run for both processes, logged from rank 0
+    (single,) = runs_named(client, "delayed_recall")
+    (parallel,) = runs_named(client2, "delayed_recall")  # one run for both processes, logged from rank 0
     assert parallel.info.status == "FINISHED" and parallel.data.params["trainer.strategy"] == "ddp_spawn"
     steps = [m.step for m in client2.get_metric_history(parallel.info.run_id, "val/acc")]
     assert steps == list(range(8))  # once per epoch, at step = the epoch, no duplicates
@@ -371,9 +344,9 @@ def test_pattern_2s_checkpoint_is_chosen_on_its_teacher_forced_validation_score(
         assert monitor(cfg, instantiate(cfg.task, seed=0)) == (expected, "max")
         cfg = compose_train(f"model={model}", "trainer=converge")  # on the loss: the lowest
         assert monitor(cfg, instantiate(cfg.task, seed=0)) == (expected.replace("acc", "loss"), "min")
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", "model=rnn_output")
+    proc, client = train_run(tmp_path, *SMALL_RUN, "trainer.max_epochs=3", "model=rnn_output")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     teacher_forced = [m.value for m in client.get_metric_history(run.info.run_id, "val/acc_tf")]
     assert len(teacher_forced) == 3 and float(run.data.tags["best_val"]) == max(teacher_forced)
     assert (run.data.tags["monitor"], run.data.tags["monitor_mode"]) == ("val/acc_tf", "max")
@@ -389,9 +362,9 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]
-    proc, client = _run(tmp_path / "plateau", *easy)
+    proc, client = train_run(tmp_path / "plateau", *easy)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (run,) = _runs(client, "running_parity")
+    (run,) = runs_named(client, "running_parity")
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "val/loss")]
     epochs = run.data.metrics["epochs_trained"]
     assert run.data.tags["stopped_by"] == "plateau" and epochs == len(losses) < 500
@@ -404,9 +377,9 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
     assert len(losses) - 1 == last_better + 3
     assert "stopped by plateau: val/loss not better by more than 0.0001 in 3 epochs" in proc.stdout
 
-    proc, client = _run(tmp_path / "budget", *easy, "trainer.max_epochs=2")
+    proc, client = train_run(tmp_path / "budget", *easy, "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (run,) = _runs(client, "running_parity")
+    (run,) = runs_named(client, "running_parity")
     assert run.data.tags["stopped_by"] == "budget" and run.data.metrics["epochs_trained"] == 2
     assert "stopped by budget: trainer.max_epochs reached" in proc.stdout
 

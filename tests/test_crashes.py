@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from rnnexp.store import Store
-from tests.conftest import run_command
-from tests.test_cli import SMALL, TRAIN
-from tests.test_sweeps import TINY
+from rnnexp.store import RunRecord, Store
+from tests.conftest import SMALL_RUN, TINY_RUN, run_command
+from tests.test_cli import TRAIN
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +22,7 @@ def test_eight_processes_on_a_new_store_all_finish_and_keep_every_metric(tmp_pat
     store = f"sqlite:///{tmp_path}/new.db"
     procs = [
         subprocess.Popen(
-            [TRAIN, *SMALL, f"seed={i}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out{i}"],
+            [TRAIN, *SMALL_RUN, f"seed={i}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out{i}"],
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -66,7 +65,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
         "hydra.launcher.n_jobs=2",
         f"tracking.uri={store}",
         f"hydra.sweep.dir={tmp_path}/multirun",
-        *TINY,
+        *TINY_RUN,
         "task.distance=3",
         "trainer.max_epochs=150",
         "trainer.limit_train_batches=8",
@@ -107,7 +106,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
     for run in running:
         assert client.get_run(run.info.run_id).info.status == "KILLED"
 
-    (parent,) = [r for r in runs() if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs() if RunRecord.of(r).sweep]
     assert parent.info.status == "RUNNING" and parent.data.tags["pid"] == str(sweep.pid)
     stale = run_command(
         [str(Path(TRAIN).parent / "python"), "-m", "rnnexp.tracking", "--stale", "--uri", store],

@@ -23,8 +23,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
-from tests.test_reliability import CRASH_AT_EPOCH_1  # a job that crashes as its second epoch starts
-from tests.test_sweeps import TINY, TRAIN, _free_port, _get, _post, _wait_until_healthy
+from tests.conftest import (
+    CRASH_AT_EPOCH_1,  # a job that crashes as its second epoch starts
+    TINY_RUN,
+    free_port,
+    http_get,
+    http_post,
+    wait_until_healthy,
+)
+from tests.test_sweeps import TRAIN
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +55,7 @@ def _own_postgres():
     that runs `pg_ctl stop` or `pg_ctl start` on it)."""
     import psycopg
 
-    bin_dir, port, password = _postgres_bin(), _free_port(), secrets.token_hex(8)
+    bin_dir, port, password = _postgres_bin(), free_port(), secrets.token_hex(8)
     home = Path(tempfile.mkdtemp(prefix="rnnexp-pg-"))
     (home / "pw").write_text(password)
     as_owner: list[str] = []
@@ -110,7 +117,7 @@ def _query(url: str, sql: str) -> list[tuple]:
 def _team_server(db_url: str, artifacts: Path, port: int | None = None):
     """`make server` over the database at `db_url`, as a team runs it; -> (its URL, a function
     that stops it)."""
-    port = port or _free_port()
+    port = port or free_port()
     server = subprocess.Popen(
         ["make", "--no-print-directory", "server", f"VENV={VENV}", f"PORT={port}", f"SERVER_ARTIFACTS={artifacts}"],
         cwd=ROOT,
@@ -127,7 +134,7 @@ def _team_server(db_url: str, artifacts: Path, port: int | None = None):
             server.wait(timeout=60)
 
     try:
-        _wait_until_healthy(base, server, seconds=120)  # the first start creates the schema
+        wait_until_healthy(base, server, seconds=120)  # the first start creates the schema
         yield base, stop
     finally:
         stop()
@@ -135,12 +142,12 @@ def _team_server(db_url: str, artifacts: Path, port: int | None = None):
 
 def _runs(base: str, experiment: str) -> list[dict]:
     api = f"{base}/api/2.0/mlflow"
-    found = json.loads(_get(f"{api}/experiments/get-by-name", experiment_name=experiment))
-    return _post(f"{api}/runs/search", {"experiment_ids": [found["experiment"]["experiment_id"]]})["runs"]
+    found = json.loads(http_get(f"{api}/experiments/get-by-name", experiment_name=experiment))
+    return http_post(f"{api}/runs/search", {"experiment_ids": [found["experiment"]["experiment_id"]]})["runs"]
 
 
 def _history(base: str, run_id: str, key: str) -> list[dict]:
-    return json.loads(_get(f"{base}/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key))["metrics"]
+    return json.loads(http_get(f"{base}/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key))["metrics"]
 
 
 def _tags(run: dict) -> dict[str, str]:
@@ -158,7 +165,7 @@ def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_
                 "hydra/launcher=joblib",
                 "hydra.launcher.n_jobs=2",
                 f"hydra.sweep.dir={tmp_path}/multirun",
-                *TINY,
+                *TINY_RUN,
                 "trainer.max_epochs=3",
                 "model=rnn_hidden,mlp_window",
                 "task.distance=1,3",
@@ -185,9 +192,9 @@ def test_a_parallel_sweep_on_a_team_server_on_postgresql_keeps_every_run_metric_
                     2,
                 ]  # once per epoch, at step = the epoch
             assert "test/acc" in {m["key"] for m in child["data"]["metrics"]}
-            listed = json.loads(_get(f"{base}/api/2.0/mlflow/artifacts/list", run_id=run_id))
+            listed = json.loads(http_get(f"{base}/api/2.0/mlflow/artifacts/list", run_id=run_id))
             assert {"config.yaml", "overrides.yaml", "last"} <= {f["path"] for f in listed["files"]}
-            assert b"model:" in _get(f"{base}/get-artifact", path="config.yaml", run_uuid=run_id)
+            assert b"model:" in http_get(f"{base}/get-artifact", path="config.yaml", run_uuid=run_id)
     # the server kept them in PostgreSQL and in its artifact folder
     in_sweep = "FROM runs JOIN experiments USING (experiment_id) WHERE experiments.name = 'sweep'"
     assert _query(postgres, f"SELECT count(*) {in_sweep}") == [(5,)]
@@ -243,7 +250,7 @@ def _wait_for_epochs(base: str, proc: subprocess.Popen, experiment: str, epochs:
 
 
 def test_a_run_rides_out_a_server_restart_and_loses_nothing(postgres, tmp_path):
-    port = _free_port()
+    port = free_port()
     with _team_server(postgres, tmp_path / "served", port) as (base, stop):
         # rnnexp gives up on a server after about 15 s (rnnexp.train.STORE_RETRIES); MLflow's own
         # 7 retries ride out a restart
@@ -264,7 +271,7 @@ def test_a_run_rides_out_a_server_restart_and_loses_nothing(postgres, tmp_path):
 
 
 def test_a_run_whose_server_goes_away_fails_honestly_keeps_what_it_logged_and_resumes(postgres, tmp_path):
-    port = _free_port()
+    port = free_port()
     with _team_server(postgres, tmp_path / "served", port) as (base, stop):
         run = _start_run(tmp_path, base)  # with rnnexp's retries: it used to block for 6 minutes
         run_id = _wait_for_epochs(base, run, tmp_path.name, 2)
@@ -318,7 +325,7 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
         f"hydra/launcher={launcher}",
         f"tracking.uri={store}",
         f"hydra.sweep.dir={tmp_path}/multirun",
-        *TINY,
+        *TINY_RUN,
         "task.distance=3",
     ]
     first = subprocess.run(command + ["seed=0,1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -387,7 +394,7 @@ def test_a_failed_sweep_job_on_a_server_shows_its_password_nowhere(postgres, tmp
                 "seed=1,2",
                 f"tracking.uri={uri}",
                 f"hydra.sweep.dir={tmp_path}/multirun",
-                *TINY,
+                *TINY_RUN,
                 "task.distance=3",
                 "trainer.max_epochs=3",
             ],
@@ -462,7 +469,7 @@ def test_a_postgresql_store_stopped_mid_run_is_one_line_and_the_run_resumes_when
 
 def test_two_resumes_of_one_sweep_at_once_run_each_missing_job_once(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    command = [TRAIN, "-m", f"tracking.uri={store}", *TINY, "task.distance=3", "seed=0,1,2"]
+    command = [TRAIN, "-m", f"tracking.uri={store}", *TINY_RUN, "task.distance=3", "seed=0,1,2"]
     first = subprocess.run(
         command + [f"hydra.sweep.dir={tmp_path}/first"], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )

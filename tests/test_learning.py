@@ -8,14 +8,14 @@ import pytest
 from rnnexp import config
 from rnnexp.train import build, lightning_trainer
 
-SMALL = ["task.train_size=2048", "task.val_size=256", "task.test_size=512", "task.batch_size=64"]
+SPLITS = ["task.train_size=2048", "task.val_size=256", "task.test_size=512", "task.batch_size=64"]
 
 
 @pytest.fixture
 def fit(compose_train):
     """fit(*overrides) -> (test metrics, task), trained with the real `trainer` config."""
 
-    def _fit(*overrides: str, epochs: int = 8, sizes: list[str] = SMALL):
+    def _fit(*overrides: str, epochs: int = 8, sizes: list[str] = SPLITS):
         cfg = compose_train(
             *sizes,
             *overrides,
@@ -100,9 +100,9 @@ def test_digits_train_end_to_end(fit):
 def test_text_pipeline_carries_word_order_to_pattern3(fit, tmp_path):
     """Reviews written as a CSV file, tokenised, cached and padded to varying lengths: pattern 3
     reads each to its own end and gets the negation right; the bag cannot."""
-    from tests.test_real_data import _reviews
+    from tests.conftest import write_reviews
 
-    _reviews(tmp_path / "reviews.csv", n=3000)
+    write_reviews(tmp_path / "reviews.csv", n=3000)
     text = [
         "task=text",
         f"task.path={tmp_path / 'reviews.csv'}",

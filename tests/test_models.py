@@ -10,14 +10,14 @@ from tests.conftest import SEQUENCE, STEP, feature_io, token_io
 
 B, T = 3, 7
 # every size is a required keyword (its default lives in the schema): small ones here
-SMALL = dict(embed_dim=6, hidden_size=8)
-FUSED = dict(SMALL, cell="rnn", layers=1, dropout=0.0)
-MLP = dict(SMALL, layers=2, dropout=0.0)
+SMALL_MODEL = dict(embed_dim=6, hidden_size=8)
+FUSED = dict(SMALL_MODEL, cell="rnn", layers=1, dropout=0.0)
+MLP = dict(SMALL_MODEL, layers=2, dropout=0.0)
 
 PER_STEP = {
     "rnn_hidden": lambda io: RNNHidden(io, **FUSED),
     "rnn_hidden_lstm": lambda io: RNNHidden(io, **{**FUSED, "cell": "lstm", "layers": 2}),
-    "rnn_output": lambda io: RNNOutput(io, **SMALL),
+    "rnn_output": lambda io: RNNOutput(io, **SMALL_MODEL),
     "mlp_window": lambda io: MLPWindow(io, window=3, **MLP),
     "mlp_bag": lambda io: MLPBag(io, **MLP),
 }
@@ -117,7 +117,7 @@ def test_pattern3_reads_the_whole_sequence():
 
 
 def test_pattern2_has_no_hidden_to_hidden_weights():
-    model = RNNOutput(token_io(STEP, classes=5), **SMALL)
+    model = RNNOutput(token_io(STEP, classes=5), **SMALL_MODEL)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert (8, 8) not in shapes.values()
     assert shapes["W.weight"] == (8, 5)  # output(t-1) -> hidden(t), the only recurrent weights
@@ -128,7 +128,7 @@ def test_pattern2_hidden_state_depends_only_on_previous_output():
     and from the fed-back outputs only at t-1."""
     torch.manual_seed(0)
     io = feature_io(STEP, classes=None)  # real-valued targets, so they can carry gradient
-    model = RNNOutput(io, **SMALL)
+    model = RNNOutput(io, **SMALL_MODEL)
     for t in range(T):
         x = torch.randn(B, T, 3, requires_grad=True)
         y = torch.randn(B, T, requires_grad=True)
@@ -146,7 +146,7 @@ def test_pattern2_teacher_forcing_equals_a_step_by_step_loop():
     true previous output one step at a time."""
     torch.manual_seed(0)
     io = token_io(STEP, vocab=4, classes=3)
-    model = RNNOutput(io, **SMALL)
+    model = RNNOutput(io, **SMALL_MODEL)
     x, y = torch.randint(4, (B, T)), torch.randint(3, (B, T))
     y[:, :2] = -100  # steps with nothing to predict feed back zeros
 
@@ -174,7 +174,7 @@ def test_pattern2_running_free_feeds_back_its_own_outputs():
     predictions are given as the targets: its only memory is its previous output."""
     torch.manual_seed(0)
     io = token_io(STEP, vocab=4, classes=3)
-    model = RNNOutput(io, **SMALL)
+    model = RNNOutput(io, **SMALL_MODEL)
     x = torch.randint(4, (B, T))
     free = model(x)
     torch.testing.assert_close(model(x, free.argmax(-1)), free)

@@ -14,9 +14,8 @@ from tokenizers import Tokenizer
 
 from rnnexp.config import ConfigError
 from rnnexp.tasks.digits import Digits
-from rnnexp.tasks.grammar import NegatedSentiment
 from rnnexp.tasks.text import CharLM, TextClassification
-from tests.conftest import make_task, run_command
+from tests.conftest import make_task, run_command, write_reviews
 
 # --- digits ---------------------------------------------------------------------------------------
 
@@ -80,27 +79,6 @@ def test_char_lm_rejects_a_file_that_is_not_utf8_or_too_short(tmp_path):
 # --- text classification --------------------------------------------------------------------------
 
 
-def _reviews(path: Path, n: int = 1200, seed: int = 0) -> list[tuple[str, str]]:
-    """Negated-sentiment reviews as plain text, cut to varying lengths after the pair of words
-    that decides them, with string labels."""
-    task = make_task(NegatedSentiment, length=12, distance=3, train_size=1, val_size=1, test_size=1, batch_size=1)
-    x, y = task.generate(n, torch.Generator().manual_seed(seed))
-    rows = []
-    for i, (ids, label) in enumerate(zip(x, y, strict=True)):
-        words = task.lexicon.decode(ids).split()
-        last = max(j for j, w in enumerate(words) if w == "not" or w in NEGATED_OR_SENTIMENT)
-        words = words[: last + 1 + i % 3]
-        rows.append((" ".join(words).capitalize() + ".", ("negative", "positive")[label]))
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["review", "sentiment"])
-        writer.writerows(rows)
-    return rows
-
-
-NEGATED_OR_SENTIMENT = {"good", "great", "fine", "superb", "bad", "awful", "poor", "dull"}
-
-
 def _text_task(path, tmp_path, **kwargs):
     options = dict(
         path=str(path),
@@ -114,7 +92,7 @@ def _text_task(path, tmp_path, **kwargs):
 
 
 def test_text_round_trips_through_tokenising_caching_and_batching(tmp_path):
-    rows = _reviews(tmp_path / "reviews.csv")
+    rows = write_reviews(tmp_path / "reviews.csv")
     task = _text_task(tmp_path / "reviews.csv", tmp_path, max_length=12)
     task.setup()
     assert task.classes == ["negative", "positive"] and task.io.n_classes == 2
@@ -154,7 +132,7 @@ def test_text_reads_jsonl_with_integer_labels_and_bpe(tmp_path):
 
 
 def test_text_bad_columns_and_empty_files_name_the_key(tmp_path):
-    _reviews(tmp_path / "reviews.csv", n=50)
+    write_reviews(tmp_path / "reviews.csv", n=50)
     with pytest.raises(ConfigError, match="task.label_column='label'.*review, sentiment"):
         _text_task(tmp_path / "reviews.csv", tmp_path, label_column="label").setup()
     (tmp_path / "empty.csv").write_text("review,sentiment\n", encoding="utf-8")

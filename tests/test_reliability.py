@@ -22,9 +22,17 @@ from requests import ConnectionError as ConnectionError_
 from rnnexp import tracking
 from rnnexp.logger import BatchedMLFlowLogger
 from rnnexp.store import Store
-from tests.conftest import run_command
-from tests.test_cli import SMALL, TRAIN, _run, _runs
-from tests.test_sweeps import _free_port
+from tests.conftest import (
+    CRASH_AT_EPOCH_1,
+    SMALL_RUN,
+    free_port,
+    one_error_line,
+    resume_run,
+    run_command,
+    runs_named,
+    train_run,
+)
+from tests.test_cli import TRAIN
 
 # with dropout: a resumed run draws the masks the uninterrupted one drew (the random state is in the checkpoint)
 LONGER = [
@@ -36,31 +44,6 @@ LONGER = [
     "model.dropout=0.3",
 ]
 
-# a run that crashes as its second epoch starts, once it has a checkpoint, unless told not to
-CRASH_AT_EPOCH_1 = """
-import os
-import sys
-import rnnexp.module
-def crash(self):
-    if self.current_epoch == 1:
-        raise RuntimeError("injected crash at epoch 1")
-rnnexp.module.SequenceModule.on_train_epoch_start = crash
-from rnnexp.train import main
-sys.argv = ["rnnexp-train", *sys.argv[1:]]
-main()
-"""
-
-
-def _resume(tmp_path: Path, run_id: str, *overrides: str) -> subprocess.CompletedProcess:
-    store = f"sqlite:///{tmp_path}/mlflow.db"
-    return run_command(
-        [TRAIN, f"resume={run_id}", f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/resumed", *overrides],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
 
 def _final(client: MlflowClient, run_id: str) -> dict[str, float]:
     return {k: v for k, v in client.get_run(run_id).data.metrics.items() if k != "wall_time_s"}
@@ -70,17 +53,10 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnexp-train: error: "), proc.stderr
-    return lines[0]
-
-
 def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupted_one(tmp_path):
-    whole, client = _run(tmp_path / "whole", *LONGER)
+    whole, client = train_run(tmp_path / "whole", *LONGER)
     assert whole.returncode == 0, whole.stderr
-    (reference,) = _runs(client, "delayed_recall")
+    (reference,) = runs_named(client, "delayed_recall")
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = Store.parse(store).client()  # the store made first: a client making it meanwhile would race
@@ -100,14 +76,14 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
         proc.wait(timeout=60)
     finally:
         proc.kill()
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     assert run.info.status == "KILLED" and (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
     params = run.data.params
 
-    resumed = _resume(tmp_path, run.info.run_id)
+    resumed = resume_run(tmp_path, run.info.run_id)
     assert resumed.returncode == 0, resumed.stderr
     assert f"run {run.info.run_id} FINISHED" in resumed.stdout
-    (again,) = _runs(client, "delayed_recall")  # the same run, no new one
+    (again,) = runs_named(client, "delayed_recall")  # the same run, no new one
     assert again.info.status == "FINISHED" and again.data.params == params
     tags = again.data.tags
     assert tags["resumed"] == "1" and tags["resumed_after"] == "interrupted" and "error" not in tags
@@ -122,34 +98,34 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
 
 
 def test_a_crashed_run_resumes_from_its_logged_checkpoint_when_its_folder_is_gone(tmp_path):
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1)
+    proc, client = train_run(tmp_path, *SMALL_RUN, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1)
     assert proc.returncode != 0
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     assert run.info.status == "FAILED" and "injected crash at epoch 1" in run.data.tags["error"]
     assert Path(run.data.tags["checkpoint_dir"]) == tmp_path / "out" / "checkpoints"
     shutil.rmtree(tmp_path / "out")  # another machine: only the store has the checkpoint
 
-    resumed = _resume(tmp_path, run.info.run_id)
+    resumed = resume_run(tmp_path, run.info.run_id)
     assert resumed.returncode == 0, resumed.stderr
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED" and "injected crash" in again.data.tags["resumed_after"]
     assert sorted(_history(client, run.info.run_id, "val/acc")) == [0, 1, 2]  # epochs 0, 1, 2, once each
     assert "test/acc" in again.data.metrics
 
-    line = _one_error_line(_resume(tmp_path, run.info.run_id))  # once is enough
+    line = one_error_line(resume_run(tmp_path, run.info.run_id))  # once is enough
     assert "this one is FINISHED" in line
 
 
 def test_resume_writes_in_its_own_folder_never_where_the_store_says_and_keeps_last_ckpt_the_last(tmp_path):
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=4", code=CRASH_AT_EPOCH_1)
+    proc, client = train_run(tmp_path, *SMALL_RUN, "trainer.max_epochs=4", code=CRASH_AT_EPOCH_1)
     assert proc.returncode != 0
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     run_id = run.info.run_id
     moved = tmp_path / "moved"
     shutil.move(tmp_path / "out" / "checkpoints", moved)  # the run's folder moved to another disk
     client.set_tag(run_id, "checkpoint_dir", str(moved))
 
-    resumed = _resume(tmp_path, run_id)
+    resumed = resume_run(tmp_path, run_id)
     assert resumed.returncode == 0, resumed.stderr
     own = tmp_path / "resumed" / "checkpoints"  # the resume command's own output folder (hydra.run.dir)
     assert sorted(p.name for p in own.glob("last*.ckpt")) == ["last.ckpt"]  # not last-v1.ckpt beside it
@@ -157,10 +133,10 @@ def test_resume_writes_in_its_own_folder_never_where_the_store_says_and_keeps_la
     assert sorted(_history(client, run_id, "val/acc")) == [0, 1, 2, 3]
 
     # a tag edited to any path: read (nothing there), never created nor written
-    crashed, _ = _run(tmp_path / "second", *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1)
+    crashed, _ = train_run(tmp_path / "second", *SMALL_RUN, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1)
     assert crashed.returncode != 0
     second = MlflowClient(f"sqlite:///{tmp_path}/second/mlflow.db")
-    (run,) = _runs(second, "delayed_recall")
+    (run,) = runs_named(second, "delayed_recall")
     elsewhere = tmp_path / "attacker" / "chosen" / "tree"
     second.set_tag(run.info.run_id, "checkpoint_dir", str(elsewhere))
     again = run_command(
@@ -183,24 +159,26 @@ def test_resume_writes_in_its_own_folder_never_where_the_store_says_and_keeps_la
 @pytest.mark.integration  # slow: make test-integration
 def test_resume_refuses_what_it_cannot_continue_and_leaves_the_run_as_it_was(tmp_path):
     # a run that crashed in its first epoch: it has no checkpoint
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1.replace("== 1", "== 0"))
-    (run,) = _runs(client, "delayed_recall")
+    proc, client = train_run(
+        tmp_path, *SMALL_RUN, "trainer.max_epochs=3", code=CRASH_AT_EPOCH_1.replace("== 1", "== 0")
+    )
+    (run,) = runs_named(client, "delayed_recall")
     run_id = run.info.run_id
     assert run.info.status == "FAILED"
     last = tmp_path / "out" / "checkpoints" / "last.ckpt"
 
-    line = _one_error_line(_resume(tmp_path, run_id))
+    line = one_error_line(resume_run(tmp_path, run_id))
     assert f"{last} is missing" in line and "before its first epoch ended" in line
 
-    line = _one_error_line(_resume(tmp_path, run_id, "model.cell=gru"))
+    line = one_error_line(resume_run(tmp_path, run_id, "model.cell=gru"))
     assert "drop model.cell=gru" in line
 
-    line = _one_error_line(_resume(tmp_path, "0" * 32))
+    line = one_error_line(resume_run(tmp_path, "0" * 32))
     assert f"resume='{'0' * 32}'" in line and "KILLED or FAILED run" in line
 
     last.parent.mkdir(parents=True)
     last.write_bytes(b"not a checkpoint")  # as a full disk leaves one
-    line = _one_error_line(_resume(tmp_path, run_id))
+    line = one_error_line(resume_run(tmp_path, run_id))
     assert str(last) in line and "does not" in line
 
     again = client.get_run(run_id)
@@ -233,9 +211,9 @@ def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
     store.mkdir()
     db = store / "mlflow.db"
     uri = f"sqlite:///{db}"
-    args = [*SMALL, f"hydra.run.dir={tmp_path}/out"]
+    args = [*SMALL_RUN, f"hydra.run.dir={tmp_path}/out"]
     if fault == "no server":
-        uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+        uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     if fault == "read-only database":
         tracking.quiet_store_logs()
         MlflowClient(uri).create_experiment("made")  # a real MLflow store
@@ -253,7 +231,7 @@ def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
             proc = attempt()
     else:
         proc = attempt()
-    line = _one_error_line(proc)
+    line = one_error_line(proc)
     assert f"tracking.uri='{uri}'" in line
     expected = {
         "no server": "a tracking server that answers",
@@ -269,9 +247,9 @@ def test_a_store_that_cannot_be_written_fails_before_training(tmp_path, fault):
 def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch):
     # a value read from the environment, and a password in a server URI
     monkeypatch.setenv("RNNEXP_TEST_ARTIFACTS", str(tmp_path / "from-env"))
-    proc, client = _run(tmp_path, *SMALL, "tracking.artifacts=${oc.env:RNNEXP_TEST_ARTIFACTS}")
+    proc, client = train_run(tmp_path, *SMALL_RUN, "tracking.artifacts=${oc.env:RNNEXP_TEST_ARTIFACTS}")
     assert proc.returncode == 0, proc.stderr
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     assert run.data.params["tracking.artifacts"] == "***"
     assert run.data.params["tracking.log_model"] == "False"  # from RNNEXP_LOG_MODEL, but a switch tells no secret
     artifacts = tmp_path / "from-env" / run.info.run_id / "artifacts"  # the value itself was used
@@ -370,13 +348,13 @@ main()
 def test_a_run_is_running_while_it_is_tested_and_a_kill_there_leaves_it_resumable(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNEXP_TEST_STATUS", str(tmp_path / "status"))
     monkeypatch.setenv("RNNEXP_TEST_KILL", "1")
-    proc, client = _run(tmp_path, *SMALL, code=STATUS_AT_TEST)
+    proc, client = train_run(tmp_path, *SMALL_RUN, code=STATUS_AT_TEST)
     assert proc.returncode == -signal.SIGKILL
     assert (tmp_path / "status").read_text() == "RUNNING"  # not FINISHED once fit ends
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     assert run.info.status == "RUNNING" and "test/acc" not in run.data.metrics
 
-    resumed = _resume(tmp_path, run.info.run_id)  # marks the dead process's run KILLED, then goes on
+    resumed = resume_run(tmp_path, run.info.run_id)  # marks the dead process's run KILLED, then goes on
     assert resumed.returncode == 0, resumed.stderr
     again = client.get_run(run.info.run_id)
     assert again.info.status == "FINISHED" and "test/acc" in again.data.metrics
@@ -389,16 +367,16 @@ def test_last_ckpt_is_the_last_epoch_so_a_resumed_run_repeats_none(tmp_path):
 
     crash = CRASH_AT_EPOCH_1.replace("== 1", "== 2").replace("epoch 1", "epoch 2")
     # no learning: every epoch scores as the first, which stays the best checkpoint
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=4", "optim.lr=1e-8", code=crash)
+    proc, client = train_run(tmp_path, *SMALL_RUN, "trainer.max_epochs=4", "optim.lr=1e-8", code=crash)
     assert proc.returncode != 0
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     folder = tmp_path / "out" / "checkpoints"
     (best,) = [p.name for p in folder.glob("epoch=*.ckpt")]
     last = folder / "last.ckpt"
     assert best.startswith("epoch=0-") and not last.is_symlink()
     assert torch.load(last, weights_only=True)["epoch"] == 1  # epochs 0 and 1 done: resume starts at 2
 
-    resumed = _resume(tmp_path, run.info.run_id)
+    resumed = resume_run(tmp_path, run.info.run_id)
     assert resumed.returncode == 0, resumed.stderr
     for key in ("val/acc", "train/loss"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]

@@ -15,6 +15,7 @@ from scipy import stats
 from rnnexp.report import main
 from rnnexp.report.statistics import holm, summarise
 from rnnexp.report.tables import results_markdown
+from rnnexp.store import RunRecord
 from tests.conftest import composed, log_run, table_cells
 
 
@@ -33,7 +34,7 @@ def _report(tmp_path: Path, *args: str, capsys) -> tuple[int, str, str]:
 def store(tmp_path_factory):
     """Two sizes x two seeds, a smoke run of one of them, and seed 0 of size 16 run a second time,
     as rnnexp-train records them (`log_run`: not trained, the report reads what is logged)."""
-    from rnnexp.store import RunRecord, Store, write
+    from rnnexp.store import Store, write
 
     tmp_path = tmp_path_factory.mktemp("report")
     client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
@@ -66,13 +67,13 @@ def store(tmp_path_factory):
     # a smoke check, then a re-run of seed 0 (the latest counts): one sweep, run in this order
     sweep((16, 0, "smoke"), (16, 0, "default"))
     runs = client.search_runs([experiment], "attributes.status = 'FINISHED'", order_by=["attributes.start_time ASC"])
-    return tmp_path, client, [r for r in runs if r.data.tags.get("sweep") != "true"]
+    return tmp_path, client, [r for r in runs if not RunRecord.of(r).sweep]
 
 
 def test_runs_differing_only_in_the_seed_are_one_variant_smoke_runs_and_reruns_left_out(store, capsys):
     tmp_path, _, runs = store
     assert len(runs) == 6
-    smoke = [r for r in runs if r.data.tags.get("smoke") == "true"]
+    smoke = [r for r in runs if RunRecord.of(r).smoke]
     assert len(smoke) == 1 and len({r.data.tags["variant_hash"] for r in runs if r not in smoke}) == 2
     (comparisons := tmp_path / "comparisons.yaml").write_text(
         "comparisons:\n  - name: wide vs narrow\n    a: {model.hidden_size: 32}\n    b: {model.hidden_size: 16}\n"
@@ -151,7 +152,7 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
     shutil.copy(store[0] / "mlflow.db", tmp_path / "mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     for run in store[2]:
-        if run.data.tags.get("smoke") != "true":
+        if not RunRecord.of(run).smoke:
             client.delete_run(run.info.run_id)
     status, _, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)
     assert status == 2 and err.strip() == (
@@ -349,7 +350,7 @@ def test_runs_left_out_are_counted_and_a_failed_report_leaves_the_last_one_whole
 
     shutil.copy(store[0] / "mlflow.db", tmp_path / "mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    counted = [r for r in store[2] if r.data.tags.get("smoke") != "true"]
+    counted = [r for r in store[2] if not RunRecord.of(r).smoke]
     client.delete_tag(counted[-1].info.run_id, "metric")  # not an rnnexp training run any more
     client.set_terminated(counted[-2].info.run_id, "FAILED")
     status, out, err = _report(tmp_path, "--experiment", "delayed_recall", capsys=capsys)

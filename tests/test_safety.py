@@ -14,9 +14,8 @@ import yaml
 
 from rnnexp import safety
 from rnnexp.config import ConfigError
-from tests.conftest import run_command
-from tests.test_cli import SMALL, TRAIN, _run, _runs
-from tests.test_reliability import _one_error_line, _resume
+from tests.conftest import SMALL_RUN, one_error_line, resume_run, run_command, runs_named, train_run
+from tests.test_cli import TRAIN
 
 
 class _Marker:
@@ -33,9 +32,9 @@ class _Marker:
 def logged_run(tmp_path_factory):
     """A real FINISHED run in a real store: (folder, client, run)."""
     tmp_path = tmp_path_factory.mktemp("logged")
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=1")
+    proc, client = train_run(tmp_path, *SMALL_RUN, "trainer.max_epochs=1")
     assert proc.returncode == 0, proc.stderr
-    (run,) = _runs(client, "delayed_recall")
+    (run,) = runs_named(client, "delayed_recall")
     return tmp_path, client, run
 
 
@@ -71,16 +70,16 @@ def test_reproduce_refuses_a_tampered_store_before_any_process_starts(logged_run
     assert proc.returncode == 2 and "re-making" not in proc.stdout, proc.stdout + proc.stderr
     (message,) = proc.stderr.strip().splitlines()
     assert message.startswith("rnnexp-reproduce: error: RUN=") and "the store was altered" in message
-    assert not marker.exists() and len(_runs(client, "delayed_recall")) == 1  # nothing ran
+    assert not marker.exists() and len(runs_named(client, "delayed_recall")) == 1  # nothing ran
 
 
 @pytest.mark.integration  # slow: make test-integration
 def test_resume_refuses_a_tampered_store_and_leaves_the_run_as_it_was(tmp_path):
-    proc, client = _run(tmp_path, *SMALL, "trainer.max_epochs=1")
-    (run,) = _runs(client, "delayed_recall")
+    proc, client = train_run(tmp_path, *SMALL_RUN, "trainer.max_epochs=1")
+    (run,) = runs_named(client, "delayed_recall")
     client.set_terminated(run.info.run_id, "KILLED")
     _tamper(tmp_path, run, ["hydra.job_logging.handlers.x.()=os.system"])
-    line = _one_error_line(_resume(tmp_path, run.info.run_id))
+    line = one_error_line(resume_run(tmp_path, run.info.run_id))
     assert "overrides.yaml" in line and "the store was altered" in line
     assert client.get_run(run.info.run_id).info.status == "KILLED"
 
@@ -146,10 +145,10 @@ def test_an_experiment_file_that_names_code_is_refused_before_hydra_runs_it(tmp_
     (tmp_path / "conf" / "experiment" / "evil.yaml").write_text("# @package _global_\n" + text)
     # with -m, the evil file is one choice of a swept group: each job's config is checked
     chosen = ["-m", "experiment=output_recurrence,evil"] if sweep else ["experiment=evil"]
-    proc, client = _run(tmp_path, *SMALL, "--config-dir", str(tmp_path / "conf"), argv0=[TRAIN, *chosen])
-    line = _one_error_line(proc)
+    proc, client = train_run(tmp_path, *SMALL_RUN, "--config-dir", str(tmp_path / "conf"), argv0=[TRAIN, *chosen])
+    line = one_error_line(proc)
     assert "is not allowed" in line and ("callbacks.evil" in line or "handlers.evil" in line or "job.name" in line)
-    assert not marker.exists() and not _runs(client, "delayed_recall") and not _runs(client, "recall_output")
+    assert not marker.exists() and not runs_named(client, "delayed_recall") and not runs_named(client, "recall_output")
 
 
 def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_is_refused(tmp_path):
@@ -157,10 +156,12 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
     factory = {"()": "builtins.open", "file": str(marker), "mode": "w"}
     # resolved only after a check that reads values as written: ${oc.create:...} makes the dict
     made = '${oc.create:\'"()": builtins.open\nfile: ' + str(marker) + "\nmode: w'}"  # lines: braces end a token
-    line = _one_error_line(_run(tmp_path, *SMALL, f"+hydra.job_logging.handlers.evil={made}")[0])
+    line = one_error_line(train_run(tmp_path, *SMALL_RUN, f"+hydra.job_logging.handlers.evil={made}")[0])
     assert "handlers.evil=" in line and "is not allowed: a value written out" in line
-    line = _one_error_line(
-        _run(tmp_path, *SMALL, "+hydra.job.x={a: 1}", "hydra.job_logging.handlers.file.filename=${hydra.job.x}")[0]
+    line = one_error_line(
+        train_run(
+            tmp_path, *SMALL_RUN, "+hydra.job.x={a: 1}", "hydra.job_logging.handlers.file.filename=${hydra.job.x}"
+        )[0]
     )
     assert "handlers.file.filename='${hydra.job.x}' is not allowed" in line
 
@@ -172,10 +173,10 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
         (tmp_path / "conf" / "nested" / "group" / f"{name}.yaml").write_text(logging)
     conf = ["--config-dir", str(tmp_path / "conf")]
     help_proc = run_command([TRAIN, *conf, "experiment=evil", "--help"], capture_output=True, text=True, timeout=60)
-    assert "hydra_logging.handlers.evil.()" in _one_error_line(help_proc)  # Hydra logs with it for --help too
-    proc, client = _run(tmp_path, *SMALL, "+nested/group=a,b", argv0=[TRAIN, "-m", *conf])
-    assert "hydra_logging.handlers.evil.()" in _one_error_line(proc)
-    assert not marker.exists() and not _runs(client, "delayed_recall")
+    assert "hydra_logging.handlers.evil.()" in one_error_line(help_proc)  # Hydra logs with it for --help too
+    proc, client = train_run(tmp_path, *SMALL_RUN, "+nested/group=a,b", argv0=[TRAIN, "-m", *conf])
+    assert "hydra_logging.handlers.evil.()" in one_error_line(proc)
+    assert not marker.exists() and not runs_named(client, "delayed_recall")
 
 
 @pytest.mark.parametrize(
@@ -201,16 +202,16 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
 )
 def test_bad_input_is_one_line_and_no_run(tmp_path, override, expected):
     search = "hydra.s" in override  # the sweeper's options: an Optuna search
-    proc, client = _run(
+    proc, client = train_run(
         tmp_path,
-        *SMALL,
+        *SMALL_RUN,
         *(["hparams_search=recall_lr"] if search else []),
         override,
         argv0=[TRAIN, "-m"] if search else None,
     )
-    line = _one_error_line(proc)
+    line = one_error_line(proc)
     assert expected in line and "abc" not in line
-    assert not _runs(client, "delayed_recall") and not (tmp_path / "out" / "checkpoints").exists()
+    assert not runs_named(client, "delayed_recall") and not (tmp_path / "out" / "checkpoints").exists()
 
 
 def test_a_store_corrupt_inside_or_half_migrated_is_named_before_training(logged_run, tmp_path):
@@ -221,7 +222,7 @@ def test_a_store_corrupt_inside_or_half_migrated_is_named_before_training(logged
     page = len(good) // page_size // 2  # a page inside; the header (page 1) intact
     corrupt[page * page_size : (page + 1) * page_size] = random.Random(0).randbytes(page_size)
     (tmp_path / "mlflow.db").write_bytes(bytes(corrupt))
-    line = _one_error_line(_run(tmp_path, *SMALL)[0])
+    line = one_error_line(train_run(tmp_path, *SMALL_RUN)[0])
     assert "is corrupt inside" in line and ".recover" in line
 
     import sqlite3
@@ -229,12 +230,12 @@ def test_a_store_corrupt_inside_or_half_migrated_is_named_before_training(logged
     (tmp_path / "mlflow.db").write_bytes(good)
     with sqlite3.connect(tmp_path / "mlflow.db") as con:  # what a migration cut short leaves
         con.execute("CREATE TABLE _alembic_tmp_experiments (experiment_id INTEGER)")
-    line = _one_error_line(_run(tmp_path, *SMALL)[0])
+    line = one_error_line(train_run(tmp_path, *SMALL_RUN)[0])
     assert "_alembic_tmp_experiments left by a migration cut short" in line and "mlflow db upgrade" in line
     with sqlite3.connect(tmp_path / "mlflow.db") as con:
         con.execute("DROP TABLE _alembic_tmp_experiments")
         con.execute("UPDATE alembic_version SET version_num = 'abc123'")
-    line = _one_error_line(_run(tmp_path, *SMALL)[0])
+    line = one_error_line(train_run(tmp_path, *SMALL_RUN)[0])
     assert "schema version abc123" in line
 
 
@@ -250,7 +251,7 @@ def test_a_malformed_csv_is_named_with_its_parse_error(tmp_path):
     fields = tmp_path / "fields.csv"
     fields.write_text("text,label\na,1\nb,0\nc,1,2\n")
     for path, expected in ((quote, "a well-formed csv file (line"), (fields, "Expected 2 fields in line 4, saw 3")):
-        proc, _ = _run(
+        proc, _ = train_run(
             tmp_path,
             "trainer=smoke",
             "task=text",
@@ -258,7 +259,7 @@ def test_a_malformed_csv_is_named_with_its_parse_error(tmp_path):
             "model=rnn_final",
             f"task.cache_dir={tmp_path}/cache",
         )
-        line = _one_error_line(proc)
+        line = one_error_line(proc)
         assert line.startswith(f"rnnexp-train: error: task.path='{path}'") and expected in line
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_command
-from tests.test_cli import SMALL, TRAIN
-from tests.test_sweeps import _free_port
+from tests.conftest import SMALL_RUN, free_port, run_command
+from tests.test_cli import TRAIN
 
 # these look for a secret in every file a command leaves, and check that none made a store
 pytestmark = pytest.mark.new_store
@@ -59,7 +58,7 @@ def _one_line(proc: subprocess.CompletedProcess) -> str:
 def test_a_store_that_does_not_answer_is_one_line_in_seconds_and_no_credential_shows(
     tmp_path, sweep, uri, secrets, expected
 ):
-    uri = uri.format(SECRET=SECRET, port=_free_port())  # a closed port: nothing listens there
+    uri = uri.format(SECRET=SECRET, port=free_port())  # a closed port: nothing listens there
     proc = _train(tmp_path, *(["-m"] if sweep else []), "seed=1", "trainer=smoke", f"tracking.uri={uri}")
     line = _one_line(proc)
     scheme = uri.split("://")[0]
@@ -150,7 +149,7 @@ def test_a_store_deleted_mid_run_is_one_line_with_the_checkpoint_kept_and_nothin
             DELETE_STORE_AT_EPOCH_1,
             f"tracking.uri=sqlite:///{store}",
             f"hydra.run.dir={tmp_path}/out",
-            *SMALL,
+            *SMALL_RUN,
             "trainer.max_epochs=4",
         ],
         cwd=tmp_path,
@@ -292,7 +291,7 @@ def test_a_sweep_over_stores_is_one_line_before_any_job(tmp_path):
             tmp_path,
             "-m",
             "trainer=smoke",
-            f"tracking.uri=sqlite:///{tmp_path}/a.db,http://alice:{SECRET}@127.0.0.1:{_free_port()}",
+            f"tracking.uri=sqlite:///{tmp_path}/a.db,http://alice:{SECRET}@127.0.0.1:{free_port()}",
         )
     )
     assert line.startswith("rnnexp-train: error: tracking.uri=") and "one value in a sweep" in line, line

@@ -13,8 +13,6 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,27 +21,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
-from rnnexp.store import Store
-from tests.conftest import TRAIN, run_command, table_cells
-
-# a short real run: trainer=smoke's budget, but not tagged smoke, so that reports count it
-SHORT = [
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=4",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-]
-TINY = [*SHORT, "task.length=10", "task.train_size=256", "task.val_size=64", "task.test_size=64"]
+from rnnexp.store import RunRecord, Store
+from tests.conftest import TINY_RUN, TRAIN, free_port, http_get, http_post, run_command, table_cells, wait_until_healthy
 
 
 def _sweep(tmp_path: Path, *overrides: str):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_command(
-        [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY, *overrides],
+        [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY_RUN, *overrides],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -58,7 +43,7 @@ def sweep(tmp_path_factory):
     proc, client = _sweep(tmp_path, "model=rnn_hidden,mlp_window,rnn_final", "task.distance=1,3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     children = [r for r in runs if r is not parent]
     return tmp_path, proc, client, parent, children
 
@@ -102,7 +87,7 @@ def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
     proc, client = _sweep(tmp_path, "task.distance=3", "model.hidden_size=16,100000000")
     assert proc.returncode == 2 and "model.hidden_size=100000000" in proc.stderr.strip().splitlines()[-1]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     assert parent.info.status == "FAILED" and "did not finish" in parent.data.tags["error"]
     assert f"  resume it: the same command with resume={parent.info.run_id}" in proc.stdout
     (child,) = [r for r in runs if r is not parent]
@@ -178,7 +163,7 @@ def test_a_parallel_sweep_with_two_workers_loses_nothing(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     children = [r for r in runs if r is not parent]
     assert parent.info.status == "FINISHED" and parent.data.metrics["children_finished"] == 4
     assert len(children) == 4
@@ -226,7 +211,7 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     finally:
         first.kill()
     assert first.returncode != 0, (tmp_path / "err").read_text()[-3000:]
-    (parent,) = [r for r in runs() if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs() if RunRecord.of(r).sweep]
     assert parent.info.status == "FAILED"
     done_before = {r.info.run_id for r in runs() if r.info.status == "FINISHED" and r is not parent}
     assert 2 <= len(done_before) < 6
@@ -250,7 +235,7 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
             TRAIN,
             f"tracking.uri={store}",
             f"hydra.run.dir={tmp_path}/out",
-            *TINY,
+            *TINY_RUN,
             "task.distance=2",
             "model=rnn_output",
             "trainer.max_epochs=2",
@@ -330,7 +315,7 @@ def test_an_optuna_search_records_a_failed_trial_and_goes_on(tmp_path):
     best = yaml.safe_load(results.read_text())
     assert best["best_params"]["model.hidden_size"] in (16, 32) and 0 < best["best_value"] <= 1
     runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     trials = [r for r in runs if r is not parent]
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in trials)
     assert max(r.data.metrics["val/acc"] for r in trials) <= best["best_value"] + 1e-6  # it returns the best val/acc
@@ -344,7 +329,7 @@ def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tm
     results = tmp_path / "multirun" / "optimization_results.yaml"
     best = yaml.safe_load(results.read_text())
     runs = client.search_runs([client.get_experiment_by_name("hparams_search").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     assert {r.data.tags["best_val"] for r in runs if r is not parent} == {
         repr(max(m.value for m in client.get_metric_history(r.info.run_id, "val/acc"))) for r in runs if r is not parent
     }
@@ -359,28 +344,10 @@ def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tm
     assert yaml.safe_load(results.read_text())["best_value"] == best["best_value"]  # not a failed trial
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, **params) -> bytes:
-    query = urllib.parse.urlencode(params)
-    with urllib.request.urlopen(f"{url}?{query}" if query else url, timeout=30) as response:
-        return response.read()
-
-
-def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 @contextmanager
 def _mlflow_server(tmp_path: Path, *options: str):
     """A real `mlflow server` on a free localhost port over an SQLite store in `tmp_path`; -> its URL."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
@@ -399,23 +366,11 @@ def _mlflow_server(tmp_path: Path, *options: str):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(base, server, seconds=90)
+        wait_until_healthy(base, server, seconds=90)
         yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _wait_until_healthy(base: str, server: subprocess.Popen, seconds: float) -> None:
-    """Wait for the MLflow server at `base` (started as `server`) to answer /health."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            _get(f"{base}/health")
-            return
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, f"the server at {base} did not start"
-            time.sleep(0.5)
 
 
 @pytest.mark.integration  # slow: make test-integration
@@ -423,8 +378,8 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
     tmp_path, _, _, parent, children = sweep
     with _mlflow_server(tmp_path) as base:
         api = f"{base}/api/2.0/mlflow"
-        experiment = json.loads(_get(f"{api}/experiments/get-by-name", experiment_name="delayed_recall"))
-        found = _post(
+        experiment = json.loads(http_get(f"{api}/experiments/get-by-name", experiment_name="delayed_recall"))
+        found = http_post(
             f"{api}/runs/search",
             {
                 "experiment_ids": [experiment["experiment"]["experiment_id"]],
@@ -433,12 +388,12 @@ def test_an_mlflow_server_shows_the_sweep_through_its_rest_api(sweep):
         )
         assert {r["info"]["run_id"] for r in found["runs"]} == {c.info.run_id for c in children}
         child = found["runs"][0]["info"]["run_id"]
-        history = json.loads(_get(f"{api}/metrics/get-history", run_id=child, metric_key="val/acc"))
+        history = json.loads(http_get(f"{api}/metrics/get-history", run_id=child, metric_key="val/acc"))
         assert len(history["metrics"]) == 1  # one epoch (trainer=smoke)
-        listed = json.loads(_get(f"{api}/artifacts/list", run_id=child))
+        listed = json.loads(http_get(f"{api}/artifacts/list", run_id=child))
         assert {"config.yaml", "overrides.yaml"} <= {f["path"] for f in listed["files"]}
-        assert b"model:" in _get(f"{base}/get-artifact", path="config.yaml", run_uuid=child)
-        assert b"model=rnn_hidden,mlp_window,rnn_final" in _get(
+        assert b"model:" in http_get(f"{base}/get-artifact", path="config.yaml", run_uuid=child)
+        assert b"model=rnn_hidden,mlp_window,rnn_final" in http_get(
             f"{base}/get-artifact", path="sweep_overrides.txt", run_uuid=parent.info.run_id
         )
 
@@ -449,7 +404,7 @@ def test_tracking_server_sends_runs_and_artifacts_to_a_team_server(tmp_path):
     with _mlflow_server(tmp_path, "--artifacts-destination", str(tmp_path / "served"), "--serve-artifacts") as base:
         env = dict(os.environ, MLFLOW_TRACKING_URI=base)
         proc = run_command(
-            [TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
+            [TRAIN, "tracking=server", f"hydra.run.dir={tmp_path}/out", *TINY_RUN, "task.distance=3"],
             cwd=tmp_path,
             env=env,
             capture_output=True,
@@ -470,7 +425,7 @@ def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_
     with _mlflow_server(tmp_path) as base:
         uri = base.replace("http://", "http://ana:hunter2@")
         proc = run_command(
-            [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY, "task.distance=3"],
+            [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp_path}/out", *TINY_RUN, "task.distance=3"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -486,9 +441,9 @@ def test_credentials_in_a_server_url_go_to_mlflow_and_are_masked_everywhere(tmp_
 
 
 def test_the_text_classification_experiment_runs_on_a_local_file(tmp_path):
-    from tests.test_real_data import _reviews
+    from tests.conftest import write_reviews
 
-    _reviews(tmp_path / "reviews.csv", n=300)
+    write_reviews(tmp_path / "reviews.csv", n=300)
     store = f"sqlite:///{tmp_path}/mlflow.db"
     proc = run_command(
         [
@@ -528,7 +483,7 @@ def test_a_30_run_sweep_in_one_process_completes_without_growing_memory_or_open_
     proc, client = _sweep(tmp_path, "seed=range(30)", "task.distance=3", "task.train_size=20000")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     assert parent.data.metrics["children_finished"] == 30
     assert sum(r.info.status == "FINISHED" for r in runs) == 31
 
@@ -548,7 +503,7 @@ def test_a_sweep_through_submitit_runs_each_job_in_its_own_process_as_a_child(tm
     proc, client = _sweep(tmp_path, "hydra/launcher=submitit_local", "seed=0,1", "task.distance=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.data.metrics["children_finished"] == 2
     assert sorted(c.data.tags["seed"] for c in children) == ["0", "1"]

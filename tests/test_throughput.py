@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.test_cli import _run, _runs
+from tests.conftest import runs_named, train_run
 
 
 def test_the_default_run_scores_the_same_whatever_the_evaluation_batches(tmp_path):
@@ -13,14 +13,14 @@ def test_the_default_run_scores_the_same_whatever_the_evaluation_batches(tmp_pat
     task.eval_batch_size) and in the default's whole-split batch: identical metrics, bit for bit."""
     metrics = {}
     for eval_batch in (64, 1024):
-        proc, client = _run(
+        proc, client = train_run(
             tmp_path / str(eval_batch),
             "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false",
             f"task.eval_batch_size={eval_batch}",
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
-        (run,) = _runs(client, "delayed_recall")
+        (run,) = runs_named(client, "delayed_recall")
         assert run.data.params["task.eval_batch_size"] == str(eval_batch) and run.data.params["threads"] == "1"
         # every epoch's value of every metric, not only the last
         metrics[eval_batch] = {

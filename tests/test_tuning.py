@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
+from rnnexp.store import RunRecord
 from rnnexp.tuning import SelectionError, choose
 from tests.conftest import BIN, TRAIN, log_run, run_command
 
@@ -154,8 +155,8 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     proc = _train(tmp_path, "-m", "optim.lr_from=recall_lr", "seed=2", "tracking.experiment=recall")
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = client.search_runs([client.get_experiment_by_name("recall").experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("sweep") == "true"]
-    (run,) = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
+    (run,) = [r for r in runs if not RunRecord.of(r).sweep]
     assert float(run.data.params["optim.lr"]) == expected and run.data.params["optim.lr_from"] == "recall_lr"
     assert run.data.tags["lr_choice"].startswith(f"lr {expected:g}, the best mean val/acc over seeds 0, 1")
     assert "Test data are never read" in parent.data.tags["lr_rule"] and parent.data.tags["lr_from"] == "recall_lr"

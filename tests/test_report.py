@@ -164,7 +164,7 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
 def _runs(
     scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000, stopped_by: str = "plateau"
 ) -> pd.DataFrame:
-    """Runs as `training_runs` gives them; each trained to the score it was tested at."""
+    """Runs as `counted_runs` gives them; each trained to the score it was tested at."""
     rows = [
         {
             "variant": v,

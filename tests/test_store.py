@@ -155,7 +155,7 @@ def test_the_store_lock_taken_again_inside_itself_goes_on(tmp_path):
 def test_an_evaluation_of_a_smoke_run_is_left_out_of_the_evaluations_report():
     import pandas as pd
 
-    from rnnexp.report.runs import training_runs
+    from rnnexp.report.runs import counted_runs
     from rnnexp.store import record_columns
 
     def row(seed: int, smoke: bool) -> dict:
@@ -164,5 +164,5 @@ def test_an_evaluation_of_a_smoke_run_is_left_out_of_the_evaluations_report():
         return {**tags, "params.seed": str(seed), "status": "FINISHED", "start_time": seed, "metrics.eval/acc": 0.5}
 
     frame = record_columns(pd.DataFrame([row(0, False), row(1, False), row(2, True)]))
-    runs, notes = training_runs(frame, evaluations=True)
+    runs, notes = counted_runs(frame, evaluations=True)
     assert sorted(runs["seed"]) == [0, 1] and any("1 trainer=smoke run(s) left out" in n for n in notes)

@@ -44,7 +44,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnexp.report.plots import plot_budget_curve, plot_learning_curves, plot_results
-from rnnexp.report.runs import ReportError, runs_frame, training_runs, varying_keys
+from rnnexp.report.runs import ReportError, counted_runs, runs_frame, varying_keys
 from rnnexp.report.statistics import compare, read_comparisons, summarise
 from rnnexp.report.tables import comparisons_markdown, lr_note, results_markdown, runs_csv
 
@@ -99,7 +99,7 @@ def report(
         raise ReportError(str(err)) from None
     client = tracked.client()
     frame, parents = runs_frame(client, tracked, experiment, parent)
-    runs, notes = training_runs(frame, evaluations)
+    runs, notes = counted_runs(frame, evaluations)
     if runs.empty:
         which = f"--parent={parent}" if parent else f"--experiment={experiment}"
         raise ReportError(

@@ -44,7 +44,7 @@ def runs_frame(client, store, experiment: str | None, parent: str | None) -> tup
     return store.runs_frame(experiment_id), []
 
 
-def training_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.DataFrame, list[str]]:
+def counted_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """One row per counted training run, with the columns the report uses; and notices of what
     was left out. With `evaluations`, the runs of `rnnexp-eval` instead, scored by their `eval/`
     metric."""

@@ -34,16 +34,7 @@ def trained(tmp_path_factory):
     """One short run: (folder, store URI, client, the run)."""
     tmp = tmp_path_factory.mktemp("eval")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    proc = run_command(
-        [TRAIN, f"tracking.uri={uri}", f"hydra.run.dir={tmp}/out", *TINY],
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
+    client, (run,) = _train_one(tmp, uri, "delayed_recall", *TINY)
     return tmp, uri, client, run
 
 

@@ -31,7 +31,8 @@ class BatchedMLFlowLogger(MLFlowLogger):
 
     Epoch metrics (all that Lightning hands over: it adds the `epoch`) are logged at step = the
     epoch, so the UI's charts read in epochs; the per-step loss (`train/loss_step`, logged by
-    the module itself) keeps Lightning's global step."""
+    the module itself) and the learning rate (`lr`, by Lightning's LearningRateMonitor, as each
+    epoch starts) keep Lightning's global step."""
 
     def __init__(
         self, *args: Any, flush_every_s: float = 2.0, logged_through: Mapping[str, int] | None = None, **kwargs: Any

@@ -225,14 +225,15 @@ def log_dataset(client: MlflowClient, run_id: str, source: DataSource, secret: b
     from mlflow.data.sources import CodeDatasetSource, HuggingFaceDatasetSource, LocalArtifactDatasetSource
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    where = MASK if secret else source.source  # the kind of source still shows, not where it is
+    if source.source.startswith("hf://datasets/"):
+        origin = HuggingFaceDatasetSource(path=MASK if secret else where.removeprefix("hf://datasets/"))
+    elif "/" in source.source:
+        origin = LocalArtifactDatasetSource(where)
+    else:  # a package's own data (sklearn's digits), named by the function that loads it
+        origin = CodeDatasetSource(tags={"mlflow.source.name": where})
     if secret:
         source = type(source)(MASK, MASK, source.digest, source.rows)
-    if source.source.startswith("hf://datasets/"):
-        origin = HuggingFaceDatasetSource(path=source.source.removeprefix("hf://datasets/"))
-    elif "/" in source.source:
-        origin = LocalArtifactDatasetSource(source.source)
-    else:  # a package's own data (sklearn's digits), named by the function that loads it; or masked
-        origin = CodeDatasetSource(tags={"mlflow.source.name": source.source})
     described = MetaDataset(origin, name=source.name, digest=source.digest)._to_mlflow_entity()
     dataset = Dataset(  # with its size, which a MetaDataset does not hold
         described.name,

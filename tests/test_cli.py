@@ -223,7 +223,7 @@ def test_a_dataset_input_names_where_its_data_come_from_as_mlflow_data_describes
     sources = {
         "hub": (DataSource("imdb", "hf://datasets/imdb", "d" * 16, 10), "hugging_face", "path", "imdb"),
         "file": (DataSource("r.csv", "/data/r.csv", "e" * 16, 5), "local", "uri", "/data/r.csv"),
-        "secret": (DataSource("x.csv", "/secret/x.csv", "f" * 16, 3), "code", "tags", {"mlflow.source.name": "***"}),
+        "secret": (DataSource("x.csv", "/secret/x.csv", "f" * 16, 3), "local", "uri", "***"),
     }
     for name, (source, kind, key, value) in sources.items():
         run_id = client.create_run(experiment).info.run_id
@@ -384,10 +384,20 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
     assert "stopped by budget: trainer.max_epochs reached" in proc.stdout
 
 
-@pytest.mark.parametrize("args", [["task.distance=-1"], ["trainer=nope"], ["model.cell=gru", "model=mlp_bag"]])
-def test_a_run_forked_by_the_tests_is_what_the_console_script_gives(tmp_path, args):
+@pytest.mark.parametrize(
+    "command, code",
+    [
+        ([TRAIN, "task.distance=-1"], 2),
+        ([TRAIN, "trainer=nope"], 2),
+        ([TRAIN, "model.cell=gru", "model=mlp_bag"], 2),
+        ([sys.executable, "-m", "rnnexp.evaluation", "--run", "x", "--uri", "sqlite:///none.db"], 2),
+        ([sys.executable, "-m", "rnnexp.reproduce"], 2),
+        ([sys.executable, "-c", "import sys; print(sys.argv); sys.exit(3)", "a=1"], 3),
+    ],
+)
+def test_a_run_forked_by_the_tests_is_what_the_console_script_gives(tmp_path, command, code):
     # tests/conftest.py's run_command forks this process instead of paying again for the imports
-    forked = run_command([TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    real = subprocess.run([TRAIN, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert forked.returncode == real.returncode == 2
-    assert (forked.stdout, forked.stderr) == (real.stdout, real.stderr) and forked.stderr.count("\n") == 1
+    forked = run_command(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    real = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert forked.returncode == real.returncode == code
+    assert (forked.stdout, forked.stderr) == (real.stdout, real.stderr) and (forked.stderr + forked.stdout).strip()

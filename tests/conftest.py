@@ -101,7 +101,7 @@ ENTRY_POINTS = {
 }
 # modules run as `python -m MODULE` that are forked too (a test of `python -m` itself starts one:
 # rnnexp.train is not here)
-FORKED_MODULES = ("rnnexp.evaluation", "rnnexp.reproduce", "rnnexp.tracking")
+FORKED_MODULES = ("rnnexp.evaluation", "rnnexp.report", "rnnexp.reproduce", "rnnexp.tracking")
 _STARTUP_WARNING_FILTERS = list(warnings.filters)  # as Python starts, before pytest adds its own
 
 

@@ -392,6 +392,7 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
         ([TRAIN, "model.cell=gru", "model=mlp_bag"], 2),
         ([sys.executable, "-m", "rnnexp.evaluation", "--run", "x", "--uri", "sqlite:///none.db"], 2),
         ([sys.executable, "-m", "rnnexp.reproduce"], 2),
+        ([sys.executable, "-m", "rnnexp.report", "--experiment"], 2),
         ([sys.executable, "-c", "import sys; print(sys.argv); sys.exit(3)", "a=1"], 3),
     ],
 )

@@ -278,6 +278,22 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
     assert any(line.startswith("test/acc ") and line.endswith("NO") for line in tampered.stdout.splitlines())
 
 
+def test_reproduce_refuses_a_run_that_is_not_there_or_not_finished_in_one_line(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = Store.parse(store).client()
+    running = client.create_run(client.create_experiment("x")).info.run_id
+    for run_id, message in ((running, "is RUNNING: only a FINISHED run has final metrics"), ("0" * 32, "no such run")):
+        proc = run_command(
+            [sys.executable, "-m", "rnnexp.reproduce", run_id, "--uri", store],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert client.get_run(running).info.status == "RUNNING" and len(client.search_runs(["1"])) == 1  # nothing run
+
+
 def test_within_rounding_is_a_few_float32_steps_and_no_more():
     from rnnexp.reproduce import ULPS, within_rounding
 

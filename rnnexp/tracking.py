@@ -227,7 +227,7 @@ def log_dataset(client: MlflowClient, run_id: str, source: DataSource, secret: b
 
     where = MASK if secret else source.source  # the kind of source still shows, not where it is
     if source.source.startswith("hf://datasets/"):
-        origin = HuggingFaceDatasetSource(path=MASK if secret else where.removeprefix("hf://datasets/"))
+        origin = HuggingFaceDatasetSource(path=where.removeprefix("hf://datasets/"))
     elif "/" in source.source:
         origin = LocalArtifactDatasetSource(where)
     else:  # a package's own data (sklearn's digits), named by the function that loads it

@@ -40,9 +40,10 @@ install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
-# one test worker per core (pytest-xdist): a run takes one torch thread, so the cores fill with tests
-test: $(STAMP) ## run the tests (about four minutes on 2 cores)
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+# one test worker per core (pytest-xdist): a run takes one torch thread, so the cores fill with
+# tests; each module on one worker, so that its module fixtures (a sweep, a trained run) are made once
+test: $(STAMP) ## run the tests (under four minutes on 2 cores)
+	$(BIN)/python -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff: the format and the lint rules of pyproject.toml (CI runs it)
 	$(BIN)/ruff format --check --quiet .
@@ -54,7 +55,7 @@ format: $(STAMP) ## ruff: format the tree and apply the safe lint fixes
 
 coverage: $(STAMP) ## the tests under coverage.py, the processes they start included: a line per module (about 15 min)
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/coverage run -m pytest -n auto --dist loadscope $(PYTEST_ARGS)
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 

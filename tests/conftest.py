@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -140,17 +141,10 @@ def run_command(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     rnnexp (`rnnexp-train`, `rnnexp-eval`, `rnnexp-report`) runs in a process forked from this
     one: the same function the script calls, with its own exit status, stdout, stderr, working
     folder, environment and exit handlers, without seconds of imports (torch, Lightning, MLflow)
-    paid again for each run; so does `python -m MODULE` for a module of FORKED_MODULES, and
-    `python -c CODE` (a run with a fault injected). Anything else, or other keywords, goes to
-    `subprocess.run`."""
-    entry, argv = ENTRY_POINTS.get(command[0]), list(command)
-    if command[:2] == [sys.executable, "-m"] and len(command) > 2 and command[2] in FORKED_MODULES:
-        import importlib.util
-
-        entry = command[2]
-        argv = [importlib.util.find_spec(entry).origin, *command[3:]]  # as `python -m` sets sys.argv
-    elif command[:2] == [sys.executable, "-c"] and len(command) > 2:
-        entry, argv = "-c", ["-c", *command[3:]]  # as `python -c` sets sys.argv
+    paid again for each run; so does `python -m MODULE` for a module of FORKED_MODULES,
+    `python -c CODE` (a run with a fault injected) and `python SCRIPT.py` (a benchmark). Anything
+    else, or other keywords, goes to `subprocess.run`."""
+    entry = _forkable(command)
     if (
         entry is None
         or not kwargs.pop("capture_output", False)
@@ -162,12 +156,84 @@ def run_command(command: list[str], **kwargs) -> subprocess.CompletedProcess:
             if entry is None
             else subprocess.run(command, capture_output=True, text=True, **kwargs)
         )
-    return _forked(command, argv, entry, kwargs.get("cwd"), kwargs.get("env"), kwargs.get("timeout"))
+    process = _fork(command, *entry, kwargs.get("cwd"), kwargs.get("env"))
+    try:
+        stdout, stderr = process.communicate(timeout=kwargs.get("timeout"))
+    finally:
+        process.kill()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def _forked(
-    command: list[str], argv: list[str], entry: str, cwd, env, timeout: float | None
-) -> subprocess.CompletedProcess:
+def start_command(command: list[str], cwd=None, env=None) -> subprocess.Popen | Forked:
+    """`subprocess.Popen(command, stdout=PIPE, stderr=PIPE, text=True, cwd=cwd, env=env)`, for a
+    run a test interrupts while it works: a command run_command forks is forked here too, and
+    answers as much of Popen as the tests use."""
+    entry = _forkable(command)
+    if entry is None:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _fork(command, *entry, cwd, env)
+
+
+def _forkable(command: list[str]) -> tuple[list[str], str] | None:
+    """(sys.argv as the command would see it, what to run) where run_command forks `command`."""
+    if command[0] in ENTRY_POINTS:
+        return list(command), ENTRY_POINTS[command[0]]
+    if command[:2] == [sys.executable, "-m"] and len(command) > 2 and command[2] in FORKED_MODULES:
+        import importlib.util
+
+        return [importlib.util.find_spec(command[2]).origin, *command[3:]], command[2]  # as `python -m` sets sys.argv
+    if command[:2] == [sys.executable, "-c"] and len(command) > 2:
+        return ["-c", *command[3:]], "-c"  # as `python -c` sets sys.argv
+    if len(command) > 1 and command[0] == sys.executable and command[1].endswith(".py"):
+        return command[1:], "script"  # a script of experiments/: as `python SCRIPT` sets sys.argv
+    return None
+
+
+class Forked:
+    """A command running in a child forked from this process: the part of `subprocess.Popen` the
+    tests use (pid, poll, wait, send_signal, kill, communicate, returncode), its output kept in
+    temporary files."""
+
+    def __init__(self, command: list[str], pid: int, out, err):
+        self.args, self.pid, self.returncode = command, pid, None
+        self._out, self._err = out, err
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, and reap it, as Popen's kill and wait; nothing once it has ended."""
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        streams = []
+        for f in (self._out, self._err):
+            f.seek(0)
+            streams.append(f.read().decode())
+            f.close()
+        return streams[0], streams[1]
+
+
+def _fork(command: list[str], argv: list[str], entry: str, cwd, env) -> Forked:
     import importlib
 
     if entry == "-c":
@@ -176,45 +242,47 @@ def _forked(
         def main() -> None:
             exec(program, {"__name__": "__main__"})
 
+    elif entry == "script":
+
+        def main() -> None:
+            script = os.path.abspath(argv[0])  # after the child's chdir, as `python SCRIPT` finds it
+            sys.path.insert(0, os.path.dirname(script))
+            runpy.run_path(script, run_name="__main__")
+
     else:
         main = importlib.import_module(entry).main  # imported here, once: the child finds it loaded
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            code = 1
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            _as_a_new_process(argv, cwd, env, out, err)
             try:
-                _as_a_new_process(argv, cwd, env, out, err)
+                main()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+                if not isinstance(exit.code, (int, type(None))):
+                    print(exit.code, file=sys.stderr)
+            except BaseException as error:  # as the interpreter reports an uncaught exception
+                frames = error.__traceback__
+                while frames is not None and frames.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
+                    frames = frames.tb_next  # from the command's own code on, without this harness
+                traceback.print_exception(type(error), error, frames)
+                if isinstance(error, KeyboardInterrupt):
+                    code = -signal.SIGINT  # the interpreter ends by SIGINT itself: the status says so
+            atexit._run_exitfuncs()  # what the process registered (a sweep closes its parent run)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
                 try:
-                    main()
-                    code = 0
-                except SystemExit as exit:
-                    code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
-                    if not isinstance(exit.code, (int, type(None))):
-                        print(exit.code, file=sys.stderr)
-                except BaseException:  # as the interpreter reports an uncaught exception
-                    traceback.print_exc()
-                atexit._run_exitfuncs()  # what the process registered (a sweep closes its parent run)
-            finally:
-                for stream in (sys.stdout, sys.stderr):
-                    try:
-                        stream.flush()
-                    except Exception:
-                        pass
-                os._exit(code)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired(command, timeout)
-            time.sleep(0.02)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), stdout, stderr)
+                    stream.flush()
+                except Exception:
+                    pass
+            if code == -signal.SIGINT:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+            os._exit(code)
+    return Forked(command, pid, out, err)
 
 
 def _as_a_new_process(argv: list[str], cwd, env, out, err) -> None:
@@ -244,7 +312,19 @@ def _as_a_new_process(argv: list[str], cwd, env, out, err) -> None:
     sys.argv = argv  # as a console script has it: argv[0] its path
 
 
-__all__ = ["BIN", "CONF", "ROOT", "SEQUENCE", "STEP", "TRAIN", "feature_io", "make_task", "run_command", "token_io"]
+__all__ = [
+    "BIN",
+    "CONF",
+    "ROOT",
+    "SEQUENCE",
+    "STEP",
+    "TRAIN",
+    "feature_io",
+    "make_task",
+    "run_command",
+    "start_command",
+    "token_io",
+]
 
 
 # ---------------------------------------------------------------- shared by several test modules

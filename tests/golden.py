@@ -52,8 +52,9 @@ def recorded(golden: dict, env: dict[str, str]) -> dict | None:
     return next((entry["metrics"] for entry in golden["environments"] if entry["environment"] == env), None)
 
 
-def measure(folder: Path) -> dict[str, dict[str, float]]:
-    """Run every golden configuration in `folder`; -> {config: {metric: value}}."""
+def measure(folder: Path, run=subprocess.run) -> dict[str, dict[str, float]]:
+    """Run every golden configuration in `folder` with `run` (subprocess.run's signature; the
+    tests fork the process instead, tests/conftest.py's run_command); -> {config: {metric: value}}."""
     from mlflow.tracking import MlflowClient
 
     from tests.conftest import write_reviews
@@ -75,7 +76,7 @@ def measure(folder: Path) -> dict[str, dict[str, float]]:
         f"tracking.uri={store}",
         f"hydra.sweep.dir={folder}/sweep",
     ]
-    proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
+    proc = run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"the golden runs failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     client = MlflowClient(store)

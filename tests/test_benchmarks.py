@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_command
 
 
 def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
-    proc = subprocess.run(
+    proc = run_command(
         [
             sys.executable,
             "experiments/throughput/data.py",
@@ -80,7 +80,7 @@ def test_the_gpu_check_is_skipped_without_cuda():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: `make gpu-check` runs the check itself")
-    proc = subprocess.run(
+    proc = run_command(
         [sys.executable, "experiments/throughput/gpu_check.py"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0 and proc.stdout.strip() == (

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from rnnexp import config
 from rnnexp.store import Store
-from tests.conftest import ROOT, SMALL_RUN, TRAIN, run_command, runs_named, train_run
+from tests.conftest import ROOT, SMALL_RUN, TRAIN, run_command, runs_named, start_command, train_run
 
 
 def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
@@ -153,7 +153,7 @@ def _signal_during_training(tmp_path: Path, sig: int):
     """Start a long training run, wait until it has logged an epoch, send `sig`; -> (exit status, run)."""
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = Store.parse(store).client()  # the store made first: a client polling it would race to create it
-    proc = subprocess.Popen(
+    proc = start_command(
         [
             TRAIN,
             f"tracking.uri={store}",
@@ -165,9 +165,6 @@ def _signal_during_training(tmp_path: Path, sig: int):
             "task.test_size=64",
         ],
         cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
     deadline = time.monotonic() + 120
     try:
@@ -394,6 +391,8 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
         ([sys.executable, "-m", "rnnexp.reproduce"], 2),
         ([sys.executable, "-m", "rnnexp.report", "--experiment"], 2),
         ([sys.executable, "-c", "import sys; print(sys.argv); sys.exit(3)", "a=1"], 3),
+        ([sys.executable, "-c", "import sys; print(sys.argv); raise KeyboardInterrupt"], -2),
+        ([sys.executable, str(ROOT / "experiments/throughput/data.py"), "--n", "0x"], 2),
     ],
 )
 def test_a_run_forked_by_the_tests_is_what_the_console_script_gives(tmp_path, command, code):

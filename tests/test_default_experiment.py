@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import TRAIN
 
 
+@pytest.mark.integration  # slow (40 epochs, about 40 s): make test-integration
 @pytest.mark.new_store  # as on a fresh clone: a process of its own makes its store
 def test_default_experiment_learns_far_above_chance(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from tests import golden
+from tests.conftest import run_command
 
 
 def test_golden_metrics_are_unchanged(tmp_path):
@@ -15,7 +16,7 @@ def test_golden_metrics_are_unchanged(tmp_path):
     if expected is None:
         pytest.skip(f"no golden metrics recorded for this environment ({env}): `make golden` adds them")
     assert sorted(expected) == golden.CONFIGS  # every configuration has its numbers
-    message = golden.report(expected, golden.measure(tmp_path))
+    message = golden.report(expected, golden.measure(tmp_path, run_command))
     assert message is None, message
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 import types
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from tests.conftest import (
     resume_run,
     run_command,
     runs_named,
+    start_command,
     train_run,
 )
 from tests.test_cli import TRAIN
@@ -60,12 +60,7 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = Store.parse(store).client()  # the store made first: a client making it meanwhile would race
-    proc = subprocess.Popen(
-        [TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_command([TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"], cwd=tmp_path)
     deadline = time.monotonic() + 120
     try:
         # interrupt it once its first epoch has a checkpoint (the store sees metrics only every

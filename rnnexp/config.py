@@ -510,9 +510,10 @@ class TrainConfig:
     # (experiments/throughput). Sweeps fill the cores with jobs instead (hydra/launcher=joblib).
     # None: one per core (shared out among a joblib sweep's jobs).
     threads: int | None = _range(1, low=1)
-    # with -m: a sweep's parent run id, whose FINISHED jobs are skipped; alone: the id of a KILLED
-    # or FAILED run, continued from its last checkpoint (rnnexp/resume.py)
+    # the id of a KILLED or FAILED run, continued from its last checkpoint (rnnexp/resume.py)
     resume: str | None = None
+    # with -m: the parent run id of a stopped sweep, whose FINISHED jobs are skipped (rnnexp/sweep.py)
+    resume_sweep: str | None = None
 
     def check(self) -> None:
         cores = os.cpu_count() or 1

@@ -273,9 +273,9 @@ def _check_job(cfg: DictConfig) -> None:
 
 def replayable(overrides: list[str], source: str) -> list[str]:
     """The overrides read back from a store that make a run what it is: plain `key=value` or
-    `+key=value` of this project's config. Where they were tracked (`tracking.*`, `resume`) is
-    dropped; anything else (a flag, a deletion, a sweep, a `hydra` key, a `_target_`) is a
-    tampered log, refused naming `source`."""
+    `+key=value` of this project's config. Where they were tracked and what they resumed
+    (`tracking.*`, `resume`, `resume_sweep`) is dropped; anything else (a flag, a deletion, a
+    sweep, a `hydra` key, a `_target_`) is a tampered log, refused naming `source`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
     from hydra.errors import HydraException

@@ -94,7 +94,7 @@ _UI_COMMIT_TAG = "mlflow.source.git.commit"  # shown by the UI on the run page
 # Where a run is tracked and how it started, not what it is: the top-level config keys left out
 # of a run's identity (`config_hash`, which a resumed sweep finds its finished jobs by). With the
 # seed and how a run is shown, they are also what runs of one variant may differ in (`variant_hash`).
-NOT_IDENTITY = ("tracking", "resume", "hydra")
+NOT_IDENTITY = ("tracking", "resume", "resume_sweep", "hydra")
 NOT_VARIANT = (
     *NOT_IDENTITY,
     "seed",

@@ -10,7 +10,7 @@ Creating the experiment (and with it the store's schema) before any job starts a
 parallel jobs from racing to create them. MLflow makes SQLite wait for a lock (busy_timeout) rather
 than fail, so parallel jobs can share one store.
 
-An interrupted sweep resumes with the same command and `resume=<parent run id>`: the parent is
+An interrupted sweep resumes with the same command and `resume_sweep=<parent run id>`: the parent is
 reopened, and each job whose config already FINISHED under it is skipped.
 """
 
@@ -134,6 +134,10 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
         time.sleep(0.5)
 
 
+# what `resume=` is told with -m: it names one run to go on with, not a sweep
+RESUME_IN_A_SWEEP = "no value with -m (it continues one run); a stopped sweep goes on with resume_sweep=PARENT_RUN_ID"
+
+
 def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     """What a researcher does after a sweep: its report, its runs in the UI, or its resumption."""
     from rnnexp.tracking import ui_link
@@ -143,21 +147,23 @@ def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
         ui = "make ui" + store.option("URI=")
         lines.append(f"  in the UI: `{ui}`, then {ui_link(experiment_id, run_id)}")
     if failed:
-        lines.append(f"  resume it: the same command with resume={run_id} (jobs that FINISHED are skipped)")
+        lines.append(f"  resume it: the same command with resume_sweep={run_id} (jobs that FINISHED are skipped)")
     return "\n".join(lines)
 
 
 def _one_store(overrides: list[str]) -> None:
-    """ConfigError if the sweep sweeps over where runs are tracked: its parent run and its jobs
-    are in one store, checked once before any job."""
+    """ConfigError if the sweep sweeps over where runs are tracked (its parent run and its jobs
+    are in one store), or names one run to resume: checked once, before any job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from rnnexp.config import ConfigError
     from rnnexp.store import masked_uri
 
     for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group == "resume" and override.value() is not None:
+            raise ConfigError("resume", override.input_line.split("=", 1)[-1], RESUME_IN_A_SWEEP)
         if override.is_sweep_override() and (
-            override.key_or_group in ("tracking", "resume") or override.key_or_group.startswith("tracking.")
+            override.key_or_group in ("tracking", "resume_sweep") or override.key_or_group.startswith("tracking.")
         ):
             raise ConfigError(
                 override.key_or_group,
@@ -181,24 +187,23 @@ def _reopen_parent(client: Any, store, parent_id: str) -> Any:
         try:
             run = client.get_run(parent_id)
         except MlflowException:
-            raise ConfigError("resume", parent_id, f"with -m, the parent run id of a sweep in {store.shown}") from None
+            raise ConfigError("resume_sweep", parent_id, f"the parent run id of a sweep in {store.shown}") from None
         record, status = RunRecord.of(run), run.info.status
         if not record.sweep:
             raise ConfigError(
-                "resume",
+                "resume_sweep",
                 parent_id,
-                "with -m, the parent run id of a sweep; this run is no sweep's "
-                "parent (without -m, resume= continues one run)",
+                "the parent run id of a sweep; this run is no sweep's parent (one run goes on with resume=)",
             )
         if status == "FINISHED":
             raise ConfigError(
-                "resume",
+                "resume_sweep",
                 parent_id,
                 "a sweep that stopped before its end (FAILED or KILLED); this one FINISHED: every job ran",
             )
         if status == "RUNNING":
             raise ConfigError(
-                "resume",
+                "resume_sweep",
                 parent_id,
                 f"a sweep that has stopped; this one is RUNNING in process "
                 f"{record.pid or '?'} on {record.host or '?'} (the sweep itself, or a resume of "
@@ -245,8 +250,8 @@ class SweepTracking(Callback):
         store.check_reachable()  # seconds, not minutes of retries against a store that is not there
         client = store.client()
         sweep_dir = Path(config.hydra.sweep.dir)
-        if config.get("resume"):
-            run = _reopen_parent(client, store, str(config.resume))
+        if config.get("resume_sweep"):
+            run = _reopen_parent(client, store, str(config.resume_sweep))
             experiment = client.get_experiment(run.info.experiment_id).name
         else:
             store.mark_stale(client)  # runs whose process died since: not to be taken for live ones
@@ -259,7 +264,7 @@ class SweepTracking(Callback):
                 tags=RunRecord(sweep=True, sweep_dir=str(sweep_dir.resolve()), **RunRecord.this_process()).to_tags(),
             )
         try:
-            if config.get("resume"):
+            if config.get("resume_sweep"):
                 _stop_survivors(client, run.info.run_id)
                 store.mark_stale(client)  # jobs of the old sweep that died without closing their run
             else:

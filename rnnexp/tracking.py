@@ -168,7 +168,7 @@ def run_record(spec: TrainConfig, task: Task, **more: Any) -> RunRecord:
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """A run's identity: a hash of its resolved config, less where it is tracked and `resume`.
+    """A run's identity: a hash of its resolved config, less where it is tracked and what it resumes.
     A resumed sweep skips the jobs whose identity already FINISHED."""
     import hashlib
 

@@ -30,7 +30,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp import config, safety
 from rnnexp.store import RunRecord, Store, masked_uri
-from rnnexp.sweep import end_with_the_sweep, parent_of_this_job
+from rnnexp.sweep import RESUME_IN_A_SWEEP, end_with_the_sweep, parent_of_this_job
 
 PROG = "rnnexp-train"
 # The config tree sits at the project root beside the package (the package is installed editable).
@@ -92,14 +92,15 @@ def _app(cfg: DictConfig) -> float | None:
         spec = config.check(cfg)
         spec.tracking.store.hand_over_credentials()
         spec.tracking.store.check_reachable()  # now, not after an hour of training
+        _one_kind_of_resume(spec, sweeping)
         resumed = None
-        if spec.resume is not None and not sweeping:  # continue one stopped run, with its own config
+        if spec.resume is not None:  # continue one stopped run, with its own config
             from rnnexp import resume
 
             cfg, resumed = resume.prepare(spec)
             spec = config.check(cfg)
         _quiet_libraries(spec.tracking.step_metrics)
-        if spec.resume is not None and (twin := _resumed_twin(cfg, spec)) is not None:
+        if spec.resume_sweep is not None and (twin := _resumed_twin(cfg, spec)) is not None:
             print(f"{PROG}: skipped: this job already FINISHED in run {twin}", file=sys.stderr)
             return RunRecord.of(spec.tracking.store.client().get_run(twin)).best_val  # Optuna counts it as done
         built = build(cfg, spec)  # the data too: a split can be a config error
@@ -139,14 +140,27 @@ def _mask_hydra_files(sweeping: bool) -> None:
             os.replace(spare, path)  # whole or not at all: jobs of a sweep may do it side by side
 
 
+def _one_kind_of_resume(spec: config.TrainConfig, sweeping: bool) -> None:
+    """ConfigError for `resume=` in a sweep or `resume_sweep=` outside one: a run id and a sweep's
+    parent id are two things."""
+    if sweeping and spec.resume is not None:
+        raise config.ConfigError("resume", spec.resume, RESUME_IN_A_SWEEP)
+    if not sweeping and spec.resume_sweep is not None:
+        raise config.ConfigError(
+            "resume_sweep",
+            spec.resume_sweep,
+            "a value only with -m (a stopped sweep's parent run id); one run goes on with resume=RUN_ID",
+        )
+
+
 def _resumed_twin(cfg: DictConfig, spec: config.TrainConfig) -> str | None:
     """For a job of a resumed sweep, the run in which the same config already finished."""
     from rnnexp import tracking
 
     parent = parent_of_this_job()
-    if parent is None or parent.run_id != spec.resume:
+    if parent is None or parent.run_id != spec.resume_sweep:
         raise config.ConfigError(
-            "resume", spec.resume, f"with -m, the parent run id of a sweep in {masked_uri(spec.tracking.uri)}"
+            "resume_sweep", spec.resume_sweep, f"the parent run id of a sweep in {masked_uri(spec.tracking.uri)}"
         )
     store = spec.tracking.store
     client = store.client()

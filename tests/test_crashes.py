@@ -119,7 +119,7 @@ def test_a_sigkilled_parallel_sweep_takes_its_workers_with_it_and_resumes(tmp_pa
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
 
     resumed = run_command(
-        command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        command + [f"resume_sweep={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     children = [r for r in runs() if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]

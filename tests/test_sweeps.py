@@ -22,7 +22,19 @@ from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
 from rnnexp.store import RunRecord, Store
-from tests.conftest import TINY_RUN, TRAIN, free_port, http_get, http_post, run_command, table_cells, wait_until_healthy
+from tests.conftest import (
+    TINY_RUN,
+    TRAIN,
+    free_port,
+    http_get,
+    http_post,
+    one_error_line,
+    run_command,
+    runs_named,
+    table_cells,
+    train_run,
+    wait_until_healthy,
+)
 
 
 def _sweep(tmp_path: Path, *overrides: str):
@@ -89,7 +101,7 @@ def test_a_sweep_whose_job_fails_ends_its_parent_failed(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
     (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     assert parent.info.status == "FAILED" and "did not finish" in parent.data.tags["error"]
-    assert f"  resume it: the same command with resume={parent.info.run_id}" in proc.stdout
+    assert f"  resume it: the same command with resume_sweep={parent.info.run_id}" in proc.stdout
     (child,) = [r for r in runs if r is not parent]
     assert child.info.status == "FINISHED" and child.data.params["model.hidden_size"] == "16"
 
@@ -123,6 +135,23 @@ def test_a_sweep_with_a_bad_value_is_one_line_before_any_run(tmp_path):
         proc, client = _sweep(tmp_path, "task.distance=3", bad)
         assert proc.returncode == 2 and proc.stderr.strip() == f"rnnexp-train: error: {expected}", proc.stderr
         assert client.get_experiment_by_name("delayed_recall") is None  # no parent run, no job
+
+
+def test_resume_names_one_run_and_resume_sweep_a_sweep_each_refused_in_the_others_place(tmp_path):
+    one_run = "no value with -m (it continues one run); a stopped sweep goes on with resume_sweep=PARENT_RUN_ID"
+    for resume in ("resume=abc", "resume=abc,def"):  # a swept one is refused before any job too
+        proc, client = _sweep(tmp_path, "task.distance=3", resume)
+        value = resume.split("=")[1]
+        assert proc.returncode == 2 and proc.stderr.strip() == (
+            f"rnnexp-train: error: resume='{value}' is not allowed: {one_run}"
+        ), proc.stderr
+        assert client.get_experiment_by_name("delayed_recall") is None  # no parent run, no job
+    proc, client = train_run(tmp_path / "one", *TINY_RUN, "task.distance=3", "resume_sweep=abc")
+    assert one_error_line(proc) == (
+        "rnnexp-train: error: resume_sweep='abc' is not allowed: a value only with -m (a stopped sweep's "
+        "parent run id); one run goes on with resume=RUN_ID"
+    )
+    assert not runs_named(client, "delayed_recall")
 
 
 def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep, capsys):
@@ -217,7 +246,7 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     assert 2 <= len(done_before) < 6
 
     resumed = run_command(
-        command + [f"resume={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        command + [f"resume_sweep={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stderr.count("skipped: this job already FINISHED") == len(done_before)
@@ -354,7 +383,7 @@ def test_a_resumed_optuna_search_counts_the_trials_it_skips_with_their_values(tm
     client.set_terminated(
         parent.info.run_id, "KILLED"
     )  # as if stopped after its last trial: a FINISHED one is not resumed
-    again, _ = _sweep(tmp_path, *search, f"resume={parent.info.run_id}")  # the same seeded trials: all done
+    again, _ = _sweep(tmp_path, *search, f"resume_sweep={parent.info.run_id}")  # the same seeded trials: all done
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stderr.count("skipped: this job already FINISHED") == 2 and "Failed experiment" not in again.stderr
     assert yaml.safe_load(results.read_text())["best_value"] == best["best_value"]  # not a failed trial

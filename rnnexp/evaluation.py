@@ -466,7 +466,7 @@ def check_trained(run) -> type:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from rnnexp.store import uri_option as store_option
+    from rnnexp.store import uri_option
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
         "trainer.accelerator), each logged as an MLflow run nested under the trained one.",
         epilog="Examples: rnnexp-eval --run 3f2a... task.distance=32 | rnnexp-eval --experiment "
         "length_generalisation task.length=80",
-        parents=[store_option()],
+        parents=[uri_option()],
     )
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="the id of a FINISHED training run")

@@ -67,10 +67,13 @@ def verdict(key: str, logged: float | None, again: float | None) -> str:
 
 
 def _resolved_config(client, run_id: str, where: Path) -> dict:
+    """The run's logged config, less where it was tracked and what it resumed (NOT_IDENTITY): a
+    job of a resumed sweep names its sweep, which the re-run does not."""
+    from rnnexp.store import NOT_IDENTITY
+
     path = client.download_artifacts(run_id, "config.yaml", str(where))
     config = yaml.safe_load(Path(path).read_text())
-    config.pop("tracking", None)
-    return config
+    return {k: v for k, v in config.items() if k not in NOT_IDENTITY}
 
 
 def reproduce(run_id: str, uri: str) -> int:

@@ -113,6 +113,13 @@ def prepare(spec: config.TrainConfig) -> tuple[DictConfig, Resumed]:
         run = client.get_run(run_id)
     except MlflowException:
         raise config.ConfigError("resume", run_id, f"the id of a KILLED or FAILED run in {store.shown}") from None
+    if RunRecord.of(run).sweep:
+        raise config.ConfigError(
+            "resume",
+            run_id,
+            "the id of one KILLED or FAILED run; this one is a sweep's parent: "
+            "a stopped sweep goes on with its command, -m and resume_sweep=ID",
+        )
     if run.info.status not in RESUMABLE:
         raise config.ConfigError(
             "resume",

@@ -153,7 +153,8 @@ def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
 
 def _one_store(overrides: list[str]) -> None:
     """ConfigError if the sweep sweeps over where runs are tracked (its parent run and its jobs
-    are in one store), or names one run to resume: checked once, before any job."""
+    are in one store) or over what it resumes, or names one run to resume: checked once, before
+    any job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from rnnexp.config import ConfigError
@@ -162,8 +163,14 @@ def _one_store(overrides: list[str]) -> None:
     for override in OverridesParser.create().parse_overrides(overrides):
         if override.key_or_group == "resume" and override.value() is not None:
             raise ConfigError("resume", override.input_line.split("=", 1)[-1], RESUME_IN_A_SWEEP)
+        if override.is_sweep_override() and override.key_or_group == "resume_sweep":
+            raise ConfigError(
+                "resume_sweep",
+                override.input_line.split("=", 1)[-1],
+                "one value: the parent run id of the one stopped sweep to go on with",
+            )
         if override.is_sweep_override() and (
-            override.key_or_group in ("tracking", "resume_sweep") or override.key_or_group.startswith("tracking.")
+            override.key_or_group == "tracking" or override.key_or_group.startswith("tracking.")
         ):
             raise ConfigError(
                 override.key_or_group,
@@ -239,6 +246,7 @@ class SweepTracking(Callback):
         from mlflow.entities import Param
 
         from rnnexp import tracking
+        from rnnexp.config import ConfigError
         from rnnexp.store import RunRecord
 
         tracking.quiet_store_logs()
@@ -250,7 +258,9 @@ class SweepTracking(Callback):
         store.check_reachable()  # seconds, not minutes of retries against a store that is not there
         client = store.client()
         sweep_dir = Path(config.hydra.sweep.dir)
-        if config.get("resume_sweep"):
+        if config.get("resume") is not None:  # set by a config file: the command line is checked above
+            raise ConfigError("resume", config.resume, RESUME_IN_A_SWEEP)
+        if config.get("resume_sweep") is not None:
             run = _reopen_parent(client, store, str(config.resume_sweep))
             experiment = client.get_experiment(run.info.experiment_id).name
         else:
@@ -264,7 +274,7 @@ class SweepTracking(Callback):
                 tags=RunRecord(sweep=True, sweep_dir=str(sweep_dir.resolve()), **RunRecord.this_process()).to_tags(),
             )
         try:
-            if config.get("resume_sweep"):
+            if config.get("resume_sweep") is not None:
                 _stop_survivors(client, run.info.run_id)
                 store.mark_stale(client)  # jobs of the old sweep that died without closing their run
             else:

@@ -90,9 +90,9 @@ def _app(cfg: DictConfig) -> float | None:
         end_with_the_sweep(parent)
     try:
         spec = config.check(cfg)
+        _one_kind_of_resume(spec, sweeping)
         spec.tracking.store.hand_over_credentials()
         spec.tracking.store.check_reachable()  # now, not after an hour of training
-        _one_kind_of_resume(spec, sweeping)
         resumed = None
         if spec.resume is not None:  # continue one stopped run, with its own config
             from rnnexp import resume

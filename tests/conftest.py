@@ -8,6 +8,7 @@ import csv
 import io
 import itertools
 import json
+import logging
 import os
 import runpy
 import shutil
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.parse
@@ -196,7 +198,7 @@ class Forked:
 
     def __init__(self, command: list[str], pid: int, out, err):
         self.args, self.pid, self.returncode = command, pid, None
-        self._out, self._err = out, err
+        self._out, self._err, self._output = out, err, None
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -225,12 +227,16 @@ class Forked:
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
         self.wait(timeout)
-        streams = []
-        for f in (self._out, self._err):
-            f.seek(0)
-            streams.append(f.read().decode())
-            f.close()
-        return streams[0], streams[1]
+        if self._output is None:
+            self._output = tuple(self._read(f) for f in (self._out, self._err))
+        return self._output
+
+    @staticmethod
+    def _read(f) -> str:
+        f.seek(0)
+        text = f.read().decode()
+        f.close()
+        return text
 
 
 def _fork(command: list[str], argv: list[str], entry: str, cwd, env) -> Forked:
@@ -253,36 +259,46 @@ def _fork(command: list[str], argv: list[str], entry: str, cwd, env) -> Forked:
         main = importlib.import_module(entry).main  # imported here, once: the child finds it loaded
     out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
+    if pid == 0:  # the child: never returns into pytest, whatever happens in it
         try:
-            _as_a_new_process(argv, cwd, env, out, err)
-            try:
-                main()
-                code = 0
-            except SystemExit as exit:
-                code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
-                if not isinstance(exit.code, (int, type(None))):
-                    print(exit.code, file=sys.stderr)
-            except BaseException as error:  # as the interpreter reports an uncaught exception
-                frames = error.__traceback__
-                while frames is not None and frames.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
-                    frames = frames.tb_next  # from the command's own code on, without this harness
-                traceback.print_exception(type(error), error, frames)
-                if isinstance(error, KeyboardInterrupt):
-                    code = -signal.SIGINT  # the interpreter ends by SIGINT itself: the status says so
-            atexit._run_exitfuncs()  # what the process registered (a sweep closes its parent run)
+            _run_as_a_new_process(main, argv, cwd, env, out, err)
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            if code == -signal.SIGINT:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGINT)
-            os._exit(code)
+            os._exit(1)  # only if the child could not end itself
     return Forked(command, pid, out, err)
+
+
+def _run_as_a_new_process(main, argv: list[str], cwd, env, out, err) -> None:
+    """`main()` as the interpreter runs a program, ending the process as it does: the exit
+    status of sys.exit (its low 8 bits), 1 and the traceback for an uncaught exception, death by
+    SIGINT for an uncaught Ctrl-C; the program's threads waited for, then its exit handlers."""
+    code, interrupted = 1, False
+    try:
+        _as_a_new_process(argv, cwd, env, out, err)
+        try:
+            main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+            if not isinstance(exit.code, (int, type(None))):
+                print(exit.code, file=sys.stderr)
+        except BaseException as error:  # as the interpreter reports an uncaught exception
+            frames = error.__traceback__
+            while frames is not None and frames.tb_frame.f_code.co_filename in (__file__, runpy.__file__):
+                frames = frames.tb_next  # from the command's own code on, without this harness
+            traceback.print_exception(type(error), error, frames)
+            interrupted = isinstance(error, KeyboardInterrupt)
+        threading._shutdown()  # type: ignore[attr-defined]  # the threads it started, as at the interpreter's exit
+        atexit._run_exitfuncs()  # what the process registered (a sweep closes its parent run)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        if interrupted:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        os._exit(code & 0xFF if -(2**63) <= code < 2**63 else 255)  # C's long, then exit()'s 8 bits
 
 
 def _as_a_new_process(argv: list[str], cwd, env, out, err) -> None:
@@ -293,6 +309,8 @@ def _as_a_new_process(argv: list[str], cwd, env, out, err) -> None:
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logging.root.handlers.clear()  # pytest's capture: a warning with no handler of its own goes to stderr
+    logging.root.setLevel(logging.WARNING)
     atexit._clear()
     GlobalHydra.instance().clear()
     warnings.filters[:] = _STARTUP_WARNING_FILTERS

@@ -381,6 +381,12 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
     assert "stopped by budget: trainer.max_epochs reached" in proc.stdout
 
 
+# a thread still working when the program's last line has run: the interpreter waits for it
+THREAD_OUTLIVING_MAIN = (
+    "import threading, time; threading.Thread(target=lambda: (time.sleep(0.3), print('late'))).start()"
+)
+
+
 @pytest.mark.parametrize(
     "command, code",
     [
@@ -392,6 +398,10 @@ def test_the_plateau_trainer_stops_by_plateau_on_an_easy_task_and_by_budget_at_a
         ([sys.executable, "-m", "rnnexp.report", "--experiment"], 2),
         ([sys.executable, "-c", "import sys; print(sys.argv); sys.exit(3)", "a=1"], 3),
         ([sys.executable, "-c", "import sys; print(sys.argv); raise KeyboardInterrupt"], -2),
+        ([sys.executable, "-c", "import sys; print(-2); sys.exit(-2)"], 254),
+        ([sys.executable, "-c", "import sys; print(2**40); sys.exit(2**40)"], 0),
+        ([sys.executable, "-c", "import logging; logging.getLogger('x').warning('no handler: stderr')"], 0),
+        ([sys.executable, "-c", THREAD_OUTLIVING_MAIN], 0),
         ([sys.executable, str(ROOT / "experiments/throughput/data.py"), "--n", "0x"], 2),
     ],
 )

@@ -39,8 +39,10 @@ from tests.conftest import (
 
 def _sweep(tmp_path: Path, *overrides: str):
     store = f"sqlite:///{tmp_path}/mlflow.db"
+    flags = [o for o in overrides if o.startswith("--")]  # before the overrides, as argparse takes them
+    overrides = tuple(o for o in overrides if not o.startswith("--"))
     proc = run_command(
-        [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY_RUN, *overrides],
+        [TRAIN, "-m", *flags, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY_RUN, *overrides],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -139,12 +141,18 @@ def test_a_sweep_with_a_bad_value_is_one_line_before_any_run(tmp_path):
 
 def test_resume_names_one_run_and_resume_sweep_a_sweep_each_refused_in_the_others_place(tmp_path):
     one_run = "no value with -m (it continues one run); a stopped sweep goes on with resume_sweep=PARENT_RUN_ID"
-    for resume in ("resume=abc", "resume=abc,def"):  # a swept one is refused before any job too
-        proc, client = _sweep(tmp_path, "task.distance=3", resume)
-        value = resume.split("=")[1]
-        assert proc.returncode == 2 and proc.stderr.strip() == (
-            f"rnnexp-train: error: resume='{value}' is not allowed: {one_run}"
-        ), proc.stderr
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "resuming.yaml").write_text("# @package _global_\nresume: abc\n")
+    for given, refused in (
+        (["resume=abc"], "resume='abc' is not allowed: " + one_run),
+        (["resume=abc,def"], "resume='abc,def' is not allowed: " + one_run),  # swept: before any job too
+        ([f"--config-dir={tmp_path / 'conf'}", "experiment=resuming"], "resume='abc' is not allowed: " + one_run),
+        (["resume_sweep=a,b"], "resume_sweep='a,b' is not allowed: one value: the parent run id of the one stopped"),
+        (["resume_sweep="], "resume_sweep='' is not allowed: the parent run id of a sweep in "),
+    ):
+        proc, client = _sweep(tmp_path, "task.distance=3", *given)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith(f"rnnexp-train: error: {refused}"), proc.stderr
         assert client.get_experiment_by_name("delayed_recall") is None  # no parent run, no job
     proc, client = train_run(tmp_path / "one", *TINY_RUN, "task.distance=3", "resume_sweep=abc")
     assert one_error_line(proc) == (
@@ -152,6 +160,16 @@ def test_resume_names_one_run_and_resume_sweep_a_sweep_each_refused_in_the_other
         "parent run id); one run goes on with resume=RUN_ID"
     )
     assert not runs_named(client, "delayed_recall")
+    # a sweep's parent given to resume=: one line, and the parent as it was
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
+    parent = client.create_run(client.create_experiment("e"), tags=RunRecord(sweep=True).to_tags()).info.run_id
+    client.set_terminated(parent, "FAILED")
+    proc, _ = train_run(tmp_path, *TINY_RUN, "task.distance=3", f"resume={parent}")
+    assert one_error_line(proc) == (
+        f"rnnexp-train: error: resume='{parent}' is not allowed: the id of one KILLED or FAILED run; this one is a "
+        "sweep's parent: a stopped sweep goes on with its command, -m and resume_sweep=ID"
+    )
+    assert client.get_run(parent).info.status == "FAILED" and len(client.search_runs(["1"])) == 1
 
 
 def test_the_report_has_a_row_per_model_and_distance_with_the_right_means(sweep, capsys):
@@ -321,6 +339,16 @@ def test_reproduce_refuses_a_run_that_is_not_there_or_not_finished_in_one_line(t
         )
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert client.get_run(running).info.status == "RUNNING" and len(client.search_runs(["1"])) == 1  # nothing run
+
+
+def test_reproduce_compares_what_a_run_is_not_where_it_was_tracked_or_what_it_resumed(tmp_path):
+    from rnnexp.reproduce import _resolved_config
+
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    logged = {"seed": 0, "model": {"hidden_size": 8}, "tracking": {"uri": "x"}, "resume": None, "resume_sweep": "p"}
+    client.log_text(run_id, yaml.safe_dump(logged), "config.yaml")  # a job of a resumed sweep
+    assert _resolved_config(client, run_id, tmp_path) == {"seed": 0, "model": {"hidden_size": 8}}
 
 
 def test_within_rounding_is_a_few_float32_steps_and_no_more():

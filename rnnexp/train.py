@@ -369,7 +369,8 @@ def _close_after(err: BaseException, run: _Run, spec: config.TrainConfig) -> Non
         raise StoreLost(spec.tracking.store, run.id, reason, closed=None) from err
     if lost is not None:
         raise StoreLost(spec.tracking.store, run.id, lost, closed=status) from err
-    if status == "KILLED":  # what to do next: the run goes on from its last checkpoint
+    in_a_sweep = HydraConfig.initialized() and parent_of_this_job() is not None
+    if status == "KILLED" and not in_a_sweep:  # what to do next (for a sweep's job, the sweep says it)
         print(
             f"{PROG}: run {run.id} KILLED; continue it with `{PROG} resume={run.id}"
             f"{spec.tracking.store.option('tracking.uri=')}`",
@@ -831,6 +832,9 @@ def main() -> None:
     except StoreLost as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # between a sweep's jobs (in a job, Lightning stops it and its run ends KILLED)
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
 
 
 if __name__ == "__main__":

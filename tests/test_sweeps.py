@@ -246,7 +246,9 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
         experiment = client.get_experiment_by_name("delayed_recall")
         return client.search_runs([experiment.experiment_id]) if experiment else []
 
-    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "w"))
+    first = subprocess.Popen(
+        command, cwd=tmp_path, stdout=open(tmp_path / "out", "w"), stderr=open(tmp_path / "err", "w")
+    )
     deadline = time.monotonic() + 300
     try:
         while sum(r.info.status == "FINISHED" and "sweep" not in r.data.tags for r in runs()) < 2:
@@ -257,7 +259,12 @@ def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
         first.wait(timeout=60)
     finally:
         first.kill()
-    assert first.returncode != 0, (tmp_path / "err").read_text()[-3000:]
+    err = (tmp_path / "err").read_text()
+    assert first.returncode != 0, err[-3000:]
+    # no traceback, wherever the Ctrl-C landed; what to do next: the sweep's resume_sweep=, not a
+    # resume= of the job it cut short
+    assert "Traceback" not in err and "KILLED; continue it with" not in err, err[-3000:]
+    assert "resume_sweep=" in (tmp_path / "out").read_text()
     (parent,) = [r for r in runs() if RunRecord.of(r).sweep]
     assert parent.info.status == "FAILED"
     done_before = {r.info.run_id for r in runs() if r.info.status == "FINISHED" and r is not parent}

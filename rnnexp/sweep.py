@@ -134,7 +134,8 @@ def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
         time.sleep(0.5)
 
 
-# what `resume=` is told with -m: it names one run to go on with, not a sweep
+# what `resume=` is told with -m (on the command line, swept or not, or from a config file): it
+# names one run to go on with, not a sweep
 RESUME_IN_A_SWEEP = "no value with -m (it continues one run); a stopped sweep goes on with resume_sweep=PARENT_RUN_ID"
 
 
@@ -151,7 +152,7 @@ def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     return "\n".join(lines)
 
 
-def _one_store(overrides: list[str]) -> None:
+def _check_overrides(overrides: list[str]) -> None:
     """ConfigError if the sweep sweeps over where runs are tracked (its parent run and its jobs
     are in one store) or over what it resumes, or names one run to resume: checked once, before
     any job."""
@@ -250,7 +251,7 @@ class SweepTracking(Callback):
         from rnnexp.store import RunRecord
 
         tracking.quiet_store_logs()
-        _one_store(typed_overrides(config.hydra.overrides.task))
+        _check_overrides(typed_overrides(config.hydra.overrides.task))
         tracking_cfg = OmegaConf.to_object(config.tracking)
         tracking_cfg.check()
         store = tracking_cfg.store

@@ -30,7 +30,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp import config, safety
 from rnnexp.store import RunRecord, Store, masked_uri
-from rnnexp.sweep import RESUME_IN_A_SWEEP, end_with_the_sweep, parent_of_this_job
+from rnnexp.sweep import end_with_the_sweep, parent_of_this_job
 
 PROG = "rnnexp-train"
 # The config tree sits at the project root beside the package (the package is installed editable).
@@ -141,10 +141,8 @@ def _mask_hydra_files(sweeping: bool) -> None:
 
 
 def _one_kind_of_resume(spec: config.TrainConfig, sweeping: bool) -> None:
-    """ConfigError for `resume=` in a sweep or `resume_sweep=` outside one: a run id and a sweep's
-    parent id are two things."""
-    if sweeping and spec.resume is not None:
-        raise config.ConfigError("resume", spec.resume, RESUME_IN_A_SWEEP)
+    """ConfigError for `resume_sweep=` outside a sweep: a run id and a sweep's parent id are two
+    things. (`resume=` in a sweep is refused before any job, by rnnexp.sweep.SweepTracking.)"""
     if not sweeping and spec.resume_sweep is not None:
         raise config.ConfigError(
             "resume_sweep",

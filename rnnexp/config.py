@@ -111,6 +111,19 @@ class FusedRecurrenceConfig(ModelConfig):
     cell: Cell = Cell.rnn  # rnn (tanh) | gru | lstm
     layers: int = _range(1, low=1)  # stacked recurrences
     dropout: float = _range(0.0, low=0.0, high=0.9)  # between stacked layers and before the output layer
+    # the LSTM's initial forget-gate bias (an LSTM's only: other cells have no forget gate); null:
+    # PyTorch's initialisation, about 0. 1 by a measurement (experiments/forget_bias/README.md)
+    forget_bias: float | None = 1.0
+
+    def check(self) -> None:
+        super().check()
+        if self.forget_bias != FusedRecurrenceConfig.forget_bias and self.cell != Cell.lstm:
+            raise ConfigError(
+                "model.forget_bias",
+                self.forget_bias,
+                f"left at {FusedRecurrenceConfig.forget_bias} with model.cell={self.cell.value}: "
+                "only an LSTM has a forget gate",
+            )
 
 
 @dataclass
@@ -203,6 +216,9 @@ class SyntheticTaskConfig(TaskConfig):
     train_size: int = _range(4096, low=1)
     val_size: int = _range(512, low=1)
     test_size: int = _range(512, low=1)
+    # draw a new training set each epoch, from the seed and the epoch; validation and test stay
+    # fixed and apart from every epoch's (rnnexp/tasks/base.py). False: one training set throughout
+    fresh: bool = False
 
 
 @dataclass

@@ -297,18 +297,18 @@ def check(client, run, overrides: dict[str, Any], folder: Path) -> tuple[Path, d
     return path, saved, new_cfg, task, trained_task, seed
 
 
-def _drop_trained_on(task, trained) -> int:
+def _drop_trained_on(task, trained, epochs: int) -> int:
     """Leave out of `task`'s test split the sequences the model saw in training or validation
-    (another seed or size draws its own splits, which may hold them): how many were left out."""
+    (another seed or size draws its own splits, which may hold them), in at most `epochs` epochs:
+    how many were left out."""
     from torch.utils.data import TensorDataset
 
     from rnnexp.tasks.base import SyntheticTask, rows_not_in
 
     if not isinstance(task, SyntheticTask):
         return 0  # real data: the same file, split by the seed (a new seed may move examples between splits)
-    trained.setup()
     tensors = task.splits["test"].tensors
-    seen_x = [trained.splits[split].tensors[0] for split in ("train", "val")]
+    seen_x = trained.seen_inputs(epochs)
     if tensors[0].shape[1:] != seen_x[0].shape[1:]:
         return 0  # another length: no sequence can be one it saw
     keep = rows_not_in(tensors[0], seen_x)
@@ -347,7 +347,8 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
         pl.seed_everything(seed, workers=True, verbose=False)
         module = SequenceModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
         task.setup()
-        seen = _drop_trained_on(task, trained_task)
+        # every epoch of its budget: a fresh training set per epoch is drawn anew for each
+        seen = _drop_trained_on(task, trained_task, int(run.data.params.get("trainer.max_epochs", 1)))
         accelerator = overrides.get("trainer.accelerator", "cpu")
         precision = run.data.params.get("trainer.precision", "32-true")
         try:  # before the run exists: a machine without the device is one line and no run

@@ -509,7 +509,9 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         callbacks.append(
             EarlyStopping(monitor=quantity, mode=mode, patience=stopping.patience, min_delta=stopping.min_delta)
         )
-    trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir)
+    # a fresh training set each epoch: Lightning asks the task for its training loader every epoch
+    fresh = {"reload_dataloaders_every_n_epochs": 1} if getattr(task, "fresh", False) else {}
+    trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir, **fresh)
     return trainer, checkpoint
 
 

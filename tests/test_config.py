@@ -104,6 +104,7 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
         ("task._target_=subprocess.run", "task._target_", "rnnexp.tasks.synthetic.DelayedRecall"),
         ("trainer._target_=builtins.exec", "trainer._target_", "pytorch_lightning.Trainer"),
         ("trainer.strategy=ddp", "trainer.strategy", "auto, ddp_spawn"),
+        ("model.forget_bias=2.0", "model.forget_bias", "only an LSTM has a forget gate"),  # the default cell is tanh
     ],
 )
 def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, allowed):

@@ -11,7 +11,7 @@ from tests.conftest import SEQUENCE, STEP, feature_io, token_io
 B, T = 3, 7
 # every size is a required keyword (its default lives in the schema): small ones here
 SMALL_MODEL = dict(embed_dim=6, hidden_size=8)
-FUSED = dict(SMALL_MODEL, cell="rnn", layers=1, dropout=0.0)
+FUSED = dict(SMALL_MODEL, cell="rnn", layers=1, dropout=0.0, forget_bias=None)
 MLP = dict(SMALL_MODEL, layers=2, dropout=0.0)
 
 PER_STEP = {
@@ -216,3 +216,27 @@ def test_every_model_runs_on_another_device_than_the_cpu(output, name, with_leng
         out = model(x, y=y, lengths=lengths)
     out.sum().backward()
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", ["rnn_hidden", "rnn_final"])
+def test_forget_bias_sets_the_lstm_forget_gate_in_every_layer_and_nothing_else(name):
+    cls, io = (RNNHidden, token_io()) if name == "rnn_hidden" else (RNNFinal, token_io(SEQUENCE))
+    H, layers = 6, 2
+    kwargs = {**FUSED, "hidden_size": H, "cell": "lstm", "layers": layers}
+    torch.manual_seed(0)
+    default = cls(io, **kwargs).recurrence
+    torch.manual_seed(0)
+    set_to_one = cls(io, **{**kwargs, "forget_bias": 1.0}).recurrence
+    for layer in range(layers):
+        # the gate's bias is the sum of PyTorch's two biases, laid out (input, forget, cell, output)
+        one, pytorch = (
+            (getattr(m, f"bias_ih_l{layer}") + getattr(m, f"bias_hh_l{layer}"))[H : 2 * H]
+            for m in (set_to_one, default)
+        )
+        assert torch.equal(one, torch.ones(H))
+        assert pytorch.abs().max() < 2 / H**0.5 and pytorch.std() > 0  # PyTorch's uniform draw
+        for gate in (slice(0, H), slice(2 * H, 4 * H)):
+            assert torch.equal(
+                getattr(set_to_one, f"bias_ih_l{layer}")[gate], getattr(default, f"bias_ih_l{layer}")[gate]
+            )
+        assert torch.equal(getattr(set_to_one, f"weight_hh_l{layer}"), getattr(default, f"weight_hh_l{layer}"))

@@ -53,14 +53,17 @@ def _history(client: MlflowClient, run_id: str, key: str) -> dict[int, float]:
     return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
-def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupted_one(tmp_path):
-    whole, client = train_run(tmp_path / "whole", *LONGER)
+# fresh: each epoch's training set comes from the seed and the epoch, so the resumed epochs draw the same
+@pytest.mark.parametrize("fresh", ["false", "true"])
+def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupted_one(tmp_path, fresh):
+    overrides = [*LONGER, f"task.fresh={fresh}"]
+    whole, client = train_run(tmp_path / "whole", *overrides)
     assert whole.returncode == 0, whole.stderr
     (reference,) = runs_named(client, "delayed_recall")
 
     store = f"sqlite:///{tmp_path}/mlflow.db"
     client = Store.parse(store).client()  # the store made first: a client making it meanwhile would race
-    proc = start_command([TRAIN, *LONGER, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"], cwd=tmp_path)
+    proc = start_command([TRAIN, *overrides, f"tracking.uri={store}", f"hydra.run.dir={tmp_path}/out"], cwd=tmp_path)
     deadline = time.monotonic() + 120
     try:
         # interrupt it once its first epoch has a checkpoint (the store sees metrics only every

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
 from rnnexp.config import ConfigError
 from rnnexp.tasks import IGNORE, Adding, DelayedRecall, RunningParity
@@ -220,4 +221,88 @@ def test_validation_and_test_hold_no_training_sequence():
 def test_a_task_too_small_for_disjoint_splits_is_a_config_error():
     task = make_task(RunningParity, length=2, train_size=100, val_size=10, test_size=10, batch_size=10)  # 4 sequences
     with pytest.raises(ConfigError, match="task.val_size"):
+        task.setup()
+
+
+# --- fresh data -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "task_class", [DelayedRecall, RunningParity, CopyMemory, Adding, PronounReference, NegatedSentiment]
+)
+def test_fresh_draws_each_epoch_its_own_training_set_from_the_seed_and_keeps_val_and_test_fixed_and_apart(
+    task_class,
+):
+    extra = {"length": 8} if task_class is RunningParity else {}  # 256 sequences: repeats across splits are likely
+    task = make_task(task_class, fresh=True, **SIZES, **extra)
+    task.setup()
+    fixed = make_task(task_class, fresh=False, **SIZES, **extra)
+    fixed.setup()
+    val, test = (task.splits[s].tensors for s in ("val", "test"))
+    epochs = [task.training_set(e).tensors for e in range(3)]
+    assert all(len(x) == SIZES["train_size"] for x, _ in epochs)
+    assert not torch.equal(epochs[0][0], epochs[1][0]) and not torch.equal(epochs[1][0], epochs[2][0])
+    again = make_task(task_class, fresh=True, **SIZES, **extra)
+    again.setup()
+    for e, tensors in enumerate(epochs):  # the seed and the epoch alone: another task object draws the same
+        assert all(torch.equal(a, b) for a, b in zip(tensors, again.training_set(e).tensors, strict=True))
+        assert rows_not_in(val[0], [tensors[0]]).all() and rows_not_in(test[0], [tensors[0]]).all()
+    assert torch.equal(val[0], again.splits["val"].tensors[0]) and torch.equal(test[0], again.splits["test"].tensors[0])
+    assert rows_not_in(test[0], [val[0]]).all()
+    other_seed = make_task(task_class, fresh=True, seed=1, **SIZES, **extra)
+    other_seed.setup()
+    assert not torch.equal(other_seed.training_set(0).tensors[0], epochs[0][0])
+    assert not torch.equal(fixed.splits["train"].tensors[0], epochs[1][0])
+
+
+def test_fresh_training_batches_change_every_epoch_under_lightning():
+    import pytorch_lightning as pl
+
+    task = make_task(DelayedRecall, fresh=True, distance=2, **SIZES)
+    seen: dict[int, list[torch.Tensor]] = {}
+
+    class Recorder(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen.setdefault(self.current_epoch, []).append(batch[0])
+            return self.w.sum()
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    trainer = pl.Trainer(
+        max_epochs=3,
+        limit_val_batches=0,
+        reload_dataloaders_every_n_epochs=1,  # what the run's trainer sets for a fresh task (test below)
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Recorder(), datamodule=task)
+    for epoch in range(3):
+        assert torch.equal(
+            torch.cat(seen[epoch]).sort(dim=0).values, task.training_set(epoch).tensors[0].sort(dim=0).values
+        )
+
+
+def test_a_run_on_a_fresh_task_reloads_its_training_loader_every_epoch(compose_train, tmp_path):
+    from rnnexp.train import make_trainer
+
+    for fresh, every in (("true", 1), ("false", 0)):
+        cfg = compose_train(f"task.fresh={fresh}")
+        task = instantiate(cfg.task, seed=0)
+        trainer, _ = make_trainer(cfg, task, False, tmp_path / "checkpoints", tmp_path)
+        assert trainer.reload_dataloaders_every_n_epochs == every
+
+
+def test_fresh_on_a_task_with_too_few_sequences_outside_validation_and_test_is_a_config_error():
+    task = make_task(RunningParity, fresh=True, length=5, train_size=64, val_size=60, test_size=60, batch_size=8)
+    with pytest.raises(ConfigError, match="task.fresh=True .* fewer than 1 in 10"):  # 32 sequences, nearly all held out
         task.setup()

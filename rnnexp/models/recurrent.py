@@ -18,10 +18,26 @@ from rnnexp.tasks.base import SEQUENCE, STEP, TaskIO
 _FUSED = {Cell.rnn: nn.RNN, Cell.gru: nn.GRU, Cell.lstm: nn.LSTM}
 
 
-def fused_recurrence(cell: str, n_in: int, hidden: int, layers: int, dropout: float) -> nn.RNNBase:
+def fused_recurrence(
+    cell: str, n_in: int, hidden: int, layers: int, dropout: float, forget_bias: float | None = None
+) -> nn.RNNBase:
     """PyTorch's fused recurrent module for `cell` (one C++ kernel over time, not a Python loop).
-    `dropout` applies between stacked layers, so only when there are several."""
-    return _FUSED[Cell(cell)](n_in, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0, batch_first=True)
+    `dropout` applies between stacked layers, so only when there are several.
+
+    `forget_bias` (LSTM only): the forget gate's initial bias b_f in every layer,
+    f(t) = sigmoid(b_f + U_f x(t) + W_f h(t-1)) (eq. 10.40). At 1 the cell starts out keeping its
+    state (Gers, Schmidhuber & Cummins 2000; Jozefowicz, Zaremba & Sutskever 2015). None keeps
+    PyTorch's initialisation, uniform around 0, which halves the state at every step at first."""
+    module = _FUSED[Cell(cell)](
+        n_in, hidden, num_layers=layers, dropout=dropout if layers > 1 else 0.0, batch_first=True
+    )
+    if forget_bias is not None and Cell(cell) == Cell.lstm:
+        with torch.no_grad():
+            for layer in range(layers):
+                # PyTorch adds two biases, each laid out (input, forget, cell, output) gates
+                getattr(module, f"bias_ih_l{layer}")[hidden : 2 * hidden].fill_(forget_bias)
+                getattr(module, f"bias_hh_l{layer}")[hidden : 2 * hidden].zero_()
+    return module
 
 
 def _require(io: TaskIO, output: str, model: str) -> None:
@@ -41,16 +57,27 @@ class RNNHidden(nn.Module):
         ŷ(t) = softmax(o(t))                  (10.11, inside the cross-entropy loss)
 
     With `cell="gru"` or `"lstm"`, eqs. 10.8-10.9 become that cell's gated update (§10.10);
-    `layers` stacks recurrences. h(-1) = 0.
+    `layers` stacks recurrences; `forget_bias` sets the LSTM's initial forget-gate bias
+    (`fused_recurrence`). h(-1) = 0.
 
     Shapes: x (B, T) token ids or (B, T, F) features -> o (B, T, C).
     """
 
-    def __init__(self, io: TaskIO, *, cell: str, embed_dim: int, hidden_size: int, layers: int, dropout: float):
+    def __init__(
+        self,
+        io: TaskIO,
+        *,
+        cell: str,
+        embed_dim: int,
+        hidden_size: int,
+        layers: int,
+        dropout: float,
+        forget_bias: float | None,
+    ):
         super().__init__()
         _require(io, STEP, "rnn_hidden")
         self.embed = input_layer(io, embed_dim)
-        self.recurrence = fused_recurrence(cell, embed_dim, hidden_size, layers, dropout)  # U, W, b
+        self.recurrence = fused_recurrence(cell, embed_dim, hidden_size, layers, dropout, forget_bias)  # U, W, b
         self.dropout = nn.Dropout(dropout)
         self.V = nn.Linear(hidden_size, io.n_outputs)  # V, c
 
@@ -138,11 +165,21 @@ class RNNFinal(nn.Module):
     Shapes: x (B, T) token ids or (B, T, F) features, lengths (B,) -> o (B, C).
     """
 
-    def __init__(self, io: TaskIO, *, cell: str, embed_dim: int, hidden_size: int, layers: int, dropout: float):
+    def __init__(
+        self,
+        io: TaskIO,
+        *,
+        cell: str,
+        embed_dim: int,
+        hidden_size: int,
+        layers: int,
+        dropout: float,
+        forget_bias: float | None,
+    ):
         super().__init__()
         _require(io, SEQUENCE, "rnn_final")
         self.embed = input_layer(io, embed_dim)
-        self.recurrence = fused_recurrence(cell, embed_dim, hidden_size, layers, dropout)
+        self.recurrence = fused_recurrence(cell, embed_dim, hidden_size, layers, dropout, forget_bias)
         self.dropout = nn.Dropout(dropout)
         self.V = nn.Linear(hidden_size, io.n_outputs)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -141,13 +142,31 @@ class Task(pl.LightningDataModule):
 
 
 class SyntheticTask(Task):
-    """A task whose data are generated: subclasses implement `generate`."""
+    """A task whose data are generated: subclasses implement `generate`.
+
+    With `fresh`, the training set is drawn anew each epoch (as the papers these tasks come from
+    draw every batch afresh), from the seed and the epoch alone, so a resumed run trains on the
+    sequences the uninterrupted one would have; validation and test stay fixed, and no epoch's
+    training set holds one of their sequences. Without it, one training set serves every epoch.
+    """
+
+    MAX_DRAWS = 10  # rounds of drawing that fill an epoch's training set with held-out sequences left out
 
     def __init__(
-        self, *, train_size: int, val_size: int, test_size: int, batch_size: int, eval_batch_size: int, seed: int = 0
+        self,
+        *,
+        train_size: int,
+        val_size: int,
+        test_size: int,
+        fresh: bool,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int = 0,
     ):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.fresh = fresh
+        self.epoch = 0  # the epoch whose training set `splits["train"]` holds
 
     def generate(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`n` examples (inputs, targets), drawn from `generator` only."""
@@ -156,10 +175,13 @@ class SyntheticTask(Task):
     def make_splits(self) -> dict[str, TensorDataset]:
         """Each split has its own stream, derived from the seed, so a split does not depend on
         the sizes of the others; validation and test keep only sequences that occur in no
-        earlier split, so a score never rewards memorising training examples."""
+        earlier split, so a score never rewards memorising training examples. With `fresh`,
+        validation and test come first and each epoch's training set leaves their sequences out."""
         splits: dict[str, TensorDataset] = {}
         earlier: list[torch.Tensor] = []
         for i, split in enumerate(SPLITS):
+            if split == "train" and self.fresh:
+                continue
             g = torch.Generator().manual_seed(self.seed * len(SPLITS) + i)
             x, y = self.generate(self.sizes[split], g)
             if earlier:
@@ -174,7 +196,53 @@ class SyntheticTask(Task):
                 x, y = x[new], y[new]
             earlier.append(x)
             splits[split] = TensorDataset(x, y)
+        if self.fresh:
+            splits["train"] = self.training_set(self.epoch, held_out=earlier)
         return splits
+
+    def training_set(self, epoch: int, held_out: list[torch.Tensor] | None = None) -> TensorDataset:
+        """Epoch `epoch`'s training set under `fresh`: `train_size` sequences from a stream of
+        the seed and the epoch, none of them in validation or test (`held_out`, their inputs)."""
+        if held_out is None:
+            held_out = [self.splits[split].tensors[0] for split in ("val", "test")]
+        n = self.sizes["train"]
+        # an independent stream per (seed, epoch), none of them one of the fixed splits' streams
+        state = np.random.SeedSequence([self.seed, epoch], spawn_key=(len(SPLITS),)).generate_state(1, np.uint64)
+        g = torch.Generator().manual_seed(int(state[0]))
+        parts, kept = [], 0
+        for _ in range(self.MAX_DRAWS):
+            x, y = self.generate(n, g)
+            new = rows_not_in(x, held_out)
+            parts.append((x[new], y[new]))
+            kept += int(new.sum())
+            if kept >= n:
+                return TensorDataset(*(torch.cat(t)[:n] for t in zip(*parts, strict=True)))
+        raise ConfigError(
+            "task.fresh",
+            True,
+            f"false here: fewer than 1 in {self.MAX_DRAWS} of {self.name}'s sequences lie outside "
+            f"validation and test, too few to draw {n} new ones an epoch (make the sequences longer, "
+            "or task.val_size and task.test_size smaller)",
+        )
+
+    def seen_inputs(self, epochs: int) -> list[torch.Tensor]:
+        """The inputs a model trained here for at most `epochs` epochs has seen: the training
+        set (each epoch's, under `fresh`) and validation, which chose its checkpoint."""
+        self.setup()
+        train = (
+            [self.training_set(e).tensors[0] for e in range(epochs)]
+            if self.fresh
+            else [self.splits["train"].tensors[0]]
+        )
+        return [*train, self.splits["val"].tensors[0]]
+
+    def train_dataloader(self) -> DataLoader:
+        if self.fresh:  # Lightning reloads it every epoch (the trainer's reload_dataloaders_every_n_epochs=1)
+            self.setup()
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            if epoch != self.epoch:
+                self.splits["train"], self.epoch = self.training_set(epoch), epoch
+        return super().train_dataloader()
 
 
 def rows_not_in(x: torch.Tensor, others: list[torch.Tensor]) -> torch.Tensor:

@@ -11,8 +11,9 @@ Views: `results` (a row per variant: mean ± std, 95% CI, chance, the test again
 `comparisons [NAME]` (a row per comparison, or per row of comparison NAME: a - b with its 95% CI
 and the verdict with Holm's p), and
 `by-distance TASK` (for one task, a row per model and a column per `task.distance`: the mean,
-marked where no test shows it above chance), `by-length TASK` (the same per `task.length`) and
-`by-read TASK` (per `task.read`: digits read by rows or pixels).
+marked ≈ where it is shown at chance and ° where it is shown neither above nor at chance),
+`by-length TASK` (the same per `task.length`) and `by-read TASK` (per `task.read`: digits read by
+rows or pixels).
 
     python -m rnnexp.docs [README ...]          rewrite the blocks (default: every README.md here)
     python -m rnnexp.docs --check [README ...]  exit 1 naming each block that differs from its files
@@ -38,6 +39,7 @@ END = "<!-- rnnexp:end -->"
 MARKER = "<!-- rnnexp:"
 ROOT = Path(__file__).resolve().parent.parent
 NOT_ABOVE = "°"  # marks a mean not shown above chance (see shown_above)
+AT_CHANCE = "≈"  # marks a mean shown at chance, within the report's margin (TOST)
 
 
 class DocsError(Exception):
@@ -51,7 +53,7 @@ def _keys(table: pd.DataFrame) -> list[str]:
 
 
 def results_view(folder: Path) -> str:
-    from rnnexp.report.tables import binomial, interval
+    from rnnexp.report.tables import binomial, interval, solved
 
     table = pd.read_csv(folder / "results.csv", dtype={"pattern": str})
     keys = _keys(table)
@@ -63,11 +65,12 @@ def results_view(folder: Path) -> str:
         "pattern",
         *keys,
         "parameters",
+        "solved",
         "test metric (mean ± std)",
         "95% CI",
         *(["teacher-forced"] if teacher else []),
         "chance",
-        "vs chance (t over seeds)",
+        "vs chance",
         "binomial (pooled steps)",
         "seeds",
     ]
@@ -80,6 +83,7 @@ def results_view(folder: Path) -> str:
                 str(r["pattern"]),
                 *["" if pd.isna(r[k]) else str(r[k]).removesuffix(".0") for k in keys],
                 "" if pd.isna(r["n_params"]) else f"{int(r['n_params']):,}",
+                solved(r),
                 f"{r['metric']} {number(r['mean'])}" + (f" ± {number(r['std'])}" if r["n_seeds"] > 1 else ""),
                 interval(r),
                 *([number(r["teacher_forced_mean"])] if teacher else []),
@@ -138,6 +142,13 @@ def shown_above(row: pd.Series) -> bool:
     return verdict.startswith(("above", "better"))
 
 
+def _mark(row: pd.Series) -> str:
+    """Nothing above chance, ≈ at chance (an equivalence shown), ° otherwise (nothing shown)."""
+    if shown_above(row):
+        return ""
+    return AT_CHANCE if str(row["vs_chance"]).startswith("at chance") else NOT_ABOVE
+
+
 AXES = {"by-distance": ("task.distance", "d"), "by-length": ("task.length", "T"), "by-read": ("task.read", "read")}
 
 
@@ -176,7 +187,7 @@ def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
         for d in distances:
             found = variants[variants[key] == d]
             r = found.iloc[0] if len(found) else None
-            cells.append("" if r is None else _mean(r["mean"]) + ("" if shown_above(r) else NOT_ABOVE))
+            cells.append("" if r is None else _mean(r["mean"]) + _mark(r))
         rows.append([f"`{label}`", *[str(v).removesuffix(".0") for v in values], *cells])
     return markdown_table(head, rows)
 

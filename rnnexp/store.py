@@ -135,6 +135,7 @@ class RunRecord:
     lr_from: str | None = None  # the selection experiment its learning rate was chosen in
     lr_rule: str | None = None
     lr_choice: str | None = None
+    lr_grid: str | None = None  # the rates stage 1 tried, e.g. 0.001,0.003,0.01: is the choice at an edge?
     dataset: str | None = None
     dataset_digest: str | None = None
     git_commit: str | None = None

@@ -146,6 +146,43 @@ def git_state(path: Path) -> tuple[str, bool | None]:
         return "unknown", None
 
 
+# the code a result depends on: a run made before its last change may not be what this code gives
+RESULT_CODE = (
+    "rnnexp/models",
+    "rnnexp/tasks",
+    "rnnexp/module.py",
+    "rnnexp/train.py",
+    "rnnexp/config.py",  # the defaults
+    "conf/model",
+    "conf/task",
+    "conf/trainer",
+    "conf/train.yaml",
+)
+
+
+def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], str | None]:
+    """Of `commits`, those older than the last change to `RESULT_CODE` in this checkout (that
+    change's ancestors, itself excluded); and that change's short hash, or None outside a repository
+    (then nothing can be checked)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+
+    try:
+        last = git("log", "-1", "--format=%H", "--", *RESULT_CODE)
+        if last.returncode or not (change := last.stdout.strip()):
+            return frozenset(), None
+        older = {
+            c
+            for c in commits
+            if isinstance(c, str) and c != change and git("merge-base", "--is-ancestor", c, change).returncode == 0
+        }
+    except (OSError, subprocess.SubprocessError):
+        return frozenset(), None
+    return frozenset(older), change[:7]
+
+
 def run_record(spec: TrainConfig, task: Task, **more: Any) -> RunRecord:
     """What a training run is, recorded when it starts (`more`: the fields only `train` knows)."""
     commit, dirty = git_state(Path(__file__).parent)

@@ -275,7 +275,12 @@ def _record_start(run: _Run, built: Built) -> None:
     if (choice := built.lr_choice) is not None:
         from rnnexp.tuning import RULE
 
-        chosen = {"lr_choice": choice.describe(spec.optim.lr_from), "lr_from": spec.optim.lr_from, "lr_rule": RULE}
+        chosen = {
+            "lr_choice": choice.describe(spec.optim.lr_from),
+            "lr_from": spec.optim.lr_from,
+            "lr_rule": RULE,
+            "lr_grid": ",".join(f"{lr:g}" for lr in choice.grid),
+        }
         if (parent := parent_of_this_job()) is not None:  # the same on every job
             store.write(run.client, parent.run_id, RunRecord(lr_from=spec.optim.lr_from, lr_rule=RULE))
     record = tracking.run_record(

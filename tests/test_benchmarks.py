@@ -30,7 +30,7 @@ def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    generation, tokenisation = proc.stdout.split("\n\n")
+    generation, fresh, tokenisation = proc.stdout.split("\n\n")
     rows = [line for line in generation.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [r.split("|")[1].strip() for r in rows] == [
         "delayed_recall",
@@ -42,6 +42,10 @@ def test_data_benchmark_prints_a_row_per_task_and_tokenisation():
     ]
     assert all(r.split("|")[2].strip() == "200" for r in rows)
     assert "| cold" in tokenisation and "| warm" in tokenisation
+    # what task.fresh=true adds to an epoch: one row per synthetic task, at its default train_size
+    fresh_rows = [line.split("|") for line in fresh.splitlines()[2:]]
+    assert [r[1].strip() for r in fresh_rows] == [r.split("|")[1].strip() for r in rows]
+    assert all(r[2].strip() == "4096" and float(r[3]) > 0 for r in fresh_rows)
 
 
 @pytest.mark.integration  # slow: make test-integration

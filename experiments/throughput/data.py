@@ -1,7 +1,8 @@
-"""How long the tasks take to make their data, so that data never shows in a sweep. Prints two
+"""How long the tasks take to make their data, so that data never shows in a sweep. Prints three
 Markdown tables: synthetic generation (N sequences of length about L per task, median of several
-repeats), and tokenisation of a text file of about M megabytes (cold: load, train the tokenizer,
-encode, cache; warm: from the cache).
+repeats); a fresh training set (`task.fresh=true`: what each epoch adds, at each task's default
+sizes, held-out sequences drawn again); and tokenisation of a text file of about M megabytes
+(cold: load, train the tokenizer, encode, cache; warm: from the cache).
 
     .venv/bin/python experiments/throughput/data.py [--n 100000] [--length 100] [--repeats 5] [--mb 10]
 """
@@ -87,6 +88,22 @@ def generation(n: int, length: int, repeats: int) -> list[tuple[str, int, int, f
     return out
 
 
+def fresh_sets(repeats: int) -> list[tuple[str, int, float]]:
+    """(task, train_size, median seconds) of drawing one epoch's fresh training set, for each
+    synthetic task at its default config: what `task.fresh=true` adds to every epoch."""
+    out = []
+    for cls in (DelayedRecall, RunningParity, CopyMemory, Adding, PronounReference, NegatedSentiment):
+        task = cls(**config.task_defaults(cls, fresh=True))
+        task.setup("fit")
+        times = []
+        for epoch in range(1, repeats + 1):
+            start = time.perf_counter()
+            task.training_set(epoch)
+            times.append(time.perf_counter() - start)
+        out.append((task.name, task.sizes["train"], statistics.median(times)))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="sequences per task (default 100000)")
@@ -97,6 +114,9 @@ def main() -> None:
     print("| task | sequences | length | median s | sequences/s |\n|---|---|---|---|---|")
     for name, n, length, median in generation(args.n, args.length, args.repeats):
         print(f"| {name} | {n} | {length} | {median:.3f} | {n / median:,.0f} |")
+    print("\n| fresh training set (task.fresh=true) | sequences | median s per epoch |\n|---|---|---|")
+    for name, n, median in fresh_sets(args.repeats):
+        print(f"| {name} | {n} | {median:.3f} |")
     print("\n| tokenisation | file MB | texts | seconds | MB/s |\n|---|---|---|---|---|")
     for label, mb, rows, seconds in tokenisation(args.mb):
         print(f"| {label} | {mb:.1f} | {rows} | {seconds:.2f} | {mb / seconds:.1f} |")

@@ -8,16 +8,19 @@ counts. It writes into `--out`:
 
 - `runs.csv`: one row per run counted: its id, seed, config keys, final test metrics, chance
   level, parameters, epochs and wall time;
-- `results.csv` and `results.md`: per variant, the number of seeds, mean, standard deviation and
-  95% confidence interval (Student t over seeds) of the test metric, the chance level, and two
-  one-sided tests against it: a t-test over the seeds and, for accuracy, an exact binomial test
-  on the scored test steps of all seeds pooled; p-values Holm-adjusted over the report's variants;
+- `results.csv` and `results.md`: per variant, the number of seeds and how many solved the task
+  (`--solved`; an exact interval of the rate), the mean, standard deviation and 95% confidence
+  interval (Student t over seeds) of the test metric, the chance level, and a verdict against it:
+  above (one-sided t-test over seeds), at chance (TOST within `--margin`), below, or inconclusive;
+  for accuracy, also an exact binomial test on the scored test steps of all seeds pooled;
+  p-values Holm-adjusted over the report's variants;
   the last epoch's training metric, and flags: *budget ran out* (a seed stopped at
   trainer.max_epochs, not at a plateau: tag `stopped_by`) and *did not learn in this budget* (the
-  training metric itself not above chance);
+  training metric itself not above chance) and *bimodal seeds* (some solved, the others near chance);
 - `comparisons.md` and `comparisons.csv` (with `--comparisons FILE`): each comparison the file
   names, at every value of the other keys: the difference of the means with its 95% CI, Welch's
-  t-test, Holm-adjusted over all the comparisons;
+  t-test, and Barnard's exact test of the solve counts (the verdict's where a side is bimodal),
+  each Holm-adjusted over all the comparisons;
 - `metric_vs_distance.png` (tasks swept over `task.distance`) or `metric_by_model.png` (tasks
   without a distance axis): the test metric with a band or bar of its 95% CI, and chance dashed;
 - `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
@@ -43,8 +46,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from rnnexp.report.criteria import Criteria
 from rnnexp.report.plots import plot_budget_curve, plot_learning_curves, plot_results
-from rnnexp.report.runs import ReportError, counted_runs, runs_frame, varying_keys
+from rnnexp.report.runs import ReportError, counted_runs, runs_frame, runs_from_csv, varying_keys
 from rnnexp.report.statistics import compare, read_comparisons, summarise
 from rnnexp.report.tables import comparisons_markdown, lr_note, results_markdown, runs_csv
 
@@ -77,13 +81,15 @@ class Report:
 
 
 def report(
-    uri: str,
+    uri: str | None,
     experiment: str | None,
     parent: str | None,
     out: Path,
     comparisons: Path | None = None,
     evaluations: bool = False,
     budget_curves: list[tuple[str, str]] | tuple = (),
+    criteria: Criteria | None = None,
+    runs_file: Path | None = None,
 ) -> Report:
     from rnnexp import config, store
 
@@ -92,14 +98,23 @@ def report(
             "--budget-curve with --evaluations: an evaluation has no learning curve (its trained run "
             "has); draw it from a report of the training runs"
         )
+    if runs_file is not None and budget_curves:
+        raise ReportError("--budget-curve with --runs: the learning curves are in the store, not in runs.csv")
     wanted = read_comparisons(comparisons) if comparisons is not None else []
-    try:
-        tracked = store.opened(uri)
-    except config.ConfigError as err:
-        raise ReportError(str(err)) from None
-    client = tracked.client()
-    frame, parents = runs_frame(client, tracked, experiment, parent)
-    runs, notes = counted_runs(frame, evaluations)
+    client, parents = None, []
+    if runs_file is not None:
+        runs, notes = (
+            runs_from_csv(runs_file),
+            [f"re-analysed from {runs_file} (no store: its learning curves are not redrawn)"],
+        )
+    else:
+        try:
+            tracked = store.opened(uri)
+        except config.ConfigError as err:
+            raise ReportError(str(err)) from None
+        client = tracked.client()
+        frame, parents = runs_frame(client, tracked, experiment, parent)
+        runs, notes = counted_runs(frame, evaluations)
     if runs.empty:
         which = f"--parent={parent}" if parent else f"--experiment={experiment}"
         raise ReportError(
@@ -115,7 +130,15 @@ def report(
     if runs["lr_from"].notna().any():  # each variant's own lr: show it
         keys = keys if "optim.lr" in keys else [*keys, "optim.lr"]
         notes.append(lr_note(runs))
-    table = summarise(runs, keys)
+    from rnnexp.tracking import older_than_the_code
+
+    stale, change = older_than_the_code(set(runs["git_commit"].dropna()))
+    notes.append(
+        f"runs checked against the last change to the model, task or training code: {change}"
+        if change
+        else "no git history here: the runs' commits are not checked against the code"
+    )
+    table = summarise(runs, keys, criteria, stale)
     if mixed := int((table["git_commits"] > 1).sum()):  # same config, other code: say so, it may matter
         notes.append(
             f"{mixed} variant(s) pool runs made at different git commits (column git_commits in "
@@ -139,7 +162,7 @@ def report(
             files += ["comparisons.csv", "comparisons.md"]
         axis = "task.length" if evaluations and "task.length" in keys else "task.distance"
         files += plot_results(table, keys, new, axis, "eval" if evaluations else "test")
-        if not evaluations:  # an evaluation has no curve: its model's is the trained run's
+        if not evaluations and client is not None:  # an evaluation has no curve: its model's is the trained run's
             plot_learning_curves(client, table, keys, new)
             files.append("learning_curves.png")
         if budget_curves:
@@ -147,8 +170,9 @@ def report(
             files.append("budget_curve.png")
         for name in files:
             os.replace(new / name, out / name)
-    for stale in set(FILES) - set(files):  # from an earlier report: it no longer says what these runs say
-        (out / stale).unlink(missing_ok=True)
+    kept = {"learning_curves.png", "budget_curve.png"} if runs_file is not None else set()  # drawn from the store
+    for old in set(FILES) - set(files) - kept:  # from an earlier report: it no longer says what these runs say
+        (out / old).unlink(missing_ok=True)
     for run_id in parents:  # the sweep's own report, in the UI beside its runs
         for name in files:
             client.log_artifact(run_id, str(out / name), "report")
@@ -169,6 +193,13 @@ def main(argv: list[str] | None = None) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--experiment", help="an MLflow experiment's name: all its finished runs")
     which.add_argument("--parent", help="a sweep's parent run id: its finished children")
+    which.add_argument(
+        "--runs",
+        type=Path,
+        metavar="RUNS_CSV",
+        help="an earlier report's runs.csv (e.g. a committed experiments/NAME/results/runs.csv): its "
+        "runs re-analysed without their store",
+    )
     parser.add_argument("--out", type=Path, default=Path("report"), help="folder for the files (default: ./report)")
     parser.add_argument(
         "--evaluations",
@@ -191,6 +222,35 @@ def main(argv: list[str] | None = None) -> None:
         "..., a: {KEY: VALUE}, b: {KEY: VALUE}}, ...], KEY a column (task, model, cell, pattern) or "
         "a config key (model.hidden_size, ...)",
     )
+    parser.add_argument(
+        "--margin",
+        metavar="[TASK:]METRIC=VALUE",
+        action="append",
+        default=[],
+        help="how near chance a mean must be shown to be (TOST) to read 'at chance': a value or a "
+        "percentage of the chance level (default: acc=0.02, any loss 5%%); again for more",
+    )
+    parser.add_argument(
+        "--solved",
+        metavar="[TASK:]METRIC=VALUE",
+        action="append",
+        default=[],
+        help="the score at which a seed has solved its task: an accuracy, or a loss's value or "
+        "percentage of its chance level (default: acc=0.95, any loss 1%%); again for more",
+    )
+    parser.add_argument(
+        "--gap",
+        metavar="[TASK:]METRIC=VALUE",
+        action="append",
+        default=[],
+        help="the final train-validation gap beyond which a variant is flagged as memorising (default: "
+        "acc=0.1, any loss 10%% of chance); again for more",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any comparison (the claims of --comparisons) is flagged",
+    )
     args = parser.parse_args(argv)
     from rnnexp.tracking import quiet_store_logs
 
@@ -202,7 +262,18 @@ def main(argv: list[str] | None = None) -> None:
             if not eq or not key or not value:
                 raise ReportError(f"--budget-curve={given!r}: give KEY=VALUE, e.g. task.distance=32")
             ats.append((key, value))
-        result = report(args.uri, args.experiment, args.parent, args.out, args.comparisons, args.evaluations, ats)
+        criteria = Criteria.given(args.margin, args.solved, args.gap)
+        result = report(
+            args.uri,
+            args.experiment,
+            args.parent,
+            args.out,
+            args.comparisons,
+            args.evaluations,
+            ats,
+            criteria,
+            args.runs,
+        )
     except ReportError as err:
         parser.exit(2, f"{PROG}: error: {err}\n")
     print((args.out / "results.md").read_text(), end="")
@@ -214,3 +285,14 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(result.table)} variants ({int(seeds.min())}-{int(seeds.max())} seeds) from {len(result.runs)} runs -> "
         f"{args.out}/: {', '.join(result.files)}"
     )
+    flagged = int((result.table["flags"] != "").sum())
+    claims = 0 if result.comparisons.empty else int((result.comparisons["flags"] != "").sum())
+    print(
+        f"flagged: {flagged} of {len(result.table)} variants"
+        + (f", {claims} of {len(result.comparisons)} comparisons" if not result.comparisons.empty else "")
+        + (" (each row's flags say why)" if flagged or claims else "")
+    )
+    if args.strict and claims:
+        parser.exit(
+            1, f"{PROG}: --strict: {claims} of {len(result.comparisons)} comparisons are flagged (comparisons.md)\n"
+        )

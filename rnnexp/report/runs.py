@@ -83,6 +83,7 @@ def counted_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Dat
     runs["teacher_forced"] = runs.apply(metric, axis=1, suffix="_tf")
     # the last training epoch's metric (pattern 2: teacher-forced): did the model learn at all?
     runs["train_score"] = runs.apply(lambda row: row.get(f"metrics.train/{row['metric']}", np.nan), axis=1)
+    runs["val_score"] = runs.apply(lambda row: row.get(f"metrics.val/{row['metric']}", np.nan), axis=1)
     if (untested := runs["score"].isna()).any():
         notes.append(f"{int(untested.sum())} FINISHED run(s) without their test metric left out")
         runs = runs[~untested]
@@ -128,6 +129,39 @@ def counted_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Dat
     return runs.reset_index(drop=True), notes
 
 
+def runs_from_csv(path) -> pd.DataFrame:
+    """The counted runs of an earlier report, from its `runs.csv`: what the statistics need, to
+    re-analyse committed results without their store (no learning curves: those are in the store)."""
+    try:
+        frame = pd.read_csv(path, dtype={"pattern": str, "cell": str, "lr_from": str, "lr_grid": str})
+    except OSError as err:
+        raise ReportError(f"--runs={str(path)!r}: {err.strerror}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ReportError(f"--runs={str(path)!r}: not a CSV file ({' '.join(str(err).split())})") from None
+    needed = {"run_id", "seed", "task", "model", "cell", "pattern", "metric", "score", "chance", "variant"}
+    if missing := sorted(needed - set(frame.columns)):
+        raise ReportError(f"--runs={str(path)!r}: not a runs.csv of rnnexp-report (no column {', '.join(missing)})")
+    from rnnexp.report.criteria import HIGHER
+
+    runs = frame.copy()
+    for column in ("teacher_forced", "n_test_scored", "n_params", "epochs_trained", "train_score", "val_score"):
+        runs[column] = frame[column] if column in frame else np.nan
+    for column in ("stopped_by", "git_commit", "lr_from", "lr_grid", "git_dirty"):
+        runs[column] = frame[column] if column in frame else None
+    runs["wall_time_s"] = frame.get("wall_time_s", np.nan)
+    if "better" not in frame:
+        runs["better"] = frame["metric"].map(lambda m: "higher" if m in HIGHER else "lower")
+    for column in [c for c in frame.columns if c.startswith(("test/", "eval/"))]:
+        runs[f"metrics.{column}"] = frame[column]
+    keys = [c for c in frame.columns if "." in c and "/" not in c]  # task.distance, optim.lr, ...
+    for key in keys:
+        runs[f"params.{key}"] = frame[key].map(lambda v: None if pd.isna(v) else str(v))
+    runs["cell"] = runs["cell"].fillna("none")
+    runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
+    runs["smoke"] = False
+    return runs
+
+
 def shown_key(key: str) -> bool:
     from rnnexp.store import is_variant_key
 
@@ -162,7 +196,7 @@ def same_value(value: Any, wanted: str) -> bool:
         return str(value) == wanted
 
 
-def _sort_value(value: Any) -> tuple[int, float, str]:
+def sort_value(value: Any) -> tuple[int, float, str]:
     try:
         return (0, float(value), "")
     except (TypeError, ValueError):
@@ -172,6 +206,6 @@ def _sort_value(value: Any) -> tuple[int, float, str]:
 def in_order(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     order = sorted(
         range(len(table)),
-        key=lambda i: (table["task"].iloc[i], table["label"].iloc[i], *[_sort_value(table[k].iloc[i]) for k in keys]),
+        key=lambda i: (table["task"].iloc[i], table["label"].iloc[i], *[sort_value(table[k].iloc[i]) for k in keys]),
     )
     return table.iloc[order].reset_index(drop=True)

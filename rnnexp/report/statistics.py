@@ -1,6 +1,7 @@
-"""The report's statistics: per variant, the mean over seeds, its 95% confidence interval and
-the tests against chance; and the comparisons a YAML file names, Welch's t-test for each, every
-family Holm-adjusted."""
+"""The report's statistics: per variant, the mean over seeds, its 95% confidence interval, the
+tests against chance (above it, at it within a margin, or neither) and the count of seeds that
+solved the task; and the comparisons a YAML file names, Welch's t-test and an exact test of the
+solve rates for each, every family Holm-adjusted."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from rnnexp.report.runs import TAG_COLUMNS, ReportError, in_order, same_value, shown_key
+from rnnexp.report.criteria import MIN_SEEDS, PARAMS_APART, Criteria
+from rnnexp.report.runs import TAG_COLUMNS, ReportError, in_order, same_value, shown_key, sort_value
 
 ALPHA = 0.05  # the level of every test in a report
 
@@ -40,8 +42,12 @@ def _spread(values: np.ndarray) -> bool:
     return len(values) > 1 and bool(np.ptp(values) > 0)
 
 
-def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One row per variant: its seeds' mean, std, 95% CI and the tests against chance."""
+def summarise(
+    runs: pd.DataFrame, keys: list[str], criteria: Criteria | None = None, stale: frozenset[str] = frozenset()
+) -> pd.DataFrame:
+    """One row per variant: its seeds' mean, std, 95% CI, the tests against chance, its solve count
+    and the threats to reading its score (`flags`); `stale`: the commits older than the code."""
+    criteria = criteria or Criteria()
     rows = []
     for variant, group in runs.groupby("variant", sort=False):
         first = group.iloc[0]
@@ -67,6 +73,9 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
                 "n_budget": int((group["stopped_by"] == "budget").sum()),
                 "n_diverged": int((group["stopped_by"] == "diverged").sum()),
                 "p_seeds": np.nan,
+                "p_below": np.nan,
+                "margin": str(criteria.margin(first["task"], first["metric"])),
+                "p_tost": np.nan,
                 "p_binomial": np.nan,
                 "n_params": first["n_params"],
                 "epochs_trained": group["epochs_trained"].mean(),
@@ -81,6 +90,12 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             row.update(ci95_low=low, ci95_high=high)
         if _spread(gains) and not np.isnan(gains).any():
             row["p_seeds"] = stats.ttest_1samp(gains, 0.0, alternative="greater" if higher else "less").pvalue
+            row["p_below"] = stats.ttest_1samp(gains, 0.0, alternative="less" if higher else "greater").pvalue
+            row["p_tost"] = _tost(gains, criteria.margin(first["task"], first["metric"]).amount(row["chance"]))
+        row.update(_solved(scores, group["chance"].to_numpy(float), first, criteria))
+        row.update(_gap(group, first, criteria, higher))
+        row["lr_edge"] = _lr_edge(first)
+        row["n_stale"] = int(group["git_commit"].isin(stale).sum())
         row["learned"] = _learned(group["train_score"].to_numpy(float) - group["chance"].to_numpy(float), higher)
         scored = group["n_test_scored"].to_numpy(float)
         if first["metric"] == "acc" and not np.isnan(scored).any() and not np.isnan(row["chance"]):
@@ -91,10 +106,71 @@ def summarise(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows)
     table["p_seeds_holm"] = holm(table["p_seeds"])
+    table["p_below_holm"] = holm(table["p_below"])
+    table["p_tost_holm"] = holm(table["p_tost"])
     table["p_binomial_holm"] = holm(table["p_binomial"])
     table["vs_chance"] = table.apply(_verdict, axis=1)
     table["flags"] = table.apply(flags, axis=1)
     return in_order(table, keys)
+
+
+def _tost(gains: np.ndarray, margin: float) -> float:
+    """Two one-sided tests (Schuirmann 1987): the seeds' mean gain over chance lies within
+    ±margin when both "above -margin" and "below +margin" are shown; p is the larger of the two."""
+    above = stats.ttest_1samp(gains, -margin, alternative="greater").pvalue
+    below = stats.ttest_1samp(gains, margin, alternative="less").pvalue
+    return float(max(above, below))
+
+
+def _solved(scores: np.ndarray, chances: np.ndarray, first: pd.Series, criteria: Criteria) -> dict[str, Any]:
+    """How many seeds solved the task (reached its threshold), the exact 95% interval of that
+    rate (Clopper-Pearson: with none solved, how high the rate may still be), and whether the
+    seeds are bimodal: some solved, and every other one nearer chance than the threshold."""
+    threshold = criteria.solved_at(first["task"], first["metric"])
+    higher = first["better"] == "higher"
+    at = threshold.amount(np.nanmean(chances)) if threshold.of_chance else threshold.value
+    if np.isnan(at):  # a fraction of a chance level that is not known
+        return {"solved_at": at, "n_solved": np.nan, "solved_low": np.nan, "solved_high": np.nan, "bimodal": False}
+    if not np.isnan(chances).any() and ((at <= chances) if higher else (at >= chances)).any():
+        raise ReportError(
+            f"--solved: {first['task']}'s {first['metric']} solved at {at:g} would count a seed at its chance "
+            f"level ({np.nanmean(chances):g}) as solved; give --solved {first['task']}:{first['metric']}=VALUE"
+        )
+    solved = (scores >= at) if higher else (scores <= at)
+    k, n = int(solved.sum()), len(scores)
+    interval = stats.binomtest(k, n).proportion_ci(CONFIDENCE, method="exact")
+    halfway = (chances + at) / 2
+    near_chance = (scores < halfway) if higher else (scores > halfway)
+    return {
+        "solved_at": at,
+        "n_solved": k,
+        "solved_low": interval.low,
+        "solved_high": interval.high,
+        "bimodal": bool(0 < k < n and near_chance[~solved].all()),
+    }
+
+
+def _gap(group: pd.DataFrame, first: pd.Series, criteria: Criteria, higher: bool) -> dict[str, Any]:
+    """The final training score against the held-out one (the last epoch's validation score; the
+    test score where a run logged none), and the gap beyond which the variant memorised."""
+    train = group["train_score"].to_numpy(float)
+    val = group["val_score"].to_numpy(float) if "val_score" in group else np.full(len(group), np.nan)
+    on = "validation" if not np.isnan(val).any() else "test"
+    held = val if on == "validation" else group["score"].to_numpy(float)
+    gap = float(np.mean(train - held if higher else held - train)) if not np.isnan(train).any() else np.nan
+    limit = criteria.gap(first["task"], first["metric"]).amount(group["chance"].mean())
+    return {"gap": gap, "gap_on": on, "gap_limit": limit, "memorised": bool(gap > limit)}
+
+
+def _lr_edge(first: pd.Series) -> str:
+    """Where the variant's learning rate lies in the grid it was chosen from: bottom, top or ''."""
+    grid_text, lr = first.get("lr_grid"), first.get("params.optim.lr")
+    if pd.isna(grid_text) or not grid_text or pd.isna(lr):
+        return ""
+    grid = [float(g) for g in str(grid_text).split(",")]
+    if len(grid) < 2:
+        return ""
+    return "bottom" if float(lr) <= min(grid) else "top" if float(lr) >= max(grid) else ""
 
 
 def _learned(gains: np.ndarray, higher: bool) -> bool | None:
@@ -117,23 +193,48 @@ def flags(row: pd.Series) -> str:
         out.append(f"validation score not finite ({row['n_diverged']} of {row['n_seeds']} seeds)")
     if row["learned"] is False:
         out.append("did not learn in this budget (training metric at chance)")
+    if row["n_seeds"] < MIN_SEEDS:
+        out.append(f"fewer than {MIN_SEEDS} seeds ({row['n_seeds']})")
+    if row["memorised"]:
+        out.append(
+            f"memorisation: train {row['train_mean']:.3g} against {row['gap_on']} {row['train_mean'] - row['gap']:.3g} "
+            f"(gap {row['gap']:.3g} > {row['gap_limit']:.3g})"
+            if row["better"] == "higher"
+            else f"memorisation: gap {row['gap']:.3g} between train and {row['gap_on']} > {row['gap_limit']:.3g}"
+        )
+    if row["lr_edge"]:
+        out.append(f"learning rate at the {row['lr_edge']} of its grid")
+    if row["n_stale"]:
+        out.append(
+            f"made before the last change to the model, task or training code ({row['n_stale']} of "
+            f"{row['n_seeds']} seeds)"
+        )
+    if row["bimodal"]:
+        out.append(
+            f"bimodal seeds ({row['n_solved']} of {row['n_seeds']} solved, the others near chance): "
+            "read the solve count, not the mean and its t-test"
+        )
     return "; ".join(out)
 
 
 def _verdict(row: pd.Series) -> str:
-    """Against chance: the one-sided t-test over seeds (the claim is about the config, whatever
-    the seed). The binomial test, a claim about the trained networks' test steps, has its own column."""
+    """Against chance, over seeds (the claim is about the config, whatever the seed), one of:
+    above it (one-sided t-test), below it (the other side), at it (TOST within the margin: an
+    equivalence shown, not a difference missed), or inconclusive (none of these shown). The
+    binomial test, a claim about the trained networks' test steps, has its own column."""
     if pd.isna(row["chance"]):
         return "n/a (a seed without its chance level)"
     if np.isnan(row["p_seeds_holm"]):
         return f"n/a ({row['n_seeds']} seed)" if row["n_seeds"] < 2 else "n/a (every seed the same)"
-    p = row["p_seeds_holm"]
+    above = "above" if row["better"] == "higher" else "better than"
+    p, tost = row["p_seeds_holm"], row["p_tost_holm"]
     if p < ALPHA:
-        return f"{'above' if row['better'] == 'higher' else 'better than'} chance ({format_p(p)})"
-    on_the_wrong_side = (row["mean"] < row["chance"]) == (row["better"] == "higher")
-    if on_the_wrong_side and row["mean"] != row["chance"]:  # one-sided: it says "not better", no more
-        return f"not {'above' if row['better'] == 'higher' else 'better than'} chance ({format_p(p)})"
-    return f"not distinguishable from chance ({format_p(p)})"
+        return f"{above} chance ({format_p(p)})"
+    if tost < ALPHA:
+        return f"at chance (±{row['margin']}, TOST {format_p(tost)})"
+    if row["p_below_holm"] < ALPHA:
+        return f"{'below' if row['better'] == 'higher' else 'worse than'} chance ({format_p(row['p_below_holm'])})"
+    return f"inconclusive ({above}: {format_p(p)}; at chance ±{row['margin']}: TOST {format_p(tost)})"
 
 
 def format_p(p: float) -> str:
@@ -317,7 +418,17 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
                 "t": np.nan,
                 "df": np.nan,
                 "p": np.nan,
+                "solved_a": a["n_solved"],
+                "solved_b": b["n_solved"],
+                "p_solved": np.nan,
+                "bimodal": bool(a["bimodal"] or b["bimodal"]),
+                "flags": _comparison_flags(a, b),
+                "ceiling": bool(a["n_budget"] or b["n_budget"]),
             }
+            if not pd.isna(a["n_solved"]) and not pd.isna(b["n_solved"]):
+                ka, kb = int(a["n_solved"]), int(b["n_solved"])
+                # Barnard's exact test (unconditional, more powerful than Fisher's at a few seeds)
+                row["p_solved"] = stats.barnard_exact([[ka, len(x) - ka], [kb, len(y) - kb]]).pvalue
             if len(x) > 1 and len(y) > 1 and (_spread(x) or _spread(y)):
                 with warnings.catch_warnings():  # one side without spread is fine for Welch
                     warnings.simplefilter("ignore", RuntimeWarning)
@@ -334,7 +445,21 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
     found_rows = pd.DataFrame(rows)
     if found_rows.empty:
         return found_rows
+    # in the file's order, then by task and the keys' values: the same table whatever the runs' order
+    order = {c.name: i for i, c in enumerate(comparisons)}
+    shown = [k for k in keys if k in found_rows]
+    found_rows = found_rows.iloc[
+        sorted(
+            range(len(found_rows)),
+            key=lambda i: (
+                order[found_rows["comparison"].iloc[i]],
+                found_rows["task"].iloc[i],
+                *[sort_value(found_rows[k].iloc[i]) for k in shown],
+            ),
+        )
+    ].reset_index(drop=True)
     found_rows["p_holm"] = holm(found_rows["p"])
+    found_rows["p_solved_holm"] = holm(found_rows["p_solved"])
     found_rows["verdict"] = found_rows.apply(_comparison_verdict, axis=1)
     return found_rows
 
@@ -347,10 +472,35 @@ def _side_label(row: pd.Series, selector: dict[str, str]) -> str:
     return ", ".join([row["label"], *[f"{k}={v}" for k, v in selector.items() if "." in k]])
 
 
+def _comparison_flags(a: pd.Series, b: pd.Series) -> str:
+    """The threats to a comparison: each side's (see `flags`), and sizes that are not matched."""
+    out = []
+    if not pd.isna(a["n_params"]) and not pd.isna(b["n_params"]):
+        apart = abs(a["n_params"] - b["n_params"]) / min(a["n_params"], b["n_params"])
+        if apart > PARAMS_APART:
+            out.append(f"parameter counts {apart:.0%} apart ({int(a['n_params']):,} vs {int(b['n_params']):,})")
+    for side, row in (("a", a), ("b", b)):
+        if row["flags"]:
+            out.append(f"{side}: {row['flags']}")
+    return "; ".join(out)
+
+
 def _comparison_verdict(row: pd.Series) -> str:
+    """Welch's t-test on the means; where a side's seeds are bimodal, Barnard's test on the solve
+    counts instead (a mean of solved and failed seeds describes neither)."""
+    if row["bimodal"] and not np.isnan(row["p_solved_holm"]):
+        counts = f"{int(row['solved_a'])}/{row['n_a']} vs {int(row['solved_b'])}/{row['n_b']} seeds solved"
+        p = format_p(row["p_solved_holm"])
+        if row["p_solved_holm"] >= ALPHA:
+            return f"no difference in solve rate shown ({counts}, Barnard Holm {p}; bimodal seeds: not the t-test)"
+        winner = row["a"] if row["solved_a"] / row["n_a"] > row["solved_b"] / row["n_b"] else row["b"]
+        within = " within this budget" if row["ceiling"] else ""
+        return f"{winner} solves more often{within} ({counts}, Barnard Holm {p}; bimodal seeds: not the t-test)"
     if np.isnan(row["p_holm"]):
         return "n/a (1 seed)" if min(row["n_a"], row["n_b"]) < 2 else "n/a (every seed the same on both sides)"
     if row["p_holm"] >= ALPHA:
         return f"no difference shown (Holm {format_p(row['p_holm'])})"
     a_better = (row["difference"] > 0) == (row["better"] == "higher")
-    return f"{row['a'] if a_better else row['b']} better (Holm {format_p(row['p_holm'])})"
+    # a side stopped by max_epochs may still have been rising: the claim is about this budget
+    within = " within this budget" if row["ceiling"] else ""
+    return f"{row['a'] if a_better else row['b']} better{within} (Holm {format_p(row['p_holm'])})"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rnnexp.report.criteria import MIN_SEEDS, PARAMS_APART
 from rnnexp.report.runs import in_order
 from rnnexp.report.statistics import ALPHA, p_digits
 
@@ -30,18 +31,28 @@ def interval(row: pd.Series) -> str:
     return f"[{number(row['ci95_low'])}, {number(row['ci95_high'])}]"
 
 
+def solved(row: pd.Series) -> str:
+    """The seeds that solved the task, with the exact 95% interval of the rate."""
+    if pd.isna(row["n_solved"]):
+        return "n/a"
+    return f"{int(row['n_solved'])}/{int(row['n_seeds'])} [{row['solved_low']:.2f}, {row['solved_high']:.2f}]"
+
+
 def binomial(row: pd.Series) -> str:
     return "" if pd.isna(row["p_binomial_holm"]) else f"p{p_digits(row['p_binomial_holm'])}"
 
 
 NOTE = (
+    "solved: the seeds that reached the task's solve threshold ({solved}), with the exact (Clopper-Pearson) 95% "
+    "interval of the rate; where the seeds are bimodal, this is the result, not the mean. "
     "Mean ± standard deviation over seeds; 95% CI: Student t over seeds (not clipped to the metric's range). "
-    "vs chance: a one-sided t-test of the seeds' "
-    "scores against their chance level, a claim about the config whatever the seed (`not above chance`: the mean is "
-    "below it, and a one-sided test says no more). binomial: an exact one-sided test on the scored test steps of all "
+    "vs chance, a claim about the config whatever the seed: *above chance*: a one-sided t-test of the seeds' "
+    "scores against their chance level; *at chance*: an equivalence test (TOST) that the mean lies within the "
+    "margin shown ({margin}); *below chance*: the other one-sided test; *inconclusive*: none of these shown, "
+    "which is not evidence of chance level. binomial: an exact one-sided test on the scored test steps of all "
     "seeds pooled (accuracy only), a claim about these trained networks on these test sets, which takes steps as "
     "independent and seeds as fixed. p-values Holm-adjusted, each test over the variants it could be run on "
-    "({n_t} for the t-test, {n_b} for the binomial); level {alpha}. "
+    "({n_t} for the t-tests and TOST, {n_b} for the binomial); level {alpha}. "
     "Every p-value per variant is in `results.csv`, every run in `runs.csv`."
 )
 
@@ -50,7 +61,14 @@ FLAGS_NOTE = (
     "Flags: *budget ran out*: a seed trained for all of trainer.max_epochs (tag stopped_by=budget), not "
     "to a plateau, so its score may still rise with training; *did not learn in this budget*: the last "
     "training epoch's metric is itself not above chance (one-sided t over seeds, level {alpha}), which "
-    "says nothing of what the model could learn with more training or another learning rate."
+    "says nothing of what the model could learn with more training or another learning rate; *fewer than "
+    "{min_seeds} seeds*: too few to carry a claim; *memorisation*: the final training score beats the held-out "
+    "one (the last epoch's validation score; the test score for runs re-analysed from a runs.csv without it) by "
+    "more than the gap shown; *learning rate at the edge of its grid*: "
+    "the rate chosen on validation is the grid's smallest or largest, so a better one may lie beyond it; *made "
+    "before the last change to the model, task or training code*: the runs' commit is older than that change, so "
+    "this code may give another result; *bimodal seeds*: some seeds solved the task and the others stayed near "
+    "chance, so the solve count is the result and a mean with its t-test describes neither group."
 )
 
 
@@ -61,11 +79,12 @@ def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str], sta
         "pattern",
         *keys,
         "parameters",
+        "solved",
         f"{stage} metric: mean ± std",
         "95% CI",
         "teacher-forced",
         "chance",
-        "vs chance (t over seeds)",
+        "vs chance",
         "binomial (pooled steps)",
         "seeds",
         "epochs",
@@ -83,6 +102,7 @@ def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str], sta
                 str(r["pattern"]),
                 *[str(r[k]) for k in keys],
                 number(r["n_params"], 0),
+                solved(r),
                 spread,
                 interval(r),
                 number(r["teacher_forced_mean"]),
@@ -98,12 +118,30 @@ def results_markdown(table: pd.DataFrame, keys: list[str], notes: list[str], sta
     lines = [
         markdown_table(head, rows).rstrip("\n"),
         "",
-        NOTE.format(n_t=int(table["p_seeds"].notna().sum()), n_b=int(table["p_binomial"].notna().sum()), alpha=ALPHA),
+        NOTE.format(
+            solved=_thresholds(table, "solved_at"),
+            margin=", ".join(sorted({f"{r['metric']} ±{r['margin']}" for _, r in table.iterrows()})),
+            n_t=int(table["p_seeds"].notna().sum()),
+            n_b=int(table["p_binomial"].notna().sum()),
+            alpha=ALPHA,
+        ),
     ]
     if (table["flags"] != "").any():
-        lines += ["", FLAGS_NOTE.format(alpha=ALPHA)]
+        lines += ["", FLAGS_NOTE.format(alpha=ALPHA, min_seeds=MIN_SEEDS)]
     lines += [f"Note: {note}." for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def _thresholds(table: pd.DataFrame, column: str) -> str:
+    """Each task's threshold, e.g. "delayed_recall: acc ≥ 0.95"."""
+    out = []
+    for (task, metric, better), rows in table.groupby(["task", "metric", "better"]):
+        values = rows[column].dropna().unique()
+        sign = "≥" if better == "higher" else "≤"
+        out.append(
+            f"{task}: {metric} {sign} " + ", ".join(f"{v:.3g}" for v in values) if len(values) else f"{task}: n/a"
+        )
+    return "; ".join(out)
 
 
 def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
@@ -121,7 +159,10 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
         "Welch t (df)",
         "p",
         "Holm p",
+        "solved a vs b",
+        "Barnard Holm p",
         "verdict",
+        "flags",
     ]
     rows = []
     for _, r in found.iterrows():
@@ -142,7 +183,10 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
             welch,
             p,
             holm_p,
+            "" if pd.isna(r["solved_a"]) else f"{int(r['solved_a'])}/{r['n_a']} vs {int(r['solved_b'])}/{r['n_b']}",
+            p_digits(r["p_solved_holm"]).lstrip("="),
             r["verdict"],
+            "" if pd.isna(r["flags"]) else r["flags"],
         ]
         rows.append(cells)
     lines = [markdown_table(head, rows).rstrip("\n")]
@@ -151,7 +195,12 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
         f"Welch's t-test (two-sided) of the seeds' test scores, a against b, paired where every task, "
         f"trainer and optimiser key agrees; the 95% CI is Welch's for the difference of the means. Holm-adjusted "
         f"over the {int(found['p'].notna().sum())} row(s) with a test, level {ALPHA}; `n/a`: no test (a side "
-        "with one seed, or every seed the same on both).",
+        "with one seed, or every seed the same on both). solved a vs b: the seeds that reached the task's solve "
+        "threshold, compared by Barnard's exact test (two-sided), Holm-adjusted over its own "
+        f"{int(found['p_solved'].notna().sum())} row(s); where a side's seeds are bimodal (some solve, the others "
+        "stay near chance) the verdict is that test's, not Welch's. flags: parameter counts more than "
+        f"{PARAMS_APART:.0%} apart, and each side's flags in results.md; *better within this budget*: a side "
+        "stopped at trainer.max_epochs on some seed, so the difference may not hold with more training.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -164,6 +213,7 @@ RUN_COLUMNS = (
     "cell",
     "pattern",
     "metric",
+    "better",
     "score",
     "teacher_forced",
     "chance",
@@ -172,17 +222,31 @@ RUN_COLUMNS = (
     "epochs_trained",
     "stopped_by",
     "train_score",
+    "val_score",
     "wall_time_s",
     "variant",
     "git_commit",
+    "lr_from",
+    "lr_grid",
 )
 
 
 def runs_csv(runs: pd.DataFrame, keys: list[str], path: Path) -> None:
+    """Each run counted: what a later `rnnexp-report --runs` needs to re-analyse it (the keys
+    that tell variants apart, and every model key that varies, which a comparison names)."""
+    from rnnexp.report.runs import shown_key
+
     tests = sorted(c for c in runs.columns if c.startswith("metrics.test/"))
-    out = runs[[*RUN_COLUMNS, *[f"params.{k}" for k in keys], *tests]].rename(
-        columns=lambda c: c.removeprefix("params.").removeprefix("metrics.")
-    )
+    model_keys = [
+        c
+        for c in runs.columns
+        if c.startswith("params.model.")
+        and shown_key(c[len("params.") :])
+        and c[len("params.") :] not in keys
+        and runs[c].nunique(dropna=False) > 1
+    ]
+    columns = [*RUN_COLUMNS, *[f"params.{k}" for k in keys], *sorted(model_keys), *tests]
+    out = runs[columns].rename(columns=lambda c: c.removeprefix("params.").removeprefix("metrics."))
     in_order(out.assign(label=runs["label"]), keys).drop(columns="label").sort_values(
         ["variant", "seed"], kind="stable"
     ).to_csv(path, index=False)

@@ -112,15 +112,28 @@ sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_re
 # stage 1 of the learning-rate recipe (rnnexp/tuning.py): a log grid, two seeds, validation only
 LR_GRID ?= 0.0003,0.001,0.003,0.01,0.03
 LR_SEEDS ?= 0,1
+# how far a choice at the grid's edge extends the grid, one step a round (at most 5 rounds)
+LR_BOUND ?= 0.00001,1
 LR_FROM ?=
 
 # A rate that diverges fails its jobs and so its sweep: expected here, so the parts go on, and
 # the table says for each variant what was chosen, or why nothing was (its exit status then 1).
-tune-lr: $(STAMP) need-exp ## choose each variant's lr on validation: EXP's sweeps at every rate of LR_GRID, seeds LR_SEEDS, into experiment EXP_lr (URI=...)
+tune-lr: $(STAMP) need-exp ## choose each variant's lr on validation: EXP's sweeps at every rate of LR_GRID, seeds LR_SEEDS, into experiment EXP_lr, the grid extended past a choice at its edge to LR_BOUND (URI=...)
 	@for part in $(EXP_PARTS); do \
 	  echo "$(BIN)/rnnexp-train -m experiment=$$part optim.lr=$(LR_GRID) seed=$(LR_SEEDS) optim.lr_from=null tracking.experiment=$(EXP)_lr tracking.uri=\"$(URI)\" $(ARGS)"; \
 	  $(BIN)/rnnexp-train -m experiment=$$part optim.lr=$(LR_GRID) seed=$(LR_SEEDS) optim.lr_from=null tracking.experiment=$(EXP)_lr tracking.uri="$(URI)" $(ARGS) \
 	    || echo "(a job of $$part failed: a diverged rate is left out of the choice)"; \
+	done
+	@# a choice at its grid's edge: run one grid step beyond it, until every choice is interior or at LR_BOUND
+	@for round in 1 2 3 4 5; do \
+	  rates=$$($(BIN)/python -m rnnexp.tuning --experiment $(EXP)_lr --uri "$(URI)" --beyond-edge $(LR_BOUND)) || exit $$?; \
+	  test -n "$$rates" || break; \
+	  echo "(a choice is at its grid's edge: extending the grid by $$rates)"; \
+	  for part in $(EXP_PARTS); do \
+	    echo "$(BIN)/rnnexp-train -m experiment=$$part optim.lr=$$rates seed=$(LR_SEEDS) optim.lr_from=null tracking.experiment=$(EXP)_lr tracking.uri=\"$(URI)\" $(ARGS)"; \
+	    $(BIN)/rnnexp-train -m experiment=$$part optim.lr=$$rates seed=$(LR_SEEDS) optim.lr_from=null tracking.experiment=$(EXP)_lr tracking.uri="$(URI)" $(ARGS) \
+	      || echo "(a job of $$part failed: a diverged rate is left out of the choice)"; \
+	  done; \
 	done
 	$(BIN)/python -m rnnexp.tuning --experiment $(EXP)_lr --uri "$(URI)"
 

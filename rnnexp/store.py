@@ -136,6 +136,7 @@ class RunRecord:
     lr_rule: str | None = None
     lr_choice: str | None = None
     lr_grid: str | None = None  # the rates stage 1 tried, e.g. 0.001,0.003,0.01: is the choice at an edge?
+    lr_informative: str | None = None  # false: every rate scored alike where it was chosen
     dataset: str | None = None
     dataset_digest: str | None = None
     git_commit: str | None = None

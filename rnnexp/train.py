@@ -280,6 +280,7 @@ def _record_start(run: _Run, built: Built) -> None:
             "lr_from": spec.optim.lr_from,
             "lr_rule": RULE,
             "lr_grid": ",".join(f"{lr:g}" for lr in choice.grid),
+            **({} if choice.informative is None else {"lr_informative": str(choice.informative).lower()}),
         }
         if (parent := parent_of_this_job()) is not None:  # the same on every job
             store.write(run.client, parent.run_id, RunRecord(lr_from=spec.optim.lr_from, lr_rule=RULE))

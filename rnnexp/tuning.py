@@ -43,14 +43,25 @@ class Choice:
     means: tuple[float, ...]  # the grid's mean best validation scores, NaN where a seed failed
     quantity: str  # what was compared: "val/loss", "val/acc", ...
     at: tuple[tuple[str, str], ...] = ()  # the value of each key the choice is shared over
+    # False: every rate scored within the best rate's seeds (its range) on the task's validation
+    # metric, so the choice says nothing about which rate is better; None: not known
+    informative: bool | None = None
+
+    @property
+    def edge(self) -> str:
+        """ "bottom" or "top" where the rate chosen is the grid's smallest or largest, else ""."""
+        return "bottom" if self.lr == min(self.grid) else "top" if self.lr == max(self.grid) else ""
 
     def describe(self, experiment: str) -> str:
         scores = ", ".join(
             f"{lr:g}: {'failed' if np.isnan(m) else f'{m:.4g}'}" for lr, m in zip(self.grid, self.means, strict=True)
         )
         where = "".join(f", chosen at {k}={v} and shared over every {k}" for k, v in self.at)
+        caveats = (" at the grid's " + self.edge if self.edge else "") + (
+            "; uninformative: every rate scored within the best rate's seeds" if self.informative is False else ""
+        )
         return (
-            f"lr {self.lr:g}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
+            f"lr {self.lr:g}{caveats}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
             f"experiment {experiment}{where} ({scores})"
         )
 
@@ -142,7 +153,60 @@ def choose(runs: list[Any], experiment: str) -> Choice:
             f"the selection in experiment {experiment} chose nothing for this variant: every learning rate failed"
         )
     best = min(finite, key=lambda i: (means[i] if lower else -means[i], grid[i]))
-    return Choice(grid[best], grid, seeds, means, first.monitor)
+    return Choice(grid[best], grid, seeds, means, first.monitor, informative=_informative(runs, grid, seeds, best))
+
+
+def _metric_by_lr(runs: list[Any], grid: tuple[float, ...], name: str) -> dict[float, list[float]] | None:
+    """Each rate's seeds' last value of the metric `name` (FINISHED runs, the latest per seed);
+    None where a run did not log it."""
+    latest: dict[tuple[float, int], float] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        metrics = getattr(run.data, "metrics", {}) or {}
+        if run.info.status != "FINISHED":
+            continue
+        if name not in metrics:
+            return None
+        latest[float(run.data.params["optim.lr"]), int(run.data.params["seed"])] = float(metrics[name])
+    return {lr: [v for (r, _), v in latest.items() if r == lr] for lr in grid}
+
+
+def _informative(runs: list[Any], grid: tuple[float, ...], seeds: tuple[int, ...], best: int) -> bool | None:
+    """Whether the rates differ on the task's validation metric (the last epoch's): False when
+    every other rate's mean lies within the range of the best rate's seeds, as where every rate
+    scores 1.00; None where the runs did not log it."""
+    from rnnexp.store import RunRecord
+
+    metric = RunRecord.of(runs[0]).metric
+    by_lr = _metric_by_lr(runs, grid, f"val/{metric}") if metric else None
+    if by_lr is None or not by_lr[grid[best]]:
+        return None
+    low, high = min(by_lr[grid[best]]), max(by_lr[grid[best]])
+    others = [float(np.mean(v)) for lr, v in by_lr.items() if lr != grid[best] and v]
+    return not all(low - 1e-12 <= m <= high + 1e-12 for m in others)
+
+
+def above_chance(runs: list[Any]) -> bool:
+    """Whether the best rate of these runs (one variant at one value of a shared key) scores above
+    chance on validation: every seed's last validation metric beyond its chance level by the
+    report's margin of "at chance" (`rnnexp.report.criteria.MARGINS`)."""
+    from rnnexp.report.criteria import Criteria
+    from rnnexp.store import RunRecord
+
+    record = RunRecord.of(runs[0])
+    choice = choose(runs, "")
+    scores = (_metric_by_lr(runs, choice.grid, f"val/{record.metric}") or {}).get(choice.lr, [])
+    chances = [
+        float(r.data.metrics["chance_level"])
+        for r in runs
+        if r.info.status == "FINISHED" and "chance_level" in (getattr(r.data, "metrics", {}) or {})
+    ]
+    if not scores or not chances:
+        return False
+    chance = float(np.mean(chances))
+    margin = Criteria().margin(record.task or "", record.metric or "").amount(chance)
+    if record.better == "lower":
+        return all(s < chance - margin for s in scores)
+    return all(s > chance + margin for s in scores)
 
 
 def chosen_lr(store: Store, experiment: str, params: Mapping[str, str], shared: tuple[str, ...] = ()) -> Choice:
@@ -158,16 +222,35 @@ def chosen_lr(store: Store, experiment: str, params: Mapping[str, str], shared: 
             f"{but} (stage 1 must run the same sweep: `make tune-lr EXP=...`)"
         )
     at = []
-    for name in shared:  # one choice for every value: made at one value, or it is not one choice
-        values = sorted({r.data.params.get(name, "None") for r in mine})
-        if len(values) > 1:
-            raise SelectionError(
-                f"stage 1 ran this variant at {name} = {', '.join(values)}: a rate shared over "
-                f"{name} is chosen at one value of it (make tune-lr ... ARGS={name}=<one value>)"
-            )
-        at.append((name, values[0]))
+    for name in shared:  # one choice for every value, made at one value of each shared key
+        value = hardest_above_chance(mine, name)
+        mine = [r for r in mine if r.data.params.get(name, "None") == value]
+        at.append((name, value))
     choice = choose(mine, experiment)
-    return Choice(choice.lr, choice.grid, choice.seeds, choice.means, choice.quantity, tuple(at))
+    return Choice(choice.lr, choice.grid, choice.seeds, choice.means, choice.quantity, tuple(at), choice.informative)
+
+
+def _order(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def hardest_above_chance(runs: list[Any], name: str) -> str:
+    """Of the values of `name` stage 1 ran (a larger one is harder: a longer distance or
+    sequence), the largest at which the best rate still scores above chance on validation: where
+    the rates can differ. With one value, that one."""
+    values = sorted({r.data.params.get(name, "None") for r in runs}, key=_order)
+    if len(values) == 1:
+        return values[0]
+    above = [v for v in values if above_chance([r for r in runs if r.data.params.get(name, "None") == v])]
+    if not above:
+        raise SelectionError(
+            f"stage 1 ran this variant at {name} = {', '.join(values)}, and at none of them does its best "
+            f"rate score above chance on validation: no value of {name} tells the rates apart"
+        )
+    return above[-1]
 
 
 def table(store: Store, experiment: str) -> tuple[list[str], int]:
@@ -210,8 +293,46 @@ def table(store: Store, experiment: str) -> tuple[list[str], int]:
             f"{'*' if lr == choice.lr else ' '}{lr:g}={'failed' if np.isnan(m) else f'{m:.4f}'}"
             for lr, m in zip(choice.grid, choice.means, strict=True)
         )
-        lines.append(f"{name}: {choice.quantity} {scores}")
+        caveats = "".join(
+            [
+                f"  (at the grid's {choice.edge}: a better rate may lie beyond it)" if choice.edge else "",
+                "  (uninformative: every rate scored within the best rate's seeds; choose at a harder value of "
+                "the key, e.g. a longer task.distance)"
+                if choice.informative is False
+                else "",
+            ]
+        )
+        lines.append(f"{name}: {choice.quantity} {scores}{caveats}")
     return sorted(lines), unchosen
+
+
+# how far `make tune-lr` extends a grid whose choice lies at an edge (LR_BOUND)
+BOUND = (1e-5, 1.0)
+
+
+def beyond_edges(store: Store, experiment: str, bound: tuple[float, float] = BOUND) -> list[float]:
+    """The rates one grid step beyond every choice at its grid's edge (the step: the ratio of the
+    edge's two nearest rates), within `bound`: what `make tune-lr` runs next, until every choice is
+    interior or at the bound."""
+    groups: dict[str, list[Any]] = {}
+    for run in _runs(store, experiment):
+        groups.setdefault(selection_key(run.data.params), []).append(run)
+    wanted = set()
+    for group in groups.values():
+        try:
+            choice = choose(group, experiment)
+        except SelectionError:
+            continue  # its line in the table says why; no rate to add
+        grid = choice.grid
+        if choice.edge == "bottom":
+            step = grid[0] * grid[0] / grid[1]
+        elif choice.edge == "top":
+            step = grid[-1] * grid[-1] / grid[-2]
+        else:
+            continue
+        if bound[0] * (1 - 1e-9) <= step <= bound[1] * (1 + 1e-9):
+            wanted.add(float(f"{step:.3g}"))
+    return sorted(wanted)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,11 +343,29 @@ def main(argv: list[str] | None = None) -> None:
         parents=[uri_option()],
     )
     parser.add_argument("--experiment", required=True, help="the selection's MLflow experiment (EXP_lr)")
+    parser.add_argument(
+        "--beyond-edge",
+        metavar="LOW,HIGH",
+        help="print instead the rates one grid step beyond every choice at its grid's edge, within "
+        f"LOW to HIGH (`make tune-lr` runs them next; e.g. {BOUND[0]:g},{BOUND[1]:g}), comma-separated, or nothing",
+    )
     args = parser.parse_args(argv)
     from rnnexp import config, store
     from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()
+    if args.beyond_edge is not None:
+        try:
+            low, high = (float(v) for v in args.beyond_edge.split(","))
+            if not 0 < low < high:
+                raise ValueError
+        except ValueError:
+            parser.exit(2, f"{parser.prog}: error: --beyond-edge={args.beyond_edge!r}: give LOW,HIGH, 0 < LOW < HIGH\n")
+        try:
+            print(",".join(f"{lr:g}" for lr in beyond_edges(store.opened(args.uri), args.experiment, (low, high))))
+        except (config.ConfigError, SelectionError) as err:
+            parser.exit(2, f"{parser.prog}: error: --experiment={args.experiment}: {err}\n")
+        return
     try:
         lines, unchosen = table(store.opened(args.uri), args.experiment)
     except config.ConfigError as err:

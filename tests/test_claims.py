@@ -288,3 +288,9 @@ def test_a_rate_chosen_at_the_edge_of_its_grid_and_too_few_seeds_are_flagged():
     assert "learning rate at the top of its grid" in table.loc["top", "flags"]
     assert "learning rate" not in table.loc["inside", "flags"]
     assert "fewer than 5 seeds (3)" in table.loc["inside", "flags"]
+    assert "scored alike" not in table.loc["inside", "flags"]
+    # stage 1 chose it where every rate scored the same (tag lr_informative=false)
+    runs["lr_informative"] = runs["variant"].map({"top": "false", "inside": "true"})
+    table = summarise(runs, []).set_index("variant")
+    assert "learning rate chosen where every rate scored alike" in table.loc["top", "flags"]
+    assert "scored alike" not in table.loc["inside", "flags"]

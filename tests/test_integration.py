@@ -618,3 +618,42 @@ def test_the_mlflow_ui_lists_a_sweeps_runs_in_headless_chromium(tmp_path):
     assert "Model training" in table  # opened as model training, as rnnexp's links say
     assert all(name in compared for name in names) and any("-gru-" in n for n in names)
     assert shot.stat().st_size > 20_000  # a page, not a blank
+
+
+def test_make_tune_lr_extends_a_grid_whose_choice_is_at_its_edge_until_the_bound(tmp_path):
+    # rates far too small for a 3-epoch run: the largest wins, so the grid grows upward, one step
+    # (x3) a round, until LR_BOUND stops it
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    tiny = "task.distance=2 task.length=10 task.train_size=256 task.val_size=64 task.test_size=64"
+    proc = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "tune-lr",
+            f"VENV={VENV}",
+            "EXP=default",
+            "PARTS=gated",  # pattern 1 with a GRU and an LSTM
+            f"URI={store}",
+            "LR_GRID=0.00001,0.00003",
+            "LR_SEEDS=0",
+            "LR_BOUND=0.00001,0.0003",
+            f"ARGS={tiny} trainer.max_epochs=3 hydra.sweep.dir={tmp_path}/multirun",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("default_lr").experiment_id])
+    from rnnexp.store import RunRecord
+
+    rates = sorted({float(r.data.params["optim.lr"]) for r in runs if not RunRecord.of(r).sweep})
+    assert rates == pytest.approx([1e-5, 3e-5, 9e-5, 2.7e-4]), proc.stdout  # 8.1e-4 is beyond the bound
+    assert proc.stdout.count("(a choice is at its grid's edge: extending the grid by") == 2
+    lines = [
+        line for line in proc.stdout.splitlines() if line.startswith(("rnn_hidden (gru) on", "rnn_hidden (lstm) on"))
+    ]
+    assert len(lines) == 2 and all("*0.00027=" in line for line in lines), lines
+    assert all("(at the grid's top: a better rate may lie beyond it)" in line for line in lines)

@@ -158,7 +158,10 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     (run,) = [r for r in runs if not RunRecord.of(r).sweep]
     assert float(run.data.params["optim.lr"]) == expected and run.data.params["optim.lr_from"] == "recall_lr"
-    assert run.data.tags["lr_choice"].startswith(f"lr {expected:g}, the best mean val/acc over seeds 0, 1")
+    assert run.data.tags["lr_choice"].startswith(
+        f"lr {expected:g} at the grid's top, the best mean val/acc over seeds 0, 1"
+    )  # a grid of two: every choice is at an edge, and the record says which grid it came from
+    assert run.data.tags["lr_grid"] == "0.0003,0.03"
     assert "Test data are never read" in parent.data.tags["lr_rule"] and parent.data.tags["lr_from"] == "recall_lr"
     assert re.search(rf"  lr +{expected:g} +\(chosen on validation in experiment recall_lr\)", proc.stdout)
 
@@ -245,27 +248,67 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     assert " optim.lr " in report.stdout.splitlines()[0]  # the chosen rate is a column of the table
 
 
-def test_a_rate_shared_over_a_key_is_refused_when_stage_1_ran_several_values_of_it(monkeypatch):
+def _scored(run, val: float, chance: float = 0.125):
+    """`run` with the last validation accuracy and chance level a training run logs."""
+    run.data.metrics = {"val/acc": val, "chance_level": chance}
+    run.data.tags["task"] = "delayed_recall"
+    return run
+
+
+def test_a_choice_where_every_rate_scores_alike_is_uninformative_and_one_at_the_edge_says_so():
+    alike = [_scored(_run(lr, s, 0.9 + 0.01 * s + lr), 1.0) for lr in (1e-3, 1e-2, 1e-1) for s in (0, 1)]
+    choice = choose(alike, "exp_lr")
+    assert choice.informative is False and choice.edge == "top"  # best_val ranks them; accuracy cannot
+    assert "lr 0.1 at the grid's top; uninformative: every rate scored within" in choice.describe("exp_lr")
+    differ = [_scored(_run(lr, s, v), v) for lr, v in ((1e-3, 0.3), (1e-2, 0.9), (1e-1, 0.5)) for s in (0, 1)]
+    choice = choose(differ, "exp_lr")
+    assert choice.informative is True and choice.edge == "" and choice.lr == 1e-2
+    assert choose([_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7)], "exp_lr").informative is None  # no val/acc logged
+
+
+def test_a_rate_shared_over_a_key_is_chosen_at_the_hardest_value_where_the_best_rate_is_above_chance(monkeypatch):
     from rnnexp import tuning
 
-    runs = [_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7), _run(1e-3, 0, 0.9), _run(1e-2, 0, 0.1)]
-    for run, distance in zip(runs, ("8", "8", "32", "32"), strict=True):
-        run.data.params["task.distance"] = distance
+    # distance 8: every rate perfect; 32: the rates differ, 0.01 above chance; 64: all at chance
+    grid = {"8": (1.0, 1.0), "32": (0.13, 0.6), "64": (0.125, 0.126)}
+    runs = [
+        _scored(_run(lr, s, v), v)
+        for d, scores in grid.items()
+        for lr, v in zip((1e-3, 1e-2), scores, strict=True)
+        for s in (0, 1)
+    ]
+    for run, d in zip(runs, [d for d in grid for _ in range(4)], strict=True):
+        run.data.params["task.distance"] = d
     monkeypatch.setattr(tuning, "_runs", lambda store, experiment: runs)
     mine = {"optim.lr": "0.003", "seed": "4", "trainer.select_on": "metric", "task.distance": "64"}
-    with pytest.raises(
-        SelectionError,
-        match=r"stage 1 ran this variant at task.distance = 32, 8: a rate shared over "
-        r"task.distance is chosen at one value",
-    ):
-        tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",))
-    with pytest.raises(SelectionError, match="none of the 4 runs"):  # not shared: distance 64 is not in stage 1
-        tuning.chosen_lr(None, "exp_lr", mine)
-    choice = tuning.chosen_lr(None, "exp_lr", mine | {"task.distance": "8"}, ())  # one value: its own choice
-    assert choice.lr == 1e-2 and choice.at == ()
-    del runs[2:]
     choice = tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",))
-    assert choice.lr == 1e-2 and choice.at == (("task.distance", "8"),)
+    assert choice.at == (("task.distance", "32"),) and choice.lr == 1e-2 and choice.informative is True
+    with pytest.raises(SelectionError, match="none of the 12 runs"):  # not shared: distance 16 is not in stage 1
+        tuning.chosen_lr(None, "exp_lr", mine | {"task.distance": "16"})
+    del runs[4:8]  # no distance but 8 and 64: 8 is the hardest above chance, and uninformative
+    choice = tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",))
+    assert choice.at == (("task.distance", "8"),) and choice.informative is False
+    del runs[:4]  # only distance 64, at chance: one value is still its own choice
+    assert tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",)).at == (("task.distance", "64"),)
+    for run in runs:
+        run.data.params["task.distance"] = "64" if run.data.params["seed"] == "0" else "65"
+    with pytest.raises(SelectionError, match="at none of them does its best rate score above chance"):
+        tuning.chosen_lr(None, "exp_lr", mine, ("task.distance",))
+
+
+def test_a_choice_at_the_grids_edge_asks_for_one_step_beyond_it_within_the_bound(monkeypatch):
+    from rnnexp import tuning
+
+    top = [_run(lr, 0, v) for lr, v in ((1e-3, 0.2), (1e-2, 0.5))]
+    bottom = [_run(lr, 0, v) for lr, v in ((1e-3, 0.9), (1e-2, 0.5))]
+    for run in bottom:
+        run.data.params["model.cell"] = "gru"
+    inside = [_run(lr, 0, v) for lr, v in ((1e-3, 0.2), (3e-3, 0.9), (1e-2, 0.5))]
+    for run in inside:
+        run.data.params["model.cell"] = "lstm"
+    monkeypatch.setattr(tuning, "_runs", lambda store, experiment: top + bottom + inside)
+    assert tuning.beyond_edges(None, "exp_lr") == [1e-4, 0.1]
+    assert tuning.beyond_edges(None, "exp_lr", (1e-3, 1e-2)) == []  # the bound is reached: no more
 
 
 def test_a_run_that_takes_its_rate_keeps_its_identity_when_the_rate_is_set(compose_train):

@@ -133,7 +133,9 @@ def runs_from_csv(path) -> pd.DataFrame:
     """The counted runs of an earlier report, from its `runs.csv`: what the statistics need, to
     re-analyse committed results without their store (no learning curves: those are in the store)."""
     try:
-        frame = pd.read_csv(path, dtype={"pattern": str, "cell": str, "lr_from": str, "lr_grid": str})
+        frame = pd.read_csv(
+            path, dtype={"pattern": str, "cell": str, "lr_from": str, "lr_grid": str, "lr_informative": str}
+        )
     except OSError as err:
         raise ReportError(f"--runs={str(path)!r}: {err.strerror}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -146,7 +148,7 @@ def runs_from_csv(path) -> pd.DataFrame:
     runs = frame.copy()
     for column in ("teacher_forced", "n_test_scored", "n_params", "epochs_trained", "train_score", "val_score"):
         runs[column] = frame[column] if column in frame else np.nan
-    for column in ("stopped_by", "git_commit", "lr_from", "lr_grid", "git_dirty"):
+    for column in ("stopped_by", "git_commit", "lr_from", "lr_grid", "lr_informative", "git_dirty"):
         runs[column] = frame[column] if column in frame else None
     runs["wall_time_s"] = frame.get("wall_time_s", np.nan)
     if "better" not in frame:

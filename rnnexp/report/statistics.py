@@ -95,6 +95,7 @@ def summarise(
         row.update(_solved(scores, group["chance"].to_numpy(float), first, criteria))
         row.update(_gap(group, first, criteria, higher))
         row["lr_edge"] = _lr_edge(first)
+        row["lr_uninformative"] = str(first.get("lr_informative")) == "false"
         row["n_stale"] = int(group["git_commit"].isin(stale).sum())
         row["learned"] = _learned(group["train_score"].to_numpy(float) - group["chance"].to_numpy(float), higher)
         scored = group["n_test_scored"].to_numpy(float)
@@ -204,6 +205,8 @@ def flags(row: pd.Series) -> str:
         )
     if row["lr_edge"]:
         out.append(f"learning rate at the {row['lr_edge']} of its grid")
+    if row["lr_uninformative"]:
+        out.append("learning rate chosen where every rate scored alike")
     if row["n_stale"]:
         out.append(
             f"made before the last change to the model, task or training code ({row['n_stale']} of "

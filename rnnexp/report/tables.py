@@ -65,7 +65,9 @@ FLAGS_NOTE = (
     "{min_seeds} seeds*: too few to carry a claim; *memorisation*: the final training score beats the held-out "
     "one (the last epoch's validation score; the test score for runs re-analysed from a runs.csv without it) by "
     "more than the gap shown; *learning rate at the edge of its grid*: "
-    "the rate chosen on validation is the grid's smallest or largest, so a better one may lie beyond it; *made "
+    "the rate chosen on validation is the grid's smallest or largest, so a better one may lie beyond it; "
+    "*learning rate chosen where every rate scored alike*: at the value of the key where stage 1 chose it, every "
+    "rate's validation score lay within the best rate's seeds, so the choice carried no information; *made "
     "before the last change to the model, task or training code*: the runs' commit is older than that change, so "
     "this code may give another result; *bimodal seeds*: some seeds solved the task and the others stayed near "
     "chance, so the solve count is the result and a mean with its t-test describes neither group."
@@ -228,6 +230,7 @@ RUN_COLUMNS = (
     "git_commit",
     "lr_from",
     "lr_grid",
+    "lr_informative",
 )
 
 

@@ -112,8 +112,9 @@ class FusedRecurrenceConfig(ModelConfig):
     layers: int = _range(1, low=1)  # stacked recurrences
     dropout: float = _range(0.0, low=0.0, high=0.9)  # between stacked layers and before the output layer
     # the LSTM's initial forget-gate bias (an LSTM's only: other cells have no forget gate); null:
-    # PyTorch's initialisation, about 0. 1 by a measurement (experiments/forget_bias/README.md)
-    forget_bias: float | None = 1.0
+    # PyTorch's initialisation, about 0. 1 by a measurement (experiments/forget_bias/README.md);
+    # beyond ±20 the gate's sigmoid is 0 or 1 in float32 and never moves
+    forget_bias: float | None = _range(1.0, low=-20.0, high=20.0)
 
     def check(self) -> None:
         super().check()

@@ -73,6 +73,7 @@ def results_view(folder: Path) -> str:
         "vs chance",
         "binomial (pooled steps)",
         "seeds",
+        "flags",
     ]
     rows = []
     for _, r in table.iterrows():
@@ -91,6 +92,7 @@ def results_view(folder: Path) -> str:
                 r["vs_chance"],
                 binomial(r),
                 str(r["n_seeds"]),
+                "" if pd.isna(r["flags"]) else r["flags"],
             ]
         )
     return markdown_table(head, rows)
@@ -114,7 +116,9 @@ def comparisons_view(folder: Path, name: str | None = None) -> str:
         "b",
         *(["models differ in"] if differ else []),
         "a − b [95% CI]",
-        "verdict (Welch's t-test, Holm-adjusted)",
+        "solved a vs b",
+        "verdict (Holm-adjusted: Welch's t-test, or Barnard's on the solve counts where seeds are bimodal)",
+        "flags",
     ]
     rows = []
     for _, r in found.iterrows():
@@ -127,7 +131,9 @@ def comparisons_view(folder: Path, name: str | None = None) -> str:
                 f"`{r['b']}`",
                 *([str(r["models_differ_in"]) if not pd.isna(r["models_differ_in"]) else ""] if differ else []),
                 f"{r['difference']:+.3f}{interval}",
+                "" if pd.isna(r["solved_a"]) else f"{int(r['solved_a'])}/{r['n_a']} vs {int(r['solved_b'])}/{r['n_b']}",
                 r["verdict"],
+                "" if pd.isna(r["flags"]) else r["flags"],
             ]
         )
     return markdown_table(head, rows)

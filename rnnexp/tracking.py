@@ -160,10 +160,10 @@ RESULT_CODE = (
 )
 
 
-def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], str | None]:
-    """Of `commits`, those older than the last change to `RESULT_CODE` in this checkout (that
-    change's ancestors, itself excluded); and that change's short hash, or None outside a repository
-    (then nothing can be checked)."""
+def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], frozenset[str], str | None]:
+    """Of `commits`: those older than the last change to `RESULT_CODE` in this checkout (that
+    change's ancestors, itself excluded), and those this history does not hold ("unknown" too);
+    and that change's short hash. Outside a repository nothing can be checked: (∅, ∅, None)."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> subprocess.CompletedProcess:
@@ -172,15 +172,16 @@ def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], str | None]:
     try:
         last = git("log", "-1", "--format=%H", "--", *RESULT_CODE)
         if last.returncode or not (change := last.stdout.strip()):
-            return frozenset(), None
-        older = {
-            c
-            for c in commits
-            if isinstance(c, str) and c != change and git("merge-base", "--is-ancestor", c, change).returncode == 0
-        }
+            return frozenset(), frozenset(), None
+        older, unknown = set(), set()
+        for commit in commits:
+            if not isinstance(commit, str) or git("cat-file", "-e", f"{commit}^{{commit}}").returncode:
+                unknown.add(commit)
+            elif commit != change and git("merge-base", "--is-ancestor", commit, change).returncode == 0:
+                older.add(commit)
     except (OSError, subprocess.SubprocessError):
-        return frozenset(), None
-    return frozenset(older), change[:7]
+        return frozenset(), frozenset(), None
+    return frozenset(older), frozenset(unknown), change[:7]
 
 
 def run_record(spec: TrainConfig, task: Task, **more: Any) -> RunRecord:

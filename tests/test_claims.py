@@ -271,9 +271,12 @@ def test_runs_made_before_the_last_change_to_the_code_are_flagged():
         ["git", "-C", str(root), "rev-list", "--max-parents=0", "HEAD"], capture_output=True, text=True
     ).stdout.split()[0]
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    older, change = older_than_the_code({first, head, "not-a-commit"})
+    older, unknown, change = older_than_the_code({first, head, "not-a-commit", "unknown"})
     assert change is not None and older == {first}  # HEAD has the last change (or comes after it)
-    runs = _runs({"old": [0.9, 0.91, 0.92, 0.93, 0.94]}).assign(git_commit=[first, first, head, head, head])
+    assert unknown == {"not-a-commit", "unknown"}
+    runs = _runs({"old": [0.9, 0.91, 0.92, 0.93, 0.94]}).assign(git_commit=[first, first, head, "unknown", head])
+    flags = summarise(runs, [], stale=older, unknown=unknown).iloc[0]["flags"]
+    assert "made at a commit not in this repository's history (1 of 5 seeds)" in flags
     assert (
         "made before the last change to the model, task or training code (2 of 5 seeds)"
         in (summarise(runs, [], stale=older).iloc[0]["flags"])
@@ -294,3 +297,68 @@ def test_a_rate_chosen_at_the_edge_of_its_grid_and_too_few_seeds_are_flagged():
     table = summarise(runs, []).set_index("variant")
     assert "learning rate chosen where every rate scored alike" in table.loc["top", "flags"]
     assert "scored alike" not in table.loc["inside", "flags"]
+
+
+@pytest.mark.parametrize(
+    "row, column, value, message",
+    [
+        (0, "score", "nan", "score='nan' is not a finite number"),
+        (0, "score", "1.7", "score='1.7' is not an accuracy from 0 to 1"),
+        (0, "chance", "0", "chance='0.0' is not a chance level above 0"),
+        (0, "seed", "x", "seed='x' is not an integer"),
+        (0, "seed", "1", "has seed 1 twice"),  # row 0 is seed 0 of its variant; seed 1 is the next row
+        (0, "variant", "", "variant is empty"),
+        (0, "task", "other", "has runs of different tasks"),
+    ],
+)
+def test_a_tampered_runs_csv_is_one_line_naming_the_row_and_value(
+    windows, tmp_path, row, column, value, message, capsys
+):
+    import pandas as pd
+
+    _report(windows)
+    frame = pd.read_csv(windows / "report" / "runs.csv", dtype=str, keep_default_na=False)
+    frame = frame.sort_values(["variant", "seed"]).reset_index(drop=True)
+    frame.loc[row, column] = value
+    frame.to_csv(tampered := tmp_path / "runs.csv", index=False)
+    with pytest.raises(SystemExit) as exit:
+        main(["--runs", str(tampered), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert "row 2" in err or "variant" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--margin", "delayed_recal:acc=0.02"], "--margin delayed_recal:acc=...: no run here is scored by it"),
+        (["--gap", "mse=0.1"], "--gap mse=...: no run here is scored by it"),
+        (["--margin", "acc=1"], "--margin='acc=1': an amount of acc below 1"),
+        (["--strict"], "--strict needs --comparisons"),
+    ],
+)
+def test_a_threshold_naming_what_the_runs_lack_or_strict_without_claims_is_one_line(windows, args, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        _report(windows, *args)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_runs_and_a_store_are_one_or_the_other(windows, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--runs", str(windows / "x.csv"), "--uri", "sqlite:////tmp/other.db"])
+    assert exit.value.code == 2 and "--uri with --runs" in capsys.readouterr().err
+
+
+def test_solve_counts_that_cannot_differ_are_not_tested_and_a_rounded_grid_still_has_edges():
+    from rnnexp.report.statistics import Comparison, _lr_edge, compare
+
+    runs = _runs({"a": [0.2, 0.21, 0.22, 0.2, 0.19], "b": [0.3, 0.31, 0.3, 0.29, 0.3]})
+    runs["model"] = runs["variant"]
+    table = summarise(runs, [])
+    (row,) = compare(runs, table, [Comparison("a vs b", {"model": "a"}, {"model": "b"})], []).to_dict("records")
+    assert (row["solved_a"], row["solved_b"]) == (0, 0) and np.isnan(row["p_solved"])  # 0/5 vs 0/5: no test
+    import pandas as pd
+
+    logged = pd.Series({"lr_grid": "0.001,0.00316228,0.01,0.0316228", "params.optim.lr": "0.03162277660168379"})
+    assert _lr_edge(logged) == "top"

@@ -105,6 +105,8 @@ def test_invalid_pair_is_rejected_naming_both_and_the_models_that_fit(compose_tr
         ("trainer._target_=builtins.exec", "trainer._target_", "pytorch_lightning.Trainer"),
         ("trainer.strategy=ddp", "trainer.strategy", "auto, ddp_spawn"),
         ("model.forget_bias=2.0", "model.forget_bias", "only an LSTM has a forget gate"),  # the default cell is tanh
+        ("model.forget_bias=nan", "model.forget_bias", "a finite number"),  # a traceback in training, before
+        ("model.forget_bias=1e+39", "model.forget_bias", "<= 20.0"),  # overflowed float32: a traceback, before
     ],
 )
 def test_out_of_range_values_fail_naming_the_key(compose_train, override, key, allowed):

@@ -200,7 +200,7 @@ def test_a_variant_is_flagged_when_a_seed_ran_out_of_budget_or_its_training_metr
     table = summarise(runs, []).set_index("variant")
     assert table.loc["plateau", "flags"] == ""
     assert table.loc["budget", "flags"] == "budget ran out (2 of 5 seeds)"
-    assert table.loc["at_chance", "flags"] == "did not learn in this budget (training metric at chance)"
+    assert table.loc["at_chance", "flags"] == "did not learn in this budget (training metric not shown above chance)"
     # a model that learned its training set but not the test's: trained, not "at chance in training"
     # (it memorised its training set instead: that has its own flag)
     overfit = _runs({"overfit": [0.12, 0.13, 0.126, 0.124, 0.127]}).assign(train_score=[1.0, 0.99, 1.0, 1.0, 0.98])

@@ -304,5 +304,16 @@ def test_a_run_on_a_fresh_task_reloads_its_training_loader_every_epoch(compose_t
 
 def test_fresh_on_a_task_with_too_few_sequences_outside_validation_and_test_is_a_config_error():
     task = make_task(RunningParity, fresh=True, length=5, train_size=64, val_size=60, test_size=60, batch_size=8)
-    with pytest.raises(ConfigError, match="task.fresh=True .* fewer than 1 in 10"):  # 32 sequences, nearly all held out
-        task.setup()
+    with pytest.raises(ConfigError, match="task.fresh='true' .* fewer than 50% of running_parity's"):
+        task.setup()  # 32 sequences, nearly all held out: refused before any epoch
+    # the reviewer's case: 40 + 40 held out of 32 at length 5 trained 5 epochs, then failed; now
+    # every seed is refused before training, whatever its draws would have been
+    for seed in range(6):
+        task = make_task(RunningParity, fresh=True, length=5, train_size=64, val_size=40, test_size=40, batch_size=8)
+        task.seed = seed
+        with pytest.raises(ConfigError, match="fewer than 50%"):
+            task.setup()
+    # where enough lie outside, every epoch's set is drawn
+    task = make_task(RunningParity, fresh=True, length=12, train_size=64, val_size=40, test_size=40, batch_size=8)
+    task.setup()
+    assert all(len(task.training_set(e)) == 64 for e in range(20))

@@ -46,9 +46,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnexp.report.criteria import Criteria
+from rnnexp.report.criteria import Criteria, check_names
 from rnnexp.report.plots import plot_budget_curve, plot_learning_curves, plot_results
-from rnnexp.report.runs import ReportError, counted_runs, runs_frame, runs_from_csv, varying_keys
+from rnnexp.report.runs import ReportError, counted_runs, dirty_notes, runs_frame, runs_from_csv, varying_keys
 from rnnexp.report.statistics import compare, read_comparisons, summarise
 from rnnexp.report.tables import comparisons_markdown, lr_note, results_markdown, runs_csv
 
@@ -103,10 +103,8 @@ def report(
     wanted = read_comparisons(comparisons) if comparisons is not None else []
     client, parents = None, []
     if runs_file is not None:
-        runs, notes = (
-            runs_from_csv(runs_file),
-            [f"re-analysed from {runs_file} (no store: its learning curves are not redrawn)"],
-        )
+        runs = runs_from_csv(runs_file)
+        notes = [f"re-analysed from {runs_file} (no store: its learning curves are not redrawn)", *dirty_notes(runs)]
     else:
         try:
             tracked = store.opened(uri)
@@ -121,6 +119,7 @@ def report(
             f"{which}: no finished {'evaluation' if evaluations else 'training'} runs to report"
             + (f" ({'; '.join(notes)})" if notes else "")
         )
+    check_names(criteria or Criteria(), set(zip(runs["task"], runs["metric"], strict=True)))
     keys = varying_keys(runs)
     if evaluations:
         notes.append(
@@ -132,13 +131,13 @@ def report(
         notes.append(lr_note(runs))
     from rnnexp.tracking import older_than_the_code
 
-    stale, change = older_than_the_code(set(runs["git_commit"].dropna()))
+    stale, unknown, change = older_than_the_code(set(runs["git_commit"].dropna()))
     notes.append(
         f"runs checked against the last change to the model, task or training code: {change}"
         if change
         else "no git history here: the runs' commits are not checked against the code"
     )
-    table = summarise(runs, keys, criteria, stale)
+    table = summarise(runs, keys, criteria, stale, unknown)
     if mixed := int((table["git_commits"] > 1).sum()):  # same config, other code: say so, it may matter
         notes.append(
             f"{mixed} variant(s) pool runs made at different git commits (column git_commits in "
@@ -252,6 +251,12 @@ def main(argv: list[str] | None = None) -> None:
         help="exit 1 when any comparison (the claims of --comparisons) is flagged",
     )
     args = parser.parse_args(argv)
+    if args.runs is not None and args.uri != parser.get_default("uri"):
+        parser.exit(2, f"{PROG}: error: --uri with --runs: a runs.csv is re-analysed without a store; give one\n")
+    if args.strict and args.comparisons is None:
+        parser.exit(
+            2, f"{PROG}: error: --strict needs --comparisons: the claims it checks are a README's comparisons\n"
+        )
     from rnnexp.tracking import quiet_store_logs
 
     quiet_store_logs()

@@ -43,6 +43,7 @@ class Criteria:
     margins: dict[str, Threshold] = field(default_factory=lambda: dict(MARGINS))
     solved: dict[str, Threshold] = field(default_factory=lambda: dict(SOLVED))
     gaps: dict[str, Threshold] = field(default_factory=lambda: dict(GAPS))
+    named: list[tuple[str, str]] = field(default_factory=list)  # (option, [TASK:]METRIC) as given
 
     @staticmethod
     def _find(table: dict[str, Threshold], task: str, metric: str) -> Threshold:
@@ -69,7 +70,20 @@ class Criteria:
             for text in given:
                 key, threshold = _parse(option, text)
                 table[key] = threshold
+                criteria.named.append((option, key))
         return criteria
+
+
+def check_names(criteria: Criteria, pairs: set[tuple[str, str]]) -> None:
+    """Each [TASK:]METRIC given names a metric (and task) of the runs: a misspelt one would
+    silently leave the default in force."""
+    tasks = {t for t, _ in pairs}
+    metrics = {m for _, m in pairs}
+    for option, key in criteria.named:
+        task, _, metric = key.rpartition(":")
+        if (task and (task, metric) not in pairs) or (not task and metric not in metrics):
+            known = ", ".join(sorted(metrics)) + "; tasks: " + ", ".join(sorted(tasks))
+            raise ReportError(f"{option} {key}=...: no run here is scored by it; metrics: {known}")
 
 
 def _parse(option: str, text: str) -> tuple[str, Threshold]:
@@ -87,4 +101,6 @@ def _parse(option: str, text: str) -> tuple[str, Threshold]:
         raise ReportError(f"{option}={text!r}: {value!r} is not a positive number or percentage, e.g. {example}")
     if option == "--solved" and metric in HIGHER and (relative or number > 1):
         raise ReportError(f"{option}={text!r}: {metric} is solved at a score between 0 and 1, e.g. {metric}=0.95")
+    if option != "--solved" and metric in HIGHER and not relative and number >= 1:
+        raise ReportError(f"{option}={text!r}: an amount of {metric} below 1, e.g. {metric}=0.02")
     return key, Threshold(number, of_chance=relative)

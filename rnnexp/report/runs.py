@@ -110,11 +110,7 @@ def counted_runs(frame: pd.DataFrame, evaluations: bool = False) -> tuple[pd.Dat
             f"variant {mixed.index[mixed][0]} has runs scored by different metrics (metric, "
             "better): a tampered or hand-edited store"
         )
-    if (runs["git_dirty"] == "true").any():
-        notes.append(
-            f"{int((runs['git_dirty'] == 'true').sum())} run(s) were made from a working tree with "
-            "changes (tag git_dirty=true): their git commit does not alone identify the code"
-        )
+    notes += dirty_notes(runs)
     if (runs.groupby("variant")["dataset_digest"].nunique() > 1).any():
         notes.append("some variants pool runs on data with different digests (tag dataset_digest)")
     runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
@@ -133,8 +129,12 @@ def runs_from_csv(path) -> pd.DataFrame:
     """The counted runs of an earlier report, from its `runs.csv`: what the statistics need, to
     re-analyse committed results without their store (no learning curves: those are in the store)."""
     try:
+        # "None" is a value (model.forget_bias=null), not a missing one
         frame = pd.read_csv(
-            path, dtype={"pattern": str, "cell": str, "lr_from": str, "lr_grid": str, "lr_informative": str}
+            path,
+            dtype={"pattern": str, "cell": str, "lr_from": str, "lr_grid": str, "lr_informative": str},
+            keep_default_na=False,
+            na_values=[""],
         )
     except OSError as err:
         raise ReportError(f"--runs={str(path)!r}: {err.strerror}") from None
@@ -143,18 +143,24 @@ def runs_from_csv(path) -> pd.DataFrame:
     needed = {"run_id", "seed", "task", "model", "cell", "pattern", "metric", "score", "chance", "variant"}
     if missing := sorted(needed - set(frame.columns)):
         raise ReportError(f"--runs={str(path)!r}: not a runs.csv of rnnexp-report (no column {', '.join(missing)})")
+    if frame.empty:
+        raise ReportError(f"--runs={str(path)!r}: no runs in it (a header only)")
+    _check_csv(frame, str(path))
     from rnnexp.report.criteria import HIGHER
 
     runs = frame.copy()
+    runs["seed"] = frame["seed"].astype(float).astype(int)
+    for column in ("score", "chance"):
+        runs[column] = pd.to_numeric(frame[column])
     for column in ("teacher_forced", "n_test_scored", "n_params", "epochs_trained", "train_score", "val_score"):
-        runs[column] = frame[column] if column in frame else np.nan
+        runs[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
     for column in ("stopped_by", "git_commit", "lr_from", "lr_grid", "lr_informative", "git_dirty"):
         runs[column] = frame[column] if column in frame else None
     runs["wall_time_s"] = frame.get("wall_time_s", np.nan)
     if "better" not in frame:
         runs["better"] = frame["metric"].map(lambda m: "higher" if m in HIGHER else "lower")
     for column in [c for c in frame.columns if c.startswith(("test/", "eval/"))]:
-        runs[f"metrics.{column}"] = frame[column]
+        runs[f"metrics.{column}"] = pd.to_numeric(frame[column], errors="coerce")
     keys = [c for c in frame.columns if "." in c and "/" not in c]  # task.distance, optim.lr, ...
     for key in keys:
         runs[f"params.{key}"] = frame[key].map(lambda v: None if pd.isna(v) else str(v))
@@ -162,6 +168,69 @@ def runs_from_csv(path) -> pd.DataFrame:
     runs["label"] = runs["model"].where(runs["cell"] == "none", runs["model"] + " (" + runs["cell"] + ")")
     runs["smoke"] = False
     return runs
+
+
+def dirty_notes(runs: pd.DataFrame) -> list[str]:
+    """A note where runs were made from a working tree with changes."""
+    dirty = int((runs["git_dirty"].astype(str).str.lower() == "true").sum())
+    if not dirty:
+        return []
+    return [
+        f"{dirty} run(s) were made from a working tree with changes (tag git_dirty=true): their git commit "
+        "does not alone identify the code"
+    ]
+
+
+def _check_csv(frame: pd.DataFrame, path: str) -> None:
+    """What the store's path guarantees, checked on a runs.csv (a file anyone can edit): numbers
+    where numbers belong, in range; one task, model and metric per variant; one run per seed."""
+    from rnnexp.report.criteria import HIGHER
+
+    def where(i: int) -> str:
+        return f"--runs={path!r}: row {i + 2} (run {frame['run_id'].iloc[i]})"
+
+    def bad(i: int, column: str, allowed: str) -> ReportError:
+        return ReportError(f"{where(i)}: {column}={str(frame[column].iloc[i])!r} is not {allowed}")
+
+    for column in ("variant", "task", "model", "metric"):
+        for i, value in enumerate(frame[column]):
+            if pd.isna(value) or not str(value).strip():
+                raise ReportError(f"{where(i)}: {column} is empty")
+    for i, value in enumerate(frame["seed"]):
+        try:
+            if float(value) != int(float(value)):
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise bad(i, "seed", "an integer") from None
+    for column in ("score", "chance", "n_params", "n_test_scored", "epochs_trained", "train_score"):
+        if column not in frame:
+            continue
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        for i, (value, number) in enumerate(zip(frame[column], numbers, strict=True)):
+            if column not in ("score", "chance") and pd.isna(value):
+                continue  # an optional column left empty
+            if pd.isna(number) or not np.isfinite(number):
+                raise bad(i, column, "a finite number")
+            accuracy = frame["metric"].iloc[i] in HIGHER
+            if column in ("score", "chance", "train_score") and (number < 0 or (accuracy and number > 1)):
+                raise bad(i, column, "an accuracy from 0 to 1" if accuracy else "a loss of 0 or more")
+            if column == "chance" and number == 0:
+                raise bad(i, column, "a chance level above 0")
+    for column in ("task", "model", "cell", "metric", *(["better"] if "better" in frame else [])):
+        mixed = frame.groupby("variant")[column].nunique(dropna=False)
+        if (mixed > 1).any():
+            raise ReportError(
+                f"--runs={path!r}: variant {mixed.index[mixed > 1][0]} has runs of different {column}s: "
+                "a runs.csv edited by hand"
+            )
+    seeds = frame["seed"].astype(float).astype(int)
+    twice = frame.assign(seed=seeds).duplicated(["variant", "seed"])
+    if twice.any():
+        i = int(np.flatnonzero(twice.to_numpy())[0])
+        raise ReportError(
+            f"--runs={path!r}: row {i + 2}: variant {frame['variant'].iloc[i]} has seed {seeds.iloc[i]} twice "
+            "(a report counts one run per variant and seed)"
+        )
 
 
 def shown_key(key: str) -> bool:

@@ -43,7 +43,11 @@ def _spread(values: np.ndarray) -> bool:
 
 
 def summarise(
-    runs: pd.DataFrame, keys: list[str], criteria: Criteria | None = None, stale: frozenset[str] = frozenset()
+    runs: pd.DataFrame,
+    keys: list[str],
+    criteria: Criteria | None = None,
+    stale: frozenset[str] = frozenset(),
+    unknown: frozenset[str] = frozenset(),
 ) -> pd.DataFrame:
     """One row per variant: its seeds' mean, std, 95% CI, the tests against chance, its solve count
     and the threats to reading its score (`flags`); `stale`: the commits older than the code."""
@@ -72,6 +76,8 @@ def summarise(
                 "train_mean": group["train_score"].mean(),
                 "n_budget": int((group["stopped_by"] == "budget").sum()),
                 "n_diverged": int((group["stopped_by"] == "diverged").sum()),
+                # an older run that did not record how it stopped: it may have hit the ceiling
+                "n_stop_unknown": int(group["stopped_by"].isna().sum()),
                 "p_seeds": np.nan,
                 "p_below": np.nan,
                 "margin": str(criteria.margin(first["task"], first["metric"])),
@@ -97,6 +103,7 @@ def summarise(
         row["lr_edge"] = _lr_edge(first)
         row["lr_uninformative"] = str(first.get("lr_informative")) == "false"
         row["n_stale"] = int(group["git_commit"].isin(stale).sum())
+        row["n_unknown_commit"] = int(group["git_commit"].isin(unknown).sum() + group["git_commit"].isna().sum())
         row["learned"] = _learned(group["train_score"].to_numpy(float) - group["chance"].to_numpy(float), higher)
         scored = group["n_test_scored"].to_numpy(float)
         if first["metric"] == "acc" and not np.isnan(scored).any() and not np.isnan(row["chance"]):
@@ -171,7 +178,8 @@ def _lr_edge(first: pd.Series) -> str:
     grid = [float(g) for g in str(grid_text).split(",")]
     if len(grid) < 2:
         return ""
-    return "bottom" if float(lr) <= min(grid) else "top" if float(lr) >= max(grid) else ""
+    # the grid is logged to 6 digits, the rate in full: equal within that rounding
+    return "bottom" if float(lr) <= min(grid) * (1 + 1e-5) else "top" if float(lr) >= max(grid) * (1 - 1e-5) else ""
 
 
 def _learned(gains: np.ndarray, higher: bool) -> bool | None:
@@ -190,10 +198,14 @@ def flags(row: pd.Series) -> str:
     out = []
     if row["n_budget"]:
         out.append(f"budget ran out ({row['n_budget']} of {row['n_seeds']} seeds)")
+    if row["n_stop_unknown"]:
+        out.append(
+            f"stopping not recorded ({row['n_stop_unknown']} of {row['n_seeds']} seeds): the budget may have run out"
+        )
     if row["n_diverged"]:
         out.append(f"validation score not finite ({row['n_diverged']} of {row['n_seeds']} seeds)")
     if row["learned"] is False:
-        out.append("did not learn in this budget (training metric at chance)")
+        out.append("did not learn in this budget (training metric not shown above chance)")
     if row["n_seeds"] < MIN_SEEDS:
         out.append(f"fewer than {MIN_SEEDS} seeds ({row['n_seeds']})")
     if row["memorised"]:
@@ -207,6 +219,11 @@ def flags(row: pd.Series) -> str:
         out.append(f"learning rate at the {row['lr_edge']} of its grid")
     if row["lr_uninformative"]:
         out.append("learning rate chosen where every rate scored alike")
+    if row["n_unknown_commit"]:
+        out.append(
+            f"made at a commit not in this repository's history ({row['n_unknown_commit']} of {row['n_seeds']} "
+            "seeds): its code cannot be checked"
+        )
     if row["n_stale"]:
         out.append(
             f"made before the last change to the model, task or training code ({row['n_stale']} of "
@@ -426,9 +443,13 @@ def compare(runs: pd.DataFrame, table: pd.DataFrame, comparisons: list[Compariso
                 "p_solved": np.nan,
                 "bimodal": bool(a["bimodal"] or b["bimodal"]),
                 "flags": _comparison_flags(a, b),
-                "ceiling": bool(a["n_budget"] or b["n_budget"]),
+                "ceiling": bool(a["n_budget"] or b["n_budget"] or a["n_stop_unknown"] or b["n_stop_unknown"]),
             }
-            if not pd.isna(a["n_solved"]) and not pd.isna(b["n_solved"]):
+            if (
+                not pd.isna(a["n_solved"])
+                and not pd.isna(b["n_solved"])
+                and not (a["n_solved"] == b["n_solved"] and a["n_solved"] in (0, len(x)) and len(x) == len(y))
+            ):  # (none, or every seed, solved on both sides: no test could tell them apart, none run)
                 ka, kb = int(a["n_solved"]), int(b["n_solved"])
                 # Barnard's exact test (unconditional, more powerful than Fisher's at a few seeds)
                 row["p_solved"] = stats.barnard_exact([[ka, len(x) - ka], [kb, len(y) - kb]]).pvalue

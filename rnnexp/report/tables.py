@@ -59,8 +59,9 @@ NOTE = (
 
 FLAGS_NOTE = (
     "Flags: *budget ran out*: a seed trained for all of trainer.max_epochs (tag stopped_by=budget), not "
-    "to a plateau, so its score may still rise with training; *did not learn in this budget*: the last "
-    "training epoch's metric is itself not above chance (one-sided t over seeds, level {alpha}), which "
+    "to a plateau, so its score may still rise with training; *stopping not recorded*: a run older than the "
+    "stopped_by tag, which may have reached the ceiling too; *did not learn in this budget*: the last "
+    "training epoch's metric is itself not shown above chance (one-sided t over seeds, level {alpha}), which "
     "says nothing of what the model could learn with more training or another learning rate; *fewer than "
     "{min_seeds} seeds*: too few to carry a claim; *memorisation*: the final training score beats the held-out "
     "one (the last epoch's validation score; the test score for runs re-analysed from a runs.csv without it) by "
@@ -69,7 +70,8 @@ FLAGS_NOTE = (
     "*learning rate chosen where every rate scored alike*: at the value of the key where stage 1 chose it, every "
     "rate's validation score lay within the best rate's seeds, so the choice carried no information; *made "
     "before the last change to the model, task or training code*: the runs' commit is older than that change, so "
-    "this code may give another result; *bimodal seeds*: some seeds solved the task and the others stayed near "
+    "this code may give another result; *made at a commit not in this repository's history*: its code cannot be "
+    "checked; *bimodal seeds*: some seeds solved the task and the others stayed near "
     "chance, so the solve count is the result and a mean with its t-test describes neither group."
 )
 
@@ -228,6 +230,7 @@ RUN_COLUMNS = (
     "wall_time_s",
     "variant",
     "git_commit",
+    "git_dirty",
     "lr_from",
     "lr_grid",
     "lr_informative",

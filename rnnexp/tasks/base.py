@@ -150,7 +150,11 @@ class SyntheticTask(Task):
     training set holds one of their sequences. Without it, one training set serves every epoch.
     """
 
-    MAX_DRAWS = 10  # rounds of drawing that fill an epoch's training set with held-out sequences left out
+    # fresh data need at least this share of sequences outside validation and test, checked once
+    # before training on a probe: then MAX_DRAWS rounds fill an epoch's set but with probability
+    # below 2^-MAX_DRAWS, and no run fails in its middle
+    MIN_FRESH_SHARE = 0.5
+    MAX_DRAWS = 40  # rounds of drawing that fill an epoch's training set with held-out sequences left out
 
     def __init__(
         self,
@@ -197,8 +201,24 @@ class SyntheticTask(Task):
             earlier.append(x)
             splits[split] = TensorDataset(x, y)
         if self.fresh:
+            self._check_fresh(earlier)
             splits["train"] = self.training_set(self.epoch, held_out=earlier)
         return splits
+
+    def _check_fresh(self, held_out: list[torch.Tensor]) -> None:
+        """Refuse fresh data, before any training, where too few of the task's sequences lie
+        outside validation and test: a probe of its own stream, not luck in an epoch's draws."""
+        state = np.random.SeedSequence([self.seed], spawn_key=(len(SPLITS) + 1,)).generate_state(1, np.uint64)
+        x, _ = self.generate(max(self.sizes["train"], 1000), torch.Generator().manual_seed(int(state[0])))
+        if float(rows_not_in(x, held_out).float().mean()) < self.MIN_FRESH_SHARE:
+            raise ConfigError("task.fresh", "true", self._too_few())
+
+    def _too_few(self) -> str:
+        return (
+            f"false on this task: fewer than {self.MIN_FRESH_SHARE:.0%} of {self.name}'s sequences lie outside "
+            "validation and test, too few to draw a new training set each epoch (make the sequences longer, "
+            "or task.val_size and task.test_size smaller)"
+        )
 
     def training_set(self, epoch: int, held_out: list[torch.Tensor] | None = None) -> TensorDataset:
         """Epoch `epoch`'s training set under `fresh`: `train_size` sequences from a stream of
@@ -217,13 +237,7 @@ class SyntheticTask(Task):
             kept += int(new.sum())
             if kept >= n:
                 return TensorDataset(*(torch.cat(t)[:n] for t in zip(*parts, strict=True)))
-        raise ConfigError(
-            "task.fresh",
-            True,
-            f"false here: fewer than 1 in {self.MAX_DRAWS} of {self.name}'s sequences lie outside "
-            f"validation and test, too few to draw {n} new ones an epoch (make the sequences longer, "
-            "or task.val_size and task.test_size smaller)",
-        )
+        raise ConfigError("task.fresh", "true", self._too_few())
 
     def seen_inputs(self, epochs: int) -> list[torch.Tensor]:
         """The inputs a model trained here for at most `epochs` epochs has seen: the training

@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
         + (" (each row's flags say why)" if flagged or claims else "")
     )
     if args.strict and claims:
+        names = sorted(set(result.comparisons[result.comparisons["flags"] != ""]["comparison"]))
         parser.exit(
-            1, f"{PROG}: --strict: {claims} of {len(result.comparisons)} comparisons are flagged (comparisons.md)\n"
+            1,
+            f"{PROG}: --strict: {claims} of {len(result.comparisons)} comparisons are flagged ({', '.join(names)}: "
+            "their flags are in comparisons.md)\n",
         )

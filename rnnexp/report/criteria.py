@@ -89,7 +89,9 @@ def check_names(criteria: Criteria, pairs: set[tuple[str, str]]) -> None:
 def _parse(option: str, text: str) -> tuple[str, Threshold]:
     key, eq, value = text.partition("=")
     metric = key.rpartition(":")[2]
-    example = {"--margin": "acc=0.02 or mse=5%", "--solved": "acc=0.95 or adding:mse=1%"}.get(option, "acc=0.1")
+    example = {"--margin": "acc=0.02 or mse=5%", "--solved": "acc=0.95 or adding:mse=1%"}.get(
+        option, "acc=0.1 or mse=10%"
+    )
     if not eq or not metric or not value:
         raise ReportError(f"{option}={text!r}: give [TASK:]METRIC=VALUE, e.g. {example}")
     relative = value.endswith("%")
@@ -102,5 +104,6 @@ def _parse(option: str, text: str) -> tuple[str, Threshold]:
     if option == "--solved" and metric in HIGHER and (relative or number > 1):
         raise ReportError(f"{option}={text!r}: {metric} is solved at a score between 0 and 1, e.g. {metric}=0.95")
     if option != "--solved" and metric in HIGHER and not relative and number >= 1:
-        raise ReportError(f"{option}={text!r}: an amount of {metric} below 1, e.g. {metric}=0.02")
+        example = "0.02" if option == "--margin" else "0.1"
+        raise ReportError(f"{option}={text!r}: an amount of {metric} below 1, e.g. {metric}={example}")
     return key, Threshold(number, of_chance=relative)

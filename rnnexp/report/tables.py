@@ -204,7 +204,8 @@ def comparisons_markdown(found: pd.DataFrame, keys: list[str]) -> str:
         f"{int(found['p_solved'].notna().sum())} row(s); where a side's seeds are bimodal (some solve, the others "
         "stay near chance) the verdict is that test's, not Welch's. flags: parameter counts more than "
         f"{PARAMS_APART:.0%} apart, and each side's flags in results.md; *better within this budget*: a side "
-        "stopped at trainer.max_epochs on some seed, so the difference may not hold with more training.",
+        "stopped at trainer.max_epochs on some seed (or its runs did not record how they stopped), so the "
+        "difference may not hold with more training.",
     ]
     return "\n".join(lines) + "\n"
 

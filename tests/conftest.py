@@ -25,6 +25,8 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -478,3 +480,35 @@ def runs_named(client: MlflowClient, experiment: str):
     """The runs of the experiment named `experiment`, none if it does not exist."""
     exp = client.get_experiment_by_name(experiment)
     return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def variant_runs(
+    scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000, stopped_by: str = "plateau"
+) -> pd.DataFrame:
+    """Runs as `counted_runs` gives them; each trained to the score it was tested at."""
+    rows = [
+        {
+            "variant": v,
+            "task": "t",
+            "model": "m",
+            "cell": "none",
+            "pattern": "1",
+            "label": v,
+            "metric": "acc",
+            "better": "higher",
+            "score": s,
+            "teacher_forced": np.nan,
+            "chance": chance,
+            "n_test_scored": scored,
+            "n_params": 10,
+            "epochs_trained": 5,
+            "stopped_by": stopped_by,
+            "train_score": s,
+            "wall_time_s": 1.0,
+            "git_commit": "abc",
+            "run_id": f"{v}{i}",
+        }
+        for v, scores in scores_by_variant.items()
+        for i, s in enumerate(scores)
+    ]
+    return pd.DataFrame(rows)

@@ -16,6 +16,7 @@ from rnnexp.report.runs import ReportError
 from rnnexp.report.statistics import summarise
 from rnnexp.store import RunRecord, Store, write
 from tests.conftest import TINY_RUN, TRAIN, composed, log_run, run_command
+from tests.conftest import variant_runs as _runs
 
 
 def _rows(out: Path, name: str = "results.csv") -> list[dict]:
@@ -71,38 +72,6 @@ def test_a_model_that_cannot_see_the_context_is_shown_at_chance_and_one_that_can
     rows = {r["model.window"]: r for r in _rows(_report(windows, "--margin", "acc=0.0005"))}
     assert rows["1"]["vs_chance"].startswith("inconclusive (above: p"), rows["1"]
     assert "at chance ±0.0005: TOST p" in rows["1"]["vs_chance"]
-
-
-def _runs(scores_by_variant: dict[str, list[float]], chance: float = 0.125):
-    import pandas as pd
-
-    return pd.DataFrame(
-        [
-            {
-                "variant": v,
-                "task": "t",
-                "model": "m",
-                "cell": "none",
-                "pattern": "1",
-                "label": v,
-                "metric": "acc",
-                "better": "higher",
-                "score": s,
-                "teacher_forced": np.nan,
-                "chance": chance,
-                "n_test_scored": 1000,
-                "n_params": 10,
-                "epochs_trained": 5,
-                "stopped_by": "plateau",
-                "train_score": s,
-                "wall_time_s": 1.0,
-                "git_commit": "abc",
-                "run_id": f"{v}{i}",
-            }
-            for v, scores in scores_by_variant.items()
-            for i, s in enumerate(scores)
-        ]
-    )
 
 
 def test_barely_above_chance_is_above_and_a_spread_that_shows_neither_is_inconclusive():

@@ -17,6 +17,7 @@ from rnnexp.report.statistics import holm, summarise
 from rnnexp.report.tables import results_markdown
 from rnnexp.store import RunRecord
 from tests.conftest import composed, log_run, table_cells
+from tests.conftest import variant_runs as _runs
 
 
 def _report(tmp_path: Path, *args: str, capsys) -> tuple[int, str, str]:
@@ -159,38 +160,6 @@ def test_an_experiment_of_smoke_runs_only_has_nothing_to_report(store, tmp_path,
         "rnnexp-report: error: --experiment=delayed_recall: no finished training runs to report "
         "(1 trainer=smoke run(s) left out (a check of a config, not a result))"
     )
-
-
-def _runs(
-    scores_by_variant: dict[str, list[float]], chance: float = 0.125, scored: int = 1000, stopped_by: str = "plateau"
-) -> pd.DataFrame:
-    """Runs as `counted_runs` gives them; each trained to the score it was tested at."""
-    rows = [
-        {
-            "variant": v,
-            "task": "t",
-            "model": "m",
-            "cell": "none",
-            "pattern": "1",
-            "label": v,
-            "metric": "acc",
-            "better": "higher",
-            "score": s,
-            "teacher_forced": np.nan,
-            "chance": chance,
-            "n_test_scored": scored,
-            "n_params": 10,
-            "epochs_trained": 5,
-            "stopped_by": stopped_by,
-            "train_score": s,
-            "wall_time_s": 1.0,
-            "git_commit": "abc",
-            "run_id": f"{v}{i}",
-        }
-        for v, scores in scores_by_variant.items()
-        for i, s in enumerate(scores)
-    ]
-    return pd.DataFrame(rows)
 
 
 def test_a_variant_is_flagged_when_a_seed_ran_out_of_budget_or_its_training_metric_is_at_chance():

@@ -173,40 +173,55 @@ def _metric_by_lr(runs: list[Any], grid: tuple[float, ...], name: str) -> dict[f
 def _informative(runs: list[Any], grid: tuple[float, ...], seeds: tuple[int, ...], best: int) -> bool | None:
     """Whether the rates differ on the task's validation metric (the last epoch's): False when
     every other rate's mean lies within the range of the best rate's seeds, as where every rate
-    scores 1.00; None where the runs did not log it."""
+    scores 1.00, or when not even the best rate is above chance (the rates differ by noise); None
+    where the runs did not log it."""
     from rnnexp.store import RunRecord
 
     metric = RunRecord.of(runs[0]).metric
     by_lr = _metric_by_lr(runs, grid, f"val/{metric}") if metric else None
     if by_lr is None or not by_lr[grid[best]]:
         return None
+    if _chance(runs) is not None and not _beyond_chance(runs, by_lr[grid[best]]):
+        return False
     low, high = min(by_lr[grid[best]]), max(by_lr[grid[best]])
     others = [float(np.mean(v)) for lr, v in by_lr.items() if lr != grid[best] and v]
     return not all(low - 1e-12 <= m <= high + 1e-12 for m in others)
 
 
-def above_chance(runs: list[Any]) -> bool:
-    """Whether the best rate of these runs (one variant at one value of a shared key) scores above
-    chance on validation: every seed's last validation metric beyond its chance level by the
-    report's margin of "at chance" (`rnnexp.report.criteria.MARGINS`)."""
-    from rnnexp.report.criteria import Criteria
-    from rnnexp.store import RunRecord
-
-    record = RunRecord.of(runs[0])
-    choice = choose(runs, "")
-    scores = (_metric_by_lr(runs, choice.grid, f"val/{record.metric}") or {}).get(choice.lr, [])
+def _chance(runs: list[Any]) -> float | None:
+    """The runs' chance level (metric chance_level), None where none logged it."""
     chances = [
         float(r.data.metrics["chance_level"])
         for r in runs
         if r.info.status == "FINISHED" and "chance_level" in (getattr(r.data, "metrics", {}) or {})
     ]
-    if not scores or not chances:
+    return float(np.mean(chances)) if chances else None
+
+
+def _beyond_chance(runs: list[Any], scores: list[float]) -> bool:
+    """Every score beyond the runs' chance level by the report's margin of "at chance"
+    (`rnnexp.report.criteria.MARGINS`)."""
+    from rnnexp.report.criteria import Criteria
+    from rnnexp.store import RunRecord
+
+    record, chance = RunRecord.of(runs[0]), _chance(runs)
+    if not scores or chance is None:
         return False
-    chance = float(np.mean(chances))
     margin = Criteria().margin(record.task or "", record.metric or "").amount(chance)
     if record.better == "lower":
         return all(s < chance - margin for s in scores)
     return all(s > chance + margin for s in scores)
+
+
+def above_chance(runs: list[Any]) -> bool:
+    """Whether the best rate of these runs (one variant at one value of a shared key) scores above
+    chance on validation: every seed's last validation metric beyond its chance level by the
+    report's margin of "at chance"."""
+    from rnnexp.store import RunRecord
+
+    choice = choose(runs, "")
+    scores = (_metric_by_lr(runs, choice.grid, f"val/{RunRecord.of(runs[0]).metric}") or {}).get(choice.lr, [])
+    return _beyond_chance(runs, scores)
 
 
 def chosen_lr(store: Store, experiment: str, params: Mapping[str, str], shared: tuple[str, ...] = ()) -> Choice:

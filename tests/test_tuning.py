@@ -264,6 +264,9 @@ def test_a_choice_where_every_rate_scores_alike_is_uninformative_and_one_at_the_
     choice = choose(differ, "exp_lr")
     assert choice.informative is True and choice.edge == "" and choice.lr == 1e-2
     assert choose([_run(1e-3, 0, 0.5), _run(1e-2, 0, 0.7)], "exp_lr").informative is None  # no val/acc logged
+    # every rate at chance (a window that cannot see the symbol): the rates differ only by noise
+    noise = [_scored(_run(lr, s, v), v) for lr, v in ((1e-3, 0.126), (1e-2, 0.131), (1e-1, 0.124)) for s in (0, 1)]
+    assert choose(noise, "exp_lr").informative is False
 
 
 def test_a_rate_shared_over_a_key_is_chosen_at_the_hardest_value_where_the_best_rate_is_above_chance(monkeypatch):

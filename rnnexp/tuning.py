@@ -58,7 +58,7 @@ class Choice:
         )
         where = "".join(f", chosen at {k}={v} and shared over every {k}" for k, v in self.at)
         caveats = (" at the grid's " + self.edge if self.edge else "") + (
-            "; uninformative: every rate scored within the best rate's seeds" if self.informative is False else ""
+            "; uninformative: the rates scored alike, or none above chance" if self.informative is False else ""
         )
         return (
             f"lr {self.lr:g}{caveats}, the best mean {self.quantity} over seeds {', '.join(map(str, self.seeds))} in "
@@ -311,8 +311,8 @@ def table(store: Store, experiment: str) -> tuple[list[str], int]:
         caveats = "".join(
             [
                 f"  (at the grid's {choice.edge}: a better rate may lie beyond it)" if choice.edge else "",
-                "  (uninformative: every rate scored within the best rate's seeds; choose at a harder value of "
-                "the key, e.g. a longer task.distance)"
+                "  (uninformative: the rates scored alike, or none above chance; choose where they differ, e.g. "
+                "at a longer task.distance if every rate is perfect, a shorter one if every rate is at chance)"
                 if choice.informative is False
                 else "",
             ]

@@ -259,7 +259,7 @@ def test_a_choice_where_every_rate_scores_alike_is_uninformative_and_one_at_the_
     alike = [_scored(_run(lr, s, 0.9 + 0.01 * s + lr), 1.0) for lr in (1e-3, 1e-2, 1e-1) for s in (0, 1)]
     choice = choose(alike, "exp_lr")
     assert choice.informative is False and choice.edge == "top"  # best_val ranks them; accuracy cannot
-    assert "lr 0.1 at the grid's top; uninformative: every rate scored within" in choice.describe("exp_lr")
+    assert "lr 0.1 at the grid's top; uninformative: the rates scored alike" in choice.describe("exp_lr")
     differ = [_scored(_run(lr, s, v), v) for lr, v in ((1e-3, 0.3), (1e-2, 0.9), (1e-1, 0.5)) for s in (0, 1)]
     choice = choose(differ, "exp_lr")
     assert choice.informative is True and choice.edge == "" and choice.lr == 1e-2
@@ -323,3 +323,28 @@ def test_a_run_that_takes_its_rate_keeps_its_identity_when_the_rate_is_set(compo
     cfg.optim.lr = 0.03
     assert config_hash(cfg) == before
     assert config_hash(compose_train("optim.lr_from=other_lr")) != before  # where it comes from is the identity
+
+
+def test_a_stage_1_whose_every_rate_is_at_chance_is_reported_uninformative(tmp_path):
+    # real runs: an MLP seeing 1 step cannot recall the symbol 3 back, whatever its rate
+    proc = _train(
+        tmp_path,
+        "-m",
+        "model=mlp_window",
+        "model.window=1",
+        "task.test_size=512",
+        "task.val_size=512",
+        "optim.lr=0.001,0.01",
+        "seed=0,1",
+        "tracking.experiment=blind_lr",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = run_command(
+        [sys.executable, "-m", "rnnexp.tuning", "--experiment", "blind_lr", "--uri", f"sqlite:///{tmp_path}/mlflow.db"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert table.returncode == 0, table.stderr
+    (line,) = [line for line in table.stdout.splitlines() if line.startswith("mlp_window on delayed_recall")]
+    assert "(uninformative: the rates scored alike, or none above chance; choose where they differ" in line, line

@@ -44,7 +44,8 @@ class Choice:
     quantity: str  # what was compared: "val/loss", "val/acc", ...
     at: tuple[tuple[str, str], ...] = ()  # the value of each key the choice is shared over
     # False: every rate scored within the best rate's seeds (its range) on the task's validation
-    # metric, so the choice says nothing about which rate is better; None: not known
+    # metric, or not even the best rate is above chance, so the choice says nothing about which
+    # rate is better; None: not known
     informative: bool | None = None
 
     @property
@@ -245,18 +246,13 @@ def chosen_lr(store: Store, experiment: str, params: Mapping[str, str], shared: 
     return Choice(choice.lr, choice.grid, choice.seeds, choice.means, choice.quantity, tuple(at), choice.informative)
 
 
-def _order(value: str) -> tuple[int, float, str]:
-    try:
-        return (0, float(value), "")
-    except ValueError:
-        return (1, 0.0, value)
-
-
 def hardest_above_chance(runs: list[Any], name: str) -> str:
     """Of the values of `name` stage 1 ran (a larger one is harder: a longer distance or
     sequence), the largest at which the best rate still scores above chance on validation: where
     the rates can differ. With one value, that one."""
-    values = sorted({r.data.params.get(name, "None") for r in runs}, key=_order)
+    from rnnexp.report.runs import sort_value
+
+    values = sorted({r.data.params.get(name, "None") for r in runs}, key=sort_value)
     if len(values) == 1:
         return values[0]
     above = [v for v in values if above_chance([r for r in runs if r.data.params.get(name, "None") == v])]
@@ -268,13 +264,18 @@ def hardest_above_chance(runs: list[Any], name: str) -> str:
     return above[-1]
 
 
+def _variants(store: Store, experiment: str) -> dict[str, list[Any]]:
+    """Stage 1's runs grouped by variant: each group one grid of rates and seeds."""
+    groups: dict[str, list[Any]] = {}
+    for run in _runs(store, experiment):
+        groups.setdefault(selection_key(run.data.params), []).append(run)
+    return groups
+
+
 def table(store: Store, experiment: str) -> tuple[list[str], int]:
     """A line per variant of a selection experiment: its grid's means, the chosen rate starred;
     and how many variants have no choice (their line says why)."""
-    runs = _runs(store, experiment)
-    groups: dict[str, list[Any]] = {}
-    for run in runs:
-        groups.setdefault(selection_key(run.data.params), []).append(run)
+    groups = _variants(store, experiment)
     lines, unchosen = [], 0
     from rnnexp.store import RunRecord
 
@@ -329,11 +330,8 @@ def beyond_edges(store: Store, experiment: str, bound: tuple[float, float] = BOU
     """The rates one grid step beyond every choice at its grid's edge (the step: the ratio of the
     edge's two nearest rates), within `bound`: what `make tune-lr` runs next, until every choice is
     interior or at the bound."""
-    groups: dict[str, list[Any]] = {}
-    for run in _runs(store, experiment):
-        groups.setdefault(selection_key(run.data.params), []).append(run)
     wanted = set()
-    for group in groups.values():
+    for group in _variants(store, experiment).values():
         try:
             choice = choose(group, experiment)
         except SelectionError:

@@ -39,6 +39,7 @@ LAUNCHERS = {
 SWEEPERS = {
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
     "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+    "hydra_plugins.rnnexp_span.span_sweeper.SpanSweeper",
 }
 # the samplers of the Optuna sweeper's own configs, by exact name (a prefix would admit
 # `optuna.samplers.os.system`: a target is looked up attribute by attribute)

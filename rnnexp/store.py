@@ -153,6 +153,7 @@ class RunRecord:
     # a sweep's parent run (rnnexp.sweep)
     sweep: bool = False
     sweep_dir: str | None = None
+    span_key: str | None = None  # a span sweep's (hydra/sweeper=span): the key its distances are
     # an evaluation of a trained run (rnnexp.evaluation)
     evaluation: bool = False
     evaluated_run: str | None = None

@@ -246,12 +246,15 @@ class SweepTracking(Callback):
     def _start(self, config: DictConfig) -> None:
         from mlflow.entities import Param
 
+        from hydra_plugins.rnnexp_span import span_sweeper
         from rnnexp import tracking
         from rnnexp.config import ConfigError
         from rnnexp.store import RunRecord
 
         tracking.quiet_store_logs()
         _check_overrides(typed_overrides(config.hydra.overrides.task))
+        if config.hydra.sweeper.get("_target_") == span_sweeper.TARGET:
+            span_sweeper.check(config)
         tracking_cfg = OmegaConf.to_object(config.tracking)
         tracking_cfg.check()
         store = tracking_cfg.store

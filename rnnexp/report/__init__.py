@@ -26,6 +26,9 @@ counts. It writes into `--out`:
 - `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
   per task on one y-axis, chance dashed (dotted in each curve's colour where it moves with a
   key, as copy memory's does with T);
+- `spans.md`, `spans.csv`, `span_comparisons.csv` and `span_curves.png` (with `--span KEY`, or
+  for a span sweep's parent): each variant's memory span along KEY (rnnexp.span), the pairwise
+  comparisons of spans, and each variant's runs with its fitted curve;
 - `budget_curve.png` (with `--budget-curve KEY=VALUE`, once or more): for the variants at that
   value, each seed's validation metric against optimizer updates, and its test score where it
   stopped; a panel per value and task.
@@ -47,10 +50,11 @@ from pathlib import Path
 import pandas as pd
 
 from rnnexp.report.criteria import Criteria, check_names
-from rnnexp.report.plots import plot_budget_curve, plot_learning_curves, plot_results
+from rnnexp.report.plots import plot_budget_curve, plot_learning_curves, plot_results, plot_spans
 from rnnexp.report.runs import ReportError, counted_runs, dirty_notes, runs_frame, runs_from_csv, varying_keys
+from rnnexp.report.spans import compare_spans, spans
 from rnnexp.report.statistics import compare, read_comparisons, summarise
-from rnnexp.report.tables import comparisons_markdown, lr_note, results_markdown, runs_csv
+from rnnexp.report.tables import comparisons_markdown, lr_note, results_markdown, runs_csv, spans_markdown
 
 PROG = "rnnexp-report"
 
@@ -67,6 +71,10 @@ FILES = (
     "metric_by_model.png",
     "learning_curves.png",
     "budget_curve.png",
+    "spans.csv",
+    "span_comparisons.csv",
+    "spans.md",
+    "span_curves.png",
 )
 
 
@@ -90,6 +98,7 @@ def report(
     budget_curves: list[tuple[str, str]] | tuple = (),
     criteria: Criteria | None = None,
     runs_file: Path | None = None,
+    span: str | None = None,
 ) -> Report:
     from rnnexp import config, store
 
@@ -144,6 +153,13 @@ def report(
             "results.csv; runs.csv has each run's)"
         )
     found = compare(runs, table, wanted, keys)
+    if span is None and client is not None:  # a span sweep's parent says its key
+        from rnnexp.store import RunRecord
+
+        span = next((k for r in parents if (k := RunRecord.of(client.get_run(r)).span_key)), None)
+    if span is not None:
+        span_table, fits = spans(runs, table, keys, span)
+        span_found = compare_spans(span_table, fits)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -159,6 +175,14 @@ def report(
             found.to_csv(new / "comparisons.csv", index=False)
             (new / "comparisons.md").write_text(comparisons_markdown(found, keys))
             files += ["comparisons.csv", "comparisons.md"]
+        if span is not None:
+            span_table.to_csv(new / "spans.csv", index=False)
+            (new / "spans.md").write_text(spans_markdown(span_table, span_found, span))
+            plot_spans(runs, span_table, fits, span, new)
+            files += ["spans.csv", "spans.md", "span_curves.png"]
+            if not span_found.empty:
+                span_found.to_csv(new / "span_comparisons.csv", index=False)
+                files.append("span_comparisons.csv")
         axis = "task.length" if evaluations and "task.length" in keys else "task.distance"
         files += plot_results(table, keys, new, axis, "eval" if evaluations else "test")
         if not evaluations and client is not None:  # an evaluation has no curve: its model's is the trained run's
@@ -246,6 +270,12 @@ def main(argv: list[str] | None = None) -> None:
         "acc=0.1, any loss 10%% of chance); again for more",
     )
     parser.add_argument(
+        "--span",
+        metavar="KEY",
+        help="also spans.md: each variant's memory span along KEY (e.g. task.distance), fitted to its runs at "
+        "every value; a span sweep's parent (hydra/sweeper=span) says its key itself",
+    )
+    parser.add_argument(
         "--strict",
         action="store_true",
         help="exit 1 when any comparison (the claims of --comparisons) is flagged",
@@ -278,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
             ats,
             criteria,
             args.runs,
+            args.span,
         )
     except ReportError as err:
         parser.exit(2, f"{PROG}: error: {err}\n")
@@ -285,6 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     if not result.comparisons.empty:
         print()
         print((args.out / "comparisons.md").read_text(), end="")
+    if "spans.md" in result.files:
+        print()
+        print((args.out / "spans.md").read_text(), end="")
     seeds = result.table["n_seeds"]
     print(
         f"{len(result.table)} variants ({int(seeds.min())}-{int(seeds.max())} seeds) from {len(result.runs)} runs -> "

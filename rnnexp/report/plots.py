@@ -241,3 +241,48 @@ def _updates_per_epoch(run, epochs: int) -> float:
     if "updates" not in metrics or not epochs:
         raise ReportError(f"--budget-curve: run {run.info.run_id} logged no `updates`")
     return metrics["updates"] / metrics.get("epochs_trained", epochs)
+
+
+def plot_spans(runs: pd.DataFrame, table: pd.DataFrame, found: list, key: str, out: Path, columns: int = 3) -> None:
+    """`span_curves.png`: a panel per variant of the span table: every run's score (dots), the
+    mean at each distance, the fitted curve, chance dashed, and the span with its interval."""
+    from rnnexp.span import logistic
+
+    plt = _pyplot()
+    rows = -(-len(table) // columns)
+    fig, axes = plt.subplots(
+        rows, min(columns, len(table)), figsize=(4 * min(columns, len(table)), 3 * rows), squeeze=False
+    )
+    column = f"params.{key}"
+    extra = list(table.columns[2 : list(table.columns).index("metric")])
+    for ax, (_, row), span in zip(axes.flat, table.iterrows(), found, strict=False):
+        mine = (runs["task"] == row["task"]) & (runs["label"] == row["label"])
+        for k in extra:
+            mine &= runs[f"params.{k}"].astype(str) == str(row[k])
+        group = runs[mine]
+        distance = pd.to_numeric(group[column], errors="coerce")
+        ax.scatter(distance, group["score"], s=8, alpha=0.5, color="tab:blue", label="a run")
+        means = group.groupby(distance)["score"].mean()
+        ax.plot(means.index, means.values, "o", color="tab:blue", markerfacecolor="white", label="mean")
+        chance = group.groupby(distance)["chance"].mean()
+        ax.plot(chance.index, chance.values, "--", color="grey", label="chance")
+        sign = 1 if group["better"].iloc[0] != "lower" else -1
+        if span.estimate is not None and not np.isnan(span.slope):
+            grid = np.geomspace(distance.min(), distance.max(), 200)
+            level = np.interp(grid, chance.index, chance.values)
+            gain = logistic(np.log(grid), span.amplitude, span.slope, np.log(span.estimate))
+            ax.plot(grid, level + sign * gain, color="tab:orange", label="fit")
+            low = span.low if span.low is not None else distance.min()
+            high = span.high if span.high is not None else distance.max()
+            ax.axvspan(low, high, color="tab:orange", alpha=0.15, label="span, 95% interval")
+            ax.axvline(span.estimate, color="tab:orange", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(" ".join([row["label"], *[f"{k}={row[k]}" for k in extra]]) + f": {row['shown']}", fontsize=9)
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"test/{row['metric']}")
+    for ax in list(axes.flat)[len(table) :]:
+        ax.axis("off")
+    _legend(fig, axes)
+    fig.tight_layout()
+    fig.savefig(out / "span_curves.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -269,3 +269,41 @@ def lr_note(runs: pd.DataFrame) -> str:
         f"optim.lr of {int(chosen.notna().sum())} of {len(chosen)} variants chosen on validation data in experiment "
         f"{sources} (optim.lr_from; each run's tag lr_choice gives every rate's score): {RULE}"
     )
+
+
+def spans_markdown(table: pd.DataFrame, found: pd.DataFrame, key: str) -> str:
+    """`spans.md`: each variant's memory span along `key`, then the comparisons of spans."""
+    extra = list(table.columns[2 : list(table.columns).index("metric")])
+    head = ["task", "model", *extra, "params", "seeds", "runs", f"{key} run", "span [95% interval]", "flags"]
+    rows = [
+        [
+            row["task"],
+            row["label"],
+            *[str(row[k]) for k in extra],
+            "" if pd.isna(row["n_params"]) else f"{int(row['n_params']):,}",
+            str(row["n_seeds"]),
+            str(row["n_runs"]),
+            row["distances"],
+            row["shown"],
+            row["flags"],
+        ]
+        for _, row in table.iterrows()
+    ]
+    text = (
+        f"The memory span: the {key} at which the test score has fallen halfway from the variant's ceiling to "
+        "chance, from a logistic fit against log distance, with a 95% bootstrap interval over seeds widened to "
+        "the tested distances between which the mean crosses halfway; `> X`: never below halfway up to X, "
+        "`< X`: never shown above chance (rnnexp/span.py). Flags: those of the runs at each distance "
+        "(results.md).\n\n" + markdown_table(head, rows)
+    )
+    if not found.empty:
+        text += (
+            "\nComparisons of spans: the ratio a/b with its 95% interval and a two-sided p from bootstraps "
+            "over each side's seeds, Holm-adjusted over the pairs; where a side has only a bound, what the "
+            "bounds show.\n\n"
+            + markdown_table(
+                ["task", "a", "b", "a's span", "b's span", "verdict"],
+                [[r["task"], r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"]] for _, r in found.iterrows()],
+            )
+        )
+    return text

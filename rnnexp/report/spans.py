@@ -1,0 +1,135 @@
+"""The report's memory spans: for runs at several distances (a span sweep's, or any sweep over
+the distance), each variant's span (rnnexp.span) from its runs at every distance, and the
+pairwise comparisons of spans, each a bootstrap of the ratio of two spans, Holm-adjusted."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+
+from rnnexp.report.criteria import MIN_SEEDS
+from rnnexp.report.runs import ReportError
+from rnnexp.report.statistics import ALPHA, CONFIDENCE, holm
+from rnnexp.span import Span, fit
+
+
+def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) -> tuple[pd.DataFrame, list[Span]]:
+    """One row per variant less `key` (task, model and every other varying key): its span, its
+    interval, the distances and runs it rests on, and the flags of its runs at each distance."""
+    column = f"params.{key}"
+    if column not in runs:
+        raise ReportError(f"--span={key}: not a key of these runs' configs")
+    others = [k for k in keys if k != key]
+    rows, found = [], []
+    by = ["task", "label", *[f"params.{k}" for k in others]]
+    for values, group in runs.groupby(by, dropna=False, sort=False):
+        distance = pd.to_numeric(group[column], errors="coerce")
+        if distance.isna().any() or (distance < 1).any():
+            raise ReportError(
+                f"--span={key}: a run of {values[1]} has {key}={group[column].iloc[0]!r}, not a number >= 1"
+            )
+        span = fit(
+            distance.to_numpy(float),
+            group["seed"].to_numpy(),
+            group["score"].to_numpy(float),
+            group["chance"].to_numpy(float),
+            higher=group["better"].iloc[0] != "lower",
+        )
+        found.append(span)
+        first = group.iloc[0]
+        row = {"task": values[0], "label": values[1], **dict(zip(others, values[2:], strict=True))}
+        row.update(
+            metric=first["metric"],
+            n_params=int(group["n_params"].median()) if group["n_params"].notna().any() else None,
+            n_seeds=span.seeds,
+            n_runs=span.runs,
+            distances=", ".join(f"{d:g}" for d in span.tested),
+            span=span.estimate,
+            span_low=span.low,
+            span_high=span.high,
+            bound=span.bound,
+            shown=span.text(),
+            flags=_flags(table[table["variant"].isin(group["variant"].unique())], key, span),
+        )
+        rows.append(row)
+    return pd.DataFrame(rows), found
+
+
+def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
+    """The flags of the runs at each distance, each named once with the distances it holds at
+    (a flag's counts are per distance, in results.md); fewer seeds than a claim needs, once."""
+    where: dict[str, list[str]] = {}
+    for _, row in variants.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce")).iterrows():
+        for flag in filter(None, str(row["flags"]).split("; ")):
+            if flag.startswith("fewer than"):
+                continue
+            where.setdefault(flag.split(" (")[0].split(":")[0], []).append(f"{float(row[key]):g}")
+    out = [f"{flag} (at {key.rsplit('.', 1)[-1]} {', '.join(at)})" for flag, at in where.items()]
+    if span.seeds < MIN_SEEDS:
+        out.insert(0, f"fewer than {MIN_SEEDS} seeds ({span.seeds})")
+    return "; ".join(out)
+
+
+def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
+    """Every pair of variants of one task: the ratio of their spans with its 95% interval and a
+    two-sided p-value, both from independent bootstraps over each side's seeds (Holm over the
+    pairs); where a side has only a bound, what the bounds and intervals alone show."""
+    rows = []
+    for (i, a), (j, b) in itertools.combinations(list(table.iterrows()), 2):
+        if a["task"] != b["task"]:
+            continue
+        sa, sb = found[i], found[j]
+        row = {
+            "task": a["task"],
+            "a": _side(a, table),
+            "b": _side(b, table),
+            "a_span": a["shown"],
+            "b_span": b["shown"],
+        }
+        if sa.samples and sb.samples:
+            n = min(len(sa.samples), len(sb.samples))
+            diff = np.asarray(sa.samples[:n]) - np.asarray(sb.samples[:n])
+            tail = (1 - CONFIDENCE) / 2 * 100
+            low, high = np.exp(np.percentile(diff, [tail, 100 - tail]))
+            p = min(1.0, max(2 * min((diff <= 0).mean(), (diff >= 0).mean()), 1 / n))  # 1/n: the least it can show
+            row.update(ratio=sa.estimate / sb.estimate, ratio_low=low, ratio_high=high, p=p)
+        else:
+            row.update(ratio=math.nan, ratio_low=math.nan, ratio_high=math.nan, p=math.nan, shown=_by_bounds(sa, sb))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["p_holm"] = holm(out["p"])
+    out["verdict"] = out.apply(_verdict, axis=1)
+    return out
+
+
+def _side(row: pd.Series, table: pd.DataFrame) -> str:
+    """The variant as a reader tells it apart: its model and the keys that differ in the table."""
+    extra = [c for c in table.columns[2 : list(table.columns).index("metric")] if table[c].nunique(dropna=False) > 1]
+    return " ".join([row["label"], *[f"{c}={row[c]}" for c in extra]])
+
+
+def _by_bounds(a: Span, b: Span) -> str:
+    """What two spans' bounds and intervals show without a bootstrap of both."""
+    a_top = math.inf if a.bound == "above" or (not a.bound and a.high is None) else (a.high or min(a.tested))
+    a_bottom = max(a.tested) if a.bound == "above" else (a.low if not a.bound and a.low is not None else 0.0)
+    b_top = math.inf if b.bound == "above" or (not b.bound and b.high is None) else (b.high or min(b.tested))
+    b_bottom = max(b.tested) if b.bound == "above" else (b.low if not b.bound and b.low is not None else 0.0)
+    if a_bottom >= b_top:
+        return "a longer (its span lies beyond b's interval)"
+    if b_bottom >= a_top:
+        return "b longer (its span lies beyond a's interval)"
+    return "no difference shown (the bounds overlap)"
+
+
+def _verdict(row: pd.Series) -> str:
+    if pd.isna(row["p"]):
+        return row["shown"]
+    ratio = f"{row['ratio']:.3g}x [{row['ratio_low']:.3g}, {row['ratio_high']:.3g}], Holm p {row['p_holm']:.2g}"
+    if row["p_holm"] < ALPHA:
+        return f"{'a' if row['ratio'] > 1 else 'b'} longer ({ratio})"
+    return f"no difference shown ({ratio})"

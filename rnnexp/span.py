@@ -1,0 +1,242 @@
+"""Memory span: the distance at which a model's score has fallen halfway from its ceiling to chance.
+
+A digit span in psychophysics is read off a fitted psychometric function, not a fixed grid; here
+the same for a model. For one variant (runs that differ only in the seed and the distance), the
+test score's gain over chance, g(d) = score - chance (chance - score for a loss), is fitted
+against log distance by a logistic that falls from a ceiling A to chance:
+
+    g(d) = A / (1 + exp(s (log d - log span)))        A >= 0, s > 0
+
+by least squares (`scipy.optimize.curve_fit`). Each run counts against its own chance level, so a
+task whose chance moves with the distance is read right. The span's 95% interval is a bootstrap
+over seeds (each seed's runs resampled as one), widened to the tested distances between which the
+mean score crosses halfway: where the score falls as a step between two tested distances, the
+span lies anywhere between them, whatever the fit says. A variant whose score never falls below
+halfway in the tested range gets a one-sided bound ("> 64"), one never shown above chance at any
+distance "< 1", never an extrapolated number; an interval end beyond the range is open likewise.
+
+`next_distances` places a span sweep's runs (hydra_plugins/rnnexp_span): a bracket of distances
+evenly spaced in log distance first, then, batch by batch, distances that divide the span's
+interval (where the fitted curve is least certain) evenly in log distance, until the interval is
+narrower than a factor, no untested distance is left in it, or the run budget is spent.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize, stats
+
+BOOTSTRAP = 400  # resamples of the seeds for the interval
+CONFIDENCE = 0.95
+ALPHA = 0.05  # "above chance" at some distance: one-sided t over seeds, Holm over the distances
+SLOPE = (0.1, 50.0)  # the logistic's slope s in log distance: from a drift to a step
+MARGIN = 3.0  # the fit's log span may lie this far (in log distance) outside the tested range
+
+
+def logistic(log_d: np.ndarray, amplitude: float, slope: float, log_span: float) -> np.ndarray:
+    return amplitude / (1.0 + np.exp(np.clip(slope * (log_d - log_span), -50, 50)))
+
+
+@dataclass(frozen=True)
+class Span:
+    """A variant's span, or its one-sided bound; `low`/`high` None: the interval is open there."""
+
+    estimate: float | None  # None when only a bound is known
+    low: float | None
+    high: float | None
+    bound: str  # "" (a number), "above" (> the range), "below" (< the range)
+    tested: tuple[float, ...]  # the distances run
+    runs: int
+    seeds: int
+    amplitude: float = float("nan")  # the ceiling's gain over chance
+    slope: float = float("nan")
+    curve: dict[float, float] = field(default_factory=dict, compare=False)  # the fit's gain at each tested distance
+    samples: tuple[float, ...] = field(default=(), compare=False)  # the bootstrap's log spans, to compare spans by
+
+    @property
+    def width(self) -> float:
+        """high / low, the interval's width as a factor; inf when open or unknown."""
+        if self.bound or self.low is None or self.high is None or self.low <= 0:
+            return math.inf
+        return self.high / self.low
+
+    def text(self) -> str:
+        """e.g. `12.3 [9.8, 15.1]`, `> 64`, `< 1`, `40 [30, > 64]`."""
+        top, bottom = _number(max(self.tested)), _number(min(self.tested))
+        if self.bound == "above":
+            return f"> {top}"
+        if self.bound == "below":
+            return f"< {bottom}"
+        low = f"< {bottom}" if self.low is None else _number(self.low)
+        high = f"> {top}" if self.high is None else _number(self.high)
+        return f"{_number(self.estimate)} [{low}, {high}]"
+
+
+def _number(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3g}"
+
+
+def _fit(log_d: np.ndarray, gain: np.ndarray, lo: float, hi: float) -> tuple[float, float, float] | None:
+    """(A, s, log span) by least squares (`curve_fit`), or None where it does not converge. It starts
+    from the best of a grid of (s, log span), A solved for each: a step, whose error surface is
+    flat almost everywhere, then converges in a few evaluations."""
+    slopes = np.geomspace(*SLOPE, 12)
+    centres = np.linspace(lo - MARGIN, hi + MARGIN, 48)
+    s, m = np.meshgrid(slopes, centres, indexing="ij")
+    shapes = logistic(log_d[None, None, :], 1.0, s[..., None], m[..., None])  # (slopes, centres, runs)
+    amplitude = np.clip((shapes @ gain) / np.maximum((shapes**2).sum(-1), 1e-12), 0, None)
+    error = ((amplitude[..., None] * shapes - gain) ** 2).sum(-1)
+    i, j = np.unravel_index(np.argmin(error), error.shape)
+    top = max(float(gain.max()), 1e-3)
+    bounds = ([0.0, SLOPE[0], lo - MARGIN], [2 * top, SLOPE[1], hi + MARGIN])
+    start = [float(np.clip(v, a, b)) for v, a, b in zip((amplitude[i, j], s[i, j], m[i, j]), *bounds, strict=True)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optimize.OptimizeWarning)
+        try:
+            (a, slope, log_span), _ = optimize.curve_fit(logistic, log_d, gain, p0=start, bounds=bounds, maxfev=2000)
+        except (RuntimeError, ValueError):
+            return None
+    return float(a), float(slope), float(log_span)
+
+
+def _crossing(distance: np.ndarray, gain: np.ndarray, half: float) -> tuple[float | None, float | None]:
+    """The tested distances between which the mean gain falls below `half`: from the last one at
+    or above it before the first fall to the first one below it after the last rise (a noisy
+    curve may cross more than once). (None, lowest) when every mean is below; (highest, None) when
+    none is."""
+    ds = np.unique(distance)
+    means = np.array([gain[distance == d].mean() for d in ds])
+    above, below = np.flatnonzero(means >= half), np.flatnonzero(means < half)
+    if len(above) == 0:
+        return None, float(ds[0])
+    if len(below) == 0:
+        return float(ds[-1]), None
+    return float(ds[max(below[0] - 1, 0)]), float(ds[min(above[-1] + 1, len(ds) - 1)])
+
+
+def above_chance_somewhere(distance: np.ndarray, seed: np.ndarray, gain: np.ndarray) -> bool:
+    """Whether the gain over chance is shown above 0 at some tested distance (one-sided t over
+    seeds at each, Holm over the distances); with one seed, or no spread, its sign decides."""
+    from rnnexp.report.statistics import holm
+
+    pvalues = []
+    for d in np.unique(distance):
+        g = gain[distance == d]
+        if len(g) < 2 or np.ptp(g) == 0:
+            pvalues.append(0.0 if g.mean() > 0 else 1.0)
+        else:
+            pvalues.append(stats.ttest_1samp(g, 0.0, alternative="greater").pvalue)
+    return bool((holm(pvalues) < ALPHA).any())
+
+
+def fit(
+    distance: np.ndarray, seed: np.ndarray, score: np.ndarray, chance: np.ndarray, higher: bool, rng_seed: int = 0
+) -> Span:
+    """The span of one variant from its runs: arrays of each run's distance, seed, test score and
+    chance level; `higher`: whether a higher score is better (accuracy) or lower (a loss)."""
+    distance, seed = np.asarray(distance, float), np.asarray(seed)
+    gain = (np.asarray(score, float) - np.asarray(chance, float)) * (1 if higher else -1)
+    log_d = np.log(distance)
+    lo, hi = float(log_d.min()), float(log_d.max())
+    tested = tuple(float(d) for d in np.unique(distance))
+    seeds = np.unique(seed)
+    base = dict(tested=tested, runs=len(distance), seeds=len(seeds))
+    if not above_chance_somewhere(distance, seed, gain):
+        return Span(None, None, None, "below", **base)
+    best = _fit(log_d, gain, lo, hi)
+    if best is None:  # no fit: the crossing alone says where the span is
+        amplitude, slope = float(max(gain[log_d == x].mean() for x in np.unique(log_d))), float("nan")
+        cross = _crossing(distance, gain, amplitude / 2)
+        if cross[1] is None:
+            return Span(None, None, None, "above", amplitude=amplitude, **base)
+        if cross[0] is None:
+            return Span(None, None, None, "below", amplitude=amplitude, **base)
+        return Span(math.sqrt(cross[0] * cross[1]), cross[0], cross[1], "", amplitude=amplitude, **base)
+    amplitude, slope, log_span = best
+    cross = _crossing(distance, gain, amplitude / 2)
+    curve = {d: float(logistic(np.log([d]), *best)[0]) for d in tested}
+    extra = dict(amplitude=amplitude, slope=slope, curve=curve, **base)
+    if cross[1] is None or log_span > hi:  # the score never falls below halfway in the range
+        return Span(None, None, None, "above", **extra)
+    if cross[0] is None or log_span < lo:
+        return Span(None, None, None, "below", **extra)
+    # the bootstrap: resample whole seeds, refit
+    rng = np.random.default_rng(rng_seed)
+    spans = []
+    for _ in range(BOOTSTRAP):
+        chosen = rng.choice(seeds, size=len(seeds), replace=True)
+        rows = np.concatenate([np.flatnonzero(seed == s) for s in chosen])
+        if len(np.unique(log_d[rows])) < 2:
+            continue
+        refit = _fit(log_d[rows], gain[rows], lo, hi)
+        if refit is not None:
+            spans.append(refit[2])
+    tail = (1 - CONFIDENCE) / 2 * 100
+    q_low, q_high = np.percentile(spans, [tail, 100 - tail]) if spans else (log_span, log_span)
+    low, high = min(math.exp(q_low), cross[0]), max(math.exp(q_high), cross[1])
+    return Span(
+        math.exp(log_span),
+        None if low < tested[0] else low,
+        None if high > tested[-1] else high,
+        "",
+        samples=tuple(spans),
+        **extra,
+    )
+
+
+@dataclass(frozen=True)
+class Design:
+    """Where a span sweep places its runs: `low`..`high` (distances, >= 1), `seeds` runs at each
+    distance; `bracket` distances first, then `batch` a round; done when the interval's high/low
+    is at most `factor` or `max_runs` (per variant) would be passed."""
+
+    low: int
+    high: int
+    seeds: int
+    bracket: int = 4
+    batch: int = 2
+    factor: float = 1.5
+    max_runs: int = 60
+
+    def first(self) -> list[int]:
+        """The bracket: `bracket` integer distances evenly spaced in log distance, both ends in."""
+        points = np.exp(np.linspace(math.log(self.low), math.log(self.high), self.bracket))
+        return sorted({int(round(p)) for p in points})
+
+    def done(self, span: Span, runs: int) -> str:
+        """Why this variant's design has ended ('' while it goes on)."""
+        if span.bound:
+            return f"a one-sided bound: {span.text()}"
+        if span.width <= self.factor:
+            return f"the interval is within a factor {self.factor:g}"
+        if runs + self.seeds > self.max_runs:
+            return f"the budget of {self.max_runs} runs is spent"
+        if not self.next(span, runs):
+            return "no untested distance is left in the interval"
+        return ""
+
+    def next(self, span: Span, runs: int) -> list[int]:
+        """The next batch: up to `batch` untested integer distances dividing the span's interval
+        (open ends: the range's) evenly in log distance, within what the budget allows."""
+        low = span.low if span.low is not None else self.low
+        high = span.high if span.high is not None else self.high
+        tested = {int(round(d)) for d in span.tested}
+        inside = [d for d in range(max(self.low, math.floor(low)), min(self.high, math.ceil(high)) + 1)]
+        candidates = [d for d in inside if d not in tested and low <= d <= high] or [
+            d for d in inside if d not in tested
+        ]
+        if not candidates:
+            return []
+        room = max(0, (self.max_runs - runs) // self.seeds)
+        wanted = min(self.batch, room, len(candidates))
+        chosen: list[int] = []
+        for q in range(1, wanted + 1):
+            target = math.log(low) + q / (wanted + 1) * (math.log(high) - math.log(low))
+            left = [d for d in candidates if d not in chosen]
+            if left:
+                chosen.append(min(left, key=lambda d: (abs(math.log(d) - target), d)))
+        return sorted(chosen)

@@ -1,0 +1,223 @@
+"""Memory span: the fit (rnnexp.span) on curves whose span is known, and the span sweeper
+(hydra/sweeper=span) on real runs of a model whose span is known: `mlp_window` recalls exactly
+the symbols inside its window (distance <= window - 1) and is at chance beyond."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from rnnexp.span import Design, Span, fit
+from rnnexp.store import RunRecord, Store
+from tests.conftest import TRAIN, one_error_line, run_command
+
+CHANCE = 0.125
+
+
+def _runs(curve, distances, seeds=5, noise=0.02, chance=CHANCE, rng_seed=0):
+    """Arrays (distance, seed, score, chance) of runs whose mean score at d is curve(d)."""
+    rng = np.random.default_rng(rng_seed)
+    rows = [(d, s, max(0.0, curve(d) + rng.normal(0, noise)), chance) for d in distances for s in range(seeds)]
+    return [np.array(column) for column in zip(*rows, strict=True)]
+
+
+def _step(last: int):
+    return lambda d: 1.0 if d <= last else CHANCE
+
+
+def test_a_step_between_two_tested_distances_puts_the_span_between_them():
+    span = fit(*_runs(_step(4), [1, 2, 4, 5, 8, 16]), higher=True)
+    assert not span.bound and 4 < span.estimate < 5
+    assert span.low == 4 and span.high == 5  # the fit cannot place a step more precisely than its neighbours
+
+
+def test_a_smooth_fall_is_located_within_its_interval():
+    curve = lambda d: CHANCE + 0.85 / (1 + (d / 12) ** 3)  # noqa: E731
+    span = fit(*_runs(curve, [1, 4, 8, 10, 12, 14, 16, 32, 64]), higher=True)
+    assert span.low < 12 < span.high and span.width < 1.6
+    assert span.estimate == pytest.approx(12, rel=0.1)
+
+
+def test_a_variant_at_its_ceiling_throughout_gets_a_lower_bound_not_a_number():
+    span = fit(*_runs(lambda d: 0.99, [1, 4, 16, 64]), higher=True)
+    assert span.bound == "above" and span.estimate is None and span.text() == "> 64"
+
+
+def test_a_variant_at_chance_throughout_gets_an_upper_bound_not_a_number():
+    span = fit(*_runs(lambda d: CHANCE, [1, 4, 16, 64]), higher=True)
+    assert span.bound == "below" and span.estimate is None and span.text() == "< 1"
+
+
+def test_a_loss_rises_to_its_chance_level_and_a_moving_chance_level_is_each_runs_own():
+    d, s, score, chance = _runs(lambda d: 0.1 if d <= 6 else 2.0, [1, 3, 6, 7, 12], chance=2.0)
+    span = fit(d, s, score, chance, higher=False)
+    assert span.low == 6 and span.high == 7
+    # chance moves with the distance (a gain of 0.5 over it until 6, none after): the same span
+    moving = 0.2 + d / 100
+    span = fit(d, s, moving + np.where(d <= 6, 0.5, 0.0), moving, higher=True)
+    assert span.low == 6 and span.high == 7
+
+
+def test_an_interval_beyond_the_tested_range_is_open_there():
+    # halfway at 64, the range's end: with this much noise some resamples of the seeds put it beyond
+    curve = lambda d: CHANCE + 0.85 / (1 + (d / 64) ** 2)  # noqa: E731
+    span = fit(*_runs(curve, [1, 8, 32, 64], noise=0.1), higher=True)
+    assert span.low == 32 and span.high is None and span.text().endswith("[32, > 64]")
+
+
+def test_the_design_brackets_the_range_then_divides_the_interval_until_narrow_or_spent():
+    design = Design(low=1, high=64, seeds=5, bracket=4, batch=2, factor=1.5, max_runs=40)
+    assert design.first() == [1, 4, 16, 64]
+    span = Span(10.0, 4.0, 16.0, "", tested=(1, 4, 16, 64), runs=20, seeds=5)
+    assert design.next(span, 20) == [6, 10]  # 4 * 2**(2/3), 4 * 2**(4/3): the interval in thirds
+    assert design.done(span, 20) == ""
+    assert design.next(span, 35) == [8]  # room for one distance's runs left
+    assert design.done(span, 40) == "the budget of 40 runs is spent"
+    assert design.done(Span(10.0, 9.0, 12.0, "", tested=(1, 9, 12), runs=15, seeds=5), 15).startswith("the interval")
+    assert design.done(Span(None, None, None, "above", tested=(1, 64), runs=10, seeds=5), 10).endswith("> 64")
+    # a step between neighbours: nothing left to place
+    step = Span(4.5, 4.0, 5.0, "", tested=(1, 4, 5, 16), runs=20, seeds=5)
+    assert Design(low=1, high=16, seeds=5, factor=1.1).done(step, 20) == "no untested distance is left in the interval"
+
+
+SWEEP = [
+    "hydra/sweeper=span",
+    "trainer.max_epochs=3",
+    "trainer.limit_val_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "task.train_size=256",
+    "task.val_size=64",
+    "task.test_size=256",
+    "model=mlp_window",
+    "model.window=5",
+    "hydra.sweeper.high=16",
+    "hydra.sweeper.seeds=[0,1]",
+]
+
+
+def _command(tmp_path: Path, *overrides: str) -> list[str]:
+    return [
+        TRAIN,
+        "-m",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"hydra.sweep.dir={tmp_path}/multirun",
+        *SWEEP,
+        *overrides,
+    ]
+
+
+def _parent(client: MlflowClient):
+    experiment = client.get_experiment_by_name("delayed_recall")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    parents = [r for r in runs if RunRecord.of(r).sweep]
+    return (parents[0] if parents else None), [r for r in runs if not RunRecord.of(r).sweep]
+
+
+def _design(client: MlflowClient, parent) -> dict:
+    return json.loads(Path(client.download_artifacts(parent.info.run_id, "span.json")).read_text())
+
+
+@pytest.fixture(scope="module")
+def window_span(tmp_path_factory):
+    """A span sweep of an MLP that sees 5 steps, through the joblib launcher (2 workers)."""
+    tmp_path = tmp_path_factory.mktemp("span")
+    proc = run_command(
+        _command(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent, children = _parent(client)
+    return proc, client, parent, children
+
+
+def test_the_span_of_a_window_is_its_window_measured_through_the_joblib_launcher(window_span):
+    proc, client, parent, children = window_span
+    metrics = client.get_run(parent.info.run_id).data.metrics
+    assert metrics["span_low"] <= 5 <= metrics["span_high"], metrics  # recalls d <= 4, at chance from d = 5
+    assert metrics["span_runs"] == len(children)
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    pids = {RunRecord.of(r).pid for r in children}
+    assert len(pids) == 2  # the runs ran in joblib's two worker processes
+    design = _design(client, parent)
+    (variant,) = design["variants"]
+    ran = {(r.data.params["task.distance"], r.data.params["seed"]) for r in children}
+    assert ran == {(str(d), str(s)) for d, s in variant["runs"]}  # every run placed ran, once
+    assert design["variants"][0]["rounds"][0]["runs"] == 8  # the bracket: 1, 3, 6, 16 x 2 seeds
+    assert "span sweep, round 1:" in proc.stdout
+
+
+def test_a_stopped_span_sweep_resumed_runs_nothing_twice_and_reaches_the_same_design(tmp_path, window_span):
+    _, reference_client, reference, _ = window_span
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
+    command = _command(tmp_path)
+    first = subprocess.Popen(
+        command, cwd=tmp_path, stdout=open(tmp_path / "out", "w"), stderr=open(tmp_path / "err", "w")
+    )
+    deadline = time.monotonic() + 300
+    try:
+        while sum(r.info.status == "FINISHED" for r in _parent(client)[1]) < 5:  # within round 0's 8 runs
+            assert first.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=60)
+    finally:
+        first.kill()
+    parent, before = _parent(client)
+    assert parent.info.status == "FAILED"
+    finished_before = {r.info.run_id for r in before if r.info.status == "FINISHED"}
+    resumed = run_command(
+        command + [f"resume_sweep={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stderr.count("skipped: this job already FINISHED") == len(finished_before)
+    _, children = _parent(client)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert len({r.data.tags["config_hash"] for r in finished}) == len(finished)  # none twice
+    assert finished_before <= {r.info.run_id for r in finished}
+    placed = [
+        {k: v[k] for k in ("label", "runs", "rounds", "span", "done")} for v in _design(client, parent)["variants"]
+    ]
+    assert placed == [
+        {k: v[k] for k in ("label", "runs", "rounds", "span", "done")}
+        for v in _design(reference_client, reference)["variants"]
+    ]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        (
+            "hydra.sweeper.key=optim.lr",
+            "hydra.sweeper.key='optim.lr' is not allowed: an integer key of the config (task.distance, "
+            "task.length); optim.lr is 0.003 here",
+        ),
+        ("hydra.sweeper.key=task.nothing", "task.nothing is not a key of the config"),
+        ("hydra.sweeper.low=0", "hydra.sweeper.low=0 is not allowed: an integer of at least 1"),
+        (
+            "hydra.sweeper.max_runs=7",
+            "hydra.sweeper.max_runs=7 is not allowed: at least 8, the bracket's runs (4 distances x 2 runs)",
+        ),
+        ("task.distance=3,4", "task.distance='3,4' is not allowed: set by the span sweeper: give its range as"),
+    ],
+)
+def test_a_span_sweep_that_cannot_run_is_one_line_and_leaves_no_parent_run(tmp_path, override, error):
+    proc = run_command(_command(tmp_path, override), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert error in one_error_line(proc)
+    assert not (tmp_path / "mlflow.db").exists() or _parent(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"))[0] is None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import optimize, stats
 
-BOOTSTRAP = 400  # resamples of the seeds for the interval
+BOOTSTRAP = 1000  # resamples of the seeds: the interval, and the comparisons' p (at least 1/1000)
 CONFIDENCE = 0.95
 ALPHA = 0.05  # "above chance" at some distance: one-sided t over seeds, Holm over the distances
 SLOPE = (0.1, 50.0)  # the logistic's slope s in log distance: from a drift to a step
@@ -39,6 +39,14 @@ MARGIN = 3.0  # the fit's log span may lie this far (in log distance) outside th
 
 def logistic(log_d: np.ndarray, amplitude: float, slope: float, log_span: float) -> np.ndarray:
     return amplitude / (1.0 + np.exp(np.clip(slope * (log_d - log_span), -50, 50)))
+
+
+def _jacobian(log_d: np.ndarray, amplitude: float, slope: float, log_span: float) -> np.ndarray:
+    """d logistic / d (A, s, log span): curve_fit's Jacobian, exact rather than by differences."""
+    u = np.exp(np.clip(slope * (log_d - log_span), -50, 50))
+    shape = 1.0 / (1.0 + u)
+    fall = amplitude * u * shape**2  # -d/dz of A / (1 + e^z)
+    return np.stack([shape, -fall * (log_d - log_span), fall * slope], axis=1)
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,9 @@ def _fit(log_d: np.ndarray, gain: np.ndarray, lo: float, hi: float) -> tuple[flo
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optimize.OptimizeWarning)
         try:
-            (a, slope, log_span), _ = optimize.curve_fit(logistic, log_d, gain, p0=start, bounds=bounds, maxfev=2000)
+            (a, slope, log_span), _ = optimize.curve_fit(
+                logistic, log_d, gain, p0=start, bounds=bounds, jac=_jacobian, max_nfev=2000, xtol=1e-6, ftol=1e-6
+            )
         except (RuntimeError, ValueError):
             return None
     return float(a), float(slope), float(log_span)
@@ -119,17 +129,24 @@ def _crossing(distance: np.ndarray, gain: np.ndarray, half: float) -> tuple[floa
 
 
 def above_chance_somewhere(distance: np.ndarray, seed: np.ndarray, gain: np.ndarray) -> bool:
-    """Whether the gain over chance is shown above 0 at some tested distance (one-sided t over
-    seeds at each, Holm over the distances); with one seed, or no spread, its sign decides."""
+    """Whether the gain over chance is shown above 0 at some tested distance: a one-sided t over
+    the runs at each distance that has several, and over the runs at the shortest distances
+    pooled until there are several (a design of one run a distance; the curve falls with the
+    distance, so its gain is largest there), Holm over these tests; a test with no spread goes
+    by its sign."""
     from rnnexp.report.statistics import holm
 
-    pvalues = []
-    for d in np.unique(distance):
-        g = gain[distance == d]
-        if len(g) < 2 or np.ptp(g) == 0:
-            pvalues.append(0.0 if g.mean() > 0 else 1.0)
-        else:
-            pvalues.append(stats.ttest_1samp(g, 0.0, alternative="greater").pvalue)
+    ds = np.unique(distance)
+    groups = [gain[distance == d] for d in ds if (distance == d).sum() > 1]
+    if any((distance == d).sum() == 1 for d in ds):
+        shortest = next(d for d in ds if (distance <= d).sum() > 1) if len(gain) > 1 else ds[-1]
+        groups.append(gain[distance <= shortest])
+    pvalues = [
+        (0.0 if g.mean() > 0 else 1.0)
+        if len(g) < 2 or np.ptp(g) == 0
+        else stats.ttest_1samp(g, 0.0, alternative="greater").pvalue
+        for g in groups
+    ]
     return bool((holm(pvalues) < ALPHA).any())
 
 

@@ -4,6 +4,7 @@ the symbols inside its window (distance <= window - 1) and is at chance beyond."
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -221,3 +223,63 @@ def test_a_span_sweep_that_cannot_run_is_one_line_and_leaves_no_parent_run(tmp_p
     assert proc.returncode == 2
     assert error in one_error_line(proc)
     assert not (tmp_path / "mlflow.db").exists() or _parent(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"))[0] is None
+
+
+def test_the_report_of_a_span_sweep_gives_the_span_table_and_its_curves(window_span, tmp_path):
+    from rnnexp.report import main as report_main
+
+    _, client, parent, _ = window_span
+    uri = client.tracking_uri
+    for which in (["--parent", parent.info.run_id], ["--experiment", "delayed_recall"]):  # found by its tag
+        out = tmp_path / which[0].strip("-")
+        report_main(["--uri", uri, *which, "--out", str(out)])
+        (row,) = csv.DictReader(open(out / "spans.csv"))
+        assert row["label"] == "mlp_window" and float(row["span_low"]) <= 5 <= float(row["span_high"]), row
+        assert row["flags"].startswith("fewer than 5 seeds (2)")
+        assert (out / "span_curves.png").stat().st_size > 10_000
+        assert "| delayed_recall | mlp_window |" in (out / "spans.md").read_text()
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/spans.md" in logged and "report/span_curves.png" in logged
+
+
+def _frame(curves: dict[str, float], seeds: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and a results table of variants (model labels) whose score falls as a logistic with
+    the span given, at distances 1 to 64."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, span in curves.items():
+        for d in (1, 2, 4, 8, 16, 32, 64):
+            for s in range(seeds):
+                score = CHANCE + 0.85 / (1 + (d / span) ** 4) + rng.normal(0, 0.02)
+                rows.append(
+                    {
+                        "task": "delayed_recall",
+                        "label": label,
+                        "params.task.distance": str(d),
+                        "task.distance": str(d),
+                        "seed": s,
+                        "score": score,
+                        "chance": CHANCE,
+                        "better": "higher",
+                        "metric": "acc",
+                        "n_params": 1000,
+                        "variant": f"{label}-{d}",
+                    }
+                )
+    runs = pd.DataFrame(rows)
+    table = runs.drop_duplicates("variant").assign(flags="")
+    return runs, table
+
+
+def test_spans_apart_are_told_apart_and_alike_are_not():
+    from rnnexp.report.spans import compare_spans, spans
+
+    runs, table = _frame({"long": 24.0, "short": 6.0, "also short": 6.0})
+    found, fits = spans(runs, table, ["task.distance"], "task.distance")
+    assert list(found["label"]) == ["also short", "long", "short"]
+    compared = compare_spans(found, fits).set_index(["a", "b"])
+    assert compared.loc[("also short", "long"), "verdict"].startswith("b longer (")
+    assert compared.loc[("long", "short"), "verdict"].startswith("a longer (")
+    assert compared.loc[("long", "short"), "ratio"] == pytest.approx(4, rel=0.15)
+    assert compared.loc[("also short", "short"), "verdict"].startswith("no difference shown (")
+    assert (compared["p_holm"] >= compared["p"]).all()

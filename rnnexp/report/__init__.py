@@ -52,7 +52,7 @@ import pandas as pd
 from rnnexp.report.criteria import Criteria, check_names
 from rnnexp.report.plots import plot_budget_curve, plot_learning_curves, plot_results, plot_spans
 from rnnexp.report.runs import ReportError, counted_runs, dirty_notes, runs_frame, runs_from_csv, varying_keys
-from rnnexp.report.spans import compare_spans, spans
+from rnnexp.report.spans import compare_spans, span_key_of, spans
 from rnnexp.report.statistics import compare, read_comparisons, summarise
 from rnnexp.report.tables import comparisons_markdown, lr_note, results_markdown, runs_csv, spans_markdown
 
@@ -154,9 +154,7 @@ def report(
         )
     found = compare(runs, table, wanted, keys)
     if span is None and client is not None:  # a span sweep's parent says its key
-        from rnnexp.store import RunRecord
-
-        span = next((k for r in parents if (k := RunRecord.of(client.get_run(r)).span_key)), None)
+        span = span_key_of(client, parents, runs)
     if span is not None:
         span_table, fits = spans(runs, table, keys, span)
         span_found = compare_spans(span_table, fits)

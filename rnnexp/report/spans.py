@@ -55,7 +55,23 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
             flags=_flags(table[table["variant"].isin(group["variant"].unique())], key, span),
         )
         rows.append(row)
-    return pd.DataFrame(rows), found
+    order = sorted(
+        range(len(rows)), key=lambda i: (rows[i]["task"], rows[i]["label"], *[str(rows[i][k]) for k in others])
+    )
+    return pd.DataFrame([rows[i] for i in order]), [found[i] for i in order]
+
+
+def span_key_of(client, parents: list[str], runs: pd.DataFrame) -> str | None:
+    """The key of the span sweeps (hydra/sweeper=span) these runs come from, if any: the tag
+    `span_key` of their parent runs (the sweep's own, or those of an experiment's runs)."""
+    from rnnexp.store import RunRecord
+
+    ids = parents or sorted(set(runs.get("parent_run", pd.Series(dtype=str)).dropna()))
+    keys = {RunRecord.of(client.get_run(r)).span_key for r in ids}
+    keys.discard(None)
+    if len(keys) > 1:
+        raise ReportError(f"runs of span sweeps along different keys ({', '.join(sorted(keys))}): report one at a time")
+    return next(iter(keys), None)
 
 
 def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
@@ -67,7 +83,11 @@ def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
             if flag.startswith("fewer than"):
                 continue
             where.setdefault(flag.split(" (")[0].split(":")[0], []).append(f"{float(row[key]):g}")
-    out = [f"{flag} (at {key.rsplit('.', 1)[-1]} {', '.join(at)})" for flag, at in where.items()]
+    name = key.rsplit(".", 1)[-1]
+    out = [
+        f"{flag} (at every {name})" if len(at) == len(variants) else f"{flag} (at {name} {', '.join(at)})"
+        for flag, at in where.items()
+    ]
     if span.seeds < MIN_SEEDS:
         out.insert(0, f"fewer than {MIN_SEEDS} seeds ({span.seeds})")
     return "; ".join(out)

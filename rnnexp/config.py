@@ -448,6 +448,8 @@ class TrainerConfig:
         allowed = ("cpu", "gpu", "cuda", "mps", "auto")
         if self.accelerator not in allowed:
             raise ConfigError("trainer.accelerator", self.accelerator, "one of " + ", ".join(allowed))
+        if self.accelerator in ("gpu", "cuda", "mps"):
+            check_devices(self.accelerator, self.devices)
         strategies = ("auto", "ddp_spawn")
         if self.strategy not in strategies:
             raise ConfigError("trainer.strategy", self.strategy, "one of " + ", ".join(strategies))
@@ -458,6 +460,19 @@ class TrainerConfig:
                 self.precision,
                 f"one of {', '.join(precisions)} with trainer.accelerator={self.accelerator}",
             )
+
+
+def check_devices(accelerator: str, devices: int) -> None:
+    """ConfigError, before any run is tracked, for a device this machine does not have (Lightning
+    would raise in the middle of the run). torch is imported only for such a request."""
+    import torch
+
+    kind = "MPS device" if accelerator == "mps" else "CUDA GPU"
+    found = int(torch.backends.mps.is_available()) if accelerator == "mps" else torch.cuda.device_count()
+    if found == 0:
+        raise ConfigError("trainer.accelerator", accelerator, f"cpu (or auto): torch sees no {kind} on this machine")
+    if devices > found:
+        raise ConfigError("trainer.devices", devices, f"at most {found}: the {kind}s torch sees on this machine")
 
 
 @dataclass

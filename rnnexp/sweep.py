@@ -248,13 +248,15 @@ class SweepTracking(Callback):
 
         from hydra_plugins.rnnexp_span import span_sweeper
         from rnnexp import tracking
-        from rnnexp.config import ConfigError
+        from rnnexp.config import ConfigError, check_devices
         from rnnexp.store import RunRecord
 
         tracking.quiet_store_logs()
         _check_overrides(typed_overrides(config.hydra.overrides.task))
         if config.hydra.sweeper.get("_target_") == span_sweeper.TARGET:
             span_sweeper.check(config)
+        if str(config.trainer.get("accelerator")) in ("gpu", "cuda", "mps"):  # every job would fail on it
+            check_devices(str(config.trainer.accelerator), int(config.trainer.get("devices", 1)))
         tracking_cfg = OmegaConf.to_object(config.tracking)
         tracking_cfg.check()
         store = tracking_cfg.store

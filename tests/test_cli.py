@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -123,6 +124,15 @@ def test_a_run_that_raises_ends_failed_with_the_error(tmp_path):
         ("task.length=10", ["task.distance=15", "task.length (10)"]),  # the default distance does not fit
         ("trainer.select_on=accuracy", ["trainer.select_on", "accuracy", "metric", "loss"]),
         ("trainer.early_stopping.patience=0", ["trainer.early_stopping.patience=0", ">= 1"]),
+        *[
+            pytest.param(
+                f"trainer.accelerator={device}",
+                [f"trainer.accelerator='{device}' is not allowed: cpu (or auto): torch sees no CUDA GPU"],
+                marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+                id=f"{device} on a machine without one",
+            )
+            for device in ("gpu", "cuda")
+        ],
     ],
 )
 def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, expected):
@@ -133,6 +143,32 @@ def test_a_bad_config_is_one_line_a_nonzero_exit_and_no_run(tmp_path, override, 
     for part in expected:
         assert part in lines[0]
     assert not (tmp_path / "mlflow.db").exists() or not runs_named(client, "delayed_recall")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_sweep_asking_for_a_gpu_the_machine_lacks_is_one_line_before_its_parent_run(tmp_path):
+    proc = run_command(
+        [
+            TRAIN,
+            "-m",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.sweep.dir={tmp_path}/m",
+            "trainer.accelerator=gpu",
+            "seed=0,1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "rnnexp-train: error: trainer.accelerator='gpu' is not allowed: cpu (or auto): torch sees no CUDA GPU "
+        "on this machine"
+    ]
+    assert not (tmp_path / "mlflow.db").exists() or not MlflowClient(
+        f"sqlite:///{tmp_path}/mlflow.db"
+    ).search_experiments(filter_string="name = 'delayed_recall'")
 
 
 @pytest.mark.parametrize("argv0", [[TRAIN], [sys.executable, "-m", "rnnexp.train"]], ids=["script", "module"])

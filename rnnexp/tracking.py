@@ -132,8 +132,15 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# what makes the code a run runs, from the repository's top: a change here, or a file here that
+# git does not know yet (a model just added), makes a run's commit not name its code alone.
+# Elsewhere (a report folder, notes, data) nothing makes a run dirty.
+CODE = ("rnnexp", "hydra_plugins", "conf", "pyproject.toml", "constraints.txt")
+
+
 def git_state(path: Path) -> tuple[str, bool | None]:
-    """(commit, dirty) of the repository holding `path`; ("unknown", None) outside one."""
+    """(commit, dirty) of the repository holding `path`, dirty if `CODE` has changes or files git
+    does not ignore and does not track; ("unknown", None) outside a repository."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -141,7 +148,7 @@ def git_state(path: Path) -> tuple[str, bool | None]:
         ).stdout.strip()
 
     try:
-        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
+        return git("rev-parse", "HEAD"), bool(git("status", "--porcelain", "--", *[f":(top){p}" for p in CODE]))
     except (OSError, subprocess.SubprocessError):
         return "unknown", None
 

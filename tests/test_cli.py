@@ -447,3 +447,29 @@ def test_a_run_forked_by_the_tests_is_what_the_console_script_gives(tmp_path, co
     real = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert forked.returncode == real.returncode == code
     assert (forked.stdout, forked.stderr) == (real.stdout, real.stderr) and (forked.stderr + forked.stdout).strip()
+
+
+def test_a_run_is_dirty_for_changes_to_the_code_not_for_a_report_folder_beside_it(tmp_path):
+    from rnnexp.tracking import git_state
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "rnnexp").mkdir()
+    (tmp_path / "rnnexp" / "model.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("notes\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code")
+    where = tmp_path / "rnnexp"
+    assert git_state(where)[1] is False
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "results.md").write_text("a table\n")  # what `--out report` writes
+    (tmp_path / "README.md").write_text("more notes\n")
+    assert git_state(where)[1] is False
+    (tmp_path / "rnnexp" / "my_model.py").write_text("y = 2\n")  # a model added, not committed
+    assert git_state(where)[1] is True
+    (tmp_path / "rnnexp" / "my_model.py").unlink()
+    (tmp_path / "rnnexp" / "model.py").write_text("x = 2\n")
+    assert git_state(where)[1] is True
+    assert git_state(tmp_path.parent / "elsewhere-not-a-repo") == ("unknown", None)

@@ -517,8 +517,19 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
         )
     # a fresh training set each epoch: Lightning asks the task for its training loader every epoch
     fresh = {"reload_dataloaders_every_n_epochs": 1} if getattr(task, "fresh", False) else {}
-    trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir, **fresh)
+    quiet = {"enable_model_summary": False} if _summary_unasked_in_a_sweep() else {}
+    trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir, **fresh, **quiet)
     return trainer, checkpoint
+
+
+def _summary_unasked_in_a_sweep() -> bool:
+    """In a sweep, Lightning's model summary would be printed once per job: it is left out there
+    unless the command line asks for it (trainer.enable_model_summary=true); each run's own lines
+    and its params name its size."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    given = [o.lstrip("+") for o in HydraConfig.get().overrides.task]
+    return not any(o.startswith("trainer.enable_model_summary=") for o in given)
 
 
 def lightning_trainer(cfg: DictConfig, **kwargs):

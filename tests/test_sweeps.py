@@ -589,3 +589,25 @@ def test_a_sweep_through_submitit_runs_each_job_in_its_own_process_as_a_child(tm
     assert sorted(c.data.tags["seed"] for c in children) == ["0", "1"]
     assert all(c.info.status == "FINISHED" and "test/acc" in c.data.metrics for c in children)
     assert len({c.data.tags["pid"] for c in children}) == 2
+
+
+def test_a_sweep_prints_no_model_summary_per_job_unless_asked(tmp_path):
+    short = [o for o in TINY_RUN if not o.startswith("trainer.enable_model_summary")]
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [
+        TRAIN,
+        "-m",
+        f"tracking.uri={store}",
+        f"hydra.sweep.dir={tmp_path}/m",
+        *short,
+        "task.distance=3",
+        "seed=0,1",
+    ]
+    quiet = run_command(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Total FLOPs" not in quiet.stdout + quiet.stderr and "Trainable params" not in quiet.stdout
+    asked = run_command(
+        [*command, "trainer.enable_model_summary=true"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    assert (asked.stdout + asked.stderr).count("Trainable params") == 2

@@ -21,6 +21,15 @@ EXPERIMENTS := $(sort $(basename $(notdir $(wildcard conf/experiment/*.yaml))) $
 PARTS ?=
 EXP_PARTS = $(if $(PARTS),$(addprefix $(EXP)/,$(PARTS)),$(if $(wildcard conf/experiment/$(EXP)/*.yaml),$(addprefix $(EXP)/,$(basename $(notdir $(wildcard conf/experiment/$(EXP)/*.yaml)))),$(EXP)))
 
+# A Hydra override given to make unquoted (make train ARGS=model=mlp_window task.distance=4) reaches
+# make as a variable of its own and would be dropped: refuse it. This Makefile's variables are all
+# upper case; a Hydra key has a lower-case letter (seed, task.distance, hydra/launcher).
+LOWER := a b c d e f g h i j k l m n o p q r s t u v w x y z
+STRAY := $(strip $(foreach v,$(.VARIABLES),$(if $(and $(filter command line,$(origin $(v))),$(strip $(foreach c,$(LOWER),$(findstring $(c),$(v))))),$(v))))
+ifneq ($(STRAY),)
+$(error $(firstword $(STRAY))=$($(firstword $(STRAY))) is an override outside ARGS, which make would drop: quote them all, e.g. make $(or $(firstword $(MAKECMDGOALS)),train) ARGS="$(strip $(ARGS) $(foreach v,$(STRAY),$(v)=$($(v))))")
+endif
+
 .DEFAULT_GOAL := help
 .PHONY: help install train test lint format coverage golden test-integration integration postgresql chromium ui-screenshots bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
 
@@ -101,7 +110,7 @@ server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB,
 	MLFLOW_BACKEND_STORE_URI="$$RNNEXP_SERVER_DB" $(BIN)/mlflow server --artifacts-destination "$(SERVER_ARTIFACTS)" --serve-artifacts --host $(HOST) --port $(PORT) $(SERVER_ARGS)
 
 need-exp:
-	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment; give EXP=<one of: $(EXPERIMENTS)>" >&2; exit 2; }
+	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment of conf/experiment/; give EXP=<one of: $(EXPERIMENTS)> (an MLflow experiment's runs: $(BIN)/rnnexp-report --experiment $(or $(EXP),NAME) --uri \"$(URI)\")" >&2; exit 2; }
 
 sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_recurrence (URI=...; LR_FROM=EXP_lr: the rates tune-lr chose)
 	@for part in $(EXP_PARTS); do \
@@ -163,6 +172,9 @@ stale: $(STAMP) ## mark KILLED the RUNNING runs whose process died without closi
 # a server (URI=http://...) serves its own UI: nothing to start here
 ui: $(STAMP) ## serve the MLflow UI over the store on 127.0.0.1 (PORT=5000, URI=sqlite:///mlflow.db)
 	@case "$(URI)" in http://*|https://*) echo "$(URI) is a tracking server: open it in a browser, it serves the UI"; exit 0;; esac; \
+	case "$(URI)" in sqlite:///*) test -f "$(patsubst sqlite:///%,%,$(URI))" || { echo "make ui: URI=$(URI): no store at $(patsubst sqlite:///%,%,$(URI)) (runs go to sqlite:///mlflow.db unless tracking.uri says otherwise; \`make train\` makes it)" >&2; exit 2; };; esac; \
+	$(BIN)/python -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $(PORT)))" 2>/dev/null \
+	  || { echo "make ui: PORT=$(PORT) is in use on 127.0.0.1 (another make ui?): give another, e.g. make ui PORT=$$(( $(PORT) + 1 ))" >&2; exit 2; }; \
 	echo "MLflow UI over $(URI) on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"; \
 	$(BIN)/mlflow ui --backend-store-uri "$(URI)" --host 127.0.0.1 --port $(PORT)
 

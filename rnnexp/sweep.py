@@ -141,9 +141,9 @@ RESUME_IN_A_SWEEP = "no value with -m (it continues one run); a stopped sweep go
 
 def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     """What a researcher does after a sweep: its report, its runs in the UI, or its resumption."""
-    from rnnexp.tracking import ui_link
+    from rnnexp.tracking import command, ui_link
 
-    lines = [f"  report: rnnexp-report --parent {run_id}{store.option()} --out report"]
+    lines = [f"  report: {command('rnnexp-report')} --parent {run_id}{store.option()} --out report"]
     if store.is_sqlite:
         ui = "make ui" + store.option("URI=")
         lines.append(f"  in the UI: `{ui}`, then {ui_link(experiment_id, run_id)}")

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,27 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # MLflow 3.17's UI takes the mode from its GenAI / Model training switch (kept in the browser,
 # GenAI at first) and reads the tag only where the switch is off; a link sets the switch itself
 UI_MODE = "workflowType=machine_learning"
+
+
+def command(name: str) -> str:
+    """How a console hint names one of rnnexp's commands (`rnnexp-train`, `rnnexp-report`): the
+    name where PATH finds the one beside the command running, else its path (`.venv/bin/NAME`
+    from the project's folder), which works without activating the virtual environment."""
+    import shutil
+
+    argv0 = Path(sys.argv[0])
+    beside = (argv0.parent if argv0.name.startswith("rnnexp-") else Path(sys.executable).parent) / name
+    found = shutil.which(name)
+    try:
+        if found is not None and Path(found).samefile(beside):
+            return name
+    except OSError:
+        pass
+    if not beside.exists():
+        return name
+    beside = beside.absolute()
+    home = beside.parent.parent.parent  # the folder holding the virtual environment: the project's
+    return str(beside.relative_to(home)) if home == Path.cwd() else str(beside)
 
 
 def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:

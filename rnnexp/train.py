@@ -376,7 +376,7 @@ def _close_after(err: BaseException, run: _Run, spec: config.TrainConfig) -> Non
     in_a_sweep = HydraConfig.initialized() and parent_of_this_job() is not None
     if status == "KILLED" and not in_a_sweep:  # what to do next (for a sweep's job, the sweep says it)
         print(
-            f"{PROG}: run {run.id} KILLED; continue it with `{PROG} resume={run.id}"
+            f"{PROG}: run {run.id} KILLED; continue it with `{tracking.command(PROG)} resume={run.id}"
             f"{spec.tracking.store.option('tracking.uri=')}`",
             file=sys.stderr,
             flush=True,
@@ -477,11 +477,14 @@ class StoreLost(RuntimeError):
     be given (FAILED), or None where it is left RUNNING."""
 
     def __init__(self, store: Store, run_id: str, reason: str, closed: str | None):
+        from rnnexp.tracking import command as tracking_command
+
         where = "tracking server" if store.is_server else "tracking store"
         left = f"run {run_id} is {closed} there" if closed else f"run {run_id} is left RUNNING there"
         super().__init__(
             f"the {where} {store.shown} failed mid-run ({reason}); {left}, its checkpoints kept: when the "
-            f"store is back, `{PROG} resume={run_id}{store.option('tracking.uri=')}` goes on from the last one"
+            f"store is back, `{tracking_command(PROG)} resume={run_id}{store.option('tracking.uri=')}` goes on "
+            "from the last one"
         )
 
 

@@ -219,7 +219,8 @@ def _signal_during_training(tmp_path: Path, sig: int):
     # what to do next, after Lightning's own notice (a SIGKILLed process says nothing)
     assert (
         sig == signal.SIGKILL
-        or f"rnnexp-train: run {run.info.run_id} KILLED; continue it with `rnnexp-train resume={run.info.run_id} "
+        # the command by its path: PATH here does not hold the virtual environment's bin
+        or f"rnnexp-train: run {run.info.run_id} KILLED; continue it with `{TRAIN} resume={run.info.run_id} "
         f"tracking.uri={store}`"
         in err
     ), err[-2000:]
@@ -473,3 +474,73 @@ def test_a_run_is_dirty_for_changes_to_the_code_not_for_a_report_folder_beside_i
     (tmp_path / "rnnexp" / "model.py").write_text("x = 2\n")
     assert git_state(where)[1] is True
     assert git_state(tmp_path.parent / "elsewhere-not-a-repo") == ("unknown", None)
+
+
+def test_a_hint_names_a_command_as_it_can_be_typed_here(monkeypatch):
+    from rnnexp.tracking import command
+
+    monkeypatch.setattr(sys, "argv", [TRAIN])
+    monkeypatch.setenv("PATH", f"{Path(TRAIN).parent}:/usr/bin:/bin")  # the venv activated
+    assert command("rnnexp-report") == "rnnexp-report"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not activated: the path, from the project's folder
+    monkeypatch.chdir(ROOT)
+    assert command("rnnexp-report") == str(Path(TRAIN).parent.relative_to(ROOT) / "rnnexp-report")
+    monkeypatch.chdir("/")
+    assert command("rnnexp-train") == TRAIN
+
+
+def _make(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make ARGS` in the project, with a stand-in virtual environment: its python is this one, its
+    `mlflow` records how it was started instead of serving."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    (venv / ".installed").touch()
+    python = venv / "bin" / "python"
+    if not python.exists():
+        python.symlink_to(sys.executable)
+    fake = venv / "bin" / "mlflow"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "mlflow-args"}\n')
+    fake.chmod(0o755)
+    return run_command(
+        ["make", "--no-print-directory", "-C", str(ROOT), f"VENV={venv}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_override_given_to_make_unquoted_is_refused_not_dropped(tmp_path):
+    proc = _make(tmp_path, "train", "ARGS=model=mlp_window", "task.distance=4", "seed=1")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "task.distance=4 is an override outside ARGS, which make would drop" in line
+    assert 'make train ARGS="model=mlp_window seed=1 task.distance=4"' in line or (
+        'make train ARGS="model=mlp_window task.distance=4 seed=1"' in line
+    ), line
+    assert _make(tmp_path, "-n", "train", "ARGS=model=mlp_window task.distance=4").returncode == 0
+
+
+def test_make_ui_refuses_a_store_that_is_not_there_and_a_port_in_use(tmp_path):
+    import socket
+
+    proc = _make(tmp_path, "ui", f"URI=sqlite:///{tmp_path}/mlfow.db")  # a typo
+    assert proc.returncode == 2 and f"no store at {tmp_path}/mlfow.db" in proc.stderr
+    assert not (tmp_path / "mlfow.db").exists() and not (tmp_path / "mlflow-args").exists()
+    (tmp_path / "mlflow.db").touch()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _make(tmp_path, "ui", f"URI=sqlite:///{tmp_path}/mlflow.db", f"PORT={port}")
+    assert proc.returncode == 2 and f"make ui: PORT={port} is in use on 127.0.0.1" in proc.stderr
+    assert not (tmp_path / "mlflow-args").exists()
+    proc = _make(tmp_path, "ui", f"URI=sqlite:///{tmp_path}/mlflow.db", f"PORT={port}")  # free again
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "mlflow-args").read_text().split()[:2] == ["ui", "--backend-store-uri"]
+
+
+def test_make_report_given_an_mlflow_experiment_says_how_to_report_it(tmp_path):
+    proc = _make(tmp_path, "report", "EXP=delayed_recall")
+    assert proc.returncode == 2
+    assert "EXP='delayed_recall' is not an experiment of conf/experiment/" in proc.stderr
+    assert "rnnexp-report --experiment delayed_recall" in proc.stderr

@@ -77,8 +77,8 @@ def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
     assert proc.stderr.count("skipped: model='rnn_final'") == 2
     # what to do next: the report of this sweep, and the sweep in the UI
     assert (
-        f"  report: rnnexp-report --parent {parent.info.run_id} --uri sqlite:///{tmp_path}/mlflow.db --out report"
-        in proc.stdout
+        f"  report: {Path(TRAIN).parent / 'rnnexp-report'} --parent {parent.info.run_id} --uri "
+        f"sqlite:///{tmp_path}/mlflow.db --out report" in proc.stdout
     )
     assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in proc.stdout
 

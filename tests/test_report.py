@@ -353,3 +353,39 @@ def test_comparisons_that_cannot_mean_what_they_say_are_refused(store, tmp_path,
     (bad := tmp_path / "c.yaml").write_text(yaml_text)
     status, _, err = _report(store[0], "--experiment", "delayed_recall", "--comparisons", str(bad), capsys=capsys)
     assert status == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_the_distance_plot_draws_each_mean_with_its_interval_and_no_line_between_distances(tmp_path, monkeypatch):
+    """A line from d=2 to d=8 would read as a score at d=4, where nothing was run."""
+    import matplotlib.axes
+
+    from rnnexp.report.plots import plot_results
+
+    table = pd.DataFrame(
+        {
+            "task": "delayed_recall",
+            "label": ["mlp_window", "mlp_window", "rnn_hidden (rnn)", "rnn_hidden (rnn)"],
+            "task.distance": ["2", "8", "2", "8"],
+            "mean": [1.0, 0.13, 1.0, 0.9],
+            "ci95_low": [np.nan, 0.12, 0.99, 0.8],
+            "ci95_high": [np.nan, 0.14, 1.01, 1.0],
+            "chance": 0.125,
+            "metric": "acc",
+        }
+    )
+    drawn: list[tuple] = []
+    errorbar = matplotlib.axes.Axes.errorbar
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: pytest.fail(f"a line drawn: {a}"))
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "errorbar",
+        lambda self, x, y, **k: drawn.append((list(x), list(y), k)) or errorbar(self, x, y, **k),
+    )
+    assert plot_results(table, ["task.distance"], tmp_path) == ["metric_vs_distance.png"]
+    assert [d[1] for d in drawn] == [[1.0, 0.13], [1.0, 0.9]]
+    assert all(d[2]["fmt"] == "o" for d in drawn)  # markers only
+    window, recurrent = drawn
+    assert window[0] != recurrent[0]  # nudged apart, so that neither hides the other
+    assert (
+        np.allclose(window[2]["yerr"][:, 1], [0.01, 0.01]) and window[2]["yerr"][0, 0] == 0
+    )  # no interval: none drawn

@@ -72,11 +72,19 @@ def plot_results(
             series = _series(mine, keys, axis)
             chance = mine["chance"].mean()
             if name == curve:
-                for label, line in mine.groupby(mine.apply(_line_label, axis=1, series=series), sort=True):
+                # points and their intervals, each series nudged sideways so that none hides
+                # another; no line between them, which would claim scores at distances not run
+                lines = list(mine.groupby(mine.apply(_line_label, axis=1, series=series), sort=True))
+                for i, (label, line) in enumerate(lines):
                     line = line.assign(x=line[axis].astype(float)).sort_values("x")
-                    ax.plot(line["x"], line["mean"], marker="o", label=label)
-                    ax.fill_between(line["x"], line["ci95_low"], line["ci95_high"], alpha=0.2)
+                    error = np.array([line["mean"] - line["ci95_low"], line["ci95_high"] - line["mean"]])
+                    nudge = 2 ** (0.06 * (i - (len(lines) - 1) / 2))
+                    ax.errorbar(
+                        line["x"] * nudge, line["mean"], yerr=np.nan_to_num(error), fmt="o", capsize=3, ms=4, label=label
+                    )
                 ax.set_xscale("log", base=2)
+                ticks = sorted(set(mine[axis].astype(float)))
+                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.set_xlabel(axis)
             else:
                 labels = list(mine.apply(_line_label, axis=1, series=series))
@@ -89,7 +97,7 @@ def plot_results(
             ax.set_title(task)
         _legend(fig, axes)
         fig.suptitle(
-            "mean over seeds;\n" + ("bands" if name == curve else "error bars") + ": 95% CI (Student t over seeds)",
+            "mean over seeds; error bars: 95% CI (Student t over seeds)",
             fontsize=9,
         )
         fig.tight_layout()

@@ -22,7 +22,8 @@ counts. It writes into `--out`:
   t-test, and Barnard's exact test of the solve counts (the verdict's where a side is bimodal),
   each Holm-adjusted over all the comparisons;
 - `metric_vs_distance.png` (tasks swept over `task.distance`) or `metric_by_model.png` (tasks
-  without a distance axis): each variant's mean test metric as a point with the error bar of its 95% CI (no line between distances: none was run between them) or a bar, and chance dashed;
+  without a distance axis): each variant's mean test metric as a point with the error bar of its
+  95% CI (no line between distances: none was run between them) or a bar, and chance dashed;
 - `learning_curves.png`: the validation metric per epoch (mean over seeds), one row of panels
   per task on one y-axis, chance dashed (dotted in each curve's colour where it moves with a
   key, as copy memory's does with T);

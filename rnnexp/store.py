@@ -593,12 +593,35 @@ class Store:
 
         return Path(folder).resolve().as_uri() if self.is_sqlite else None
 
+    def check_artifacts_here(self, experiment: Any, folder: str) -> None:
+        """ConfigError where a local store keeps an experiment's artifacts neither beside itself
+        nor where this run would put them (`folder`): the store was copied or moved with its
+        checkout, and a run of the copy would write its checkpoints and model into the original's
+        folder (MLflow keeps an artifact location as an absolute path)."""
+        from pathlib import Path
+        from urllib.parse import unquote, urlparse
+
+        location = experiment.artifact_location or ""
+        if not self.is_sqlite or not location.startswith("file:"):
+            return
+        kept, home = Path(unquote(urlparse(location).path)), Path(self.path).parent
+        if kept == Path(folder).resolve() or kept.is_relative_to(home):
+            return
+        raise _refused(
+            "tracking.uri",
+            self.shown,
+            f"a store that keeps its artifacts beside it: it keeps those of experiment {experiment.name!r} in "
+            f"{kept}, outside {home} (a copied or moved checkout's runs would write there): run where the store "
+            "was made, or track into a new store or experiment (tracking.experiment=NAME)",
+        )
+
     def experiment_id(self, client: MlflowClient, name: str, artifacts: str, tags: Mapping[str, str]) -> str:
         """The id of experiment `name`, created if missing (once, whoever else asks at the same
         time) with `tags`, which an existing one is given where it lacks them."""
         with self.lock():
             experiment = client.get_experiment_by_name(name)
             if experiment is not None and experiment.lifecycle_stage != "deleted":
+                self.check_artifacts_here(experiment, artifacts)
                 for key, value in tags.items():
                     if key not in experiment.tags:
                         client.set_experiment_tag(experiment.experiment_id, key, value)

@@ -116,6 +116,10 @@ def _app(cfg: DictConfig) -> float | None:
         _exit_with(err)  # exiting here, not raising, keeps Hydra from adding its own report
     try:
         return train(built, resumed)
+    except config.ConfigError as err:  # the store, checked as the run starts (before it is created)
+        if sweeping:
+            raise
+        _exit_with(err)
     except StoreLost as err:
         if sweeping:
             raise  # the sweep runs its other jobs, then names this one

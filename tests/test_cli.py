@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -544,3 +545,24 @@ def test_make_report_given_an_mlflow_experiment_says_how_to_report_it(tmp_path):
     assert proc.returncode == 2
     assert "EXP='delayed_recall' is not an experiment of conf/experiment/" in proc.stderr
     assert "rnnexp-report --experiment delayed_recall" in proc.stderr
+
+
+def test_a_copied_checkout_refuses_to_write_into_the_original_s_artifacts(tmp_path):
+    """MLflow keeps an experiment's artifact folder as an absolute path: a run of a copied (or
+    moved) checkout whose store came along would put its checkpoints and model into the original."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    first = run_command([TRAIN, *SMALL_RUN], cwd=original, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.copytree(original, copy)
+    before = sorted(p.name for p in (original / "mlartifacts").iterdir())
+    proc = run_command([TRAIN, *SMALL_RUN], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("rnnexp-train: error: tracking.uri='sqlite:///mlflow.db' is not allowed: a store that keeps")
+    assert f"those of experiment 'delayed_recall' in {original / 'mlartifacts'}, outside {copy} (a copied" in line
+    assert sorted(p.name for p in (original / "mlartifacts").iterdir()) == before  # nothing written there
+    assert len(runs_named(MlflowClient(f"sqlite:///{copy}/mlflow.db"), "delayed_recall")) == 1  # no new run
+    # a new experiment in the copy's store keeps its artifacts in the copy
+    again = run_command([TRAIN, *SMALL_RUN, "tracking.experiment=moved"], cwd=copy, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -13,7 +13,8 @@ and the verdict with Holm's p), and
 `by-distance TASK` (for one task, a row per model and a column per `task.distance`: the mean,
 marked ≈ where it is shown at chance and ° where it is shown neither above nor at chance),
 `by-length TASK` (the same per `task.length`) and `by-read TASK` (per `task.read`: digits read by
-rows or pixels).
+rows or pixels), `spans [TASK]` (a row per variant: its memory span with its 95% interval, from
+`spans.csv`) and `span-comparisons [TASK]` (a row per pair of spans, from `span_comparisons.csv`).
 
     python -m rnnexp.docs [README ...]          rewrite the blocks (default: every README.md here)
     python -m rnnexp.docs --check [README ...]  exit 1 naming each block that differs from its files
@@ -198,6 +199,41 @@ def by_axis_view(folder: Path, task: str, view: str = "by-distance") -> str:
     return markdown_table(head, rows)
 
 
+def spans_view(folder: Path, task: str | None = None) -> str:
+    """A row per variant of `spans.csv` (rnnexp-report --span, or a span sweep's report): its
+    memory span with its 95% interval, the runs it rests on, and its flags."""
+    table = pd.read_csv(folder / "spans.csv", dtype=str, keep_default_na=False)
+    if task:
+        table = table[table["task"] == task]
+        if table.empty:
+            raise DocsError(f"{folder / 'spans.csv'} has no task {task!r}")
+    extra = list(table.columns[2 : list(table.columns).index("metric")])
+    head = ["model", *extra, "parameters", "seeds", "runs", "distances run", "span [95% interval]", "flags"]
+    rows = [
+        [
+            f"`{r['label']}`",
+            *[r[k] for k in extra],
+            r["n_params"],
+            r["n_seeds"],
+            r["n_runs"],
+            r["distances"],
+            r["shown"],
+            r["flags"],
+        ]
+        for _, r in table.iterrows()
+    ]
+    return markdown_table(head, rows)
+
+
+def span_comparisons_view(folder: Path, task: str | None = None) -> str:
+    """A row per pair of `span_comparisons.csv`: the two spans and the verdict."""
+    table = pd.read_csv(folder / "span_comparisons.csv", dtype=str, keep_default_na=False)
+    if task:
+        table = table[table["task"] == task]
+    rows = [[r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"]] for _, r in table.iterrows()]
+    return markdown_table(["a", "b", "a's span", "b's span", "verdict"], rows)
+
+
 def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
     where = (readme.parent / folder).resolve()
     if Path(folder).is_absolute() or ".." in Path(folder).parts:
@@ -209,6 +245,10 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
             return comparisons_view(where, arg)
         if view in AXES and arg:
             return by_axis_view(where, arg, view)
+        if view == "spans":
+            return spans_view(where, arg)
+        if view == "span-comparisons":
+            return span_comparisons_view(where, arg)
     except FileNotFoundError as err:
         raise DocsError(f"{readme}: {folder}: {err.filename} is missing (make report EXP=...)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, ValueError, TypeError) as err:
@@ -217,7 +257,7 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
         raise DocsError(f"{readme}: {err}") from None
     raise DocsError(
         f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], "
-        "by-distance TASK, by-length TASK, by-read TASK"
+        "by-distance TASK, by-length TASK, by-read TASK, spans [TASK], span-comparisons [TASK]"
     )
 
 

@@ -80,7 +80,13 @@ def plot_results(
                     error = np.array([line["mean"] - line["ci95_low"], line["ci95_high"] - line["mean"]])
                     nudge = 2 ** (0.06 * (i - (len(lines) - 1) / 2))
                     ax.errorbar(
-                        line["x"] * nudge, line["mean"], yerr=np.nan_to_num(error), fmt="o", capsize=3, ms=4, label=label
+                        line["x"] * nudge,
+                        line["mean"],
+                        yerr=np.nan_to_num(error),
+                        fmt="o",
+                        capsize=3,
+                        ms=4,
+                        label=label,
                     )
                 ax.set_xscale("log", base=2)
                 ticks = sorted(set(mine[axis].astype(float)))
@@ -285,7 +291,9 @@ def plot_spans(runs: pd.DataFrame, table: pd.DataFrame, found: list, key: str, o
             ax.axvspan(low, high, color="tab:orange", alpha=0.15, label="span, 95% interval")
             ax.axvline(span.estimate, color="tab:orange", lw=1)
         ax.set_xscale("log")
-        ax.set_title(" ".join([row["label"], *[f"{k}={row[k]}" for k in extra]]) + f": {row['shown']}", fontsize=9)
+        tasks = table["task"].nunique() > 1
+        name = " ".join([*([row["task"] + ":"] if tasks else []), row["label"], *[f"{k}={row[k]}" for k in extra]])
+        ax.set_title(f"{name}\nspan {row['shown']}", fontsize=9)
         ax.set_xlabel(key)
         ax.set_ylabel(f"test/{row['metric']}")
     for ax in list(axes.flat)[len(table) :]:

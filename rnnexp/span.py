@@ -88,7 +88,9 @@ def _number(x: float | None) -> str:
     return "?" if x is None else f"{x:.3g}"
 
 
-def _fit(log_d: np.ndarray, gain: np.ndarray, lo: float, hi: float) -> tuple[float, float, float] | None:
+def _fit(
+    log_d: np.ndarray, gain: np.ndarray, lo: float, hi: float, ceiling: float
+) -> tuple[float, float, float] | None:
     """(A, s, log span) by least squares (`curve_fit`), or None where it does not converge. It starts
     from the best of a grid of (s, log span), A solved for each: a step, whose error surface is
     flat almost everywhere, then converges in a few evaluations."""
@@ -96,11 +98,10 @@ def _fit(log_d: np.ndarray, gain: np.ndarray, lo: float, hi: float) -> tuple[flo
     centres = np.linspace(lo - MARGIN, hi + MARGIN, 48)
     s, m = np.meshgrid(slopes, centres, indexing="ij")
     shapes = logistic(log_d[None, None, :], 1.0, s[..., None], m[..., None])  # (slopes, centres, runs)
-    amplitude = np.clip((shapes @ gain) / np.maximum((shapes**2).sum(-1), 1e-12), 0, None)
+    amplitude = np.clip((shapes @ gain) / np.maximum((shapes**2).sum(-1), 1e-12), 0, ceiling)
     error = ((amplitude[..., None] * shapes - gain) ** 2).sum(-1)
     i, j = np.unravel_index(np.argmin(error), error.shape)
-    top = max(float(gain.max()), 1e-3)
-    bounds = ([0.0, SLOPE[0], lo - MARGIN], [2 * top, SLOPE[1], hi + MARGIN])
+    bounds = ([0.0, SLOPE[0], lo - MARGIN], [ceiling, SLOPE[1], hi + MARGIN])
     start = [float(np.clip(v, a, b)) for v, a, b in zip((amplitude[i, j], s[i, j], m[i, j]), *bounds, strict=True)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optimize.OptimizeWarning)
@@ -128,25 +129,32 @@ def _crossing(distance: np.ndarray, gain: np.ndarray, half: float) -> tuple[floa
     return float(ds[max(below[0] - 1, 0)]), float(ds[min(above[-1] + 1, len(ds) - 1)])
 
 
-def above_chance_somewhere(distance: np.ndarray, seed: np.ndarray, gain: np.ndarray) -> bool:
-    """Whether the gain over chance is shown above 0 at some tested distance: a one-sided t over
-    the runs at each distance that has several, and over the runs at the shortest distances
-    pooled until there are several (a design of one run a distance; the curve falls with the
-    distance, so its gain is largest there), Holm over these tests; a test with no spread goes
-    by its sign."""
+def above_chance_somewhere(log_d: np.ndarray, gain: np.ndarray, ceiling: float) -> bool:
+    """Whether the gain over chance is shown above 0 at some tested distance, Holm over two kinds
+    of test: a one-sided t over the runs at each distance that has several, and an F-test of the
+    falling logistic (its amplitude >= 0, so it can only rise above chance) against a gain of 0
+    at every distance, over all the runs: with one run a distance, it is the only test there
+    is. A t-test with no spread goes by its sign."""
     from rnnexp.report.statistics import holm
 
-    ds = np.unique(distance)
-    groups = [gain[distance == d] for d in ds if (distance == d).sum() > 1]
-    if any((distance == d).sum() == 1 for d in ds):
-        shortest = next(d for d in ds if (distance <= d).sum() > 1) if len(gain) > 1 else ds[-1]
-        groups.append(gain[distance <= shortest])
-    pvalues = [
-        (0.0 if g.mean() > 0 else 1.0)
-        if len(g) < 2 or np.ptp(g) == 0
-        else stats.ttest_1samp(g, 0.0, alternative="greater").pvalue
-        for g in groups
-    ]
+    pvalues = []
+    for x in np.unique(log_d):
+        g = gain[log_d == x]
+        if len(g) > 1:
+            pvalues.append(
+                (0.0 if g.mean() > 0 else 1.0)
+                if np.ptp(g) == 0
+                else stats.ttest_1samp(g, 0.0, alternative="greater").pvalue
+            )
+    n = len(gain)
+    if n > 3 and (best := _fit(log_d, gain, float(log_d.min()), float(log_d.max()), ceiling)) is not None:
+        flat, fitted = float((gain**2).sum()), float(((gain - logistic(log_d, *best)) ** 2).sum())
+        if fitted <= 0:
+            pvalues.append(0.0 if flat > 0 else 1.0)
+        else:
+            pvalues.append(float(stats.f.sf(max(flat - fitted, 0.0) / 3 / (fitted / (n - 3)), 3, n - 3)))
+    elif not pvalues:  # too few runs for either test: the sign of the mean
+        pvalues.append(0.0 if gain.mean() > 0 else 1.0)
     return bool((holm(pvalues) < ALPHA).any())
 
 
@@ -154,17 +162,20 @@ def fit(
     distance: np.ndarray, seed: np.ndarray, score: np.ndarray, chance: np.ndarray, higher: bool, rng_seed: int = 0
 ) -> Span:
     """The span of one variant from its runs: arrays of each run's distance, seed, test score and
-    chance level; `higher`: whether a higher score is better (accuracy) or lower (a loss)."""
+    chance level; `higher`: whether a higher score is better (an accuracy, at most 1) or lower (a
+    loss, at least 0): the ceiling's gain over chance can be no more than that allows."""
     distance, seed = np.asarray(distance, float), np.asarray(seed)
-    gain = (np.asarray(score, float) - np.asarray(chance, float)) * (1 if higher else -1)
+    chance = np.asarray(chance, float)
+    gain = (np.asarray(score, float) - chance) * (1 if higher else -1)
+    ceiling = max(float(np.mean(1.0 - chance if higher else chance)), 1e-3)
     log_d = np.log(distance)
     lo, hi = float(log_d.min()), float(log_d.max())
     tested = tuple(float(d) for d in np.unique(distance))
     seeds = np.unique(seed)
     base = dict(tested=tested, runs=len(distance), seeds=len(seeds))
-    if not above_chance_somewhere(distance, seed, gain):
+    if not above_chance_somewhere(log_d, gain, ceiling):
         return Span(None, None, None, "below", **base)
-    best = _fit(log_d, gain, lo, hi)
+    best = _fit(log_d, gain, lo, hi, ceiling)
     if best is None:  # no fit: the crossing alone says where the span is
         amplitude, slope = float(max(gain[log_d == x].mean() for x in np.unique(log_d))), float("nan")
         cross = _crossing(distance, gain, amplitude / 2)
@@ -189,7 +200,7 @@ def fit(
         rows = np.concatenate([np.flatnonzero(seed == s) for s in chosen])
         if len(np.unique(log_d[rows])) < 2:
             continue
-        refit = _fit(log_d[rows], gain[rows], lo, hi)
+        refit = _fit(log_d[rows], gain[rows], lo, hi, ceiling)
         if refit is not None:
             spans.append(refit[2])
     tail = (1 - CONFIDENCE) / 2 * 100

@@ -182,6 +182,16 @@ def test_a_stopped_span_sweep_resumed_runs_nothing_twice_and_reaches_the_same_de
     parent, before = _parent(client)
     assert parent.info.status == "FAILED"
     finished_before = {r.info.run_id for r in before if r.info.status == "FINISHED"}
+    # another command cannot resume it: its design would mix two sweeps
+    other = run_command(
+        [*command, "model.window=3", f"resume_sweep={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert other.returncode == 2 and other.stderr.strip().splitlines()[-1].startswith(
+        f"rnnexp-train: error: resume_sweep='{parent.info.run_id}' is not allowed: the parent of a span sweep made by "
+        "the same command"
+    ), other.stderr[-2000:]
+    assert client.get_run(parent.info.run_id).info.status == "FAILED"
+    assert {r.info.run_id for r in _parent(client)[1]} == {r.info.run_id for r in before}  # nothing ran
     resumed = run_command(
         command + [f"resume_sweep={parent.info.run_id}"], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
@@ -205,10 +215,11 @@ def test_a_stopped_span_sweep_resumed_runs_nothing_twice_and_reaches_the_same_de
     "override, error",
     [
         (
-            "hydra.sweeper.key=optim.lr",
-            "hydra.sweeper.key='optim.lr' is not allowed: an integer key of the config (task.distance, "
-            "task.length); optim.lr is 0.003 here",
+            "hydra.sweeper.key=model.dropout",
+            "hydra.sweeper.key='model.dropout' is not allowed: an integer key of the config (task.distance, "
+            "task.length); model.dropout is 0.0 here",
         ),
+        ("hydra.sweeper.key=optim.lr", "hydra.sweeper.key='optim.lr' is not allowed: a key of the task or model"),
         ("hydra.sweeper.key=task.nothing", "task.nothing is not a key of the config"),
         ("hydra.sweeper.low=0", "hydra.sweeper.low=0 is not allowed: an integer of at least 1"),
         (
@@ -216,10 +227,16 @@ def test_a_stopped_span_sweep_resumed_runs_nothing_twice_and_reaches_the_same_de
             "hydra.sweeper.max_runs=7 is not allowed: at least 8, the bracket's runs (4 distances x 2 runs)",
         ),
         ("task.distance=3,4", "task.distance='3,4' is not allowed: set by the span sweeper: give its range as"),
+        ("hydra.sweeper.key=seed", "hydra.sweeper.key='seed' is not allowed: a key of the task or model"),
+        ("hydra.sweeper.factor=nan", "hydra.sweeper.factor=nan is not allowed: a number above 1"),
+        (
+            "task=adding hydra.sweeper.high=60",  # adding's length is 50
+            "hydra.sweeper.high=60 is not allowed: a task.distance this config takes (task.distance=60 is not",
+        ),
     ],
 )
 def test_a_span_sweep_that_cannot_run_is_one_line_and_leaves_no_parent_run(tmp_path, override, error):
-    proc = run_command(_command(tmp_path, override), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = run_command(_command(tmp_path, *override.split()), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert error in one_error_line(proc)
     assert not (tmp_path / "mlflow.db").exists() or _parent(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"))[0] is None
@@ -283,3 +300,38 @@ def test_spans_apart_are_told_apart_and_alike_are_not():
     assert compared.loc[("long", "short"), "ratio"] == pytest.approx(4, rel=0.15)
     assert compared.loc[("also short", "short"), "verdict"].startswith("no difference shown (")
     assert (compared["p_holm"] >= compared["p"]).all()
+
+
+def test_one_run_a_distance_still_shows_the_fall_and_a_ceiling_no_accuracy_can_pass():
+    # the design of experiments/memory_span (per_distance: 1): a window of 2 recalls distance 1 only
+    span = fit([1, 3, 6, 16], [0, 1, 0, 1], [1.0, 0.12, 0.125, 0.118], [CHANCE] * 4, higher=True)
+    assert not span.bound and (span.low or 0) <= 2 <= span.high, span.text()
+    span = fit([1, 3, 8, 23, 64], range(5), [0.99, 0.60, 0.14, 0.12, 0.13], [CHANCE] * 5, higher=True)
+    assert not span.bound and 3 <= span.high and span.estimate > 2, span.text()
+    # near the ceiling at both distances run: the ceiling is at most 1 - chance, so no fall is seen
+    assert fit([1, 2], [0, 0], [0.992, 0.961], [CHANCE] * 2, higher=True).text() == "> 2"
+    assert fit([1, 3, 8, 23, 64], range(5), [0.126, 0.124, 0.125, 0.127, 0.123], [CHANCE] * 5, True).bound == "below"
+
+
+def test_a_span_sweep_s_params_set_the_runs_config_never_hydra_s(tmp_path):
+    """Each job gets the params' values: a Hydra setting there (a folder outside the sweep's, a
+    log handler naming code) would pass by the checks the command line gets."""
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "evil.yaml").write_text(
+        "# @package _global_\nhydra:\n  sweeper:\n    params:\n"
+        "      hydra.sweep.subdir: ../../outside,../../elsewhere\n"
+    )
+    proc = run_command(
+        [TRAIN, "-m", "--config-dir", str(tmp_path / "conf"), *_command(tmp_path)[2:], "experiment=evil"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "rnnexp-train: error: hydra.sweeper.params.hydra.sweep.subdir='../../outside,../../elsewhere' is not "
+        "allowed: a key of the run's config, not Hydra's"
+    ]
+    assert not (tmp_path.parent / "outside").exists()
+    assert not (tmp_path / "mlflow.db").exists() or _parent(MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"))[0] is None

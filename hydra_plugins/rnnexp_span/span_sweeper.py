@@ -15,8 +15,10 @@ The design is a function of the finished runs' scores alone, so a stopped sweep 
 skipped and their scores read back, and it goes on where it stopped.
 """
 
+import copy
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 TARGET = "hydra_plugins.rnnexp_span.span_sweeper.SpanSweeper"
 
@@ -41,7 +43,7 @@ class SpanSweeperConf:
     batch: int = 2  # distances a variant gets in each later round
     factor: float = 1.5  # done when the span's interval high/low is at most this
     max_runs: int = 60  # per variant
-    params: dict | None = None  # more swept keys, as hydra.sweeper.params of the basic sweeper
+    params: dict[str, str] = field(default_factory=dict)  # more swept keys, as hydra.sweeper.params of the basic sweeper
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="span", node=SpanSweeperConf, provider="rnnexp")
@@ -76,6 +78,10 @@ def check(config: DictConfig) -> None:
 
     sweeper = config.hydra.sweeper
     key = str(sweeper.key)
+    if key in _OWN_KEYS or key.split(".")[0] in ("hydra", "tracking", "trainer", "optim"):
+        raise ConfigError(
+            "hydra.sweeper.key", key, "a key of the task or model that sets a distance (task.distance, task.length)"
+        )
     value = OmegaConf.select(config, key, default=_ABSENT)
     if isinstance(value, bool) or not isinstance(value, int):
         found = "not a key of the config" if value is _ABSENT else f"{value!r} here"
@@ -87,7 +93,7 @@ def check(config: DictConfig) -> None:
             raise ConfigError(f"hydra.sweeper.{name}", sweeper[name], f"an integer of at least {least}")
     if int(sweeper.high) <= int(sweeper.low):
         raise ConfigError("hydra.sweeper.high", sweeper.high, f"an integer above hydra.sweeper.low={sweeper.low}")
-    if float(sweeper.factor) <= 1:
+    if not math.isfinite(float(sweeper.factor)) or float(sweeper.factor) <= 1:
         raise ConfigError("hydra.sweeper.factor", sweeper.factor, "a number above 1 (the interval's high/low)")
     seeds = list(sweeper.seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
@@ -102,9 +108,18 @@ def check(config: DictConfig) -> None:
             design.max_runs,
             f"at least {first}, the bracket's runs ({len(design.first())} distances x {design.seeds} runs)",
         )
-    given = typed_overrides(config.hydra.overrides.task) + [f"{k}={v}" for k, v in (sweeper.params or {}).items()]
+    params = [f"{k}={v}" for k, v in (sweeper.params or {}).items()]
+    _check_range(config, key, int(sweeper.low), int(sweeper.high))
+    given = typed_overrides(config.hydra.overrides.task) + params
     for override in OverridesParser.create().parse_overrides(given):
         name = override.key_or_group.lstrip("+~")
+        if override.input_line in params and name.split("/")[0].split(".")[0] == "hydra":
+            # each job gets these: Hydra's own settings would escape the checks of rnnexp.safety
+            raise ConfigError(
+                f"hydra.sweeper.params.{name}",
+                override.input_line.split("=", 1)[-1],
+                "a key of the run's config, not Hydra's",
+            )
         if name in (key, *_OWN_KEYS):
             raise ConfigError(
                 name,
@@ -116,6 +131,25 @@ def check(config: DictConfig) -> None:
                     else "its range as hydra.sweeper.low=1 hydra.sweeper.high=64"
                 ),
             )
+
+
+def _check_range(config: DictConfig, key: str, low: int, high: int) -> None:
+    """ConfigError where the range's ends make a config the task refuses (a distance beyond a
+    fixed length, say): checked on the sweep's own config, as its every job will be."""
+    from rnnexp import config as schemas
+    from rnnexp.config import ConfigError
+
+    for end, name in ((low, "low"), (high, "high")):
+        job = copy.deepcopy(config)  # as a job gets it: without the hydra node
+        with open_dict(job):
+            del job["hydra"]
+        OmegaConf.update(job, key, end, force_add=False)
+        try:
+            schemas.check(job)
+        except schemas.MismatchError:  # the sweep's models, not this default one, serve the task
+            return
+        except ConfigError as err:
+            raise ConfigError(f"hydra.sweeper.{name}", end, f"a {key} this config takes ({err})") from None
 
 
 @dataclass
@@ -155,11 +189,15 @@ class SpanSweeper(Sweeper):
                 swept.append(len(lists) - 1)
             else:
                 lists.append([f"{key}={override.get_value_element_as_str()}"])
-        variants = []
+        variants, labels = [], set()
         for combination in itertools.product(*lists):
             shown = [combination[i].lstrip("+~").replace("=", ":") for i in swept]
-            label = re.sub(r"[^\w.\- :/]", "_", " ".join(shown))  # what MLflow takes in a metric's name
-            variants.append(_Variant(list(combination), label or "all"))
+            # what MLflow takes in a metric's name (no path parts, at most 250 characters in all)
+            label = re.sub(r"\.{2,}", "_", re.sub(r"[^\w.\- :]", "_", " ".join(shown)))[:200] or "all"
+            while label in labels:
+                label = f"{label[:195]} #{len(labels)}"
+            labels.add(label)
+            variants.append(_Variant(list(combination), label))
         return variants
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -170,6 +208,8 @@ class SpanSweeper(Sweeper):
         key, seeds = str(self.settings.key), list(self.settings.seeds)
         variants = self._variants(arguments)
         client, parent = self._parent()
+        self._same_design_as_before(client, parent, variants)
+        self._log(client, parent, variants, 0)  # the design's identity, before any run: a resume checks it
         write(client, parent.info.run_id, RunRecord(span_key=key))  # rnnexp-report --parent reports its spans
         returns: list[Any] = []
         placed = {id(v): design.first() for v in variants}
@@ -218,6 +258,35 @@ class SpanSweeper(Sweeper):
                 _ = failed[0].return_value  # raises the job's error: the sweep stops, resumable
         return returns
 
+    def _identity(self, variants: list[_Variant]) -> dict:
+        """What a resumed span sweep must share with the one it resumes: its settings and its
+        variants' overrides (less where runs are tracked and what is resumed)."""
+        kept = [
+            [o for o in v.overrides if not o.lstrip("+~").startswith(("tracking.", "tracking=", "resume_sweep="))]
+            for v in variants
+        ]
+        return {"settings": OmegaConf.to_container(self.settings), "variants": kept}
+
+    def _same_design_as_before(self, client: Any, parent: Any, variants: list[_Variant]) -> None:
+        """ConfigError for a resume whose command differs from the stopped sweep's: its design,
+        and its parent's spans, would mix two sweeps."""
+        from rnnexp.config import ConfigError
+
+        if self.config.get("resume_sweep") is None:
+            return
+        try:
+            before = json.loads(Path(client.download_artifacts(parent.info.run_id, "span.json")).read_text())
+        except Exception:  # stopped before its first round ended: nothing to differ from
+            return
+        now = self._identity(variants)
+        if {"settings": before.get("settings"), "variants": before.get("identity")} != now:
+            raise ConfigError(
+                "resume_sweep",
+                parent.info.run_id,
+                "the parent of a span sweep made by the same command: this one's settings or swept values differ "
+                "from those in its span.json",
+            )
+
     def _parent(self) -> tuple[Any, Any]:
         from rnnexp.sweep import PARENT_FILE
 
@@ -262,6 +331,7 @@ class SpanSweeper(Sweeper):
             tracking.log_metrics(client, parent.info.run_id, metrics, step=round_)
         state = {
             "settings": OmegaConf.to_container(self.settings),
+            "identity": self._identity(variants)["variants"],
             "variants": [
                 {
                     "label": v.label,

@@ -27,7 +27,8 @@ EXP_PARTS = $(if $(PARTS),$(addprefix $(EXP)/,$(PARTS)),$(if $(wildcard conf/exp
 LOWER := a b c d e f g h i j k l m n o p q r s t u v w x y z
 STRAY := $(strip $(foreach v,$(.VARIABLES),$(if $(and $(filter command line,$(origin $(v))),$(strip $(foreach c,$(LOWER),$(findstring $(c),$(v))))),$(v))))
 ifneq ($(STRAY),)
-$(error $(firstword $(STRAY))=$($(firstword $(STRAY))) is an override outside ARGS, which make would drop: quote them all, e.g. make $(or $(firstword $(MAKECMDGOALS)),train) ARGS="$(strip $(ARGS) $(foreach v,$(STRAY),$(v)=$($(v))))")
+GIVEN := $(strip $(foreach v,$(filter-out $(STRAY),$(.VARIABLES)),$(if $(and $(filter command line,$(origin $(v))),$(filter-out ARGS REPORT_ARGS,$(v))),$(v)=$($(v)))))
+$(error $(firstword $(STRAY))=$($(firstword $(STRAY))) is an override outside ARGS, which make would drop: quote them all, e.g. make $(or $(firstword $(MAKECMDGOALS)),train) $(if $(GIVEN),$(GIVEN) )ARGS="$(strip $(ARGS) $(foreach v,$(STRAY),$(v)=$($(v))))")
 endif
 
 .DEFAULT_GOAL := help
@@ -172,6 +173,7 @@ stale: $(STAMP) ## mark KILLED the RUNNING runs whose process died without closi
 # a server (URI=http://...) serves its own UI: nothing to start here
 ui: $(STAMP) ## serve the MLflow UI over the store on 127.0.0.1 (PORT=5000, URI=sqlite:///mlflow.db)
 	@case "$(URI)" in http://*|https://*) echo "$(URI) is a tracking server: open it in a browser, it serves the UI"; exit 0;; esac; \
+	case "$(URI)" in sqlite:///*|postgresql://*|postgresql+*|mysql*) ;; *) echo "make ui: URI=$(URI): a store's URI: sqlite:///FILE (default sqlite:///mlflow.db), a database's, or a tracking server's http(s)://" >&2; exit 2;; esac; \
 	case "$(URI)" in sqlite:///*) test -f "$(patsubst sqlite:///%,%,$(URI))" || { echo "make ui: URI=$(URI): no store at $(patsubst sqlite:///%,%,$(URI)) (runs go to sqlite:///mlflow.db unless tracking.uri says otherwise; \`make train\` makes it)" >&2; exit 2; };; esac; \
 	$(BIN)/python -c "import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', $(PORT)))" 2>/dev/null \
 	  || { echo "make ui: PORT=$(PORT) is in use on 127.0.0.1 (another make ui?): give another, e.g. make ui PORT=$$(( $(PORT) + 1 ))" >&2; exit 2; }; \

@@ -226,6 +226,9 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
         repository = hydra.config_loader.repository  # type: ignore[attr-defined]
         parser = OverridesParser.create()
         searched = OmegaConf.to_container(base.hydra.sweeper, resolve=False).get("params") or {}
+        for key, value in searched.items():  # each job gets them: Hydra's settings there would pass by check_hydra
+            if str(key).lstrip("+~").split("/")[0].split(".")[0] == "hydra":
+                raise ConfigError(f"hydra.sweeper.params.{key}", value, "a key of the run's config, not Hydra's")
         fixed, groups, values = [], [], []
         given = parser.parse_overrides(args.overrides)
         # a search's own values (hydra.sweeper.params) may fail as trials: the search goes on

@@ -330,7 +330,12 @@ class Store:
 
     def option(self, flag: str = "--uri") -> str:
         """How a printed command names this store (`--uri`, `tracking.uri=`): nothing for the default."""
-        return "" if self.is_default else f" {flag}{'' if flag.endswith('=') else ' '}{self.shown}"
+        import shlex
+
+        # quoted where a shell would split or expand it (a path with a space); a masked password's
+        # *** is for the reader to replace, and stays as it is
+        shown = shlex.quote(self.shown) if re.search(r"[\s'\"$`\\;&|<>()]", self.shown) else self.shown
+        return "" if self.is_default else f" {flag}{'' if flag.endswith('=') else ' '}{shown}"
 
     # --- checks -----------------------------------------------------------------------------------
 

@@ -412,7 +412,8 @@ def _print_summary(run: _Run, built: Built, results, outcome, status: str) -> No
     if spec.tracking.store.is_sqlite:
         from rnnexp.tracking import ui_link
 
-        print(f"open it: `make ui`, then {ui_link(run.logger.experiment_id, run.id)}")
+        ui = "make ui" + spec.tracking.store.option("URI=")
+        print(f"open it: `{ui}`, then {ui_link(run.logger.experiment_id, run.id)}")
 
 
 # keys a run name gives in short, and keys it gives otherwise or not at all (where a run is

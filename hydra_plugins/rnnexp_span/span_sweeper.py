@@ -43,7 +43,9 @@ class SpanSweeperConf:
     batch: int = 2  # distances a variant gets in each later round
     factor: float = 1.5  # done when the span's interval high/low is at most this
     max_runs: int = 60  # per variant
-    params: dict[str, str] = field(default_factory=dict)  # more swept keys, as hydra.sweeper.params of the basic sweeper
+    params: dict[str, str] = field(
+        default_factory=dict
+    )  # more swept keys, as hydra.sweeper.params of the basic sweeper
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="span", node=SpanSweeperConf, provider="rnnexp")

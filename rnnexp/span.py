@@ -129,7 +129,7 @@ def _crossing(distance: np.ndarray, gain: np.ndarray, half: float) -> tuple[floa
     return float(ds[max(below[0] - 1, 0)]), float(ds[min(above[-1] + 1, len(ds) - 1)])
 
 
-def above_chance_somewhere(log_d: np.ndarray, gain: np.ndarray, ceiling: float) -> bool:
+def above_chance_somewhere(log_d: np.ndarray, gain: np.ndarray, best: tuple[float, float, float] | None) -> bool:
     """Whether the gain over chance is shown above 0 at some tested distance, Holm over two kinds
     of test: a one-sided t over the runs at each distance that has several, and an F-test of the
     falling logistic (its amplitude >= 0, so it can only rise above chance) against a gain of 0
@@ -147,7 +147,7 @@ def above_chance_somewhere(log_d: np.ndarray, gain: np.ndarray, ceiling: float) 
                 else stats.ttest_1samp(g, 0.0, alternative="greater").pvalue
             )
     n = len(gain)
-    if n > 3 and (best := _fit(log_d, gain, float(log_d.min()), float(log_d.max()), ceiling)) is not None:
+    if n > 3 and best is not None:  # `best`: the logistic fitted to these runs
         flat, fitted = float((gain**2).sum()), float(((gain - logistic(log_d, *best)) ** 2).sum())
         if fitted <= 0:
             pvalues.append(0.0 if flat > 0 else 1.0)
@@ -173,9 +173,9 @@ def fit(
     tested = tuple(float(d) for d in np.unique(distance))
     seeds = np.unique(seed)
     base = dict(tested=tested, runs=len(distance), seeds=len(seeds))
-    if not above_chance_somewhere(log_d, gain, ceiling):
-        return Span(None, None, None, "below", **base)
     best = _fit(log_d, gain, lo, hi, ceiling)
+    if not above_chance_somewhere(log_d, gain, best):
+        return Span(None, None, None, "below", **base)
     if best is None:  # no fit: the crossing alone says where the span is
         amplitude, slope = float(max(gain[log_d == x].mean() for x in np.unique(log_d))), float("nan")
         cross = _crossing(distance, gain, amplitude / 2)

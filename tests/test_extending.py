@@ -7,6 +7,7 @@ import csv
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,22 +48,13 @@ def test_a_model_added_as_the_guide_says_trains_is_tracked_and_reported(tmp_path
     overrides = first.split()[1:]
     assert overrides == ["model=causal_conv", "model.layers=3", "task.distance=4"]
     common = [f"tracking.uri={store}", *[o for o in SHORT_RUN if "limit_train" not in o and "max_epochs" not in o]]
-    proc = run_command(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.train",
-            *overrides,
-            *common,
-            "trainer.max_epochs=4",
-            f"hydra.run.dir={tmp_path}/o",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+
+    def in_the_copy(module: str, *args: str) -> subprocess.CompletedProcess:
+        """`python -m MODULE ARGS` with the copy's code, from tmp_path."""
+        command = [sys.executable, "-m", module, *args]
+        return run_command(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+    proc = in_the_copy("rnnexp.train", *overrides, *common, "trainer.max_epochs=4", f"hydra.run.dir={tmp_path}/o")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("delayed_recall").experiment_id])
@@ -70,33 +62,12 @@ def test_a_model_added_as_the_guide_says_trains_is_tracked_and_reported(tmp_path
     assert run.data.params["model.kernel"] == "2" and run.data.params["model.layers"] == "3"
     assert run.data.metrics["test/acc"] > 0.9  # it sees the symbol 4 steps back, and learns to copy it
     # sized by parameter count, and a bad value refused in one line naming what is allowed
-    sized = run_command(
-        [sys.executable, "-m", "rnnexp.train", "model=causal_conv", "model.params=19592", "--cfg", "job"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    sized = in_the_copy("rnnexp.train", "model=causal_conv", "model.params=19592", "--cfg", "job")
     assert sized.returncode == 0 and "kernel: 2" in sized.stdout, sized.stderr
-    bad = run_command(
-        [sys.executable, "-m", "rnnexp.train", "model=causal_conv", "model.kernel=1", f"tracking.uri={store}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = in_the_copy("rnnexp.train", "model=causal_conv", "model.kernel=1", f"tracking.uri={store}")
     assert bad.returncode == 2 and bad.stderr.strip() == "rnnexp-train: error: model.kernel=1 is not allowed: >= 2"
     # and the report gives it its row
-    report = run_command(
-        [sys.executable, "-m", "rnnexp.report", "--uri", store, "--experiment", "delayed_recall", "--out", "r"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    report = in_the_copy("rnnexp.report", "--uri", store, "--experiment", "delayed_recall", "--out", "r")
     assert report.returncode == 0, report.stderr[-2000:]
     (row,) = csv.DictReader(open(tmp_path / "r" / "results.csv"))
     assert row["model"] == "causal_conv" and row["pattern"] == "baseline"

@@ -133,12 +133,18 @@ def _side(row: pd.Series, table: pd.DataFrame) -> str:
     return " ".join([row["label"], *[f"{c}={row[c]}" for c in extra]])
 
 
+def _reach(span: Span) -> tuple[float, float]:
+    """The distances a span is known to lie between: its interval, or its one-sided bound."""
+    if span.bound == "above":
+        return max(span.tested), math.inf
+    if span.bound == "below":
+        return 0.0, min(span.tested)
+    return span.low or 0.0, math.inf if span.high is None else span.high
+
+
 def _by_bounds(a: Span, b: Span) -> str:
     """What two spans' bounds and intervals show without a bootstrap of both."""
-    a_top = math.inf if a.bound == "above" or (not a.bound and a.high is None) else (a.high or min(a.tested))
-    a_bottom = max(a.tested) if a.bound == "above" else (a.low if not a.bound and a.low is not None else 0.0)
-    b_top = math.inf if b.bound == "above" or (not b.bound and b.high is None) else (b.high or min(b.tested))
-    b_bottom = max(b.tested) if b.bound == "above" else (b.low if not b.bound and b.low is not None else 0.0)
+    (a_bottom, a_top), (b_bottom, b_top) = _reach(a), _reach(b)
     if a_bottom >= b_top:
         return "a longer (its span lies beyond b's interval)"
     if b_bottom >= a_top:

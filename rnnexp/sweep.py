@@ -146,10 +146,65 @@ def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     lines = [f"  report: {command('rnnexp-report')} --parent {run_id}{store.option()} --out report"]
     if store.is_sqlite:
         ui = "make ui" + store.option("URI=")
-        lines.append(f"  in the UI: `{ui}`, then {ui_link(experiment_id, run_id)}")
+        lines.append(f"  its runs in the UI: `{ui}`, then {ui_link(experiment_id, view=run_id)}")
     if failed:
         lines.append(f"  resume it: the same command with resume_sweep={run_id} (jobs that FINISHED are skipped)")
     return "\n".join(lines)
+
+
+def swept(config: DictConfig) -> dict[str, str]:
+    """What a sweep varies, each key with its values as given: the sweep overrides of its command
+    line and of `hydra.sweeper.params`, and a span sweep's key (over its range) and seeds."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.rnnexp_span import span_sweeper
+
+    sweeper = config.hydra.sweeper
+    found: dict[str, str] = {}
+    if sweeper.get("_target_") == span_sweeper.TARGET:
+        found[str(sweeper.key)] = f"{sweeper.low}..{sweeper.high}"
+        found["seed"] = ",".join(str(seed) for seed in sweeper.seeds)
+    lines = [*(f"{key}={value}" for key, value in (sweeper.get("params") or {}).items())]
+    lines += typed_overrides(config.hydra.overrides.task)  # the command line's, which Hydra applies last
+    for override in OverridesParser.create().parse_overrides(lines):
+        key = override.get_key_element().lstrip("+~")
+        if override.is_sweep_override():
+            found[key] = override.input_line.split("=", 1)[-1]
+        else:
+            found.pop(key, None)
+    return found
+
+
+def sweep_name(swept: dict[str, str], runs: int | None = None) -> str:
+    """A sweep's parent run as the MLflow UI lists it: what it sweeps, and once it has ended, how
+    many runs it made, e.g. `sweep, 4 runs: model.cell=rnn,gru seed=0,1`."""
+    what = " ".join(f"{key}={values}" for key, values in swept.items()) or "nothing swept"
+    return f"sweep{'' if runs is None else f', {runs} runs'}: {what}"[:250]
+
+
+def view_keys(config: DictConfig, swept: dict[str, str]) -> tuple[list[str], list[dict[str, str]]]:
+    """How the runs table shows a sweep's runs (`tracking.sweep_view`): a column for each swept
+    key, and the keys it groups the runs by (in MLflow's form), every swept key but the seed, so
+    that a group's runs differ in their seed alone and its averages are a variant's. A config
+    group is shown by the name its runs record (the `model` and `task` tags); a sweep over another
+    group (`trainer=default,converge`) has no column that tells its runs apart: not grouped."""
+    from omegaconf import DictConfig as Node
+    from omegaconf import ListConfig
+
+    columns, groups = [], []
+    for key in swept:
+        if key in ("model", "task"):
+            mode, column = "tag", f"tags.`{key}`"
+        else:
+            value = OmegaConf.select(config, key, default=Node({}))  # a group, or absent: no column
+            if isinstance(value, (Node, ListConfig)):
+                groups = None
+                continue
+            mode, column = "param", f"params.`{key}`"
+        columns.append(column)
+        if key != "seed" and groups is not None:
+            groups.append({"mode": mode, "groupByData": key})
+    return columns, groups or []
 
 
 def _check_overrides(overrides: list[str]) -> None:
@@ -276,7 +331,7 @@ class SweepTracking(Callback):
             overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
             run = client.create_run(
                 experiment_id,
-                run_name=f"sweep {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                run_name=sweep_name(swept(config)),
                 tags=RunRecord(sweep=True, sweep_dir=str(sweep_dir.resolve()), **RunRecord.this_process()).to_tags(),
             )
         try:
@@ -302,10 +357,17 @@ class SweepTracking(Callback):
                     }
                 )
             )
+            tracking.sweep_view(client, run.info.experiment_id, run.info.run_id, *view_keys(config, swept(config)))
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
-        self.client, self.run_id, self.store = client, run.info.run_id, store
+        if store.is_sqlite:
+            print(
+                f"sweep {run.info.run_id}: its runs in the UI as they end: `make ui{store.option('URI=')}`, then "
+                f"{tracking.ui_link(run.info.experiment_id, view=run.info.run_id)}",
+                flush=True,
+            )
+        self.client, self.run_id, self.store, self.swept = client, run.info.run_id, store, swept(config)
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
 
@@ -345,6 +407,7 @@ class SweepTracking(Callback):
         children = Store.children(self.client, self.client.get_run(self.run_id))
         finished = sum(c.info.status == "FINISHED" for c in children)
         tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})
+        self.client.set_tag(self.run_id, "mlflow.runName", sweep_name(self.swept, len(children)))
         if failed:
             error = f"the sweep stopped: {len(children) - finished} job(s) did not finish"
             write(self.client, self.run_id, RunRecord(error=error))

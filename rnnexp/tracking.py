@@ -73,10 +73,46 @@ def command(name: str) -> str:
     return str(beside.relative_to(home)) if home == Path.cwd() else str(beside)
 
 
-def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000) -> str:
-    """A link into `make ui` that opens the experiment (or run) as model training."""
+def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000, view: str | None = None) -> str:
+    """A link into `make ui` that opens the experiment (or run) as model training; with `view`,
+    the experiment's runs table as that shared view (`sweep_view`) shows it."""
     run = f"/runs/{run_id}" if run_id else ""
+    if view:  # the runs tab itself: the experiment's own page goes there without the view
+        return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?viewStateShareKey={view}&{UI_MODE}"
     return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}{run}?{UI_MODE}"
+
+
+# The MLflow UI's "share view": an experiment tag holding the runs table's state as JSON, opened
+# by a link's `viewStateShareKey` (its field names are the UI's own, ExperimentPageUIState)
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+# what each run of a sweep scored, beside what scoring by chance gives, and how its training ended
+VIEW_COLUMNS = (
+    "metrics.`test/acc`",
+    "metrics.`test/loss`",
+    "metrics.`chance_level`",
+    "metrics.`epochs_trained`",
+    "tags.`stopped_by`",
+)
+
+
+def sweep_view(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, key_columns: list[str], groups: list[dict[str, str]]
+) -> str:
+    """A shared view of the runs table that answers "which variant scored what" for one sweep:
+    its runs only, in the order they started, the columns of the keys it sweeps (`key_columns`)
+    and the test scores (the UI's default columns hold no result), grouped by `groups` (each
+    group's average above its runs, where the runs of a group differ only in their seed). Its
+    share key, for `ui_link`."""
+    state: dict[str, Any] = {
+        "searchFilter": f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": True,
+        "selectedColumns": [*key_columns, *VIEW_COLUMNS],
+    }
+    if groups:
+        state["groupBy"] = {"aggregateFunction": "average", "groupByKeys": groups}
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + parent_run_id, json.dumps(state))
+    return parent_run_id
 
 
 def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:

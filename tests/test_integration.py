@@ -594,8 +594,9 @@ def test_a_store_whose_disk_fills_mid_run_is_one_line_and_loses_no_metric(tmp_pa
             assert sorted(m.step for m in client.get_metric_history(run_id, key)) == list(range(epochs)), key
 
 
-def test_the_mlflow_ui_lists_a_sweeps_runs_in_headless_chromium(tmp_path):
-    # a real `mlflow ui` over a real sweep, rendered by Debian's chromium (make test-integration installs it)
+def test_the_mlflow_ui_shows_a_sweeps_results_on_its_first_screen_in_headless_chromium(tmp_path):
+    # a real `mlflow ui` over a real sweep, rendered by Debian's chromium (make test-integration
+    # installs it), opened by the link the sweep prints: its runs grouped by cell, the scores as columns
     sys.path.insert(0, str(ROOT / "experiments" / "ui"))
     import screenshots
 
@@ -604,18 +605,25 @@ def test_the_mlflow_ui_lists_a_sweeps_runs_in_headless_chromium(tmp_path):
     client = MlflowClient(uri)
     names = [client.get_run(r).data.tags["mlflow.runName"] for r in children]
     sweep_name = client.get_run(parent).data.tags["mlflow.runName"]
+    assert sweep_name == "sweep, 4 runs: model.cell=rnn,gru seed=0,1"  # what it swept, and how many runs
+    scores = [client.get_run(r).data.metrics["test/acc"] for r in children]
     shot = tmp_path / "runs_table.png"
     with screenshots.serve(uri) as base:
-        table = screenshots.page(f"{base}/#/experiments/{experiment}?{screenshots.MODE}", shot, until=sweep_name)
+        table = screenshots.page(f"{base}/{screenshots.sweep_link(experiment, parent)}", shot, until="Group: gru")
         compared = screenshots.page(
             f"{base}/#/compare-runs?runs={json.dumps(children)}"
             f"&experiments={json.dumps([experiment])}&{screenshots.MODE}",
             until=names[0],
         )
-    # the sweep is one parent, its 4 children under it: the table lists the parent and counts all
     table, compared = (" ".join(re.sub(r"<[^>]+>", " ", dom).split()) for dom in (table, compared))  # the text shown
-    assert sweep_name in table and "5 matching runs" in table
     assert "Model training" in table  # opened as model training, as rnnexp's links say
+    # the first screen: the sweep's runs, a group per cell with its average, each run's score
+    assert "Group: rnn" in table and "Group: gru" in table and "(average)" in table
+    for column in ("model.cell", "seed", "test/acc", "chance_level", "epochs_trained", "stopped_by"):
+        assert column in table, column
+    shown = [(repr(score)[:-2] if repr(score).endswith(".0") else repr(score))[:6] for score in scores]  # as JS prints
+    assert all(score in table for score in shown), (shown, table[:2000])
+    assert table.count("Hide run") == len(children) + 1  # the sweep's runs and its parent, no other run
     assert all(name in compared for name in names) and any("-gru-" in n for n in names)
     assert shot.stat().st_size > 20_000  # a page, not a blank
 

@@ -80,7 +80,55 @@ def test_a_sweep_is_one_parent_run_with_the_jobs_as_children(sweep):
         f"  report: {Path(TRAIN).parent / 'rnnexp-report'} --parent {parent.info.run_id} --uri "
         f"sqlite:///{tmp_path}/mlflow.db --out report" in proc.stdout
     )
-    assert f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}" in proc.stdout
+    # its link opens the runs table as a view of this sweep alone, printed when it starts and ends
+    view = f"#/experiments/{parent.info.experiment_id}/runs?viewStateShareKey={parent.info.run_id}&"
+    assert proc.stdout.count(view) == 2
+
+
+def test_a_sweeps_parent_is_named_after_what_it_sweeps_and_its_view_shows_each_runs_score(sweep):
+    _, _, client, parent, children = sweep
+    name = "sweep, 4 runs: model=rnn_hidden,mlp_window,rnn_final task.distance=1,3"
+    assert parent.data.tags["mlflow.runName"] == name
+    tags = client.get_experiment(parent.info.experiment_id).tags
+    view = json.loads(tags[f"mlflow.sharedViewState.{parent.info.run_id}"])  # the UI's "share view" form
+    assert view["searchFilter"] == f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    assert view["selectedColumns"][:3] == ["tags.`model`", "params.`task.distance`", "metrics.`test/acc`"]
+    # a group's runs differ in nothing but the seed: grouped by every swept key, by what each run records
+    assert view["groupBy"] == {
+        "aggregateFunction": "average",
+        "groupByKeys": [{"mode": "tag", "groupByData": "model"}, {"mode": "param", "groupByData": "task.distance"}],
+    }
+    assert {c.data.tags["model"] for c in children} == {"rnn_hidden", "mlp_window"}  # what the model group reads
+    assert {c.data.params["task.distance"] for c in children} == {"1", "3"}
+    assert all("test/acc" in c.data.metrics and "chance_level" in c.data.metrics for c in children)
+
+
+def test_a_sweeps_view_never_groups_runs_that_differ_in_more_than_their_seed():
+    from omegaconf import OmegaConf
+
+    from rnnexp.sweep import swept, view_keys
+
+    config = OmegaConf.create(
+        {
+            "model": {"cell": "rnn"},
+            "task": {"distance": 3},
+            "trainer": {"max_epochs": 1},
+            "seed": 0,
+            "hydra": {
+                "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": {}},
+                "overrides": {"task": []},
+            },
+        }
+    )
+    columns, groups = view_keys(config, {"model": "a,b", "model.cell": "rnn,gru", "seed": "0,1"})
+    assert columns == ["tags.`model`", "params.`model.cell`", "params.`seed`"]
+    assert groups == [{"mode": "tag", "groupByData": "model"}, {"mode": "param", "groupByData": "model.cell"}]
+    # a sweep over another config group: no column tells its runs apart, so none is grouped
+    assert view_keys(config, {"trainer": "default,converge", "seed": "0,1"}) == (["params.`seed`"], [])
+    # what is swept: the sweeper's params, then the command line's sweep overrides (a single value is no sweep)
+    config.hydra.sweeper.params = {"task.distance": "2,16", "seed": "0,1"}
+    config.hydra.overrides.task = ["experiment=x", "model.cell=rnn,gru", "seed=3"]
+    assert swept(config) == {"task.distance": "2,16", "model.cell": "rnn,gru"}
 
 
 def test_a_run_logs_its_optimizer_updates_which_the_budget_curve_counts(sweep):

@@ -2,13 +2,15 @@
 Chromium (Debian's `chromium`), for "Comparing runs in the MLflow UI" in docs/tracking.md.
 
 It trains a sweep of four short runs (tanh and GRU cells, two seeds) into a store of its own,
-starts `mlflow ui` over it, and saves into this folder: the runs table (the sweep as one parent
-with its children), a run's page and its metric charts (per epoch), and the compare-runs page. Each page is opened as
-model training (`?workflowType=machine_learning`, what rnnexp's links say).
+starts `mlflow ui` over it, and saves into this folder: the runs table as the link the sweep
+prints opens it (its runs grouped by cell, each group's average above its seeds), a run's page
+and its metric charts (per epoch), and the compare-runs page. Each page is opened as model
+training (`?workflowType=machine_learning`, what rnnexp's links say).
 
     .venv/bin/python experiments/ui/screenshots.py [--out DIR]
 
-`tests/test_integration.py` uses `sweep`, `serve` and `page` to check that the UI lists a sweep's runs.
+`tests/test_integration.py` uses `sweep`, `serve`, `page` and `sweep_link` to check what the sweep's
+link shows.
 """
 
 from __future__ import annotations
@@ -153,6 +155,13 @@ def runs_of(uri: str, experiment: str = "ui_demo") -> tuple[str, str, list[str]]
     return experiment_id, parent, [run_id for run_id, record in records.items() if record.parent_run == parent]
 
 
+def sweep_link(experiment: str, parent: str) -> str:
+    """The part after the UI's base URL of the link a sweep prints to its runs (its shared view)."""
+    from rnnexp.tracking import ui_link
+
+    return ui_link(experiment, view=parent).split("/", 3)[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE, help="where the PNGs go (default: beside this file)")
@@ -161,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         uri = sweep(Path(tmp))
         experiment, parent, children = runs_of(uri)
         views = {
-            "runs_table.png": f"#/experiments/{experiment}?{MODE}",
+            "runs_table.png": sweep_link(experiment, parent),
             "run_charts.png": f"#/experiments/{experiment}/runs/{children[0]}/model-metrics?{MODE}",
             "run_page.png": f"#/experiments/{experiment}/runs/{children[0]}?{MODE}",
             "compare_runs.png": f"#/compare-runs?runs={json.dumps(children)}&experiments={json.dumps([experiment])}"

@@ -36,9 +36,10 @@ LAUNCHERS = {
     "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
     "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
 }
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 SWEEPERS = {
     "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
-    "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+    OPTUNA_SWEEPER,
     "hydra_plugins.rnnexp_span.span_sweeper.SpanSweeper",
 }
 # the samplers of the Optuna sweeper's own configs, by exact name (a prefix would admit
@@ -231,13 +232,15 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
                 raise ConfigError(f"hydra.sweeper.params.{key}", value, "a key of the run's config, not Hydra's")
         fixed, groups, values = [], [], []
         given = parser.parse_overrides(args.overrides)
-        # a search's own values (hydra.sweeper.params) may fail as trials: the search goes on
+        # a search's own values (an Optuna sweeper's params) may fail as trials: the search goes
+        # on; a grid's (the basic and span sweepers') are jobs like the command line's
+        search = str(base.hydra.sweeper.get("_target_")) == OPTUNA_SWEEPER
         for o in given + parser.parse_overrides([f"{k}={v}" for k, v in searched.items()]):
             if not o.is_sweep_override():
                 fixed.append(o.input_line)
                 continue
             is_group = "." not in o.key_or_group and repository.group_exists(o.key_or_group)  # nested ones too
-            if not is_group and o not in given:
+            if not is_group and search and o not in given:
                 continue
             try:
                 options = [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]

@@ -109,6 +109,24 @@ def _collect_garbage() -> None:
         raise KeyboardInterrupt
 
 
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+
+
+def _stop_on_sigterm(launcher: str | None) -> None:
+    """SIGTERM (a scheduler's, `kill`'s) ends the sweep's process as Ctrl-C does: through its exit
+    handlers, which end the parent run FAILED and say how to resume it, rather than at once with
+    the parent left RUNNING. Where the jobs run in this process (the basic launcher), Lightning's
+    own handler stops the job in hand first, and is left alone."""
+    if launcher == BASIC_LAUNCHER or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+
+        def stop(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
+
+
 def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
     """Jobs of an interrupted sweep still running on this host end by themselves soon after their
     sweep (`end_with_the_sweep`); a resumed sweep waits for them, then stops those left, so that
@@ -179,7 +197,7 @@ def sweep_name(swept: dict[str, str], runs: int | None = None) -> str:
     """A sweep's parent run as the MLflow UI lists it: what it sweeps, and once it has ended, how
     many runs it made, e.g. `sweep, 4 runs: model.cell=rnn,gru seed=0,1`."""
     what = " ".join(f"{key}={values}" for key, values in swept.items()) or "nothing swept"
-    return f"sweep{'' if runs is None else f', {runs} runs'}: {what}"[:250]
+    return f"sweep{'' if runs is None else f', {runs} run' + 's' * (runs != 1)}: {what}"[:250]
 
 
 def view_keys(config: DictConfig, swept: dict[str, str]) -> tuple[list[str], list[dict[str, str]]]:
@@ -370,6 +388,7 @@ class SweepTracking(Callback):
         self.client, self.run_id, self.store, self.swept = client, run.info.run_id, store, swept(config)
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
+        _stop_on_sigterm(config.hydra.launcher.get("_target_"))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """Free the job's objects, then record the sweep process's resident memory and open
@@ -404,6 +423,9 @@ class SweepTracking(Callback):
         from rnnexp import tracking
         from rnnexp.store import RunRecord, Store, write
 
+        if failed:  # no job of it left RUNNING: its workers end with it, or their launcher cut them off
+            _stop_survivors(self.client, self.run_id, wait_s=15)
+            self.store.mark_stale(self.client)
         children = Store.children(self.client, self.client.get_run(self.run_id))
         finished = sum(c.info.status == "FINISHED" for c in children)
         tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})

@@ -180,6 +180,17 @@ def test_a_factory_hidden_in_an_interpolation_a_help_command_or_a_nested_group_i
     assert not marker.exists() and not runs_named(client, "delayed_recall")
 
 
+def test_a_bad_value_in_an_experiments_sweep_is_one_line_before_any_run(tmp_path):
+    # an experiment's grid (hydra.sweeper.params) is checked as the command line's: value by value
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    grid = {"hydra": {"sweeper": {"params": {"task.distance": "2,40"}}}}
+    (tmp_path / "conf" / "experiment" / "grid.yaml").write_text("# @package _global_\n" + yaml.safe_dump(grid))
+    conf = ["--config-dir", str(tmp_path / "conf"), "experiment=grid"]
+    proc, client = train_run(tmp_path, *SMALL_RUN, "task.length=20", argv0=[TRAIN, "-m", *conf])
+    assert "task.distance=40 is not allowed: 0 <= distance < task.length (20)" in one_error_line(proc)
+    assert not runs_named(client, "delayed_recall")  # no parent run, no job
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [

@@ -269,6 +269,38 @@ def test_a_parallel_sweep_with_two_workers_loses_nothing(tmp_path):
         assert "test/acc" in child.data.metrics
 
 
+def test_a_parallel_sweep_stopped_by_sigterm_ends_its_parent_failed_with_how_to_resume(tmp_path):
+    # what a scheduler or `kill` sends: the sweep's process only waits on its workers, and would
+    # die at once, its parent left RUNNING
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [TRAIN, "-m", f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/multirun", *TINY_RUN]
+    command += [
+        "task.distance=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "trainer.max_epochs=200",
+        "seed=0,1,2,3",
+    ]
+    client = Store.parse(store).client()  # the store made first: a client polling it would race to create it
+    sweep = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (experiment := client.get_experiment_by_name("delayed_recall")) or not any(
+            "mlflow.parentRunId" in r.data.tags for r in client.search_runs([experiment.experiment_id])
+        ):
+            assert sweep.poll() is None and time.monotonic() < deadline, "no job started"
+            time.sleep(0.3)
+        sweep.send_signal(signal.SIGTERM)
+        out, err = sweep.communicate(timeout=60)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-3000:]
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if RunRecord.of(r).sweep]
+    assert parent.info.status == "FAILED" and "resume_sweep=" in out
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]  # its jobs' runs ended too
+
+
 @pytest.mark.integration  # slow: make test-integration (the launchers test resumes a sweep too)
 def test_an_interrupted_sweep_resumes_without_running_a_job_twice(tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"

@@ -146,7 +146,7 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
                     mean = np.mean([c[:epochs] for c in curves], axis=0)
                     tops.append(float(mean.max()))
                     (line,) = ax.plot(
-                        range(1, epochs + 1),
+                        range(epochs),  # the logged step: epochs count from 0, as in MLflow's charts and Lightning's
                         mean,
                         marker="o" if epochs < 4 else None,
                         label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds",
@@ -158,7 +158,7 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
             else:
                 ax.axhline(chance, color="grey", linestyle="--", label="chance")
             ax.set_title(f"{task}: {label}", fontsize=9)
-            ax.set_xlabel("epoch")
+            ax.set_xlabel("epoch (from 0)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"val {metric}")
         for ax in block[: len(labels[task])]:  # one y-axis for the task: noise is not stretched into a swing

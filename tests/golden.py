@@ -10,7 +10,8 @@ run logged (as MLflow keeps it, bit for bit) is compared with the file.
     python -m tests.golden --write   rewrite tests/golden.yaml (`make golden`): say why in the commit
 
 Besides the code, the last bits of a float depend on the torch version, the thread count and the
-CPU (AVX2 and AVX512 kernels sum in other orders): the numbers are kept per environment, and
+CPU (AVX2 and AVX512 kernels sum in other orders, and so may two AVX512 CPUs of other makes): the
+numbers are kept per environment (an entry without a CPU model serves the CPUs that have none), and
 where none are recorded the check says so (`make golden` adds them) rather than fail.
 """
 
@@ -36,7 +37,8 @@ NOT_COMPARED = ("wall_time_s",)  # a time, not a result
 
 def environment() -> dict[str, str]:
     """What, besides the code, decides the last bits of a float: the same code gives other
-    numbers on a CPU whose kernels sum in another order (AVX2 against AVX512), or with more threads."""
+    numbers on a CPU whose kernels sum in another order (AVX2 against AVX512, and two AVX512
+    CPUs of other makes), or with more threads."""
     import torch
 
     return {
@@ -44,12 +46,31 @@ def environment() -> dict[str, str]:
         "threads": str(THREADS),
         "cpu": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
+        "cpu_model": cpu_model(),
     }
 
 
+def cpu_model() -> str:
+    """The CPU's make, family and model (/proc/cpuinfo; elsewhere what `platform` says)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    return f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+
+
 def recorded(golden: dict, env: dict[str, str]) -> dict | None:
-    """The metrics recorded for environment `env`, if any."""
-    return next((entry["metrics"] for entry in golden["environments"] if entry["environment"] == env), None)
+    """The metrics recorded for environment `env`, if any: its own CPU model's, else those of an
+    entry recorded before CPU models were kept (no `cpu_model`) that agrees on the rest."""
+    entries = golden["environments"]
+    exact = [e for e in entries if e["environment"] == env]
+    older = [e for e in entries if "cpu_model" not in e["environment"] and e["environment"] == _without_model(env)]
+    return next((entry["metrics"] for entry in exact + older), None)
+
+
+def _without_model(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key != "cpu_model"}
 
 
 def measure(folder: Path, run=subprocess.run) -> dict[str, dict[str, float]]:

@@ -69,7 +69,7 @@ coverage: $(STAMP) ## the tests under coverage.py, the processes they start incl
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
-golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs (say why in the commit)
+golden: $(STAMP) ## rewrite tests/golden.yaml, the exact metrics of short runs, dropping other CPUs' (say why in the commit)
 	$(BIN)/python -m tests.golden --write
 
 # In a venv of their own with the `ray` extra, which would slow every --help in .venv.

@@ -235,7 +235,10 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
         # a search's own values (an Optuna sweeper's params) may fail as trials: the search goes
         # on; a grid's (the basic and span sweepers') are jobs like the command line's
         search = str(base.hydra.sweeper.get("_target_")) == OPTUNA_SWEEPER
-        for o in given + parser.parse_overrides([f"{k}={v}" for k, v in searched.items()]):
+        # a key the command line sets too takes the command line's value in every job (it comes last)
+        on_the_line = {o.get_key_element().lstrip("+~") for o in given}
+        grid = [f"{k}={v}" for k, v in searched.items() if str(k).lstrip("+~") not in on_the_line]
+        for o in given + parser.parse_overrides(grid):
             if not o.is_sweep_override():
                 fixed.append(o.input_line)
                 continue

@@ -171,11 +171,13 @@ def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
 
 
 def swept(config: DictConfig) -> dict[str, str]:
-    """What a sweep varies, each key with its values as given: the sweep overrides of its command
-    line and of `hydra.sweeper.params`, and a span sweep's key (over its range) and seeds."""
+    """What a sweep varies, each key with its values as given (a secret masked, as in its params):
+    the sweep overrides of its command line and of `hydra.sweeper.params`, and a span sweep's key
+    (over its range) and seeds."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from hydra_plugins.rnnexp_span import span_sweeper
+    from rnnexp.tracking import masked_override
 
     sweeper = config.hydra.sweeper
     found: dict[str, str] = {}
@@ -187,42 +189,43 @@ def swept(config: DictConfig) -> dict[str, str]:
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.get_key_element().lstrip("+~")
         if override.is_sweep_override():
-            found[key] = override.input_line.split("=", 1)[-1]
+            found[key] = masked_override(override.input_line).split("=", 1)[-1]
         else:
             found.pop(key, None)
     return found
 
 
-def sweep_name(swept: dict[str, str], runs: int | None = None) -> str:
+def sweep_name(swept: dict[str, str], finished: int | None = None, stopped: int = 0) -> str:
     """A sweep's parent run as the MLflow UI lists it: what it sweeps, and once it has ended, how
-    many runs it made, e.g. `sweep, 4 runs: model.cell=rnn,gru seed=0,1`."""
+    many runs it finished (and stopped), e.g. `sweep, 4 runs: model.cell=rnn,gru seed=0,1`."""
     what = " ".join(f"{key}={values}" for key, values in swept.items()) or "nothing swept"
-    return f"sweep{'' if runs is None else f', {runs} run' + 's' * (runs != 1)}: {what}"[:250]
+    count = "" if finished is None else f", {finished} run{'s' * (finished != 1)}"
+    count += f" ({stopped} stopped)" if stopped else ""
+    name = f"sweep{count}: {what}"
+    return name if len(name) <= 250 else name[:249] + "…"  # MLflow's limit
 
 
 def view_keys(config: DictConfig, swept: dict[str, str]) -> tuple[list[str], list[dict[str, str]]]:
     """How the runs table shows a sweep's runs (`tracking.sweep_view`): a column for each swept
-    key, and the keys it groups the runs by (in MLflow's form), every swept key but the seed, so
-    that a group's runs differ in their seed alone and its averages are a variant's. A config
-    group is shown by the name its runs record (the `model` and `task` tags); a sweep over another
-    group (`trainer=default,converge`) has no column that tells its runs apart: not grouped."""
+    key, and the keys it groups the runs by (in MLflow's form): every swept key but the seed, and
+    the runs' `variant_hash` (their config less the seed), so that a group's runs differ in their
+    seed alone and its averages are a variant's, whatever the swept values show (a value read from
+    the environment is logged masked). A config group is shown by the name its runs record (the
+    `model` and `task` tags); another (`trainer=default,converge`) has no column of its own."""
     from omegaconf import DictConfig as Node
-    from omegaconf import ListConfig
 
     columns, groups = [], []
     for key in swept:
         if key in ("model", "task"):
             mode, column = "tag", f"tags.`{key}`"
+        elif isinstance(OmegaConf.select(config, key, default=None), Node):
+            continue
         else:
-            value = OmegaConf.select(config, key, default=Node({}))  # a group, or absent: no column
-            if isinstance(value, (Node, ListConfig)):
-                groups = None
-                continue
             mode, column = "param", f"params.`{key}`"
         columns.append(column)
-        if key != "seed" and groups is not None:
+        if key != "seed":
             groups.append({"mode": mode, "groupByData": key})
-    return columns, groups or []
+    return columns, [*groups, {"mode": "tag", "groupByData": "variant_hash"}]
 
 
 def _check_overrides(overrides: list[str]) -> None:
@@ -375,7 +378,8 @@ class SweepTracking(Callback):
                     }
                 )
             )
-            tracking.sweep_view(client, run.info.experiment_id, run.info.run_id, *view_keys(config, swept(config)))
+            view = view_keys(config, swept(config))
+            tracking.sweep_view(client, run.info.experiment_id, run.info.run_id, *view)
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
@@ -385,7 +389,13 @@ class SweepTracking(Callback):
                 f"{tracking.ui_link(run.info.experiment_id, view=run.info.run_id)}",
                 flush=True,
             )
-        self.client, self.run_id, self.store, self.swept = client, run.info.run_id, store, swept(config)
+        self.client, self.run_id, self.store, self.swept, self.view = (
+            client,
+            run.info.run_id,
+            store,
+            swept(config),
+            view,
+        )
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
         _stop_on_sigterm(config.hydra.launcher.get("_target_"))
@@ -429,7 +439,10 @@ class SweepTracking(Callback):
         children = Store.children(self.client, self.client.get_run(self.run_id))
         finished = sum(c.info.status == "FINISHED" for c in children)
         tracking.log_metrics(self.client, self.run_id, {"children": len(children), "children_finished": finished})
-        self.client.set_tag(self.run_id, "mlflow.runName", sweep_name(self.swept, len(children)))
+        self.client.set_tag(self.run_id, "mlflow.runName", sweep_name(self.swept, finished, len(children) - finished))
+        scores = sorted({m for m in (RunRecord.of(c).metric for c in children) if m})  # the tasks' own metrics
+        if scores:
+            tracking.sweep_view(self.client, info.experiment_id, self.run_id, *self.view, scores=scores)
         if failed:
             error = f"the sweep stopped: {len(children) - finished} job(s) did not finish"
             write(self.client, self.run_id, RunRecord(error=error))

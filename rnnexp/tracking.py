@@ -85,32 +85,34 @@ def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000, vie
 # The MLflow UI's "share view": an experiment tag holding the runs table's state as JSON, opened
 # by a link's `viewStateShareKey` (its field names are the UI's own, ExperimentPageUIState)
 SHARED_VIEW_TAG = "mlflow.sharedViewState."
-# what each run of a sweep scored, beside what scoring by chance gives, and how its training ended
-VIEW_COLUMNS = (
-    "metrics.`test/acc`",
-    "metrics.`test/loss`",
-    "metrics.`chance_level`",
-    "metrics.`epochs_trained`",
-    "tags.`stopped_by`",
-)
+# the metrics the project's tasks score by (each logged as test/<metric>, beside test/loss)
+SCORES = ("acc", "bpc", "mse", "xent")
+# beside each run's score: what scoring by chance gives, and how its training ended
+VIEW_COLUMNS = ("metrics.`chance_level`", "metrics.`epochs_trained`", "tags.`stopped_by`")
 
 
 def sweep_view(
-    client: MlflowClient, experiment_id: str, parent_run_id: str, key_columns: list[str], groups: list[dict[str, str]]
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    key_columns: list[str],
+    groups: list[dict[str, str]],
+    scores: list[str] | tuple[str, ...] = SCORES,
 ) -> str:
     """A shared view of the runs table that answers "which variant scored what" for one sweep:
-    its runs only, in the order they started, the columns of the keys it sweeps (`key_columns`)
-    and the test scores (the UI's default columns hold no result), grouped by `groups` (each
-    group's average above its runs, where the runs of a group differ only in their seed). Its
-    share key, for `ui_link`."""
+    its runs, in the order they started, grouped by `groups` (each group's average above its
+    runs), with the columns of the keys it sweeps (`key_columns`), then its test `scores` (a
+    metric no run logs shows no column), then `VIEW_COLUMNS`, in that order (the UI's default
+    columns hold no result; it would sort metrics by name). Its share key, for `ui_link`."""
+    columns = [*key_columns, *(f"metrics.`test/{score}`" for score in scores), *VIEW_COLUMNS]
     state: dict[str, Any] = {
         "searchFilter": f"tags.mlflow.parentRunId = '{parent_run_id}'",
         "orderByKey": "attributes.start_time",
         "orderByAsc": True,
-        "selectedColumns": [*key_columns, *VIEW_COLUMNS],
+        "selectedColumns": columns,
+        "columnOrder": columns,
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": groups},
     }
-    if groups:
-        state["groupBy"] = {"aggregateFunction": "average", "groupByKeys": groups}
     client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + parent_run_id, json.dumps(state))
     return parent_run_id
 

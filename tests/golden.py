@@ -8,6 +8,7 @@ run logged (as MLflow keeps it, bit for bit) is compared with the file.
 
     python -m tests.golden           compare, print a table of what moved; exit 1 if anything did
     python -m tests.golden --write   rewrite tests/golden.yaml (`make golden`): say why in the commit
+    python -m tests.golden --write --keep-others   add a new machine's numbers, the code unchanged
 
 Besides the code, the last bits of a float depend on the torch version, the thread count and the
 CPU (AVX2 and AVX512 kernels sum in other orders, and so may two AVX512 CPUs of other makes): the
@@ -57,7 +58,11 @@ def cpu_model() -> str:
     except OSError:
         return platform.processor() or "unknown"
     info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
-    return f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+    if "vendor_id" in info:  # x86
+        return f"{info['vendor_id']} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+    if "CPU implementer" in info:  # Arm: the designer's and the core's codes
+        return f"implementer {info['CPU implementer']} part {info.get('CPU part', '?')}"
+    return platform.processor() or "unknown"
 
 
 def recorded(golden: dict, env: dict[str, str]) -> dict | None:
@@ -138,13 +143,17 @@ def report(expected: dict, measured: dict) -> str | None:
         return None
     return (
         f"{len(rows)} golden metric(s) moved:\n{table(rows)}\nthe code changed what it computes, in the "
-        "environment that wrote them. If on purpose, `make golden` rewrites them; say why in the commit"
+        "environment that wrote them. If on purpose, `make golden` rewrites them (and drops other CPUs' "
+        "numbers); say why in the commit"
     )
 
 
-def write(golden: dict, env: dict[str, str], measured: dict) -> None:
-    """tests/golden.yaml with this environment's metrics replaced (or added), the others kept."""
-    entries = list(golden.get("environments", []))
+def write(golden: dict, env: dict[str, str], measured: dict, keep_others: bool = False) -> None:
+    """tests/golden.yaml with this environment's metrics replaced (or added). The others are
+    dropped: a change that moves the numbers here moves them on other CPUs too, and they cannot be
+    measured here (those machines skip the test until `make golden` runs on one). With
+    `keep_others` (a new machine's numbers, the code unchanged), they are kept."""
+    entries = [e for e in golden.get("environments", []) if keep_others or e["environment"] == env]
     mine = {"environment": env, "metrics": measured}
     at = next((i for i, e in enumerate(entries) if e["environment"] == env), None)
     if at is None:
@@ -160,7 +169,16 @@ def write(golden: dict, env: dict[str, str], measured: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.golden", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="rewrite tests/golden.yaml with what the code gives now")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite this environment's numbers with what the code gives now, dropping the other environments'",
+    )
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="with --write: keep the other environments' numbers (a new machine's, the code unchanged)",
+    )
     args = parser.parse_args(argv)
     golden = yaml.safe_load(GOLDEN.read_text()) if GOLDEN.exists() else {"environments": []}
     env = environment()
@@ -170,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         measured = measure(Path(tmp))
     if args.write:
-        write(golden, env, measured)
+        write(golden, env, measured, keep_others=args.keep_others)
         print(f"wrote {GOLDEN.relative_to(HERE.parent)}: {len(measured)} configurations for {env}")
         return
     message = report(expected, measured)

@@ -186,9 +186,15 @@ def test_a_bad_value_in_an_experiments_sweep_is_one_line_before_any_run(tmp_path
     grid = {"hydra": {"sweeper": {"params": {"task.distance": "2,40"}}}}
     (tmp_path / "conf" / "experiment" / "grid.yaml").write_text("# @package _global_\n" + yaml.safe_dump(grid))
     conf = ["--config-dir", str(tmp_path / "conf"), "experiment=grid"]
-    proc, client = train_run(tmp_path, *SMALL_RUN, "task.length=20", argv0=[TRAIN, "-m", *conf])
+    small = [o for o in SMALL_RUN if not o.startswith(("task.distance=", "task.length="))] + ["task.length=20"]
+    proc, client = train_run(tmp_path, *small, argv0=[TRAIN, "-m", *conf])
     assert "task.distance=40 is not allowed: 0 <= distance < task.length (20)" in one_error_line(proc)
     assert not runs_named(client, "delayed_recall")  # no parent run, no job
+    # a key the command line sets too takes its value in every job, as Hydra applies it last: not refused
+    proc, client = train_run(tmp_path, *small, "task.distance=3", argv0=[TRAIN, "-m", *conf])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    children = [r for r in runs_named(client, "delayed_recall") if "mlflow.parentRunId" in r.data.tags]
+    assert [r.data.params["task.distance"] for r in children] == ["3"]  # the second job, the same, skipped
 
 
 @pytest.mark.parametrize(

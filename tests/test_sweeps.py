@@ -92,26 +92,33 @@ def test_a_sweeps_parent_is_named_after_what_it_sweeps_and_its_view_shows_each_r
     tags = client.get_experiment(parent.info.experiment_id).tags
     view = json.loads(tags[f"mlflow.sharedViewState.{parent.info.run_id}"])  # the UI's "share view" form
     assert view["searchFilter"] == f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-    assert view["selectedColumns"][:3] == ["tags.`model`", "params.`task.distance`", "metrics.`test/acc`"]
-    # a group's runs differ in nothing but the seed: grouped by every swept key, by what each run records
+    # the swept keys, then the score the task logs (acc: the view is rewritten when the sweep ends)
+    columns = ["tags.`model`", "params.`task.distance`", "metrics.`test/acc`", "metrics.`chance_level`"]
+    assert view["selectedColumns"][:4] == columns and view["columnOrder"] == view["selectedColumns"]
+    # a group's runs differ in nothing but the seed: grouped by every swept key and the variant's hash
     assert view["groupBy"] == {
         "aggregateFunction": "average",
-        "groupByKeys": [{"mode": "tag", "groupByData": "model"}, {"mode": "param", "groupByData": "task.distance"}],
+        "groupByKeys": [
+            {"mode": "tag", "groupByData": "model"},
+            {"mode": "param", "groupByData": "task.distance"},
+            {"mode": "tag", "groupByData": "variant_hash"},
+        ],
     }
     assert {c.data.tags["model"] for c in children} == {"rnn_hidden", "mlp_window"}  # what the model group reads
     assert {c.data.params["task.distance"] for c in children} == {"1", "3"}
+    assert len({c.data.tags["variant_hash"] for c in children}) == 4
     assert all("test/acc" in c.data.metrics and "chance_level" in c.data.metrics for c in children)
 
 
 def test_a_sweeps_view_never_groups_runs_that_differ_in_more_than_their_seed():
     from omegaconf import OmegaConf
 
-    from rnnexp.sweep import swept, view_keys
+    from rnnexp.sweep import sweep_name, swept, view_keys
 
     config = OmegaConf.create(
         {
             "model": {"cell": "rnn"},
-            "task": {"distance": 3},
+            "task": {"distance": 3, "path": "???"},
             "trainer": {"max_epochs": 1},
             "seed": 0,
             "hydra": {
@@ -120,15 +127,21 @@ def test_a_sweeps_view_never_groups_runs_that_differ_in_more_than_their_seed():
             },
         }
     )
+    by_hash = {"mode": "tag", "groupByData": "variant_hash"}  # whatever else the groups show
     columns, groups = view_keys(config, {"model": "a,b", "model.cell": "rnn,gru", "seed": "0,1"})
     assert columns == ["tags.`model`", "params.`model.cell`", "params.`seed`"]
-    assert groups == [{"mode": "tag", "groupByData": "model"}, {"mode": "param", "groupByData": "model.cell"}]
-    # a sweep over another config group: no column tells its runs apart, so none is grouped
-    assert view_keys(config, {"trainer": "default,converge", "seed": "0,1"}) == (["params.`seed`"], [])
-    # what is swept: the sweeper's params, then the command line's sweep overrides (a single value is no sweep)
+    assert groups == [{"mode": "tag", "groupByData": "model"}, {"mode": "param", "groupByData": "model.cell"}, by_hash]
+    # another config group has no column: its runs are told apart by their hash alone; a key to be given has one
+    assert view_keys(config, {"trainer": "default,converge", "seed": "0,1"}) == (["params.`seed`"], [by_hash])
+    assert view_keys(config, {"task.path": "a,b"})[0] == ["params.`task.path`"]
+    # what is swept: the sweeper's params, then the command line's sweep overrides (a single value
+    # is no sweep), a secret masked as in the params
     config.hydra.sweeper.params = {"task.distance": "2,16", "seed": "0,1"}
-    config.hydra.overrides.task = ["experiment=x", "model.cell=rnn,gru", "seed=3"]
-    assert swept(config) == {"task.distance": "2,16", "model.cell": "rnn,gru"}
+    config.hydra.overrides.task = ["experiment=x", "model.cell=rnn,gru", "seed=3", "task.api_token=a,b"]
+    assert swept(config) == {"task.distance": "2,16", "model.cell": "rnn,gru", "task.api_token": "***"}
+    assert sweep_name({"seed": "0,1"}, 1, 1) == "sweep, 1 run (1 stopped): seed=0,1"
+    long = sweep_name({"model.cell": "x" * 300})
+    assert len(long) == 250 and long.endswith("…")
 
 
 def test_a_run_logs_its_optimizer_updates_which_the_budget_curve_counts(sweep):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -220,7 +221,10 @@ def fit(
 class Design:
     """Where a span sweep places its runs: `low`..`high` (distances, >= 1), `seeds` runs at each
     distance; `bracket` distances first, then `batch` a round; done when the interval's high/low
-    is at most `factor` or `max_runs` (per variant) would be passed."""
+    is at most `factor` or `max_runs` (per variant) would be passed. A one-sided bound ends the
+    design only once the tested distance it rests on (the lowest for `< X`, the highest for
+    `> X`) has `replicates` runs (every seed): with one run there, a score above chance or below
+    halfway cannot be told from a seed's luck, and the bound would stand on it."""
 
     low: int
     high: int
@@ -229,15 +233,26 @@ class Design:
     batch: int = 2
     factor: float = 1.5
     max_runs: int = 60
+    replicates: int = 0
 
     def first(self) -> list[int]:
         """The bracket: `bracket` integer distances evenly spaced in log distance, both ends in."""
         points = np.exp(np.linspace(math.log(self.low), math.log(self.high), self.bracket))
         return sorted({int(round(p)) for p in points})
 
-    def done(self, span: Span, runs: int) -> str:
-        """Why this variant's design has ended ('' while it goes on)."""
+    def _boundary(self, span: Span, runs: int, counts: Mapping[int, int]) -> int | None:
+        """The distance a one-sided bound rests on, while it has fewer than `replicates` runs
+        there (`counts`: runs a distance) and the budget has room for more."""
+        if not span.bound or not span.tested or runs + self.seeds > self.max_runs:
+            return None
+        at = int(round(min(span.tested) if span.bound == "below" else max(span.tested)))
+        return at if counts.get(at, 0) < self.replicates else None
+
+    def done(self, span: Span, runs: int, counts: Mapping[int, int] | None = None) -> str:
+        """Why this variant's design has ended ('' while it goes on); `counts`: its runs a distance."""
         if span.bound:
+            if counts is not None and self._boundary(span, runs, counts) is not None:
+                return ""
             return f"a one-sided bound: {span.text()}"
         if span.width <= self.factor:
             return f"the interval is within a factor {self.factor:g}"
@@ -247,9 +262,13 @@ class Design:
             return "no untested distance is left in the interval"
         return ""
 
-    def next(self, span: Span, runs: int) -> list[int]:
+    def next(self, span: Span, runs: int, counts: Mapping[int, int] | None = None) -> list[int]:
         """The next batch: up to `batch` untested integer distances dividing the span's interval
-        (open ends: the range's) evenly in log distance, within what the budget allows."""
+        (open ends: the range's) evenly in log distance, within what the budget allows; for a
+        one-sided bound, the distance it rests on again (more of its seeds)."""
+        if span.bound:
+            at = None if counts is None else self._boundary(span, runs, counts)
+            return [] if at is None else [at]
         low = span.low if span.low is not None else self.low
         high = span.high if span.high is not None else self.high
         tested = {int(round(d)) for d in span.tested}

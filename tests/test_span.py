@@ -89,6 +89,32 @@ def test_the_design_brackets_the_range_then_divides_the_interval_until_narrow_or
     assert Design(low=1, high=16, seeds=5, factor=1.1).done(step, 20) == "no untested distance is left in the interval"
 
 
+def test_a_bound_from_one_run_a_distance_runs_its_distance_again_before_the_design_ends_on_it():
+    # one run a distance: "< 1" rests on one seed at distance 1, which may be its luck
+    design = Design(low=1, high=64, seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=5)
+    below = Span(None, None, 1.0, "below", tested=(1, 3, 8, 23, 64), runs=5, seeds=5)
+    counts = {1: 1, 3: 1, 8: 1, 23: 1, 64: 1}
+    assert design.done(below, 5, counts) == "" and design.next(below, 5, counts) == [1]
+    assert design.done(below, 9, {**counts, 1: 5}) == "a one-sided bound: < 1"  # every seed there: it stands
+    assert design.done(below, 12, {**counts, 1: 4}) == "a one-sided bound: < 1"  # or the budget is spent
+    above = Span(None, 64.0, None, "above", tested=(1, 3, 8, 23, 64), runs=5, seeds=5)
+    assert design.next(above, 5, counts) == [64]
+    assert design.done(below, 5) == "a one-sided bound: < 1"  # runs a distance not given: the bound ends it
+
+
+def test_a_bound_confirmed_at_its_distance_by_every_seed_can_become_a_span():
+    # a score above chance at distance 1 in every seed, none beyond: not "< 1" once all seeds ran there
+    d, s, score, chance = _runs(lambda d: 0.21 if d == 1 else CHANCE, [1], noise=0.03)
+    rest = [
+        np.array(c)
+        for c in zip(
+            *[(x, i, CHANCE + 0.01 * (i % 2 - 0.5), CHANCE) for i, x in enumerate([3, 8, 23, 64])], strict=True
+        )
+    ]
+    span = fit(*(np.concatenate([a, b]) for a, b in zip((d, s, score, chance), rest, strict=True)), higher=True)
+    assert not span.bound and span.estimate < 3 and span.high is not None and span.high < 8
+
+
 SWEEP = [
     "hydra/sweeper=span",
     "trainer.max_epochs=3",

@@ -15,6 +15,7 @@ The design is a function of the finished runs' scores alone, so a stopped sweep 
 skipped and their scores read back, and it goes on where it stopped.
 """
 
+import collections
 import copy
 import itertools
 import json
@@ -67,6 +68,7 @@ def _design(sweeper: Any) -> Any:
         batch=int(sweeper.batch),
         factor=float(sweeper.factor),
         max_runs=int(sweeper.max_runs),
+        replicates=seeds,
     )
 
 
@@ -220,7 +222,12 @@ class SpanSweeper(Sweeper):
             for variant in variants:
                 for distance in placed.get(id(variant), []):
                     for _ in range(design.seeds):
-                        seed = seeds[len(variant.jobs) % len(seeds)]
+                        # in rotation, skipping the seeds this distance has run (a bound's distance runs again)
+                        used = {s for d, s in variant.jobs if d == distance}
+                        turn = [seeds[(len(variant.jobs) + i) % len(seeds)] for i in range(len(seeds))]
+                        seed = next((s for s in turn if s not in used), None)
+                        if seed is None:
+                            break
                         variant.jobs.append((distance, seed))
                         batch.append([*variant.overrides, f"{key}={distance}", f"seed={seed}"])
                         owners.append((variant, distance, seed))
@@ -244,8 +251,9 @@ class SpanSweeper(Sweeper):
                     continue
                 d, s, score, chance, higher = zip(*variant.results, strict=True)
                 variant.span = fit(d, s, score, chance, higher=all(higher))
-                variant.done = design.done(variant.span, len(variant.jobs))
-                upcoming = [] if variant.done else design.next(variant.span, len(variant.jobs))
+                counts = collections.Counter(d for d, _ in variant.jobs)
+                variant.done = design.done(variant.span, len(variant.jobs), counts)
+                upcoming = [] if variant.done else design.next(variant.span, len(variant.jobs), counts)
                 variant.rounds.append(
                     {"round": round_, "runs": len(variant.jobs), "span": variant.span.text(), "next": upcoming}
                 )

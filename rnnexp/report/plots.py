@@ -3,6 +3,7 @@ learning curves, and the budget curve. Matplotlib's Agg backend: no display need
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -293,7 +294,8 @@ def plot_spans(runs: pd.DataFrame, table: pd.DataFrame, found: list, key: str, o
         ax.set_xscale("log")
         tasks = table["task"].nunique() > 1
         name = " ".join([*([row["task"] + ":"] if tasks else []), row["label"], *[f"{k}={row[k]}" for k in extra]])
-        ax.set_title(f"{name}\nspan {row['shown']}", fontsize=9)
+        label = "\n".join(textwrap.wrap(name, 48))  # a long label would run into its neighbours'
+        ax.set_title(f"{label}\nspan {row['shown']}", fontsize=8)
         ax.set_xlabel(key)
         ax.set_ylabel(f"test/{row['metric']}")
     for ax in list(axes.flat)[len(table) :]:

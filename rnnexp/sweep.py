@@ -165,6 +165,8 @@ def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     if store.is_sqlite:
         ui = "make ui" + store.option("URI=")
         lines.append(f"  its runs in the UI: `{ui}`, then {ui_link(experiment_id, view=run_id)}")
+    elif store.is_server:
+        lines.append(f"  its runs in the UI: {ui_link(experiment_id, view=run_id, server=store.uri)}")
     if failed:
         lines.append(f"  resume it: the same command with resume_sweep={run_id} (jobs that FINISHED are skipped)")
     return "\n".join(lines)
@@ -383,12 +385,11 @@ class SweepTracking(Callback):
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
-        if store.is_sqlite:
-            print(
-                f"sweep {run.info.run_id}: its runs in the UI as they end: `make ui{store.option('URI=')}`, then "
-                f"{tracking.ui_link(run.info.experiment_id, view=run.info.run_id)}",
-                flush=True,
-            )
+        if store.is_sqlite or store.is_server:
+            server = store.uri if store.is_server else None
+            link = tracking.ui_link(run.info.experiment_id, view=run.info.run_id, server=server)
+            ui = f"`make ui{store.option('URI=')}`, then " if store.is_sqlite else ""
+            print(f"sweep {run.info.run_id}: its runs in the UI as they end: {ui}{link}", flush=True)
         self.client, self.run_id, self.store, self.swept, self.view = (
             client,
             run.info.run_id,

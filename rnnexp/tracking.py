@@ -73,13 +73,22 @@ def command(name: str) -> str:
     return str(beside.relative_to(home)) if home == Path.cwd() else str(beside)
 
 
-def ui_link(experiment_id: str, run_id: str | None = None, port: int = 5000, view: str | None = None) -> str:
-    """A link into `make ui` that opens the experiment (or run) as model training; with `view`,
-    the experiment's runs table as that shared view (`sweep_view`) shows it."""
+def ui_link(
+    experiment_id: str, run_id: str | None = None, port: int = 5000, view: str | None = None, server: str | None = None
+) -> str:
+    """A link into `make ui` (or, given its URI, a tracking server's own UI, its credentials left
+    out) that opens the experiment (or run) as model training; with `view`, the experiment's runs
+    table as that shared view (`sweep_view`) shows it."""
+    from urllib.parse import urlsplit
+
+    base = f"http://127.0.0.1:{port}"
+    if server:
+        parts = urlsplit(server)
+        base = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"
     run = f"/runs/{run_id}" if run_id else ""
     if view:  # the runs tab itself: the experiment's own page goes there without the view
-        return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?viewStateShareKey={view}&{UI_MODE}"
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}{run}?{UI_MODE}"
+        return f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={view}&{UI_MODE}"
+    return f"{base}/#/experiments/{experiment_id}{run}?{UI_MODE}"
 
 
 # The MLflow UI's "share view": an experiment tag holding the runs table's state as JSON, opened

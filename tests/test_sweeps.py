@@ -110,6 +110,16 @@ def test_a_sweeps_parent_is_named_after_what_it_sweeps_and_its_view_shows_each_r
     assert all("test/acc" in c.data.metrics and "chance_level" in c.data.metrics for c in children)
 
 
+def test_a_sweep_on_a_tracking_server_links_to_the_servers_own_ui_without_its_credentials():
+    from rnnexp.sweep import next_steps
+
+    store = Store.parse("https://alice:secret@mlflow.example.org:8443/team/")
+    lines = next_steps(store, "7", "abc", failed=False)
+    link = "https://mlflow.example.org:8443/team/#/experiments/7/runs?viewStateShareKey=abc&"
+    assert f"its runs in the UI: {link}" in lines
+    assert "secret" not in lines and "alice" not in lines
+
+
 def test_a_sweeps_view_never_groups_runs_that_differ_in_more_than_their_seed():
     from omegaconf import OmegaConf
 

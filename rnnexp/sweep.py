@@ -159,17 +159,26 @@ RESUME_IN_A_SWEEP = "no value with -m (it continues one run); a stopped sweep go
 
 def next_steps(store, experiment_id: str, run_id: str, failed: bool) -> str:
     """What a researcher does after a sweep: its report, its runs in the UI, or its resumption."""
-    from rnnexp.tracking import command, ui_link
+    from rnnexp.tracking import command
 
     lines = [f"  report: {command('rnnexp-report')} --parent {run_id}{store.option()} --out report"]
-    if store.is_sqlite:
-        ui = "make ui" + store.option("URI=")
-        lines.append(f"  its runs in the UI: `{ui}`, then {ui_link(experiment_id, view=run_id)}")
-    elif store.is_server:
-        lines.append(f"  its runs in the UI: {ui_link(experiment_id, view=run_id, server=store.uri)}")
+    if where := in_the_ui(store, experiment_id, run_id):
+        lines.append(f"  its runs in the UI: {where}")
     if failed:
         lines.append(f"  resume it: the same command with resume_sweep={run_id} (jobs that FINISHED are skipped)")
     return "\n".join(lines)
+
+
+def in_the_ui(store, experiment_id: str, run_id: str) -> str | None:
+    """Where a sweep's runs are seen in the UI, as its view shows them (`tracking.sweep_view`):
+    `make ui` and a link for a SQLite store, the server's own UI for a tracking server."""
+    from rnnexp.tracking import ui_link
+
+    if store.is_sqlite:
+        return f"`make ui{store.option('URI=')}`, then {ui_link(experiment_id, view=run_id)}"
+    if store.is_server:
+        return ui_link(experiment_id, view=run_id, server=store.uri)
+    return None
 
 
 def swept(config: DictConfig) -> dict[str, str]:
@@ -340,6 +349,7 @@ class SweepTracking(Callback):
         store = tracking_cfg.store
         store.hand_over_credentials()
         store.check_reachable()  # seconds, not minutes of retries against a store that is not there
+        what = swept(config)
         client = store.client()
         sweep_dir = Path(config.hydra.sweep.dir)
         if config.get("resume") is not None:  # set by a config file: the command line is checked above
@@ -354,7 +364,7 @@ class SweepTracking(Callback):
             overrides = [tracking.masked_override(o) for o in typed_overrides(config.hydra.overrides.task)]
             run = client.create_run(
                 experiment_id,
-                run_name=sweep_name(swept(config)),
+                run_name=sweep_name(what),
                 tags=RunRecord(sweep=True, sweep_dir=str(sweep_dir.resolve()), **RunRecord.this_process()).to_tags(),
             )
         try:
@@ -380,23 +390,14 @@ class SweepTracking(Callback):
                     }
                 )
             )
-            view = view_keys(config, swept(config))
+            view = view_keys(config, what)
             tracking.sweep_view(client, run.info.experiment_id, run.info.run_id, *view)
         except Exception as err:  # Hydra only warns and goes on: the parent must not stay RUNNING
             tracking.end_run(client, run.info.run_id, err)
             raise
-        if store.is_sqlite or store.is_server:
-            server = store.uri if store.is_server else None
-            link = tracking.ui_link(run.info.experiment_id, view=run.info.run_id, server=server)
-            ui = f"`make ui{store.option('URI=')}`, then " if store.is_sqlite else ""
-            print(f"sweep {run.info.run_id}: its runs in the UI as they end: {ui}{link}", flush=True)
-        self.client, self.run_id, self.store, self.swept, self.view = (
-            client,
-            run.info.run_id,
-            store,
-            swept(config),
-            view,
-        )
+        if where := in_the_ui(store, run.info.experiment_id, run.info.run_id):
+            print(f"sweep {run.info.run_id}: its runs in the UI as they end: {where}", flush=True)
+        self.client, self.run_id, self.store, self.swept, self.view = client, run.info.run_id, store, what, view
         # Hydra ends a sweep whose job failed by raising, without calling on_multirun_end
         atexit.register(self._end, failed=True)
         _stop_on_sigterm(config.hydra.launcher.get("_target_"))

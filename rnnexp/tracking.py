@@ -107,12 +107,13 @@ def sweep_view(
     key_columns: list[str],
     groups: list[dict[str, str]],
     scores: list[str] | tuple[str, ...] = SCORES,
-) -> str:
+) -> None:
     """A shared view of the runs table that answers "which variant scored what" for one sweep:
     its runs, in the order they started, grouped by `groups` (each group's average above its
     runs), with the columns of the keys it sweeps (`key_columns`), then its test `scores` (a
     metric no run logs shows no column), then `VIEW_COLUMNS`, in that order (the UI's default
-    columns hold no result; it would sort metrics by name). Its share key, for `ui_link`."""
+    columns hold no result; it would sort metrics by name). Shared under the parent run's id:
+    `ui_link(..., view=parent_run_id)` opens it."""
     columns = [*key_columns, *(f"metrics.`test/{score}`" for score in scores), *VIEW_COLUMNS]
     state: dict[str, Any] = {
         "searchFilter": f"tags.mlflow.parentRunId = '{parent_run_id}'",
@@ -123,7 +124,6 @@ def sweep_view(
         "groupBy": {"aggregateFunction": "average", "groupByKeys": groups},
     }
     client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + parent_run_id, json.dumps(state))
-    return parent_run_id
 
 
 def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> str:

@@ -34,6 +34,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={value!r} is not allowed: {allowed}")
 
+    def __reduce__(self):  # rebuilt from its three fields: a joblib worker's error reaches the sweep whole
+        return type(self), (self.key, self.value, self.allowed)
+
 
 class MismatchError(ConfigError):
     """A model that cannot serve the task: a sweep over models x tasks skips such a pair."""

@@ -377,6 +377,7 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
             if trained_value is not None:  # every one, so a report tells evaluations of runs trained apart
                 params[f"trained.task.{key}"] = trained_value
             params[f"task.{key}"] = str(value)
+        params |= tracking.solved(new_cfg, task)  # as a training run logs them
         if "seed" in overrides:  # `seed` stays the network's: seeds of one trained variant pool
             params["eval.seed"] = str(seed)
         params["trainer.accelerator"] = str(accelerator)

@@ -11,6 +11,7 @@ from typing import Any
 
 from mlflow.entities import Metric
 from pytorch_lightning import Callback
+from pytorch_lightning.callbacks import RichModelSummary
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
@@ -163,3 +164,37 @@ def log_model(uri: str, run_id: str, model: Any, example: Any) -> str:
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
     return info.model_uri
+
+
+class ModelSummary(RichModelSummary):
+    """Lightning's model summary less its FLOPs column and total: Lightning counts FLOPs only from
+    a module's `example_input_array`, which rnnexp's modules do not set (the shapes come from the
+    task), so both would read 0."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, *_, **kwargs):
+        from pytorch_lightning.utilities.model_summary import get_human_readable_count
+        from pytorch_lightning.utilities.model_summary.model_summary import get_formatted_model_size
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style=kwargs.get("header_style", "bold magenta"))
+        for name, _ in columns:
+            table.add_column(name, style="dim" if name == " " else None, justify="left" if name == "Name" else "right")
+        for row in zip(*(values for _, values in columns), strict=True):
+            table.add_row(*row)
+        lines = Table.grid(expand=True)
+        lines.add_column()
+        for label, value in (
+            ("Trainable params", get_human_readable_count(int(trainable_parameters))),
+            ("Non-trainable params", get_human_readable_count(int(total_parameters - trainable_parameters))),
+            ("Total params", get_human_readable_count(int(total_parameters))),
+            ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
+            ("Modules in train mode", total_training_modes["train"]),
+            ("Modules in eval mode", total_training_modes["eval"]),
+        ):
+            lines.add_row(f"[bold]{label}[/]: {value}")
+        console = get_console()
+        console.print(table)
+        console.print(lines)

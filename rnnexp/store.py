@@ -123,6 +123,7 @@ class RunRecord:
     task: str | None = None
     distance: str | None = None  # the task's distance, or none
     length: str | None = None
+    solved: str | None = None  # keys given as None that the run solved as it started (task.length), logged solved
     metric: str | None = None  # the task's own metric, logged as test/<metric>
     better: str | None = None  # higher or lower
     seed: str | None = None

@@ -46,6 +46,7 @@ class Parent:
     experiment: str
     pid: int | None = None  # the sweep's process (None in a folder written before it was kept)
     host: str | None = None
+    swept: tuple[str, ...] = ()  # the keys the sweep varies: its runs' names lead with them
 
 
 def parent_of_this_job() -> Parent | None:
@@ -56,7 +57,8 @@ def parent_of_this_job() -> Parent | None:
     path = Path(hydra_cfg.sweep.dir) / PARENT_FILE
     if not path.exists():
         return None
-    return Parent(**json.loads(path.read_text()))
+    found = json.loads(path.read_text())
+    return Parent(**{**found, "swept": tuple(found.get("swept", ()))})
 
 
 _watching: list[Parent] = []
@@ -387,6 +389,7 @@ class SweepTracking(Callback):
                         "experiment": experiment,
                         "pid": os.getpid(),
                         "host": socket.gethostname(),
+                        "swept": list(what),
                     }
                 )
             )

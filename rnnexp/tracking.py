@@ -318,13 +318,42 @@ def params_of(cfg: DictConfig) -> dict[str, str]:
     return flatten(_resolved(cfg))
 
 
-def log_config(client: MlflowClient, run_id: str, cfg: DictConfig, overrides: list[str], record: RunRecord) -> None:
-    """The resolved config as params and as `config.yaml`, the overrides as `overrides.yaml`;
-    secrets masked in all three. `record` is written with its `variant_hash` (see there)."""
+SOLVABLE = ("length", "distance")  # a task's keys that may be given as None and solved by the task
+
+
+def solved(task_cfg: DictConfig, task: Any) -> dict[str, str]:
+    """The task's keys given as None that the task solved from the others (`task.length`: the
+    distance + 25 steps), at their solved values: the params show what the run ran."""
+    return {
+        f"task.{key}": str(getattr(task, key))
+        for key in SOLVABLE
+        if key in task_cfg and task_cfg[key] is None and getattr(task, key, None) is not None
+    }
+
+
+def as_given(params: Mapping[str, str], record: RunRecord) -> dict[str, str]:
+    """A run's params with the keys it solved (`RunRecord.solved`) back at None, as given: what a
+    run that has not yet solved them (a stage-2 run choosing its rate) compares with."""
+    return {**params, **{key: "None" for key in (record.solved or "").split(",") if key}}
+
+
+def log_config(
+    client: MlflowClient,
+    run_id: str,
+    cfg: DictConfig,
+    overrides: list[str],
+    record: RunRecord,
+    solved: Mapping[str, str] | None = None,
+) -> None:
+    """The resolved config as params, the task's `solved` keys at their solved values; the config
+    itself as `config.yaml` (what a resume or a reproduction composes again), the overrides as
+    `overrides.yaml`; secrets masked in all three. `record` is written with its `variant_hash`
+    (see there) and the keys solved."""
     resolved = _resolved(cfg)
-    flat = flatten(resolved)
+    flat = {**flatten(resolved), **(solved or {})}
     client.log_batch(run_id, params=[Param(k, v) for k, v in flat.items()])  # chunked by the client
-    write(client, run_id, dataclasses.replace(record, variant_hash=variant_hash(flat)))
+    record = dataclasses.replace(record, variant_hash=variant_hash(flat), solved=",".join(solved or ()) or None)
+    write(client, run_id, record)
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
     logged_overrides = [masked_override(o) for o in overrides]
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(logged_overrides)), "overrides.yaml")

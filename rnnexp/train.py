@@ -255,7 +255,7 @@ def _open_run(built: Built, resumed) -> _Run:
     logger = make_logger(
         spec,
         experiment,
-        run_name(built, hydra_cfg.overrides.task),
+        run_name(built, hydra_cfg.overrides.task, parent.swept if parent else ()),
         tags=RunRecord(parent_run=parent.run_id).to_tags() if parent else None,
     )
     return _Run(logger, experiment, out_dir, checkpoint_dir)
@@ -298,7 +298,8 @@ def _record_start(run: _Run, built: Built) -> None:
         smoke=hydra_cfg.runtime.choices.get("trainer") == SMOKE,
         **chosen,
     )
-    tracking.log_config(run.client, run.id, cfg, config.typed_overrides(hydra_cfg.overrides.task), record)
+    overrides = config.typed_overrides(hydra_cfg.overrides.task)
+    tracking.log_config(run.client, run.id, cfg, overrides, record, tracking.solved(cfg.task, task))
     if task.data_source is not None:
         tracking.log_dataset(
             run.client,
@@ -387,6 +388,8 @@ def _close_after(err: BaseException, run: _Run, spec: config.TrainConfig) -> Non
         )
     if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
         raise SystemExit(128 + signal.SIGTERM) from err
+    if status == "KILLED" and type(err) is SystemExit and not in_a_sweep:
+        raise SystemExit(128 + signal.SIGINT) from err  # Lightning exits 1 on Ctrl-C; a shell's convention is 130
 
 
 def _print_summary(run: _Run, built: Built, results, outcome, status: str) -> None:
@@ -450,19 +453,20 @@ _UNNAMED_PREFIXES = (
 )
 
 
-def run_name(built: Built, overrides) -> str:
+def run_name(built: Built, overrides, swept: tuple[str, ...] = ()) -> str:
     """What the run is, at a glance in the MLflow UI: its model, cell, task, distance, hidden size
     (as solved from model.params), every other key its command line or sweep set, and its seed,
-    e.g. `rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s0`."""
+    e.g. `rnn_hidden-gru-delayed_recall-d16-h64-lr0.01-s0`. A sweep's job leads with the keys the
+    sweep varies (`swept`), which the UI would otherwise cut off: `d16-s0-rnn_hidden-gru-…`."""
     spec, task = built.spec, built.task
     cell = getattr(spec.model, "cell", None)
-    parts = [
-        spec.model.name,
-        *([] if cell is None else ["tanh" if cell.value == "rnn" else cell.value]),
-        task.name,
-        *([] if task.distance is None else [f"d{task.distance}"]),
-        f"h{spec.model.hidden_size}",
-    ]
+    parts = {
+        "model": spec.model.name,
+        **({} if cell is None else {"model.cell": "tanh" if cell.value == "rnn" else cell.value}),
+        "task": task.name,
+        **({} if task.distance is None else {"task.distance": f"d{task.distance}"}),
+        "model.hidden_size": f"h{spec.model.hidden_size}",
+    }
     given: dict[str, str] = {}  # a key given twice counts once, at its last value, as Hydra takes it
     for override in config.typed_overrides(overrides):
         key, _, value = override.lstrip("+~").partition("=")
@@ -471,8 +475,12 @@ def run_name(built: Built, overrides) -> str:
             given[key] = value.strip(chr(39) + chr(34))[:24]
     if spec.optim.lr_from is not None:  # the rate chosen on validation (optim.lr cannot be given beside it)
         given["optim.lr"] = f"{spec.optim.lr:g}"
-    parts += [f"{_SHORT.get(key, key.rsplit('.', 1)[-1])}{value}" for key, value in given.items()]
-    return "-".join([*parts, f"s{spec.seed}"])[:250]
+    parts |= {key: f"{_SHORT.get(key, key.rsplit('.', 1)[-1])}{value}" for key, value in given.items()}
+    parts["seed"] = f"s{spec.seed}"
+    if "model.params" in swept:  # the size it asks for shows as the size solved
+        swept = (*swept, "model.hidden_size")
+    lead = [key for key in swept if key in parts]
+    return "-".join([parts[key] for key in lead] + [p for key, p in parts.items() if key not in lead])[:250]
 
 
 class StoreLost(RuntimeError):
@@ -526,6 +534,10 @@ def make_trainer(cfg: DictConfig, task, logger, checkpoint_dir: Path, out_dir: P
     # a fresh training set each epoch: Lightning asks the task for its training loader every epoch
     fresh = {"reload_dataloaders_every_n_epochs": 1} if getattr(task, "fresh", False) else {}
     quiet = {"enable_model_summary": False} if _summary_unasked_in_a_sweep() else {}
+    if cfg.trainer.get("enable_model_summary", True) and not quiet:
+        from rnnexp.logger import ModelSummary
+
+        callbacks.append(ModelSummary())  # Lightning's, less its FLOPs: 0 without an example input
     trainer = lightning_trainer(cfg, logger=logger, callbacks=callbacks, default_root_dir=out_dir, **fresh, **quiet)
     return trainer, checkpoint
 
@@ -769,6 +781,7 @@ _SAID_ELSEWHERE = (
     "HPU available:",
     "Restoring states from the checkpoint",
     "Loaded model weights from the checkpoint",
+    "Trainer already configured with model summary callbacks",  # rnnexp's own summary (rnnexp.logger)
 )
 
 

@@ -75,6 +75,14 @@ def selection_key(params: Mapping[str, str], shared: tuple[str, ...] = ()) -> st
     return variant_hash({k: v for k, v in params.items() if k not in TUNED and k not in shared})
 
 
+def _as_given(run: Any) -> dict[str, str]:
+    """A selection run's params as given (its solved keys at None), as a run choosing its rate has them."""
+    from rnnexp.store import RunRecord
+    from rnnexp.tracking import as_given
+
+    return as_given(run.data.params, RunRecord.of(run))
+
+
 def _runs(store: Store, experiment: str) -> list[Any]:
     """Stage 1's runs in `experiment`; SelectionError if there is no such experiment."""
     client = store.client()
@@ -230,7 +238,7 @@ def chosen_lr(store: Store, experiment: str, params: Mapping[str, str], shared: 
     with `shared` keys, the one chosen at the single value of each that stage 1 ran at."""
     runs = _runs(store, experiment)
     key = selection_key(params, shared)
-    mine = [r for r in runs if selection_key(r.data.params, shared) == key]
+    mine = [r for r in runs if selection_key(_as_given(r), shared) == key]
     if not mine:
         but = ", ".join(("optim.lr", "the seed", *shared))
         raise SelectionError(
@@ -268,7 +276,7 @@ def _variants(store: Store, experiment: str) -> dict[str, list[Any]]:
     """Stage 1's runs grouped by variant: each group one grid of rates and seeds."""
     groups: dict[str, list[Any]] = {}
     for run in _runs(store, experiment):
-        groups.setdefault(selection_key(run.data.params), []).append(run)
+        groups.setdefault(selection_key(_as_given(run)), []).append(run)
     return groups
 
 

@@ -221,10 +221,11 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
 
     from rnnexp.train import Built, run_name
 
-    def named(cfg, overrides: list[str], seed: int = 0, **optim) -> str:
+    def named(cfg, overrides: list[str], seed: int = 0, swept: tuple[str, ...] = (), **optim) -> str:
         spec = config.check(cfg)
         spec = replace(spec, optim=replace(spec.optim, **optim))  # as `resolve` leaves it
-        return run_name(Built(cfg, spec, instantiate(cfg.task, seed=seed), None, None), OmegaConf.create(overrides))
+        built = Built(cfg, spec, instantiate(cfg.task, seed=seed), None, None)
+        return run_name(built, OmegaConf.create(overrides), swept)
 
     given = [
         "model.cell=gru",
@@ -239,6 +240,11 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
     assert named(compose_train(*chosen), chosen, lr=0.003) == "rnn_hidden-tanh-delayed_recall-d15-h64-lr0.003-s0"
     tanh = compose_train("model=rnn_final", "task=pronoun_reference")
     assert named(tanh, []) == "rnn_final-tanh-pronoun_reference-d4-h64-s0"
+    # a sweep's job leads with what the sweep varies, in the sweep's order, and says each part once
+    swept = ("task.distance", "seed", "optim.lr")
+    assert named(compose_train(*given), given, seed=3, swept=swept) == "d16-s3-lr0.01-rnn_hidden-gru-delayed_recall-h64"
+    sized = ["model.params=20000", "model=rnn_hidden", "model.cell=lstm"]
+    assert named(compose_train(*sized), sized, swept=("model.cell", "model.params")).startswith("lstm-p20000-h")
 
 
 def test_each_default_is_written_once_in_its_schema_not_in_the_yaml_or_the_constructor():
@@ -258,3 +264,13 @@ def test_each_default_is_written_once_in_its_schema_not_in_the_yaml_or_the_const
     for path in (CONF / "trainer" / "default.yaml", CONF / "tracking" / "local.yaml"):
         written = yaml.safe_load(path.read_text()) or {}
         assert set(written) <= {"log_model"}, path  # log_model: read from the environment, for the tests
+
+
+@pytest.mark.parametrize("kind", [config.ConfigError, config.MismatchError])
+def test_a_config_error_survives_pickling_as_a_joblib_workers_error_must(kind):
+    import pickle
+
+    err = kind("optim.lr_from", "memory_span_rates", "an experiment whose rates differ")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is kind and str(back) == str(err)
+    assert (back.key, back.value, back.allowed) == (err.key, err.value, err.allowed)

@@ -74,6 +74,7 @@ def test_an_interrupted_run_resumes_into_the_same_run_and_ends_as_an_uninterrupt
         proc.wait(timeout=60)
     finally:
         proc.kill()
+    assert proc.returncode == 128 + signal.SIGINT  # as a shell reports Ctrl-C, and as a sweep exits on it
     (run,) = runs_named(client, "delayed_recall")
     assert run.info.status == "KILLED" and (tmp_path / "out" / "checkpoints" / "last.ckpt").is_file()
     params = run.data.params

@@ -89,6 +89,10 @@ def test_a_sweeps_parent_is_named_after_what_it_sweeps_and_its_view_shows_each_r
     _, _, client, parent, children = sweep
     name = "sweep, 4 runs: model=rnn_hidden,mlp_window,rnn_final task.distance=1,3"
     assert parent.data.tags["mlflow.runName"] == name
+    # each run's name leads with what the sweep varies, where the UI's narrow column shows it
+    for child in children:
+        tags = child.data.tags
+        assert tags["mlflow.runName"].startswith(f"{tags['model']}-d{tags['distance']}-"), tags["mlflow.runName"]
     tags = client.get_experiment(parent.info.experiment_id).tags
     view = json.loads(tags[f"mlflow.sharedViewState.{parent.info.run_id}"])  # the UI's "share view" form
     assert view["searchFilter"] == f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
@@ -714,3 +718,5 @@ def test_a_sweep_prints_no_model_summary_per_job_unless_asked(tmp_path):
     )
     assert asked.returncode == 0, asked.stderr[-2000:]
     assert (asked.stdout + asked.stderr).count("Trainable params") == 2
+    # Lightning's, less the FLOPs it cannot count without an example input (a column of zeros)
+    assert "FLOPs" not in asked.stdout + asked.stderr and "already configured" not in asked.stdout + asked.stderr

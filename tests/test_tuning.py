@@ -248,6 +248,39 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
     assert " optim.lr " in report.stdout.splitlines()[0]  # the chosen rate is a column of the table
 
 
+def test_a_run_logs_the_length_its_task_solved_and_still_takes_the_rate_chosen_where_it_was_solved_apart(
+    tmp_path, compose_train
+):
+    """task.length=None is solved as distance + 25: stage 1 at distance 3 logged 28, a run at
+    distance 4 logs 29, and the choice shared over the distance still reaches it."""
+    from rnnexp.store import Store
+
+    unsized = [o for o in TINY if not o.startswith("task.length")]
+    client = Store.parse(f"sqlite:///{tmp_path}/mlflow.db").client()
+    experiment = client.create_experiment("recall_lr")
+    for lr, per_seed in {0.0003: (0.31, 0.35), 0.03: (0.52, 0.47)}.items():
+        for seed, best_val in enumerate(per_seed):
+            cfg = compose_train(*unsized, f"optim.lr={lr}", f"seed={seed}", "tracking.experiment=recall_lr")
+            log_run(client, experiment, cfg, {}, monitor="val/acc", monitor_mode="max", best_val=best_val)
+    (selected, *_) = client.search_runs([experiment])
+    assert selected.data.params["task.length"] == "28" and selected.data.tags["solved"] == "task.length"
+    proc = _train(
+        tmp_path,
+        "task.length=null",
+        "task.distance=4",
+        "optim.lr_from=recall_lr",
+        "optim.lr_shared_over=[task.distance]",
+        "tracking.experiment=shared",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert run.data.params["task.length"] == "29" and run.data.tags["length"] == "29"
+    assert float(run.data.params["optim.lr"]) == 0.03 and run.data.tags["solved"] == "task.length"
+    # the config the run replays with keeps the length to be solved: at another distance, another length
+    config_yaml = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path)))
+    assert "length: null" in config_yaml.read_text()
+
+
 def _scored(run, val: float, chance: float = 0.125):
     """`run` with the last validation accuracy and chance level a training run logs."""
     run.data.metrics = {"val/acc": val, "chance_level": chance}

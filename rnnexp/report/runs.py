@@ -244,9 +244,13 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     """The config keys that tell a table's rows apart: a task's or trainer's key (`task.distance`,
     `optim.lr`, `trainer.max_epochs`, ...) that differs between variants of one task, and a model's
     key (`model.hidden_size`, ...) that differs between variants of one task and model. (A model's
-    own keys, such as `model.window`, come with the model; sizes show in the parameter count.)"""
+    own keys, such as `model.window`, come with the model; sizes show in the parameter count.) A
+    key the runs solved from the others (`task.length` from the distance) tells nothing more."""
     keys: set[str] = set()
-    params = [c for c in runs.columns if c.startswith("params.") and shown_key(c[len("params.") :])]
+    solved = {k for v in (runs["solved"].dropna() if "solved" in runs else []) for k in str(v).split(",")}
+    params = [
+        c for c in runs.columns if c.startswith("params.") and shown_key(c[7:]) and c[7:] not in solved
+    ]
     for by, prefix in ((["task"], None), (["task", "label"], "model.")):
         for _, same in runs.groupby(by):
             variants = same.drop_duplicates("variant")

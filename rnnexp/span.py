@@ -15,10 +15,12 @@ span lies anywhere between them, whatever the fit says. A variant whose score ne
 halfway in the tested range gets a one-sided bound ("> 64"), one never shown above chance at any
 distance "< 1", never an extrapolated number; an interval end beyond the range is open likewise.
 
-`next_distances` places a span sweep's runs (hydra_plugins/rnnexp_span): a bracket of distances
-evenly spaced in log distance first, then, batch by batch, distances that divide the span's
-interval (where the fitted curve is least certain) evenly in log distance, until the interval is
-narrower than a factor, no untested distance is left in it, or the run budget is spent.
+`Design` places a span sweep's runs (hydra_plugins/rnnexp_span): a bracket of distances evenly
+spaced in log distance first, then, batch by batch, distances that divide the two tested
+distances the mean score crosses halfway between; once no untested distance is left between them,
+more seeds at those two (the bootstrap over seeds cannot narrow an interval that rests on one run
+at each); then distances that divide the rest of the span's interval, until the interval is
+narrower than a factor, nothing is left to run in it, or the run budget is spent.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Span:
     slope: float = float("nan")
     curve: dict[float, float] = field(default_factory=dict, compare=False)  # the fit's gain at each tested distance
     samples: tuple[float, ...] = field(default=(), compare=False)  # the bootstrap's log spans, to compare spans by
+    crossing: tuple[float | None, float | None] = (None, None)  # the tested distances the mean crosses halfway between
 
     @property
     def width(self) -> float:
@@ -184,7 +187,7 @@ def fit(
             return Span(None, None, None, "above", amplitude=amplitude, **base)
         if cross[0] is None:
             return Span(None, None, None, "below", amplitude=amplitude, **base)
-        return Span(math.sqrt(cross[0] * cross[1]), cross[0], cross[1], "", amplitude=amplitude, **base)
+        return Span(math.sqrt(cross[0] * cross[1]), cross[0], cross[1], "", amplitude=amplitude, crossing=cross, **base)
     amplitude, slope, log_span = best
     cross = _crossing(distance, gain, amplitude / 2)
     curve = {d: float(logistic(np.log([d]), *best)[0]) for d in tested}
@@ -213,6 +216,7 @@ def fit(
         None if high > tested[-1] else high,
         "",
         samples=tuple(spans),
+        crossing=cross,
         **extra,
     )
 
@@ -224,7 +228,9 @@ class Design:
     is at most `factor` or `max_runs` (per variant) would be passed. A one-sided bound ends the
     design only once the tested distance it rests on (the lowest for `< X`, the highest for
     `> X`) has `replicates` runs (every seed): with one run there, a score above chance or below
-    halfway cannot be told from a seed's luck, and the bound would stand on it."""
+    halfway cannot be told from a seed's luck, and the bound would stand on it. The same count
+    holds where the mean crosses halfway between two adjacent tested distances: those two run
+    again, up to `replicates` runs each, before distances further out (`next`)."""
 
     low: int
     high: int
@@ -258,29 +264,42 @@ class Design:
             return f"the interval is within a factor {self.factor:g}"
         if runs + self.seeds > self.max_runs:
             return f"the budget of {self.max_runs} runs is spent"
-        if not self.next(span, runs):
-            return "no untested distance is left in the interval"
+        if not self.next(span, runs, counts):
+            return "nothing is left to run in the interval: every distance in it tested, its crossing's with every seed"
         return ""
 
     def next(self, span: Span, runs: int, counts: Mapping[int, int] | None = None) -> list[int]:
-        """The next batch: up to `batch` untested integer distances dividing the span's interval
-        (open ends: the range's) evenly in log distance, within what the budget allows; for a
-        one-sided bound, the distance it rests on again (more of its seeds)."""
+        """The next batch, within what the budget allows: up to `batch` untested integer distances
+        dividing the crossing (the two tested distances the mean crosses halfway between) evenly
+        in log distance; none left there, its two ends again (more of their seeds, up to
+        `replicates` runs each); then untested distances dividing the span's interval (open ends:
+        the range's). For a one-sided bound, the distance it rests on again."""
         if span.bound:
             at = None if counts is None else self._boundary(span, runs, counts)
             return [] if at is None else [at]
+        room = max(0, (self.max_runs - runs) // self.seeds)
+        tested = {int(round(d)) for d in span.tested}
+        left, right = span.crossing
+        if left is not None and right is not None:
+            between = [d for d in range(int(left) + 1, int(right)) if d not in tested and self.low <= d <= self.high]
+            if between:
+                return self._dividing(between, left, right, min(self.batch, room))
+            short = [int(d) for d in (left, right) if counts is not None and counts.get(int(d), 0) < self.replicates]
+            if short:
+                return sorted(short)[: min(self.batch, room)]
         low = span.low if span.low is not None else self.low
         high = span.high if span.high is not None else self.high
-        tested = {int(round(d)) for d in span.tested}
         inside = [d for d in range(max(self.low, math.floor(low)), min(self.high, math.ceil(high)) + 1)]
         candidates = [d for d in inside if d not in tested and low <= d <= high] or [
             d for d in inside if d not in tested
         ]
-        if not candidates:
-            return []
-        room = max(0, (self.max_runs - runs) // self.seeds)
-        wanted = min(self.batch, room, len(candidates))
+        return self._dividing(candidates, low, high, min(self.batch, room))
+
+    @staticmethod
+    def _dividing(candidates: list[int], low: float, high: float, wanted: int) -> list[int]:
+        """Up to `wanted` of `candidates` nearest the points dividing low..high evenly in log distance."""
         chosen: list[int] = []
+        wanted = min(wanted, len(candidates))
         for q in range(1, wanted + 1):
             target = math.log(low) + q / (wanted + 1) * (math.log(high) - math.log(low))
             left = [d for d in candidates if d not in chosen]

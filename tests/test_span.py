@@ -86,7 +86,24 @@ def test_the_design_brackets_the_range_then_divides_the_interval_until_narrow_or
     assert design.done(Span(None, None, None, "above", tested=(1, 64), runs=10, seeds=5), 10).endswith("> 64")
     # a step between neighbours: nothing left to place
     step = Span(4.5, 4.0, 5.0, "", tested=(1, 4, 5, 16), runs=20, seeds=5)
-    assert Design(low=1, high=16, seeds=5, factor=1.1).done(step, 20) == "no untested distance is left in the interval"
+    assert Design(low=1, high=16, seeds=5, factor=1.1).done(step, 20).startswith("nothing is left to run")
+
+
+def test_the_design_divides_the_crossing_then_runs_its_two_ends_with_more_seeds():
+    # one run a distance: the mean crosses halfway between 8 and 23, the interval open on the right
+    design = Design(low=1, high=64, seeds=1, bracket=5, batch=2, factor=2, max_runs=14, replicates=5)
+    counts = {1: 1, 3: 1, 8: 1, 23: 1, 64: 1}
+    span = Span(12.0, 5.0, None, "", tested=(1, 3, 8, 23, 64), runs=5, seeds=5, crossing=(8.0, 23.0))
+    assert design.next(span, 5, counts) == [11, 16]  # the crossing in thirds, not the open interval's
+    # the crossing between neighbours: its ends again, with seeds they have not run
+    step = Span(12.0, 5.0, None, "", tested=(1, 3, 8, 9, 23, 64), runs=20, seeds=5, crossing=(8.0, 9.0))
+    filled = {d: 1 for d in step.tested}
+    assert design.next(step, 6, filled) == [8, 9]
+    assert design.next(step, 10, {**filled, 8: 5, 9: 3}) == [9]
+    assert design.next(step, 13, {**filled, 8: 5, 9: 3}) == [9]  # room for one run
+    # both ends with every seed: the rest of the interval, as before
+    assert design.next(step, 12, {**filled, 8: 5, 9: 5}) == [12, 27]  # 5..64 in thirds
+    assert design.done(step, 14, {**filled, 8: 5, 9: 5}) == "the budget of 14 runs is spent"
 
 
 def test_a_bound_from_one_run_a_distance_runs_its_distance_again_before_the_design_ends_on_it():

@@ -369,7 +369,7 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
                 f"{' '.join(str(err).split())[:200]}"
             ) from None
 
-        params = dict(run.data.params)
+        params = tracking.as_given(run.data.params, RunRecord.of(run))  # a solved length as given: hashed alike
         for key, value in OmegaConf.to_container(new_cfg, enum_to_str=True).items():
             trained_value = params.get(f"task.{key}")
             if trained_value == MASK and f"task.{key}" not in overrides:
@@ -377,7 +377,7 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
             if trained_value is not None:  # every one, so a report tells evaluations of runs trained apart
                 params[f"trained.task.{key}"] = trained_value
             params[f"task.{key}"] = str(value)
-        params |= tracking.solved(new_cfg, task)  # as a training run logs them
+        solved = tracking.solved(new_cfg, task)  # logged as a training run logs them, hashed as given
         if "seed" in overrides:  # `seed` stays the network's: seeds of one trained variant pool
             params["eval.seed"] = str(seed)
         params["trainer.accelerator"] = str(accelerator)
@@ -398,7 +398,9 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
             distance="none" if task.distance is None else str(task.distance),
             length="none" if task.length is None else str(task.length),
             variant_hash=tracking.variant_hash({k: v for k, v in params.items() if k != "seed"}),
+            solved=",".join(solved) or None,
         )
+        params |= solved
         name = f"{trained_record.name or run_id} @ {'own task' if with_ == 'none' else with_}"
         # every check passed: only now a run exists, and it ends FINISHED or FAILED, never RUNNING
         created = client.create_run(run.info.experiment_id, run_name=name, tags=record.to_tags())

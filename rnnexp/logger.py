@@ -181,7 +181,10 @@ class ModelSummary(RichModelSummary):
         columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
         table = Table(header_style=kwargs.get("header_style", "bold magenta"))
         for name, _ in columns:
-            table.add_column(name, style="dim" if name == " " else None, justify="left" if name == "Name" else "right")
+            left = name == "Name"
+            table.add_column(
+                name, style="dim" if name == " " else None, justify="left" if left else "right", no_wrap=left
+            )
         for row in zip(*(values for _, values in columns), strict=True):
             table.add_row(*row)
         lines = Table.grid(expand=True)

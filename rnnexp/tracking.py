@@ -350,9 +350,11 @@ def log_config(
     `overrides.yaml`; secrets masked in all three. `record` is written with its `variant_hash`
     (see there) and the keys solved."""
     resolved = _resolved(cfg)
-    flat = {**flatten(resolved), **(solved or {})}
+    given = flatten(resolved)
+    flat = {**given, **(solved or {})}
     client.log_batch(run_id, params=[Param(k, v) for k, v in flat.items()])  # chunked by the client
-    record = dataclasses.replace(record, variant_hash=variant_hash(flat), solved=",".join(solved or ()) or None)
+    # hashed as given: a solved value follows from the others, and runs made before it was logged pool with these
+    record = dataclasses.replace(record, variant_hash=variant_hash(given), solved=",".join(solved or ()) or None)
     write(client, run_id, record)
     client.log_text(run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
     logged_overrides = [masked_override(o) for o in overrides]

@@ -388,7 +388,7 @@ def _close_after(err: BaseException, run: _Run, spec: config.TrainConfig) -> Non
         )
     if isinstance(err, SIGTERMException):  # a SystemExit with no code: it would exit 0
         raise SystemExit(128 + signal.SIGTERM) from err
-    if status == "KILLED" and type(err) is SystemExit and not in_a_sweep:
+    if status == "KILLED" and type(err) is SystemExit:  # a run or a sweep's job, as between jobs
         raise SystemExit(128 + signal.SIGINT) from err  # Lightning exits 1 on Ctrl-C; a shell's convention is 130
 
 
@@ -437,6 +437,7 @@ _UNNAMED = (
     "seed",
     "experiment",
     "resume",
+    "resume_sweep",
     "optim.lr_from",
     "optim.lr_shared_over",
     "model.hidden_size",
@@ -468,8 +469,10 @@ def run_name(built: Built, overrides, swept: tuple[str, ...] = ()) -> str:
         "model.hidden_size": f"h{spec.model.hidden_size}",
     }
     given: dict[str, str] = {}  # a key given twice counts once, at its last value, as Hydra takes it
-    for override in config.typed_overrides(overrides):
-        key, _, value = override.lstrip("+~").partition("=")
+    from rnnexp.tracking import masked_override
+
+    for override in config.typed_overrides(overrides):  # a secret masked, as in the params
+        key, _, value = masked_override(override).lstrip("+~").partition("=")
         if not (key in _UNNAMED or key.startswith(_UNNAMED_PREFIXES)):
             given.pop(key, None)
             given[key] = value.strip(chr(39) + chr(34))[:24]

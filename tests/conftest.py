@@ -125,7 +125,9 @@ def log_run(client, experiment_id: str, cfg, metrics: dict, curves: dict | None 
     spec = config.check(cfg)
     run_id = client.create_run(experiment_id, start_time=next(_STARTS)).info.run_id  # in the order made
     task = instantiate(cfg.task, seed=spec.seed)
-    tracking.log_config(client, run_id, cfg, [], tracking.run_record(spec, task, **record), tracking.solved(cfg.task, task))
+    tracking.log_config(
+        client, run_id, cfg, [], tracking.run_record(spec, task, **record), tracking.solved(cfg.task, task)
+    )
     now = int(time.time() * 1000)
     per_epoch = [Metric(k, v, now, epoch) for k, values in (curves or {}).items() for epoch, v in enumerate(values)]
     client.log_batch(run_id, metrics=[*per_epoch, *(Metric(k, v, now, 0) for k, v in metrics.items())])

@@ -243,6 +243,10 @@ def test_a_run_name_says_the_cell_the_distance_the_size_and_every_key_set(compos
     # a sweep's job leads with what the sweep varies, in the sweep's order, and says each part once
     swept = ("task.distance", "seed", "optim.lr")
     assert named(compose_train(*given), given, seed=3, swept=swept) == "d16-s3-lr0.01-rnn_hidden-gru-delayed_recall-h64"
+    # what names no run (a sweep's resume, where it is tracked) is left out; a secret is masked
+    extra = ["resume_sweep=0123abcd", "task.where=https://alice:s3cret@example.org/x"]
+    named_extra = named(compose_train(*given), [*given, *extra], seed=3)
+    assert "resume_sweep" not in named_extra and "s3cret" not in named_extra and "***" in named_extra
     sized = ["model.params=20000", "model=rnn_hidden", "model.cell=lstm"]
     assert named(compose_train(*sized), sized, swept=("model.cell", "model.params")).startswith("lstm-p20000-h")
 

@@ -389,3 +389,46 @@ def test_the_distance_plot_draws_each_mean_with_its_interval_and_no_line_between
     assert (
         np.allclose(window[2]["yerr"][:, 1], [0.01, 0.01]) and window[2]["yerr"][0, 0] == 0
     )  # no interval: none drawn
+
+
+def test_a_solved_value_counts_as_given_so_it_varies_only_where_runs_were_given_it_apart():
+    from rnnexp.report.runs import varying_keys
+
+    def frame(lengths, solved):
+        n = len(lengths)
+        return pd.DataFrame(
+            {
+                "task": ["delayed_recall"] * n,
+                "label": ["rnn_hidden"] * n,
+                "variant": [f"v{i}" for i in range(n)],
+                "params.task.distance": [str(3 + i) for i in range(n)],
+                "params.task.length": lengths,
+                "solved": solved,
+            }
+        )
+
+    # a distance sweep: each length solved from its distance says nothing more than the distance
+    assert varying_keys(frame(["28", "29"], ["task.length", "task.length"])) == ["task.distance"]
+    # lengths given apart (null, 30, 50) vary, solved or not; a run read from a CSV has None
+    mixed = frame(["28", "30", "50"], ["task.length", None, None])
+    assert varying_keys(mixed) == ["task.distance", "task.length"]
+    assert varying_keys(frame([None, "28"], [None, "task.length"])) == ["task.distance"]
+
+
+def test_a_run_logged_with_its_solved_length_is_the_same_variant_as_one_logged_before(tmp_path, compose_train):
+    from hydra.utils import instantiate
+
+    from rnnexp import config, tracking
+    from rnnexp.store import Store
+    from tests.conftest import log_run
+
+    client = Store.parse(f"sqlite:///{tmp_path}/m.db").client()
+    experiment = client.create_experiment("e")
+    cfg = compose_train("task.distance=3")
+    solved = log_run(client, experiment, cfg, {})
+    old = client.create_run(experiment).info.run_id  # as logged before lengths were solved: no `solved`
+    task = instantiate(cfg.task, seed=0)
+    tracking.log_config(client, old, cfg, [], tracking.run_record(config.check(cfg), task))
+    a, b = client.get_run(solved).data, client.get_run(old).data
+    assert a.params["task.length"] == "28" and b.params["task.length"] == "None"
+    assert a.tags["variant_hash"] == b.tags["variant_hash"]

@@ -245,18 +245,23 @@ def varying_keys(runs: pd.DataFrame) -> list[str]:
     `optim.lr`, `trainer.max_epochs`, ...) that differs between variants of one task, and a model's
     key (`model.hidden_size`, ...) that differs between variants of one task and model. (A model's
     own keys, such as `model.window`, come with the model; sizes show in the parameter count.) A
-    key the runs solved from the others (`task.length` from the distance) tells nothing more."""
+    value a run solved from the others (`task.length` from the distance) counts as given, None:
+    it tells nothing the others do not."""
     keys: set[str] = set()
-    solved = {k for v in (runs["solved"].dropna() if "solved" in runs else []) for k in str(v).split(",")}
-    params = [
-        c for c in runs.columns if c.startswith("params.") and shown_key(c[7:]) and c[7:] not in solved
-    ]
+    params = [c for c in runs.columns if c.startswith("params.") and shown_key(c[len("params.") :])]
+    if "solved" in runs:
+        runs = runs.copy()
+        for i, solved in runs["solved"].dropna().items():
+            for key in filter(None, str(solved).split(",")):
+                if f"params.{key}" in runs:
+                    runs.at[i, f"params.{key}"] = "None"
     for by, prefix in ((["task"], None), (["task", "label"], "model.")):
         for _, same in runs.groupby(by):
             variants = same.drop_duplicates("variant")
             for column in params:
                 key = column[len("params.") :]
-                if (key.startswith("model.") == (prefix is not None)) and variants[column].nunique(dropna=False) > 1:
+                # None as read back from a CSV, "None" as from the store
+                if (key.startswith("model.") == (prefix is not None)) and variants[column].fillna("None").nunique() > 1:
                     keys.add(key)
     return sorted(keys, key=lambda k: (k != "task.distance", k))
 

@@ -167,10 +167,11 @@ def check_hydra(cfg: DictConfig) -> None:
             raise ConfigError(f"hydra.callbacks.{name}", callback, "a callback with no arguments")
 
 
-def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None:
+def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> DictConfig | None:
     """Compose what `rnnexp-train ARGV` would run, as Hydra will, and check every config a job
     can get with `check_hydra`: with -m, one for each choice of the config groups it sweeps.
-    --help, --cfg and --info too: Hydra configures its own logging from the config for them."""
+    --help, --cfg and --info too: Hydra configures its own logging from the config for them.
+    Returns the config composed (its `hydra` node included), None for shell completion."""
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
     from hydra.core.global_hydra import GlobalHydra
@@ -186,7 +187,7 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
             "can run any code; resume=RUN_ID goes on with a run, make reproduce-run RUN=ID re-makes one",
         )
     if args.shell_completion:
-        return
+        return None
     commands = [
         name
         for name, given in (
@@ -220,7 +221,7 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
         base = hydra.compose_config(config_name, args.overrides, run_mode=mode)
         check_hydra(base)
         if mode == RunMode.RUN:
-            return
+            return base
         # each job composes its own config: every choice of the groups a sweep chooses (each
         # brings its own hydra node), and each value of the other swept keys once (a bad value is
         # one line now, not a failed sweep later)
@@ -262,6 +263,7 @@ def check_command_line(argv: list[str], conf_dir: str, config_name: str) -> None
             cfg = hydra.compose_config(config_name, fixed + list(job), run_mode=RunMode.RUN)
             check_hydra(cfg)
             _check_job(cfg)
+        return base
     finally:
         GlobalHydra.instance().clear()
 

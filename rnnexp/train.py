@@ -849,6 +849,32 @@ STORE_RETRIES = {
 }
 
 
+def help_text(argv: list[str], cfg: DictConfig) -> str | None:
+    """`--help`, as Hydra prints it from conf/train.yaml's `hydra.help`, for the config `cfg` that
+    `argv` composes; None for any other command line, or a template that asks for Hydra's own
+    groups or flags. Hydra's lists every config group, its own `hydra/*` ones too, composing each
+    (about a second, for groups the template does not show); the app's groups are conf/'s folders."""
+    import string
+
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)
+    template = cfg.hydra.help.template
+    if not args.help or args.config_dir is not None or "$HYDRA_CONFIG_GROUPS" in template or "$FLAGS_HELP" in template:
+        return None
+    root = Path(CONF_DIR)
+    groups = {
+        folder.relative_to(root).as_posix(): sorted(f.stem for f in folder.glob("*.yaml"))
+        for folder in root.rglob("*")
+        if folder.is_dir() and any(folder.glob("*.yaml")) and folder.relative_to(root).parts[0] != "hydra"
+    }
+    listed = "".join(f"{group}: {', '.join(options)}\n" for group, options in sorted(groups.items()))
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return string.Template(template).substitute(
+        APP_CONFIG_GROUPS=listed, CONFIG=OmegaConf.to_yaml(job, resolve=args.resolve)
+    )
+
+
 def main() -> None:
     # Hydra would print its own multi-line report and exit 1; config errors are reported here
     # instead, in one line, and anything else raises with its full traceback.
@@ -860,7 +886,10 @@ def main() -> None:
         os.environ.setdefault(key, value)
     try:
         # Hydra instantiates callbacks, launcher, sweeper and logging before _app runs: check first
-        safety.check_command_line(sys.argv[1:], CONF_DIR, "train")
+        composed = safety.check_command_line(sys.argv[1:], CONF_DIR, "train")
+        if composed is not None and (text := help_text(sys.argv[1:], composed)) is not None:
+            print(text)
+            return
         _app()
     except (
         config.ConfigError,

@@ -32,7 +32,7 @@ $(error $(firstword $(STRAY))=$($(firstword $(STRAY))) is an override outside AR
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format coverage golden test-integration integration postgresql chromium ui-screenshots bench gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
+.PHONY: help install train test lint format coverage golden test-integration integration postgresql chromium ui-screenshots bench profile gpu-check server sweep tune-lr report docs reproduce reproduce-run eval stale ui clean need-exp
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ ui-screenshots: $(STAMP) chromium ## the MLflow UI screenshots of docs/tracking.
 
 bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 15 min; ARGS="--rows 1,6")
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)
+
+profile: $(STAMP) ## where an epoch's and a run's time goes (cProfile) into experiments/throughput/profile.md (about a minute)
+	$(BIN)/python experiments/throughput/breakdown.py $(ARGS)
 
 gpu-check: $(STAMP) ## on a CUDA machine: GPU against CPU, repeatability, resume, epoch times (skipped without one)
 	$(BIN)/python experiments/throughput/gpu_check.py $(ARGS)

@@ -502,8 +502,11 @@ class TrackingConfig:
         self.store.check()
 
 
-# a key whose value is a secret
-SECRET_KEY = re.compile(r"token|passw(or)?d|secret|api_?key|credential|private_?key", re.IGNORECASE)
+# a key whose value is a secret: a word of its name (between `_`, `-` or its ends), so that
+# `hf_token` is one and `tokenizer` or `max_tokens` is not
+SECRET_KEY = re.compile(
+    r"(?:^|[_-])(?:token|passw(?:or)?d|secret|api_?key|credentials?|private_?key)(?:$|[_-])", re.IGNORECASE
+)
 
 
 @dataclass

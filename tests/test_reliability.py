@@ -267,6 +267,12 @@ def test_secrets_are_masked_in_params_config_and_overrides(tmp_path, monkeypatch
         tracking.masked_override("tracking.uri=https://ana:hunter2@mlflow.lab") == "tracking.uri=https://***@mlflow.lab"
     )
     assert tracking.masked_override("+hub.token=abc") == "+hub.token=***"
+    # a secret is a word of the key's name: not a key that merely holds one (task.tokenizer=bpe)
+    for key in ("hf_token", "db_password", "client_secret", "apikey", "AWS_SECRET_ACCESS_KEY", "private_key"):
+        assert tracking.masked_override(f"+x.{key}=v") == f"+x.{key}=***", key
+    for key in ("tokenizer", "max_tokens", "secretary_count", "passwords_seen_total"):
+        assert tracking.masked_override(f"+x.{key}=v") == f"+x.{key}=v", key
+    assert not tracking.secret_keys(OmegaConf.create({"task": {"tokenizer": "bpe"}}))
 
 
 def test_the_logger_writes_each_metric_once_per_step_and_a_resumed_one_from_where_its_run_is(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -48,23 +48,14 @@ class DataSource:
     rows: int
 
 
-class Slices(Dataset):
+class Slices(TensorDataset):
     """A TensorDataset read a batch at a time: `__getitems__` (which DataLoader calls with a
     batch's indices) slices every tensor once, where `__getitem__` per sample and collation would
     index and stack again, costing as much as a small model's step."""
 
-    def __init__(self, data: TensorDataset):
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        return self.data[i]
-
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)
-        return tuple(t[index] for t in self.data.tensors)
+        return tuple(t[index] for t in self.tensors)
 
 
 def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -120,7 +111,7 @@ class Task(pl.LightningDataModule):
         data = self.splits[split]
         order = RandomSampler(data, generator=self.shuffle) if shuffle else SequentialSampler(data)
         return DataLoader(  # the generator too: each epoch's iterator draws its base seed from it, as before
-            Slices(data),
+            Slices(*data.tensors),
             batch_sampler=BatchSampler(order, batch_size, drop_last=False),
             collate_fn=as_batch,
             generator=self.shuffle if shuffle else None,

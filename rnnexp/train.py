@@ -859,8 +859,10 @@ def help_text(argv: list[str], cfg: DictConfig) -> str | None:
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(argv)
+    if not args.help or args.config_dir is not None:  # every other command line: nothing more read
+        return None
     template = cfg.hydra.help.template
-    if not args.help or args.config_dir is not None or "$HYDRA_CONFIG_GROUPS" in template or "$FLAGS_HELP" in template:
+    if "$HYDRA_CONFIG_GROUPS" in template or "$FLAGS_HELP" in template:
         return None
     root = Path(CONF_DIR)
     groups = {

@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from rnnexp.report import main as report_main
-from rnnexp.store import RunRecord, Store
+from rnnexp.store import RunRecord, Store, process_alive
 from tests.conftest import (
     TINY_RUN,
     TRAIN,
@@ -325,7 +325,14 @@ def test_a_parallel_sweep_stopped_by_sigterm_ends_its_parent_failed_with_how_to_
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if RunRecord.of(r).sweep]
     assert parent.info.status == "FAILED" and "resume_sweep=" in out
-    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]  # its jobs' runs ended too
+    # its jobs' runs end too: a job that started its run as the sweep stopped ends it itself, once
+    # it sees the sweep gone (rnnexp.sweep.end_with_the_sweep), so wait for the workers to exit
+    workers = {RunRecord.of(r).pid for r in runs} - {RunRecord.of(parent).pid, None}
+    deadline = time.monotonic() + 30
+    while any(process_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    runs = client.search_runs([experiment.experiment_id])
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
 
 
 @pytest.mark.integration  # slow: make test-integration (the launchers test resumes a sweep too)

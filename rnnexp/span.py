@@ -8,7 +8,10 @@ against log distance by a logistic that falls from a ceiling A to chance:
     g(d) = A / (1 + exp(s (log d - log span)))        A >= 0, s > 0
 
 by least squares (`scipy.optimize.curve_fit`). Each run counts against its own chance level, so a
-task whose chance moves with the distance is read right. The span's 95% interval is a bootstrap
+task whose chance moves with the distance is read right. The ceiling A is measured, not
+extrapolated: it is at most the best mean gain at a tested distance. A score that still climbs
+below the shortest distance run (a bag of embeddings dilutes the symbol even at distance 1) would
+otherwise put A above every score seen, and halfway with it. The span's 95% interval is a bootstrap
 over seeds (each seed's runs resampled as one), widened to the tested distances between which the
 mean score crosses halfway: where the score falls as a step between two tested distances, the
 span lies anywhere between them, whatever the fit says. A variant whose score never falls below
@@ -20,7 +23,9 @@ spaced in log distance first, then, batch by batch, distances that divide the tw
 distances the mean score crosses halfway between; once no untested distance is left between them,
 more seeds at those two (the bootstrap over seeds cannot narrow an interval that rests on one run
 at each); then distances that divide the rest of the span's interval, until the interval is
-narrower than a factor, nothing is left to run in it, or the run budget is spent.
+narrower than a factor, nothing is left to run in it, or the run budget is spent. A narrow
+interval ends the design only once each end of its crossing has two runs: one run there cannot be
+told from a seed's luck.
 """
 
 from __future__ import annotations
@@ -167,17 +172,23 @@ def fit(
 ) -> Span:
     """The span of one variant from its runs: arrays of each run's distance, seed, test score and
     chance level; `higher`: whether a higher score is better (an accuracy, at most 1) or lower (a
-    loss, at least 0): the ceiling's gain over chance can be no more than that allows."""
+    loss, at least 0): the ceiling's gain over chance can be no more than that allows, nor more than
+    the best mean gain at a distance run."""
     distance, seed = np.asarray(distance, float), np.asarray(seed)
     chance = np.asarray(chance, float)
     gain = (np.asarray(score, float) - chance) * (1 if higher else -1)
-    ceiling = max(float(np.mean(1.0 - chance if higher else chance)), 1e-3)
+    possible = float(np.mean(1.0 - chance if higher else chance))
     log_d = np.log(distance)
+
+    def ceiling(rows: np.ndarray) -> float:
+        best = max(float(gain[rows][log_d[rows] == x].mean()) for x in np.unique(log_d[rows]))
+        return max(min(possible, best), 1e-3)
+
     lo, hi = float(log_d.min()), float(log_d.max())
     tested = tuple(float(d) for d in np.unique(distance))
     seeds = np.unique(seed)
     base = dict(tested=tested, runs=len(distance), seeds=len(seeds))
-    best = _fit(log_d, gain, lo, hi, ceiling)
+    best = _fit(log_d, gain, lo, hi, ceiling(np.arange(len(gain))))
     if not above_chance_somewhere(log_d, gain, best):
         return Span(None, None, None, "below", **base)
     if best is None:  # no fit: the crossing alone says where the span is
@@ -204,7 +215,7 @@ def fit(
         rows = np.concatenate([np.flatnonzero(seed == s) for s in chosen])
         if len(np.unique(log_d[rows])) < 2:
             continue
-        refit = _fit(log_d[rows], gain[rows], lo, hi, ceiling)
+        refit = _fit(log_d[rows], gain[rows], lo, hi, ceiling(rows))
         if refit is not None:
             spans.append(refit[2])
     tail = (1 - CONFIDENCE) / 2 * 100
@@ -230,7 +241,9 @@ class Design:
     `> X`) has `replicates` runs (every seed): with one run there, a score above chance or below
     halfway cannot be told from a seed's luck, and the bound would stand on it. The same count
     holds where the mean crosses halfway between two adjacent tested distances: those two run
-    again, up to `replicates` runs each, before distances further out (`next`)."""
+    again, up to `replicates` runs each, before distances further out (`next`). An interval
+    within `factor` ends the design only once both ends of its crossing have `confirm` runs (at
+    most `replicates`): the runs there again first."""
 
     low: int
     high: int
@@ -240,6 +253,7 @@ class Design:
     factor: float = 1.5
     max_runs: int = 60
     replicates: int = 0
+    confirm: int = 2
 
     def first(self) -> list[int]:
         """The bracket: `bracket` integer distances evenly spaced in log distance, both ends in."""
@@ -254,13 +268,22 @@ class Design:
         at = int(round(min(span.tested) if span.bound == "below" else max(span.tested)))
         return at if counts.get(at, 0) < self.replicates else None
 
+    def _unconfirmed(self, span: Span, runs: int, counts: Mapping[int, int] | None) -> list[int]:
+        """The ends of a narrow interval's crossing with fewer than `confirm` runs, while the budget
+        has room for more; none where `counts` is not given."""
+        left, right = span.crossing
+        if counts is None or left is None or right is None or runs + self.seeds > self.max_runs:
+            return []
+        wanted = min(self.confirm, self.replicates)
+        return sorted({int(d) for d in (left, right) if counts.get(int(d), 0) < wanted})
+
     def done(self, span: Span, runs: int, counts: Mapping[int, int] | None = None) -> str:
         """Why this variant's design has ended ('' while it goes on); `counts`: its runs a distance."""
         if span.bound:
             if counts is not None and self._boundary(span, runs, counts) is not None:
                 return ""
             return f"a one-sided bound: {span.text()}"
-        if span.width <= self.factor:
+        if span.width <= self.factor and not self._unconfirmed(span, runs, counts):
             return f"the interval is within a factor {self.factor:g}"
         if runs + self.seeds > self.max_runs:
             return f"the budget of {self.max_runs} runs is spent"
@@ -273,11 +296,14 @@ class Design:
         dividing the crossing (the two tested distances the mean crosses halfway between) evenly
         in log distance; none left there, its two ends again (more of their seeds, up to
         `replicates` runs each); then untested distances dividing the span's interval (open ends:
-        the range's). For a one-sided bound, the distance it rests on again."""
+        the range's). For a one-sided bound, the distance it rests on again; for an interval
+        already within `factor`, its crossing's ends that have fewer than `confirm` runs."""
         if span.bound:
             at = None if counts is None else self._boundary(span, runs, counts)
             return [] if at is None else [at]
         room = max(0, (self.max_runs - runs) // self.seeds)
+        if span.width <= self.factor:  # narrow: its crossing's ends again, as `done` allows
+            return self._unconfirmed(span, runs, counts)[: min(self.batch, room)]
         tested = {int(round(d)) for d in span.tested}
         left, right = span.crossing
         if left is not None and right is not None:

@@ -106,6 +106,28 @@ def test_the_design_divides_the_crossing_then_runs_its_two_ends_with_more_seeds(
     assert design.done(step, 14, {**filled, 8: 5, 9: 5}) == "the budget of 14 runs is spent"
 
 
+def test_a_narrow_interval_resting_on_one_run_at_each_end_runs_those_ends_again_before_it_ends():
+    # one run a distance: the mean crosses halfway between 16 and 18, an interval within the factor
+    design = Design(low=1, high=64, seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=5)
+    narrow = Span(17.0, 11.0, 18.0, "", tested=(1, 3, 8, 16, 18, 23, 64), runs=7, seeds=5, crossing=(16.0, 18.0))
+    counts = {d: 1 for d in (1, 3, 8, 16, 18, 23, 64)}
+    assert design.done(narrow, 7, counts) == "" and design.next(narrow, 7, counts) == [16, 18]
+    assert design.next(narrow, 8, {**counts, 16: 2}) == [18]
+    assert design.done(narrow, 9, {**counts, 16: 2, 18: 2}).startswith("the interval is within a factor 2")
+    assert design.done(narrow, 12, counts).startswith("the interval")  # no room left: it ends as it is
+    assert Design(low=1, high=64, seeds=1, factor=2, replicates=1).done(narrow, 7, counts).startswith("the interval")
+
+
+def test_the_ceiling_is_the_best_score_measured_not_one_extrapolated_below_the_range():
+    # a bag of embeddings: the score sinks with log distance and still climbs below distance 1;
+    # a free ceiling would sit above every score seen and put halfway above the data
+    curve = lambda d: 0.30 - 0.025 * np.log2(d)  # noqa: E731, 0.30 at 1, 0.175 at 32, 0.15 at 64
+    span = fit(*_runs(curve, [1, 4, 8, 16, 24, 32, 48, 64], seeds=2, noise=0.003), higher=True)
+    assert span.amplitude <= 0.30 - CHANCE + 0.01, span.amplitude
+    # halfway from 0.30 to chance: 0.2125 at d = 2**(0.0875 / 0.025), about 11.3
+    assert not span.bound and span.low is not None and span.low < 11.3 < span.high, span.text()
+
+
 def test_a_bound_from_one_run_a_distance_runs_its_distance_again_before_the_design_ends_on_it():
     # one run a distance: "< 1" rests on one seed at distance 1, which may be its luck
     design = Design(low=1, high=64, seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=5)

@@ -75,6 +75,12 @@ def test_the_benchmark_prints_and_writes_every_row_at_a_tiny_size(tmp_path):
     assert any("Lightning's `MLFlowLogger`, `synchronous=False`" in row for row in rows)
     assert any("beside one busy process" in row for row in rows)
     assert any("against the physical limit" in row for row in rows)
+    # row 1 split in two, from the same timings: Lightning's floor and what rnnexp adds to it
+    ratio = {r.split("|")[1].strip(): float(r.split("|")[6].strip().rstrip("×")) for r in rows}
+    whole = ratio["1. an epoch, `rnn_hidden` on `delayed_recall` (default sizes)"]
+    floor = ratio["1. `rnn_hidden`: Lightning's floor, the plain loop's work in a bare `Trainer`"]
+    added = ratio["1. `rnn_hidden`: what rnnexp adds to Lightning's loop"]
+    assert floor * added == pytest.approx(whole, abs=0.02)
     assert "as the length doubles" in table and "as the hidden size doubles" in table and "exponent" in table
     assert "generate `delayed_recall`" in table and "tokenise, cold" in table
 

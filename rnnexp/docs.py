@@ -14,7 +14,10 @@ and the verdict with Holm's p), and
 marked ≈ where it is shown at chance and ° where it is shown neither above nor at chance),
 `by-length TASK` (the same per `task.length`) and `by-read TASK` (per `task.read`: digits read by
 rows or pixels), `spans [TASK]` (a row per variant: its memory span with its 95% interval, from
-`spans.csv`) and `span-comparisons [TASK]` (a row per pair of spans, from `span_comparisons.csv`).
+`spans.csv`), `span-comparisons [TASK]` (a row per pair of spans, from `span_comparisons.csv`) and
+`console FILE` (what a run printed at its end, from a file holding its console output, e.g.
+`make train > make_train.txt`: its summary, from the line naming the run to how to open it, run
+ids cut to their first characters).
 
     python -m rnnexp.docs [README ...]          rewrite the blocks (default: every README.md here)
     python -m rnnexp.docs --check [README ...]  exit 1 naming each block that differs from its files
@@ -234,6 +237,27 @@ def span_comparisons_view(folder: Path, task: str | None = None) -> str:
     return markdown_table(["a", "b", "a's span", "b's span", "verdict"], rows)
 
 
+SUMMARY_START = re.compile(r"^\S.* on \S+.*, seed \d+:$")  # rnnexp.train's summary: "rnn_hidden (pattern 1) on ..."
+RUN_ID = re.compile(r"\b([0-9a-f]{4})[0-9a-f]{28}\b")
+
+
+def console_view(folder: Path, name: str) -> str:
+    """The summary a run printed at its end, in a code block, from the console output in
+    `folder / name`: from the line naming the model, task and seed to the one saying how to open
+    the run; a run id cut to its first 4 characters (another run gets another)."""
+    path = folder / name
+    if Path(name).name != name:
+        raise DocsError(f"view=console {name}: a file name in the results folder, not a path")
+    lines = path.read_text().splitlines()
+    starts = [i for i, line in enumerate(lines) if SUMMARY_START.match(line)]
+    ends = [i for i, line in enumerate(lines) if line.startswith("open it:")]
+    if not starts or not ends or ends[-1] < starts[-1]:
+        raise DocsError(f"{path}: no run summary in it (the output of `make train`, say)")
+    summary = "\n".join(lines[starts[-1] : ends[-1] + 1])
+    summary = RUN_ID.sub(r"\1…", summary).replace("?workflowType=machine_learning", "")
+    return f"```\n{summary}\n```\n"
+
+
 def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
     where = (readme.parent / folder).resolve()
     if Path(folder).is_absolute() or ".." in Path(folder).parts:
@@ -249,6 +273,8 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
             return spans_view(where, arg)
         if view == "span-comparisons":
             return span_comparisons_view(where, arg)
+        if view == "console" and arg:
+            return console_view(where, arg)
     except FileNotFoundError as err:
         raise DocsError(f"{readme}: {folder}: {err.filename} is missing (make report EXP=...)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError, ValueError, TypeError) as err:
@@ -257,7 +283,7 @@ def render(readme: Path, folder: str, view: str, arg: str | None) -> str:
         raise DocsError(f"{readme}: {err}") from None
     raise DocsError(
         f"{readme}: view={view} {arg or ''}: unknown; views: results, comparisons [NAME], "
-        "by-distance TASK, by-length TASK, by-read TASK, spans [TASK], span-comparisons [TASK]"
+        "by-distance TASK, by-length TASK, by-read TASK, spans [TASK], span-comparisons [TASK], console FILE"
     )
 
 

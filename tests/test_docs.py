@@ -61,6 +61,29 @@ def test_a_malformed_block_is_one_line_and_exit_2(tmp_path, capsys, text, messag
     assert exit.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
+def test_the_console_view_gives_a_runs_summary_with_its_ids_cut_and_refuses_what_holds_none(tmp_path):
+    run = "09702a4dce6541ee8b05e6aa0dfe8088"
+    (tmp_path / "out.txt").write_text(
+        "Epoch 39/39 ━━━━ 64/64\n\nrnn_hidden (pattern 1) on delayed_recall at distance 15, seed 0:\n"
+        "  test/acc       0.9171\n"
+        f"run {run} FINISHED in experiment 'delayed_recall' (sqlite:///mlflow.db)\n"
+        f"open it: `make ui`, then http://127.0.0.1:5000/#/experiments/1/runs/{run}?workflowType=machine_learning\n"
+    )
+    assert docs.console_view(tmp_path, "out.txt").splitlines() == [
+        "```",
+        "rnn_hidden (pattern 1) on delayed_recall at distance 15, seed 0:",
+        "  test/acc       0.9171",
+        "run 0970… FINISHED in experiment 'delayed_recall' (sqlite:///mlflow.db)",
+        "open it: `make ui`, then http://127.0.0.1:5000/#/experiments/1/runs/0970…",
+        "```",
+    ]
+    (tmp_path / "none.txt").write_text("Epoch 39/39\n")
+    with pytest.raises(docs.DocsError, match="no run summary"):
+        docs.console_view(tmp_path, "none.txt")
+    with pytest.raises(docs.DocsError, match="a file name in the results folder"):
+        docs.console_view(tmp_path, "../out.txt")
+
+
 def test_a_mean_near_zero_keeps_its_digits_and_a_text_axis_its_values():
     from rnnexp.docs import _column, _mean
 

@@ -96,7 +96,7 @@ chromium:
 ui-screenshots: $(STAMP) chromium ## the MLflow UI screenshots of docs/tracking.md, from a small sweep, into experiments/ui/
 	RNNEXP_LOG_MODEL=true $(BIN)/python experiments/ui/screenshots.py
 
-bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 15 min; ARGS="--rows 1,6")
+bench: $(STAMP) ## the throughput benchmark into experiments/throughput/results.md (about 10 min on 2 cores; ARGS="--rows 1,6")
 	$(BIN)/python experiments/throughput/bench.py $(ARGS)
 
 profile: $(STAMP) ## where an epoch's and a run's time goes (cProfile) into experiments/throughput/profile.md (about a minute)

@@ -129,6 +129,17 @@ def _stop_on_sigterm(launcher: str | None) -> None:
         signal.signal(signal.SIGTERM, stop)
 
 
+def _check_selection(config: DictConfig, store: Any, client: Any) -> None:
+    """ConfigError, before the parent run exists, where `optim.lr_from` names an experiment the
+    store lacks: every job would fail on it, and leave a parent of no runs behind."""
+    from rnnexp.config import ConfigError
+    from rnnexp.tuning import missing_selection
+
+    wanted = config.optim.get("lr_from") if "optim" in config else None
+    if isinstance(wanted, str) and "," not in wanted and store.experiment_named(client, wanted) is None:
+        raise ConfigError("optim.lr_from", wanted, missing_selection(wanted, store.experiment_names(client)))
+
+
 def _stop_survivors(client: Any, parent_id: str, wait_s: float = 40.0) -> None:
     """Jobs of an interrupted sweep still running on this host end by themselves soon after their
     sweep (`end_with_the_sweep`); a resumed sweep waits for them, then stops those left, so that
@@ -360,6 +371,7 @@ class SweepTracking(Callback):
             run = _reopen_parent(client, store, str(config.resume_sweep))
             experiment = client.get_experiment(run.info.experiment_id).name
         else:
+            _check_selection(config, store, client)
             store.mark_stale(client)  # runs whose process died since: not to be taken for live ones
             experiment = tracking_cfg.experiment or OmegaConf.get_type(config.task).name
             experiment_id = tracking.experiment_id(client, experiment, tracking_cfg)

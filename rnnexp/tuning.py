@@ -83,14 +83,20 @@ def _as_given(run: Any) -> dict[str, str]:
     return as_given(run.data.params, RunRecord.of(run))
 
 
+def missing_selection(experiment: str, names: Any) -> str:
+    """Why a selection experiment that the store lacks chooses nothing, and what makes it."""
+    stage1 = experiment.removesuffix("_lr")
+    return (
+        f"no experiment {experiment!r} in the store: stage 1 writes it, run it first "
+        f"(`make tune-lr EXP={stage1}`, with the same URI); experiments: {names}"
+    )
+
+
 def _runs(store: Store, experiment: str) -> list[Any]:
     """Stage 1's runs in `experiment`; SelectionError if there is no such experiment."""
     client = store.client()
     if (experiment_id := store.experiment_named(client, experiment)) is None:
-        raise SelectionError(
-            f"no experiment {experiment!r} in the store (stage 1, `make tune-lr`, writes "
-            f"EXP_lr); experiments: {store.experiment_names(client)}"
-        )
+        raise SelectionError(missing_selection(experiment, store.experiment_names(client)))
     return store.selection_runs(client, experiment_id)
 
 

@@ -178,6 +178,14 @@ def test_stage_2_takes_the_rate_stage_1_chose_on_validation_for_its_variant(tmp_
         assert message in lines[0], lines[0]
         assert client.get_experiment_by_name("refused") is None
     assert len(client.search_runs([experiment])) == 4  # the selection's 4 runs, untouched
+    # a sweep taking its rates from a selection the store lacks: refused before its parent run exists
+    proc = _train(tmp_path, "-m", "optim.lr_from=nowhere_lr", "tracking.experiment=refused", "seed=0,1")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "rnnexp-train: error: optim.lr_from='nowhere_lr' is not allowed: no experiment 'nowhere_lr' in the "
+        "store: stage 1 writes it, run it first (`make tune-lr EXP=nowhere`, with the same URI); "
+        f"experiments: {', '.join(sorted(e.name for e in client.search_experiments()))}"
+    ], proc.stderr[-2000:]
+    assert client.get_experiment_by_name("refused") is None
     # a rate shared over the distance: chosen at stage 1's one distance, taken at another
     proc = _train(
         tmp_path,

@@ -238,23 +238,33 @@ def span_comparisons_view(folder: Path, task: str | None = None) -> str:
 
 
 SUMMARY_START = re.compile(r"^\S.* on \S+.*, seed \d+:$")  # rnnexp.train's summary: "rnn_hidden (pattern 1) on ..."
-RUN_ID = re.compile(r"\b([0-9a-f]{4})[0-9a-f]{28}\b")
+RUN_ID = re.compile(r"(\brun |/runs/)([0-9a-f]{4})[0-9a-f]{28}\b")  # a run's id where the summary names one
 
 
 def console_view(folder: Path, name: str) -> str:
     """The summary a run printed at its end, in a code block, from the console output in
-    `folder / name`: from the line naming the model, task and seed to the one saying how to open
-    the run; a run id cut to its first 4 characters (another run gets another)."""
-    path = folder / name
-    if Path(name).name != name:
+    `folder / name`: the last one whole in it, from the line naming the model, task and seed to
+    the one saying how to open the run; a run id cut to its first 4 characters (another run gets
+    another)."""
+    if name in ("", ".", "..") or Path(name).name != name:
         raise DocsError(f"view=console {name}: a file name in the results folder, not a path")
-    lines = path.read_text().splitlines()
-    starts = [i for i, line in enumerate(lines) if SUMMARY_START.match(line)]
+    path = folder / name
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DocsError(f"{path} is missing (write it with `make train > {name}`, say)") from None
     ends = [i for i, line in enumerate(lines) if line.startswith("open it:")]
-    if not starts or not ends or ends[-1] < starts[-1]:
+    whole = [
+        (start, end)
+        for start, line in enumerate(lines)
+        if SUMMARY_START.match(line)
+        for end in [next((e for e in ends if e > start), None)]
+        if end is not None
+    ]
+    if not whole:
         raise DocsError(f"{path}: no run summary in it (the output of `make train`, say)")
-    summary = "\n".join(lines[starts[-1] : ends[-1] + 1])
-    summary = RUN_ID.sub(r"\1…", summary).replace("?workflowType=machine_learning", "")
+    start, end = whole[-1]
+    summary = RUN_ID.sub(r"\1\2…", "\n".join(lines[start : end + 1])).replace("?workflowType=machine_learning", "")
     return f"```\n{summary}\n```\n"
 
 

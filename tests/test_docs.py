@@ -77,11 +77,22 @@ def test_the_console_view_gives_a_runs_summary_with_its_ids_cut_and_refuses_what
         "open it: `make ui`, then http://127.0.0.1:5000/#/experiments/1/runs/0970…",
         "```",
     ]
+    # two runs in one file, the second cut short: the last whole summary; a hex string not a run id kept
+    first = (tmp_path / "out.txt").read_text().replace("0.9171", "0.5000")
+    md5 = "d41d8cd98f00b204e9800998ecf8427e"
+    (tmp_path / "two.txt").write_text(first + f"checksum {md5}\nrnn_output (pattern 2) on delayed_recall, seed 1:\n")
+    view = docs.console_view(tmp_path, "two.txt")
+    assert "0.5000" in view and "pattern 2" not in view and md5 not in view  # the summary only
+    (tmp_path / "hex.txt").write_text(first.replace("  test/acc", f"  {md5}\n  test/acc"))
+    assert md5 in docs.console_view(tmp_path, "hex.txt")
     (tmp_path / "none.txt").write_text("Epoch 39/39\n")
     with pytest.raises(docs.DocsError, match="no run summary"):
         docs.console_view(tmp_path, "none.txt")
-    with pytest.raises(docs.DocsError, match="a file name in the results folder"):
-        docs.console_view(tmp_path, "../out.txt")
+    for name in ("../out.txt", "..", "/etc/passwd", ""):
+        with pytest.raises(docs.DocsError, match="a file name in the results folder"):
+            docs.console_view(tmp_path, name)
+    with pytest.raises(docs.DocsError, match="missing"):
+        docs.console_view(tmp_path, "gone.txt")
 
 
 def test_a_mean_near_zero_keeps_its_digits_and_a_text_axis_its_values():

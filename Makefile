@@ -1,4 +1,4 @@
-# rnnexp. `make train` runs the default experiment and `make test` the tests; both set up the
+# rnnexp. `make train` runs the default run (one model, one seed) and `make test` the tests; both set up the
 # virtual environment (.venv) first if it is missing or out of date.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install rnnexp and its pinned dependencies
 
-train: $(STAMP) ## run the default experiment; pass overrides as ARGS="model=mlp_window ..."
+train: $(STAMP) ## run the default run (pattern 1, tanh, delayed_recall at distance 15, seed 0); pass overrides as ARGS="model=mlp_window ..."
 	$(BIN)/rnnexp-train $(ARGS)
 
 # one test worker per core (pytest-xdist): a run takes one torch thread, so the cores fill with

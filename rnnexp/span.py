@@ -175,8 +175,16 @@ def fit(
     loss, at least 0): the ceiling's gain over chance can be no more than that allows, nor more than
     the best mean gain at a distance run."""
     distance, seed = np.asarray(distance, float), np.asarray(seed)
-    chance = np.asarray(chance, float)
-    gain = (np.asarray(score, float) - chance) * (1 if higher else -1)
+    chance, score = np.asarray(chance, float), np.asarray(score, float)
+    if not len(distance) or len({len(distance), len(seed), len(score), len(chance)}) != 1:
+        raise ValueError(
+            f"fit: runs of equal number, at least one; got {len(distance)}, {len(seed)}, {len(score)}, {len(chance)}"
+        )
+    if not (np.isfinite(distance) & (distance > 0)).all():
+        raise ValueError(f"fit: distances are finite and above 0; got {sorted(set(distance.tolist()))}")
+    if not (np.isfinite(score) & np.isfinite(chance)).all():
+        raise ValueError("fit: every run's score and chance level finite (a diverged run has no score: leave it out)")
+    gain = (score - chance) * (1 if higher else -1)
     possible = float(np.mean(1.0 - chance if higher else chance))
     log_d = np.log(distance)
 
@@ -284,6 +292,14 @@ class Design:
                 return ""
             return f"a one-sided bound: {span.text()}"
         if span.width <= self.factor and not self._unconfirmed(span, runs, counts):
+            wanted = min(self.confirm, self.replicates)
+            left, right = span.crossing
+            short = counts is not None and any(d is not None and counts.get(int(d), 0) < wanted for d in (left, right))
+            if short:  # narrow, but the budget left no room to run its crossing's ends again
+                return (
+                    f"the budget of {self.max_runs} runs is spent, the interval within a factor {self.factor:g} "
+                    f"but its crossing's ends not each run {wanted} times"
+                )
             return f"the interval is within a factor {self.factor:g}"
         if runs + self.seeds > self.max_runs:
             return f"the budget of {self.max_runs} runs is spent"

@@ -114,7 +114,9 @@ def test_a_narrow_interval_resting_on_one_run_at_each_end_runs_those_ends_again_
     assert design.done(narrow, 7, counts) == "" and design.next(narrow, 7, counts) == [16, 18]
     assert design.next(narrow, 8, {**counts, 16: 2}) == [18]
     assert design.done(narrow, 9, {**counts, 16: 2, 18: 2}).startswith("the interval is within a factor 2")
-    assert design.done(narrow, 12, counts).startswith("the interval")  # no room left: it ends as it is
+    assert design.done(narrow, 12, counts) == (  # no room left: it ends as it is, and says so
+        "the budget of 12 runs is spent, the interval within a factor 2 but its crossing's ends not each run 2 times"
+    )
     assert Design(low=1, high=64, seeds=1, factor=2, replicates=1).done(narrow, 7, counts).startswith("the interval")
 
 
@@ -126,6 +128,19 @@ def test_the_ceiling_is_the_best_score_measured_not_one_extrapolated_below_the_r
     assert span.amplitude <= 0.30 - CHANCE + 0.01, span.amplitude
     # halfway from 0.30 to chance: 0.2125 at d = 2**(0.0875 / 0.025), about 11.3
     assert not span.bound and span.low is not None and span.low < 11.3 < span.high, span.text()
+
+
+def test_the_fit_refuses_runs_it_cannot_place_rather_than_give_a_number():
+    d, s, score, chance = _runs(_step(4), [1, 2, 4, 8])
+    for bad, match in (
+        ((d, s, np.where(d == 2, np.nan, score), chance), "finite"),  # a diverged run: left out by its caller
+        ((d, s, np.where(d == 2, np.inf, score), chance), "finite"),
+        ((np.where(d == 2, 0.0, d), s, score, chance), "above 0"),
+        ((d[:-1], s, score, chance), "equal number"),
+        (([], [], [], []), "at least one"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            fit(*bad, higher=True)
 
 
 def test_a_bound_from_one_run_a_distance_runs_its_distance_again_before_the_design_ends_on_it():
@@ -294,6 +309,12 @@ def test_a_stopped_span_sweep_resumed_runs_nothing_twice_and_reaches_the_same_de
         ("task.distance=3,4", "task.distance='3,4' is not allowed: set by the span sweeper: give its range as"),
         ("hydra.sweeper.key=seed", "hydra.sweeper.key='seed' is not allowed: a key of the task or model"),
         ("hydra.sweeper.factor=nan", "hydra.sweeper.factor=nan is not allowed: a number above 1"),
+        ("hydra.sweeper.seeds=[0,4294967296]", "is not allowed: distinct integers from 0 to 4294967295"),
+        (
+            "hydra.sweeper.key=task",
+            "hydra.sweeper.key='task' is not allowed: an integer key of the config (task.distance, "
+            "task.length); task is a group of keys here",
+        ),
         (
             "task=adding hydra.sweeper.high=60",  # adding's length is 50
             "hydra.sweeper.high=60 is not allowed: a task.distance this config takes (task.distance=60 is not",

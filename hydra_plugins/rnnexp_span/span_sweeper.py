@@ -27,7 +27,7 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 TARGET = "hydra_plugins.rnnexp_span.span_sweeper.SpanSweeper"
 
@@ -88,7 +88,13 @@ def check(config: DictConfig) -> None:
         )
     value = OmegaConf.select(config, key, default=_ABSENT)
     if isinstance(value, bool) or not isinstance(value, int):
-        found = "not a key of the config" if value is _ABSENT else f"{value!r} here"
+        found = (
+            "not a key of the config"
+            if value is _ABSENT
+            else "a group of keys here"
+            if isinstance(value, (DictConfig, ListConfig))
+            else f"{value!r} here"
+        )
         raise ConfigError(
             "hydra.sweeper.key", key, f"an integer key of the config (task.distance, task.length); {key} is {found}"
         )
@@ -100,8 +106,8 @@ def check(config: DictConfig) -> None:
     if not math.isfinite(float(sweeper.factor)) or float(sweeper.factor) <= 1:
         raise ConfigError("hydra.sweeper.factor", sweeper.factor, "a number above 1 (the interval's high/low)")
     seeds = list(sweeper.seeds)
-    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError("hydra.sweeper.seeds", seeds, "distinct integers >= 0, e.g. [0,1,2,3,4]")
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds):
+        raise ConfigError("hydra.sweeper.seeds", seeds, f"distinct integers from 0 to {2**32 - 1}, e.g. [0,1,2,3,4]")
     if sweeper.per_distance is not None and not 1 <= int(sweeper.per_distance) <= len(seeds):
         raise ConfigError("hydra.sweeper.per_distance", sweeper.per_distance, f"null (every seed) or 1 to {len(seeds)}")
     design = _design(sweeper)
@@ -318,8 +324,8 @@ class SpanSweeper(Sweeper):
         record = RunRecord.of(run)
         metrics = run.data.metrics
         score, chance = metrics.get(f"test/{record.metric}"), metrics.get("chance_level")
-        if score is None or chance is None:
-            return None
+        if score is None or chance is None or not math.isfinite(score) or not math.isfinite(chance):
+            return None  # a diverged run has no score to fit: it counts as a run that failed
         return float(score), float(chance), record.better != "lower"
 
     def _log(self, client: Any, parent: Any, variants: list[_Variant], round_: int) -> None:

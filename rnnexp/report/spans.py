@@ -26,6 +26,12 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
     rows, found = [], []
     by = ["task", "label", *[f"params.{k}" for k in others]]
     for values, group in runs.groupby(by, dropna=False, sort=False):
+        finite = np.isfinite(pd.to_numeric(group["score"], errors="coerce").astype(float)) & np.isfinite(
+            pd.to_numeric(group["chance"], errors="coerce").astype(float)
+        )
+        group = group[finite]  # a diverged run has no score to fit (its flags say it diverged)
+        if group.empty:
+            continue
         distance = pd.to_numeric(group[column], errors="coerce")
         if distance.isna().any() or (distance < 1).any():
             raise ReportError(

@@ -134,6 +134,7 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
         # chance that moves with a key (copy memory's with T) is drawn per variant, in its colour
         own_chance = mine["chance"].max() - mine["chance"].min() > 0.05 * abs(chance)
         series = [k for k in keys if mine[k].nunique(dropna=False) > 1]
+        colours: dict[str, str] = {}  # one colour per value of the series keys, across the panels (one legend)
         block = axes[first_row : first_row + rows_of[task]].ravel()
         tops = []
         for ax, label in zip(block, labels[task], strict=False):
@@ -146,11 +147,13 @@ def plot_learning_curves(client, table: pd.DataFrame, keys: list[str], out: Path
                 if epochs:
                     mean = np.mean([c[:epochs] for c in curves], axis=0)
                     tops.append(float(mean.max()))
+                    name = ", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds"
                     (line,) = ax.plot(
                         range(epochs),  # the logged step: epochs count from 0, as in MLflow's charts and Lightning's
                         mean,
                         marker="o" if epochs < 4 else None,
-                        label=", ".join(f"{k}={variant[k]}" for k in series) or "mean over seeds",
+                        color=colours.setdefault(name, f"C{len(colours) % 10}"),
+                        label=name,
                     )
                     if own_chance:
                         ax.axhline(variant["chance"], color=line.get_color(), linestyle=":", linewidth=1)

@@ -60,6 +60,18 @@ def _empty_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """The root logger as it was before each test. A test that runs rnnexp in this process
+    (Hydra's job logging) leaves a handler on it that writes to the test's captured stream, which
+    pytest closes after the test: a library logging later in the same worker (scipy's `shgo`, at
+    INFO) would print a logging error into another test's stderr."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _store_made_once(request):
     """A test's `tmp_path/mlflow.db`, the store its runs are tracked in, starts as a copy of one
     empty store whose schema MLflow made once per worker, not once per test (about 2 s of

@@ -8,14 +8,15 @@ against log distance by a logistic that falls from a ceiling A to chance:
     g(d) = A / (1 + exp(s (log d - log span)))        A >= 0, s > 0
 
 by least squares (`scipy.optimize.curve_fit`). Each run counts against its own chance level, so a
-task whose chance moves with the distance is read right. The ceiling A is measured, not
-extrapolated: it is at most the best mean gain at a tested distance. A score that still climbs
-below the shortest distance run (a bag of embeddings dilutes the symbol even at distance 1) would
-otherwise put A above every score seen, and halfway with it; where the bound binds so, the span
-is measured from the score at the shortest distance, and depends on where the range starts. The span's 95% interval is a bootstrap
-over seeds (each seed's runs resampled as one), widened to the tested distances between which the
-mean score crosses halfway: where the score falls as a step between two tested distances, the
-span lies anywhere between them, whatever the fit says. A variant whose score never falls below
+task whose chance moves with the distance is read right. The ceiling A is fitted, bounded by
+what was measured: it is at most the best mean gain at a tested distance. A score that still
+climbs below the shortest distance run (a bag of embeddings dilutes the symbol even at distance
+1) would otherwise put A above every score seen, and halfway with it; where the bound binds so,
+the span is measured from the score at the shortest distance, and depends on where the range
+starts. The span's 95% interval is a bootstrap over seeds (each seed's runs resampled as one),
+widened to the tested distances between which the mean score crosses halfway: where the score
+falls as a step between two tested distances, the span lies anywhere between them, whatever the
+fit says. A variant whose score never falls below
 halfway in the tested range gets a one-sided bound ("> 64"), one never shown above chance at any
 distance "< 1", never an extrapolated number; an interval end beyond the range is open likewise.
 

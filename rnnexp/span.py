@@ -278,14 +278,17 @@ class Design:
         at = int(round(min(span.tested) if span.bound == "below" else max(span.tested)))
         return at if counts.get(at, 0) < self.replicates else None
 
-    def _unconfirmed(self, span: Span, runs: int, counts: Mapping[int, int] | None) -> list[int]:
-        """The ends of a narrow interval's crossing with fewer than `confirm` runs, while the budget
-        has room for more; none where `counts` is not given."""
+    def _short_ends(self, span: Span, counts: Mapping[int, int] | None) -> list[int]:
+        """The ends of the crossing with fewer than `confirm` runs (at most `replicates`); none
+        where `counts` is not given."""
         left, right = span.crossing
-        if counts is None or left is None or right is None or runs + self.seeds > self.max_runs:
+        if counts is None or left is None or right is None:
             return []
-        wanted = min(self.confirm, self.replicates)
-        return sorted({int(d) for d in (left, right) if counts.get(int(d), 0) < wanted})
+        return sorted({int(d) for d in (left, right) if counts.get(int(d), 0) < min(self.confirm, self.replicates)})
+
+    def _unconfirmed(self, span: Span, runs: int, counts: Mapping[int, int] | None) -> list[int]:
+        """`_short_ends`, while the budget has room for more runs."""
+        return [] if runs + self.seeds > self.max_runs else self._short_ends(span, counts)
 
     def done(self, span: Span, runs: int, counts: Mapping[int, int] | None = None) -> str:
         """Why this variant's design has ended ('' while it goes on); `counts`: its runs a distance."""
@@ -293,16 +296,14 @@ class Design:
             if counts is not None and self._boundary(span, runs, counts) is not None:
                 return ""
             return f"a one-sided bound: {span.text()}"
-        if span.width <= self.factor and not self._unconfirmed(span, runs, counts):
-            wanted = min(self.confirm, self.replicates)
-            left, right = span.crossing
-            short = counts is not None and any(d is not None and counts.get(int(d), 0) < wanted for d in (left, right))
-            if short:  # narrow, but the budget left no room to run its crossing's ends again
+        if span.width <= self.factor:
+            if not self._short_ends(span, counts):
+                return f"the interval is within a factor {self.factor:g}"
+            if runs + self.seeds > self.max_runs:  # narrow, but no room to run its crossing's ends again
                 return (
                     f"the budget of {self.max_runs} runs is spent, the interval within a factor {self.factor:g} "
-                    f"but its crossing's ends not each run {wanted} times"
+                    f"but its crossing's ends not each run {min(self.confirm, self.replicates)} times"
                 )
-            return f"the interval is within a factor {self.factor:g}"
         if runs + self.seeds > self.max_runs:
             return f"the budget of {self.max_runs} runs is spent"
         if not self.next(span, runs, counts):

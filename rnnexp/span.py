@@ -13,21 +13,26 @@ what was measured: it is at most the best mean gain at a tested distance. A scor
 climbs below the shortest distance run (a bag of embeddings dilutes the symbol even at distance
 1) would otherwise put A above every score seen, and halfway with it; where the bound binds so,
 the span is measured from the score at the shortest distance, and depends on where the range
-starts. The span's 95% interval is a bootstrap over seeds (each seed's runs resampled as one),
-widened to the tested distances between which the mean score crosses halfway: where the score
-falls as a step between two tested distances, the span lies anywhere between them, whatever the
-fit says. A variant whose score never falls below
-halfway in the tested range gets a one-sided bound ("> 64"), one never shown above chance at any
-distance "< 1", never an extrapolated number; an interval end beyond the range is open likewise.
+starts. The span's 95% interval is a bootstrap over seeds, stratified by distance: at each tested
+distance its runs' seeds are drawn again, with replacement, and the curve refitted. The distances
+are the design's, not a sample of them: resampling whole seeds, when each seed ran other
+distances, drops distances from a resample, and one that drops the ceiling's only run measures
+halfway from another ceiling (a case bootstrap's known fault in a fixed design). A distance with
+one run has no spread to resample, so the design runs the ones the interval rests on again (below).
+The interval is widened to the tested distances between which the mean score crosses halfway:
+where the score falls as a step between two tested distances, the span lies anywhere between
+them, whatever the fit says. A variant whose score never falls below halfway in the tested range
+gets a one-sided bound ("> 64"), one never shown above chance at any distance "< 1", never an
+extrapolated number; an interval end beyond the range is open likewise.
 
 `Design` places a span sweep's runs (hydra_plugins/rnnexp_span): a bracket of distances evenly
 spaced in log distance first, then, batch by batch, distances that divide the two tested
 distances the mean score crosses halfway between; once no untested distance is left between them,
-more seeds at those two (the bootstrap over seeds cannot narrow an interval that rests on one run
-at each); then distances that divide the rest of the span's interval, until the interval is
-narrower than a factor, nothing is left to run in it, or the run budget is spent. A narrow
-interval ends the design only once each end of its crossing has two runs: one run there cannot be
-told from a seed's luck.
+more seeds at those two; then distances that divide the rest of the span's interval, until the
+interval is narrower than a factor, nothing is left to run in it, or the run budget is spent. A
+narrow interval ends the design only once the distances it rests on, each end of its crossing and
+the ceiling's distance, have two runs each: one run there cannot be told from a seed's luck, and
+the bootstrap has no spread there to resample.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class Span:
     curve: dict[float, float] = field(default_factory=dict, compare=False)  # the fit's gain at each tested distance
     samples: tuple[float, ...] = field(default=(), compare=False)  # the bootstrap's log spans, to compare spans by
     crossing: tuple[float | None, float | None] = (None, None)  # the tested distances the mean crosses halfway between
+    ceiling_at: float | None = None  # the tested distance whose mean gain is the ceiling
 
     @property
     def width(self) -> float:
@@ -196,8 +202,8 @@ def fit(
 
     lo, hi = float(log_d.min()), float(log_d.max())
     tested = tuple(float(d) for d in np.unique(distance))
-    seeds = np.unique(seed)
-    base = dict(tested=tested, runs=len(distance), seeds=len(seeds))
+    means = [float(gain[distance == d].mean()) for d in tested]
+    base = dict(tested=tested, runs=len(distance), seeds=len(np.unique(seed)), ceiling_at=tested[int(np.argmax(means))])
     best = _fit(log_d, gain, lo, hi, ceiling(np.arange(len(gain))))
     if not above_chance_somewhere(log_d, gain, best):
         return Span(None, None, None, "below", **base)
@@ -217,14 +223,12 @@ def fit(
         return Span(None, None, None, "above", **extra)
     if cross[0] is None or log_span < lo:
         return Span(None, None, None, "below", **extra)
-    # the bootstrap: resample whole seeds, refit
+    # the bootstrap: at each tested distance, resample its runs' seeds, refit
     rng = np.random.default_rng(rng_seed)
+    strata = [np.flatnonzero(distance == d) for d in tested]
     spans = []
     for _ in range(BOOTSTRAP):
-        chosen = rng.choice(seeds, size=len(seeds), replace=True)
-        rows = np.concatenate([np.flatnonzero(seed == s) for s in chosen])
-        if len(np.unique(log_d[rows])) < 2:
-            continue
+        rows = np.concatenate([rng.choice(runs, size=len(runs), replace=True) for runs in strata])
         refit = _fit(log_d[rows], gain[rows], lo, hi, ceiling(rows))
         if refit is not None:
             spans.append(refit[2])
@@ -252,8 +256,8 @@ class Design:
     halfway cannot be told from a seed's luck, and the bound would stand on it. The same count
     holds where the mean crosses halfway between two adjacent tested distances: those two run
     again, up to `replicates` runs each, before distances further out (`next`). An interval
-    within `factor` ends the design only once both ends of its crossing have `confirm` runs (at
-    most `replicates`): the runs there again first."""
+    within `factor` ends the design only once both ends of its crossing and the ceiling's
+    distance have `confirm` runs (at most `replicates`): the runs there again first."""
 
     low: int
     high: int
@@ -279,12 +283,13 @@ class Design:
         return at if counts.get(at, 0) < self.replicates else None
 
     def _short_ends(self, span: Span, counts: Mapping[int, int] | None) -> list[int]:
-        """The ends of the crossing with fewer than `confirm` runs (at most `replicates`); none
-        where `counts` is not given."""
+        """The distances the interval rests on, the crossing's two ends and the ceiling's, with
+        fewer than `confirm` runs (at most `replicates`); none where `counts` is not given."""
         left, right = span.crossing
         if counts is None or left is None or right is None:
             return []
-        return sorted({int(d) for d in (left, right) if counts.get(int(d), 0) < min(self.confirm, self.replicates)})
+        ends = {int(d) for d in (left, right, span.ceiling_at) if d is not None}
+        return sorted(d for d in ends if counts.get(d, 0) < min(self.confirm, self.replicates))
 
     def _unconfirmed(self, span: Span, runs: int, counts: Mapping[int, int] | None) -> list[int]:
         """`_short_ends`, while the budget has room for more runs."""
@@ -316,7 +321,8 @@ class Design:
         in log distance; none left there, its two ends again (more of their seeds, up to
         `replicates` runs each); then untested distances dividing the span's interval (open ends:
         the range's). For a one-sided bound, the distance it rests on again; for an interval
-        already within `factor`, its crossing's ends that have fewer than `confirm` runs."""
+        already within `factor`, those of its crossing's ends and the ceiling's distance that
+        have fewer than `confirm` runs."""
         if span.bound:
             at = None if counts is None else self._boundary(span, runs, counts)
             return [] if at is None else [at]

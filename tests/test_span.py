@@ -120,6 +120,46 @@ def test_a_narrow_interval_resting_on_one_run_at_each_end_runs_those_ends_again_
     assert Design(low=1, high=64, seeds=1, factor=2, replicates=1).done(narrow, 7, counts).startswith("the interval")
 
 
+def test_a_narrow_interval_runs_its_ceilings_distance_again_before_it_ends():
+    # halfway is measured from the ceiling: one run there is one seed's luck, and no spread to resample
+    design = Design(low=1, high=64, seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=5)
+    narrow = Span(
+        17.0, 16.0, 18.0, "", tested=(1, 3, 8, 16, 18, 64), runs=8, seeds=5, crossing=(16.0, 18.0), ceiling_at=1.0
+    )
+    counts = {1: 1, 3: 1, 8: 1, 16: 2, 18: 2, 64: 1}
+    assert design.done(narrow, 8, counts) == "" and design.next(narrow, 8, counts) == [1]
+    assert design.done(narrow, 9, {**counts, 1: 2}).startswith("the interval is within a factor 2")
+
+
+# The bag of embeddings' 12 runs on delayed_recall at 58fe130 (experiments/memory_span), one run a
+# distance but at 25: its score sinks about 0.02 a doubling, and halfway from its ceiling (0.3005,
+# distance 1) to chance is 0.2127, crossed between 25 and 26.
+BAG = {  # distance: [(seed, test accuracy)]
+    1: [(0, 0.3005)], 4: [(1, 0.2719)], 16: [(2, 0.2180)], 25: [(1, 0.2146), (0, 0.2141)], 26: [(4, 0.2126)],
+    28: [(0, 0.2103)], 29: [(2, 0.2076)], 34: [(3, 0.2009)], 40: [(1, 0.1963)], 64: [(3, 0.1849)],
+    256: [(4, 0.1584)],
+}  # fmt: skip
+
+
+def test_the_bootstrap_draws_seeds_again_at_each_distance_so_no_resample_loses_the_ceilings_only_run():
+    rows = [(d, s, score, CHANCE) for d, runs in BAG.items() for s, score in runs]
+    span = fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
+    # resampling whole seeds dropped seed 0, and with it distance 1, from a resample in three: the
+    # ceiling then came from distance 4 and halfway moved out, to an interval of [23.7, 149]
+    assert span.crossing == (25.0, 26.0) and span.ceiling_at == 1.0
+    assert span.low <= 25 and span.high >= 26 and span.width < 2, span.text()
+
+
+def test_the_bootstrap_is_as_wide_as_the_seeds_disagree_at_a_distance():
+    def span(second_at_ceiling):
+        runs = {**BAG, 1: [(0, 0.3005), (3, second_at_ceiling)]}
+        rows = [(d, s, score, CHANCE) for d, r in runs.items() for s, score in r]
+        return fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
+
+    agree, disagree = span(0.3001), span(0.2600)  # halfway from 0.28 on average: 0.2027, crossed near 34
+    assert agree.width < 1.2 and disagree.high > 40 and disagree.width > 1.5, (agree.text(), disagree.text())
+
+
 def test_the_ceiling_is_the_best_score_measured_not_one_extrapolated_below_the_range():
     # a bag of embeddings: the score sinks with log distance and still climbs below distance 1;
     # a free ceiling would sit above every score seen and put halfway above the data

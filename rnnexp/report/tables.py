@@ -292,7 +292,7 @@ def spans_markdown(table: pd.DataFrame, found: pd.DataFrame, key: str) -> str:
     text = (
         f"The memory span: the {key} at which the test score has fallen halfway from the variant's ceiling (its "
         "best mean score at a distance run, at most) to chance, from a logistic fit against log distance, with a "
-        "95% bootstrap interval over seeds widened to "
+        "95% bootstrap interval over seeds (drawn again at each tested distance) widened to "
         "the tested distances between which the mean crosses halfway; `> X`: never below halfway up to X, "
         "`< X`: never shown above chance (rnnexp/span.py). Flags: those of the runs at each distance "
         "(results.md).\n\n" + markdown_table(head, rows)

@@ -428,6 +428,19 @@ def test_spans_apart_are_told_apart_and_alike_are_not():
     assert (compared["p_holm"] >= compared["p"]).all()
 
 
+def test_spans_whose_refits_differ_inside_one_crossing_are_not_told_apart():
+    # both fall between the tested distances 8 and 16: each refit keeps its fit's placement there,
+    # so the bootstrap tells 10 from 12 where the runs cannot
+    from rnnexp.report.spans import compare_spans, spans
+
+    runs, table = _frame({"ten": 10.0, "twelve": 12.0})
+    found, fits = spans(runs, table, ["task.distance"], "task.distance")
+    assert [(f.low, f.high) for f in fits] == [(8, 16), (8, 16)], [f.text() for f in fits]
+    row = compare_spans(found, fits).iloc[0]
+    assert row["p_holm"] < 0.05 and row["ratio_low"] <= 0.5 and row["ratio_high"] >= 2, row
+    assert row["verdict"].startswith("no difference shown (") and row["verdict"].endswith("the intervals overlap)")
+
+
 def test_one_run_a_distance_still_shows_the_fall_and_a_ceiling_no_accuracy_can_pass():
     # the design of experiments/memory_span (per_distance: 1): a window of 2 recalls distance 1 only
     span = fit([1, 3, 6, 16], [0, 1, 0, 1], [1.0, 0.12, 0.125, 0.118], [CHANCE] * 4, higher=True)

@@ -29,7 +29,8 @@ counts. It writes into `--out`:
   key, as copy memory's does with T);
 - `spans.md`, `spans.csv`, `span_comparisons.csv` and `span_curves.png` (with `--span KEY`, or
   for a span sweep's parent): each variant's memory span along KEY (rnnexp.span), the pairwise
-  comparisons of spans, and each variant's runs with its fitted curve;
+  comparisons of spans (one longer only where the bootstrap's Holm p is under 0.05 and the two
+  intervals do not overlap), and each variant's runs with its fitted curve;
 - `budget_curve.png` (with `--budget-curve KEY=VALUE`, once or more): for the variants at that
   value, each seed's validation metric against optimizer updates, and its test score where it
   stopped; a panel per value and task.

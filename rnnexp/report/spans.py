@@ -102,7 +102,13 @@ def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
 def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
     """Every pair of variants of one task: the ratio of their spans with its 95% interval and a
     two-sided p-value, both from independent bootstraps over each side's seeds (Holm over the
-    pairs); where a side has only a bound, what the bounds and intervals alone show."""
+    pairs); where a side has only a bound, what the bounds and intervals alone show.
+
+    One span longer than another needs both its Holm p under ALPHA and the two intervals apart:
+    an interval is widened to its crossing, the two tested distances the score falls halfway
+    between, because the fit places a step anywhere between them equally well; the bootstrap's
+    refits, which keep the fit's placement, cannot tell spans apart more finely than that. The
+    ratio's interval is widened likewise, to the ratios the two intervals allow."""
     rows = []
     for (i, a), (j, b) in itertools.combinations(list(table.iterrows()), 2):
         if a["task"] != b["task"]:
@@ -121,7 +127,10 @@ def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
             tail = (1 - CONFIDENCE) / 2 * 100
             low, high = np.exp(np.percentile(diff, [tail, 100 - tail]))
             p = min(1.0, max(2 * min((diff <= 0).mean(), (diff >= 0).mean()), 1 / n))  # 1/n: the least it can show
-            row.update(ratio=sa.estimate / sb.estimate, ratio_low=low, ratio_high=high, p=p)
+            (a_bottom, a_top), (b_bottom, b_top) = _reach(sa), _reach(sb)
+            apart = "a" if a_bottom >= b_top else "b" if b_bottom >= a_top else ""
+            low, high = min(low, a_bottom / b_top), max(high, a_top / b_bottom if b_bottom > 0 else math.inf)
+            row.update(ratio=sa.estimate / sb.estimate, ratio_low=low, ratio_high=high, p=p, apart=apart)
         else:
             row.update(ratio=math.nan, ratio_low=math.nan, ratio_high=math.nan, p=math.nan, shown=_by_bounds(sa, sb))
         rows.append(row)
@@ -162,6 +171,9 @@ def _verdict(row: pd.Series) -> str:
     if pd.isna(row["p"]):
         return row["shown"]
     ratio = f"{row['ratio']:.3g}x [{row['ratio_low']:.3g}, {row['ratio_high']:.3g}], Holm p {row['p_holm']:.2g}"
+    longer = "a" if row["ratio"] > 1 else "b"
+    if row["p_holm"] < ALPHA and row["apart"] == longer:
+        return f"{longer} longer ({ratio})"
     if row["p_holm"] < ALPHA:
-        return f"{'a' if row['ratio'] > 1 else 'b'} longer ({ratio})"
+        return f"no difference shown ({ratio}; the intervals overlap)"
     return f"no difference shown ({ratio})"

@@ -300,8 +300,9 @@ def spans_markdown(table: pd.DataFrame, found: pd.DataFrame, key: str) -> str:
     if not found.empty:
         text += (
             "\nComparisons of spans: the ratio a/b with its 95% interval and a two-sided p from bootstraps "
-            "over each side's seeds, Holm-adjusted over the pairs; where a side has only a bound, what the "
-            "bounds show.\n\n"
+            "over each side's seeds, Holm-adjusted over the pairs; one span is longer only where that p is "
+            f"under {ALPHA:g} and the two intervals (widened to their crossings, as the ratio's) do not overlap; "
+            "where a side has only a bound, what the bounds show.\n\n"
             + markdown_table(
                 ["task", "a", "b", "a's span", "b's span", "verdict"],
                 [[r["task"], r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"]] for _, r in found.iterrows()],

@@ -1,0 +1,100 @@
+"""How often the span sweep's 95% interval holds the true span: the design and the fit of
+rnnexp/span.py run on simulated runs whose curve is known, as the span sweeper places them (5
+seeds in rotation, one run a distance, memory_span's settings).
+
+    .venv/bin/python experiments/memory_span/coverage.py > experiments/memory_span/coverage.txt
+    .venv/bin/python experiments/memory_span/coverage.py 0 2 4   # some of the cases (by number)
+
+Each curve is a mean test accuracy against distance, each run's score that mean plus normal noise
+of a stated spread between seeds (its sd); the true span is where the mean falls halfway from its
+value at distance 1 to chance (0.125). A one-sided bound counts as holding it where the true span
+lies on its side.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import sys
+
+import numpy as np
+
+from rnnexp.span import Design, fit
+
+CHANCE = 0.125
+SEEDS = (0, 1, 2, 3, 4)
+REPEATS = 40
+# the bag's mean scores at 58fe130, interpolated in log distance
+BAG = {1: 0.3005, 4: 0.2719, 16: 0.2180, 25: 0.2143, 26: 0.2126, 28: 0.2103, 29: 0.2076, 34: 0.2009}
+BAG |= {40: 0.1963, 64: 0.1849, 256: 0.1584}
+
+
+def bag(d: float) -> float:
+    xs = np.log(sorted(BAG))
+    return float(np.interp(math.log(d), xs, [BAG[k] for k in sorted(BAG)]))
+
+
+def falling(span: float, slope: float):
+    return lambda d: CHANCE + (1 - CHANCE) / (1 + (d / span) ** slope)
+
+
+def true_span(curve, low: float, high: float) -> float:
+    half = (curve(1) + CHANCE) / 2
+    grid = np.geomspace(low, high, 20001)
+    return float(grid[np.argmax([curve(d) < half for d in grid])])
+
+
+def sweep(curve, design: Design, sd: float, rng: np.random.Generator):
+    """The design's rounds, as the span sweeper runs them, on simulated scores."""
+    jobs, rows, placed = [], [], design.first()
+    while placed:
+        for distance in placed:
+            used = {s for d, s in jobs if d == distance}
+            turn = [SEEDS[(len(jobs) + i) % len(SEEDS)] for i in range(len(SEEDS))]
+            seed = next((s for s in turn if s not in used), None)
+            if seed is not None:
+                jobs.append((distance, seed))
+                rows.append((distance, seed, float(np.clip(curve(distance) + rng.normal(0, sd), 0, 1)), CHANCE))
+        span = fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
+        counts = collections.Counter(d for d, _ in jobs)
+        if design.done(span, len(jobs), counts):
+            return span
+        placed = design.next(span, len(jobs), counts)
+    return span
+
+
+def holds(span, truth: float) -> bool:
+    if span.bound == "above":
+        return truth > max(span.tested)
+    if span.bound == "below":
+        return truth < min(span.tested)
+    return (span.low is None or span.low <= truth) and (span.high is None or truth <= span.high)
+
+
+def main() -> None:
+    recall = dict(seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=len(SEEDS))
+    cases = [
+        ("a step after 7 (the window)", lambda d: 1.0 if d <= 7 else CHANCE, 0.002, Design(1, 64, **recall)),
+        ("a steep fall at 28 (slope 3)", falling(28, 3), 0.03, Design(1, 64, **recall)),
+        ("a steep fall at 28, seeds apart", falling(28, 3), 0.10, Design(1, 64, **recall)),
+        ("a gentle fall at 12 (slope 1.5)", falling(12, 1.5), 0.05, Design(1, 64, **recall)),
+        ("the bag's sinking curve", bag, 0.002, Design(1, 256, **recall)),
+    ]
+    chosen = [int(a) for a in sys.argv[1:]] or range(len(cases))
+    print(f"{REPEATS} simulated span sweeps a case, seeds 0-4 in rotation, 12 runs at most")
+    print("case | seed sd | true span | interval holds it | median width | median runs")
+    for name, curve, sd, design in (cases[i] for i in chosen):
+        truth = true_span(curve, design.low, design.high)
+        rng = np.random.default_rng(0)
+        spans = [sweep(curve, design, sd, rng) for _ in range(REPEATS)]
+        held = sum(holds(s, truth) for s in spans)
+        widths = [s.width for s in spans]
+        print(
+            f"{name} | {sd:g} | {truth:.3g} | {held}/{REPEATS} | {np.median(widths):.2f} | "
+            f"{np.median([s.runs for s in spans]):g}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

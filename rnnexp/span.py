@@ -19,11 +19,15 @@ are the design's, not a sample of them: resampling whole seeds, when each seed r
 distances, drops distances from a resample, and one that drops the ceiling's only run measures
 halfway from another ceiling (a case bootstrap's known fault in a fixed design). A distance with
 one run has no spread to resample, so the design runs the ones the interval rests on again (below).
-The interval is widened to the tested distances between which the mean score crosses halfway:
-where the score falls as a step between two tested distances, the span lies anywhere between
-them, whatever the fit says. A variant whose score never falls below halfway in the tested range
-gets a one-sided bound ("> 64"), one never shown above chance at any distance "< 1", never an
-extrapolated number; an interval end beyond the range is open likewise.
+The interval is widened to the tested distances between which the mean score crosses halfway,
+in the data and in the resamples (the crossing's 95% range): where the score falls as a step
+between two tested distances, the span lies anywhere between them, whatever the fit says, and
+where a crossing's end rests on runs that disagree, a resample can move the crossing. With one
+or two runs a distance the resamples hardly vary, so the interval is mostly the crossing's, and
+its coverage is short of 95% where seeds disagree (experiments/memory_span/coverage.py). A
+variant whose score never falls below halfway in the tested range gets a one-sided bound ("> 64"),
+one never shown above chance at any distance "< 1", never an extrapolated number; an interval end
+beyond the range is open likewise.
 
 `Design` places a span sweep's runs (hydra_plugins/rnnexp_span): a bracket of distances evenly
 spaced in log distance first, then, batch by batch, distances that divide the two tested
@@ -202,8 +206,9 @@ def fit(
 
     lo, hi = float(log_d.min()), float(log_d.max())
     tested = tuple(float(d) for d in np.unique(distance))
-    means = [float(gain[distance == d].mean()) for d in tested]
-    base = dict(tested=tested, runs=len(distance), seeds=len(np.unique(seed)), ceiling_at=tested[int(np.argmax(means))])
+    # the ceiling's distance: the best mean gain; of tied ones, the one with the most runs
+    top = max((float(gain[distance == d].mean()), int((distance == d).sum()), -d) for d in tested)
+    base = dict(tested=tested, runs=len(distance), seeds=len(np.unique(seed)), ceiling_at=-top[2])
     best = _fit(log_d, gain, lo, hi, ceiling(np.arange(len(gain))))
     if not above_chance_somewhere(log_d, gain, best):
         return Span(None, None, None, "below", **base)
@@ -226,15 +231,22 @@ def fit(
     # the bootstrap: at each tested distance, resample its runs' seeds, refit
     rng = np.random.default_rng(rng_seed)
     strata = [np.flatnonzero(distance == d) for d in tested]
-    spans = []
+    spans, lefts, rights = [], [], []
     for _ in range(BOOTSTRAP):
         rows = np.concatenate([rng.choice(runs, size=len(runs), replace=True) for runs in strata])
-        refit = _fit(log_d[rows], gain[rows], lo, hi, ceiling(rows))
+        top = ceiling(rows)
+        refit = _fit(log_d[rows], gain[rows], lo, hi, top)
         if refit is not None:
             spans.append(refit[2])
+        # where this resample's mean crosses halfway: a step's refit can sit anywhere in it
+        left, right = _crossing(distance[rows], gain[rows], (top if refit is None else refit[0]) / 2)
+        lefts.append(tested[0] / 2 if left is None else left)  # open: below the range
+        rights.append(tested[-1] * 2 if right is None else right)
     tail = (1 - CONFIDENCE) / 2 * 100
     q_low, q_high = np.percentile(spans, [tail, 100 - tail]) if spans else (log_span, log_span)
-    low, high = min(math.exp(q_low), cross[0]), max(math.exp(q_high), cross[1])
+    c_low = float(np.percentile(lefts, tail, method="lower"))  # tested distances, not between them
+    c_high = float(np.percentile(rights, 100 - tail, method="higher"))
+    low, high = min(math.exp(q_low), cross[0], c_low), max(math.exp(q_high), cross[1], c_high)
     return Span(
         math.exp(log_span),
         None if low < tested[0] else low,
@@ -307,7 +319,7 @@ class Design:
             if runs + self.seeds > self.max_runs:  # narrow, but no room to run its crossing's ends again
                 return (
                     f"the budget of {self.max_runs} runs is spent, the interval within a factor {self.factor:g} "
-                    f"but its crossing's ends not each run {min(self.confirm, self.replicates)} times"
+                    f"but its crossing's ends and ceiling not each run {min(self.confirm, self.replicates)} times"
                 )
         if runs + self.seeds > self.max_runs:
             return f"the budget of {self.max_runs} runs is spent"

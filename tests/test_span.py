@@ -115,7 +115,8 @@ def test_a_narrow_interval_resting_on_one_run_at_each_end_runs_those_ends_again_
     assert design.next(narrow, 8, {**counts, 16: 2}) == [18]
     assert design.done(narrow, 9, {**counts, 16: 2, 18: 2}).startswith("the interval is within a factor 2")
     assert design.done(narrow, 12, counts) == (  # no room left: it ends as it is, and says so
-        "the budget of 12 runs is spent, the interval within a factor 2 but its crossing's ends not each run 2 times"
+        "the budget of 12 runs is spent, the interval within a factor 2 but its crossing's ends and ceiling not each "
+        "run 2 times"
     )
     assert Design(low=1, high=64, seeds=1, factor=2, replicates=1).done(narrow, 7, counts).startswith("the interval")
 
@@ -158,6 +159,15 @@ def test_the_bootstrap_is_as_wide_as_the_seeds_disagree_at_a_distance():
 
     agree, disagree = span(0.3001), span(0.2600)  # halfway from 0.28 on average: 0.2027, crossed near 34
     assert agree.width < 1.2 and disagree.high > 40 and disagree.width > 1.5, (agree.text(), disagree.text())
+
+
+def test_a_crossing_whose_end_rests_on_runs_that_disagree_widens_to_where_a_resample_moves_it():
+    # at 16 one seed recalls (0.95) and one does not (0.25): their mean is above halfway (0.5625),
+    # but a resample of the two seeds at 16 can put it below, and the crossing at 8 to 16
+    rows = [(1, 0, 1.0), (1, 1, 1.0), (4, 2, 1.0), (8, 3, 1.0), (8, 4, 1.0), (16, 0, 0.95), (16, 1, 0.25)]
+    rows += [(32, 2, CHANCE), (32, 3, CHANCE), (64, 4, CHANCE)]
+    span = fit(*[np.array(c) for c in zip(*rows, strict=True)], [CHANCE] * len(rows), higher=True)
+    assert span.crossing == (16.0, 32.0) and (span.low, span.high) == (8.0, 32.0), span.text()
 
 
 def test_the_ceiling_is_the_best_score_measured_not_one_extrapolated_below_the_range():

@@ -44,6 +44,14 @@ def true_span(curve, low: float, high: float) -> float:
     return float(grid[np.argmax([curve(d) < half for d in grid])])
 
 
+def failing(curve, share: float, beyond: int):
+    """`curve` where a `share` of seeds fails to learn (scores chance) from distance `beyond` on:
+    (the mean, the draw of one run's score before its noise)."""
+    mean = lambda d: curve(d) if d < beyond else (1 - share) * curve(d) + share * CHANCE  # noqa: E731
+    draw = lambda d, rng: curve(d) if d < beyond or rng.random() >= share else CHANCE  # noqa: E731
+    return mean, draw
+
+
 def sweep(curve, design: Design, sd: float, rng: np.random.Generator):
     """The design's rounds, as the span sweeper runs them, on simulated scores."""
     jobs, rows, placed = [], [], design.first()
@@ -54,7 +62,8 @@ def sweep(curve, design: Design, sd: float, rng: np.random.Generator):
             seed = next((s for s in turn if s not in used), None)
             if seed is not None:
                 jobs.append((distance, seed))
-                rows.append((distance, seed, float(np.clip(curve(distance) + rng.normal(0, sd), 0, 1)), CHANCE))
+                score = curve(distance, rng) if getattr(curve, "draws", False) else curve(distance)
+                rows.append((distance, seed, float(np.clip(score + rng.normal(0, sd), 0, 1)), CHANCE))
         span = fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
         counts = collections.Counter(d for d, _ in jobs)
         if design.done(span, len(jobs), counts):
@@ -80,11 +89,14 @@ def main() -> None:
         ("a gentle fall at 12 (slope 1.5)", falling(12, 1.5), 0.05, Design(1, 64, **recall)),
         ("the bag's sinking curve", bag, 0.002, Design(1, 256, **recall)),
     ]
+    mean, draw = failing(falling(28, 3), 0.25, 16)
+    draw.draws = True
+    cases.append(("a steep fall at 28, a quarter of seeds failing from 16", draw, 0.03, Design(1, 64, **recall)))
     chosen = [int(a) for a in sys.argv[1:]] or range(len(cases))
     print(f"{REPEATS} simulated span sweeps a case, seeds 0-4 in rotation, 12 runs at most")
     print("case | seed sd | true span | interval holds it | median width | median runs")
     for name, curve, sd, design in (cases[i] for i in chosen):
-        truth = true_span(curve, design.low, design.high)
+        truth = true_span(mean if curve is draw else curve, design.low, design.high)
         rng = np.random.default_rng(0)
         spans = [sweep(curve, design, sd, rng) for _ in range(REPEATS)]
         held = sum(holds(s, truth) for s in spans)

@@ -211,7 +211,7 @@ def spans_view(folder: Path, task: str | None = None) -> str:
         if table.empty:
             raise DocsError(f"{folder / 'spans.csv'} has no task {task!r}")
     extra = list(table.columns[2 : list(table.columns).index("metric")])
-    head = ["model", *extra, "parameters", "seeds", "runs", "distances run", "span [95% interval]", "flags"]
+    head = ["model", *extra, "parameters", "seeds", "runs", "distances run (×runs)", "span [95% interval]", "flags"]
     rows = [
         [
             f"`{r['label']}`",

@@ -451,6 +451,24 @@ def test_spans_whose_refits_differ_inside_one_crossing_are_not_told_apart():
     assert row["verdict"].startswith("no difference shown (") and row["verdict"].endswith("the intervals overlap)")
 
 
+def test_spans_whose_intervals_meet_at_a_distance_are_not_told_apart():
+    from rnnexp.report.spans import compare_spans
+
+    table = pd.DataFrame({"task": ["t", "t"], "label": ["long", "short"], "shown": ["", ""], "metric": ["acc"] * 2})
+    long = Span(28.0, 23.0, 32.0, "", tested=(1, 23, 32, 64), runs=8, seeds=5, samples=(3.3,) * 1000)
+    short = Span(19.0, 16.0, 23.0, "", tested=(1, 16, 23, 64), runs=8, seeds=5, samples=(2.9,) * 1000)
+    row = compare_spans(table, [long, short]).iloc[0]
+    assert row["verdict"].startswith("no difference shown (") and row["ratio_low"] == 1.0, row["verdict"]
+    apart = Span(28.0, 24.0, 32.0, "", tested=(1, 24, 32, 64), runs=8, seeds=5, samples=(3.3,) * 1000)
+    assert compare_spans(table, [apart, short]).iloc[0]["verdict"].startswith("a longer (")
+
+
+def test_the_span_table_gives_the_runs_at_each_distance():
+    from rnnexp.report.spans import _runs_at
+
+    assert _runs_at(np.array([1.0, 16, 1, 4, 16, 16])) == "1 ×2, 4, 16 ×3"
+
+
 def test_one_run_a_distance_still_shows_the_fall_and_a_ceiling_no_accuracy_can_pass():
     # the design of experiments/memory_span (per_distance: 1): a window of 2 recalls distance 1 only
     span = fit([1, 3, 6, 16], [0, 1, 0, 1], [1.0, 0.12, 0.125, 0.118], [CHANCE] * 4, higher=True)

@@ -52,7 +52,7 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
             n_params=int(group["n_params"].median()) if group["n_params"].notna().any() else None,
             n_seeds=span.seeds,
             n_runs=span.runs,
-            distances=", ".join(f"{d:g}" for d in span.tested),
+            distances=_runs_at(distance.to_numpy(float)),
             span=span.estimate,
             span_low=span.low,
             span_high=span.high,
@@ -65,6 +65,12 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
         range(len(rows)), key=lambda i: (rows[i]["task"], rows[i]["label"], *[str(rows[i][k]) for k in others])
     )
     return pd.DataFrame([rows[i] for i in order]), [found[i] for i in order]
+
+
+def _runs_at(distance: np.ndarray) -> str:
+    """The distances run, each with its count of runs where it has more than one: `1 ×2, 4, 16 ×2`."""
+    values, counts = np.unique(distance, return_counts=True)
+    return ", ".join(f"{d:g}" + (f" ×{n}" if n > 1 else "") for d, n in zip(values, counts, strict=True))
 
 
 def span_key_of(client, parents: list[str], runs: pd.DataFrame) -> str | None:
@@ -101,14 +107,17 @@ def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
 
 def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
     """Every pair of variants of one task: the ratio of their spans with its 95% interval and a
-    two-sided p-value, both from independent bootstraps over each side's seeds (Holm over the
-    pairs); where a side has only a bound, what the bounds and intervals alone show.
+    two-sided p-value, both from the two sides' bootstraps over their seeds (Holm over the pairs),
+    paired by resample number (each side's drawn with the same random seed); where a side has only
+    a bound, what the bounds and intervals alone show.
 
     One span longer than another needs both its Holm p under ALPHA and the two intervals apart:
     an interval is widened to its crossing, the two tested distances the score falls halfway
     between, because the fit places a step anywhere between them equally well; the bootstrap's
     refits, which keep the fit's placement, cannot tell spans apart more finely than that. The
-    ratio's interval is widened likewise, to the ratios the two intervals allow."""
+    ratio's interval is widened likewise, to the ratios the two intervals allow. Intervals that
+    meet at a distance are not apart. With one or two runs a distance the refits hardly vary and
+    the p sits at its floor (1 / resamples): the verdict then rests on the intervals alone."""
     rows = []
     for (i, a), (j, b) in itertools.combinations(list(table.iterrows()), 2):
         if a["task"] != b["task"]:
@@ -128,7 +137,7 @@ def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
             low, high = np.exp(np.percentile(diff, [tail, 100 - tail]))
             p = min(1.0, max(2 * min((diff <= 0).mean(), (diff >= 0).mean()), 1 / n))  # 1/n: the least it can show
             (a_bottom, a_top), (b_bottom, b_top) = _reach(sa), _reach(sb)
-            apart = "a" if a_bottom >= b_top else "b" if b_bottom >= a_top else ""
+            apart = "a" if a_bottom > b_top else "b" if b_bottom > a_top else ""  # touching: not apart
             low, high = min(low, a_bottom / b_top), max(high, a_top / b_bottom if b_bottom > 0 else math.inf)
             row.update(ratio=sa.estimate / sb.estimate, ratio_low=low, ratio_high=high, p=p, apart=apart)
         else:

@@ -207,8 +207,8 @@ def fit(
     lo, hi = float(log_d.min()), float(log_d.max())
     tested = tuple(float(d) for d in np.unique(distance))
     # the ceiling's distance: the best mean gain; of tied ones, the one with the most runs
-    top = max((float(gain[distance == d].mean()), int((distance == d).sum()), -d) for d in tested)
-    base = dict(tested=tested, runs=len(distance), seeds=len(np.unique(seed)), ceiling_at=-top[2])
+    at = max(tested, key=lambda d: (float(gain[distance == d].mean()), int((distance == d).sum()), -d))
+    base = dict(tested=tested, runs=len(distance), seeds=len(np.unique(seed)), ceiling_at=at)
     best = _fit(log_d, gain, lo, hi, ceiling(np.arange(len(gain))))
     if not above_chance_somewhere(log_d, gain, best):
         return Span(None, None, None, "below", **base)
@@ -234,12 +234,12 @@ def fit(
     spans, lefts, rights = [], [], []
     for _ in range(BOOTSTRAP):
         rows = np.concatenate([rng.choice(runs, size=len(runs), replace=True) for runs in strata])
-        top = ceiling(rows)
-        refit = _fit(log_d[rows], gain[rows], lo, hi, top)
+        bound = ceiling(rows)
+        refit = _fit(log_d[rows], gain[rows], lo, hi, bound)
         if refit is not None:
             spans.append(refit[2])
         # where this resample's mean crosses halfway: a step's refit can sit anywhere in it
-        left, right = _crossing(distance[rows], gain[rows], (top if refit is None else refit[0]) / 2)
+        left, right = _crossing(distance[rows], gain[rows], (bound if refit is None else refit[0]) / 2)
         lefts.append(tested[0] / 2 if left is None else left)  # open: below the range
         rights.append(tested[-1] * 2 if right is None else right)
     tail = (1 - CONFIDENCE) / 2 * 100

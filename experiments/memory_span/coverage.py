@@ -44,6 +44,11 @@ def true_span(curve, low: float, high: float) -> float:
     return float(grid[np.argmax([curve(d) < half for d in grid])])
 
 
+def steady(curve):
+    """`curve` where every seed learns alike: (the mean, the draw of one run's score before its noise)."""
+    return curve, lambda d, rng: curve(d)
+
+
 def failing(curve, share: float, beyond: int):
     """`curve` where a `share` of seeds fails to learn (scores chance) from distance `beyond` on:
     (the mean, the draw of one run's score before its noise)."""
@@ -52,7 +57,7 @@ def failing(curve, share: float, beyond: int):
     return mean, draw
 
 
-def sweep(curve, design: Design, sd: float, rng: np.random.Generator):
+def sweep(draw, design: Design, sd: float, rng: np.random.Generator):
     """The design's rounds, as the span sweeper runs them, on simulated scores."""
     jobs, rows, placed = [], [], design.first()
     while placed:
@@ -62,7 +67,7 @@ def sweep(curve, design: Design, sd: float, rng: np.random.Generator):
             seed = next((s for s in turn if s not in used), None)
             if seed is not None:
                 jobs.append((distance, seed))
-                score = curve(distance, rng) if getattr(curve, "draws", False) else curve(distance)
+                score = draw(distance, rng)
                 rows.append((distance, seed, float(np.clip(score + rng.normal(0, sd), 0, 1)), CHANCE))
         span = fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
         counts = collections.Counter(d for d, _ in jobs)
@@ -82,23 +87,26 @@ def holds(span, truth: float) -> bool:
 
 def main() -> None:
     recall = dict(seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=len(SEEDS))
-    cases = [
-        ("a step after 7 (the window)", lambda d: 1.0 if d <= 7 else CHANCE, 0.002, Design(1, 64, **recall)),
-        ("a steep fall at 28 (slope 3)", falling(28, 3), 0.03, Design(1, 64, **recall)),
-        ("a steep fall at 28, seeds apart", falling(28, 3), 0.10, Design(1, 64, **recall)),
-        ("a gentle fall at 12 (slope 1.5)", falling(12, 1.5), 0.05, Design(1, 64, **recall)),
-        ("the bag's sinking curve", bag, 0.002, Design(1, 256, **recall)),
+    cases = [  # (name, (mean, draw), seed sd, design)
+        ("a step after 7 (the window)", steady(lambda d: 1.0 if d <= 7 else CHANCE), 0.002, Design(1, 64, **recall)),
+        ("a steep fall at 28 (slope 3)", steady(falling(28, 3)), 0.03, Design(1, 64, **recall)),
+        ("a steep fall at 28, seeds apart", steady(falling(28, 3)), 0.10, Design(1, 64, **recall)),
+        ("a gentle fall at 12 (slope 1.5)", steady(falling(12, 1.5)), 0.05, Design(1, 64, **recall)),
+        ("the bag's sinking curve", steady(bag), 0.002, Design(1, 256, **recall)),
+        (
+            "a steep fall at 28, a quarter of seeds failing from 16",
+            failing(falling(28, 3), 0.25, 16),
+            0.03,
+            Design(1, 64, **recall),
+        ),
     ]
-    mean, draw = failing(falling(28, 3), 0.25, 16)
-    draw.draws = True
-    cases.append(("a steep fall at 28, a quarter of seeds failing from 16", draw, 0.03, Design(1, 64, **recall)))
     chosen = [int(a) for a in sys.argv[1:]] or range(len(cases))
     print(f"{REPEATS} simulated span sweeps a case, seeds 0-4 in rotation, 12 runs at most")
     print("case | seed sd | true span | interval holds it | median width | median runs")
-    for name, curve, sd, design in (cases[i] for i in chosen):
-        truth = true_span(mean if curve is draw else curve, design.low, design.high)
+    for name, (mean, draw), sd, design in (cases[i] for i in chosen):
+        truth = true_span(mean, design.low, design.high)
         rng = np.random.default_rng(0)
-        spans = [sweep(curve, design, sd, rng) for _ in range(REPEATS)]
+        spans = [sweep(draw, design, sd, rng) for _ in range(REPEATS)]
         held = sum(holds(s, truth) for s in spans)
         widths = [s.width for s in spans]
         print(

@@ -145,7 +145,7 @@ def test_an_experiment_file_that_names_code_is_refused_before_hydra_runs_it(tmp_
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "evil.yaml").write_text("# @package _global_\n" + text)
     # with -m, the evil file is one choice of a swept group: each job's config is checked
-    chosen = ["-m", "experiment=output_recurrence,evil"] if sweep else ["experiment=evil"]
+    chosen = ["-m", "experiment=output_recurrence/recall_output,evil"] if sweep else ["experiment=evil"]
     proc, client = train_run(tmp_path, *SMALL_RUN, "--config-dir", str(tmp_path / "conf"), argv0=[TRAIN, *chosen])
     line = one_error_line(proc)
     assert "is not allowed" in line and ("callbacks.evil" in line or "handlers.evil" in line or "job.name" in line)

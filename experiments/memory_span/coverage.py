@@ -8,7 +8,8 @@ seeds in rotation, one run a distance, memory_span's settings).
 Each curve is a mean test accuracy against distance, each run's score that mean plus normal noise
 of a stated spread between seeds (its sd); the true span is where the mean falls halfway from its
 value at distance 1 to chance (0.125). A one-sided bound counts as holding it where the true span
-lies on its side.
+lies on its side. Beside each case, the same fit on the grid the span sweep is measured against
+(every seed at each of 5 distances evenly spaced in log distance: 25 runs), on the same curve.
 """
 
 from __future__ import annotations
@@ -77,6 +78,15 @@ def sweep(draw, design: Design, sd: float, rng: np.random.Generator):
     return span
 
 
+def grid(draw, design: Design, sd: float, rng: np.random.Generator):
+    """The fit on the grid: every seed at each of 5 distances evenly spaced in log distance over the
+    design's range (1, 8, 16, 32, 64 for 1 to 64, as context_length's grid; 1, 4, 16, 64, 256 for
+    1 to 256)."""
+    distances = (1, 8, 16, 32, 64) if design.high == 64 else Design(1, design.high, 1, bracket=5).first()
+    rows = [(d, s, float(np.clip(draw(d, rng) + rng.normal(0, sd), 0, 1)), CHANCE) for d in distances for s in SEEDS]
+    return fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
+
+
 def holds(span, truth: float) -> bool:
     if span.bound == "above":
         return truth > max(span.tested)
@@ -99,19 +109,37 @@ def main() -> None:
             0.03,
             Design(1, 64, **recall),
         ),
+        (  # as the last, but the span just below a distance of the grid's (32), as 22.2 is below the sweep's 23
+            "a steep fall at 40, a quarter of seeds failing from 24",
+            failing(falling(40, 3), 0.25, 24),
+            0.03,
+            Design(1, 64, **recall),
+        ),
+        (  # what more runs at the crossing's ends buy where seeds fail: the grid's 5 there
+            "a steep fall at 28, a quarter of seeds failing from 16; 5 runs at each end, 20 at most",
+            failing(falling(28, 3), 0.25, 16),
+            0.03,
+            Design(1, 64, **(recall | dict(confirm=5, max_runs=20))),
+        ),
     ]
     chosen = [int(a) for a in sys.argv[1:]] or range(len(cases))
-    print(f"{REPEATS} simulated span sweeps a case, seeds 0-4 in rotation, 12 runs at most")
-    print("case | seed sd | true span | interval holds it | median width | median runs")
+    print(
+        f"{REPEATS} simulated span sweeps a case, seeds 0-4 in rotation, 12 runs at most but where said; "
+        f"beside them {REPEATS} grids"
+    )
+    print(
+        "case | seed sd | true span | sweep: interval holds it | median width | median runs | "
+        "grid (25 runs): interval holds it | median width"
+    )
     for name, (mean, draw), sd, design in (cases[i] for i in chosen):
         truth = true_span(mean, design.low, design.high)
         rng = np.random.default_rng(0)
         spans = [sweep(draw, design, sd, rng) for _ in range(REPEATS)]
-        held = sum(holds(s, truth) for s in spans)
-        widths = [s.width for s in spans]
+        grids = [grid(draw, design, sd, rng) for _ in range(REPEATS)]
         print(
-            f"{name} | {sd:g} | {truth:.3g} | {held}/{REPEATS} | {np.median(widths):.2f} | "
-            f"{np.median([s.runs for s in spans]):g}",
+            f"{name} | {sd:g} | {truth:.3g} | {sum(holds(s, truth) for s in spans)}/{REPEATS} | "
+            f"{np.median([s.width for s in spans]):.2f} | {np.median([s.runs for s in spans]):g} | "
+            f"{sum(holds(g, truth) for g in grids)}/{REPEATS} | {np.median([g.width for g in grids]):.2f}",
             flush=True,
         )
 

@@ -116,7 +116,7 @@ server: $(STAMP) ## an MLflow server for a team: PostgreSQL at RNNEXP_SERVER_DB,
 need-exp:
 	@test -n "$(filter $(EXP),$(EXPERIMENTS))" || { echo "EXP='$(EXP)' is not an experiment of conf/experiment/; give EXP=<one of: $(EXPERIMENTS)> (an MLflow experiment's runs: $(BIN)/rnnexp-report --experiment $(or $(EXP),NAME) --uri \"$(URI)\")" >&2; exit 2; }
 
-sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=output_recurrence (URI=...; LR_FROM=EXP_lr: the rates tune-lr chose)
+sweep: $(STAMP) need-exp ## run an experiment's sweeps: make sweep EXP=forget_bias (URI=...; LR_FROM=EXP_lr: the rates tune-lr chose)
 	@for part in $(EXP_PARTS); do \
 	  echo "$(BIN)/rnnexp-train -m experiment=$$part tracking.uri=\"$(URI)\" $(if $(LR_FROM),optim.lr_from=$(LR_FROM)) $(ARGS)"; \
 	  $(BIN)/rnnexp-train -m experiment=$$part tracking.uri="$(URI)" $(if $(LR_FROM),optim.lr_from=$(LR_FROM)) $(ARGS) || exit $$?; \
@@ -159,7 +159,7 @@ report: $(STAMP) need-exp ## tables, tests and plots of an experiment's runs int
 docs: $(STAMP) ## rewrite the READMEs' generated results blocks from the committed results files
 	$(BIN)/python -m rnnexp.docs
 
-reproduce: $(STAMP) need-exp ## the sweep, the report, then the READMEs' tables: make reproduce EXP=output_recurrence
+reproduce: $(STAMP) need-exp ## the sweep, the report, then the READMEs' tables: make reproduce EXP=forget_bias
 	$(MAKE) --no-print-directory sweep report docs EXP=$(EXP)
 
 reproduce-run: $(STAMP) ## re-run a logged run from its config and commit, compare metrics: RUN=<id> (URI=...)

@@ -9,7 +9,8 @@ Each curve is a mean test accuracy against distance, each run's score that mean 
 of a stated spread between seeds (its sd); the true span is where the mean falls halfway from its
 value at distance 1 to chance (0.125). A one-sided bound counts as holding it where the true span
 lies on its side. Beside each case, the same fit on the grid the span sweep is measured against
-(every seed at each of 5 distances evenly spaced in log distance: 25 runs), on the same curve.
+(every seed at each of 5 distances: context_length's 1, 8, 16, 32, 64, or 1, 4, 16, 64, 256 over
+the bag's range; 25 runs), on the same curve.
 """
 
 from __future__ import annotations
@@ -79,9 +80,8 @@ def sweep(draw, design: Design, sd: float, rng: np.random.Generator):
 
 
 def grid(draw, design: Design, sd: float, rng: np.random.Generator):
-    """The fit on the grid: every seed at each of 5 distances evenly spaced in log distance over the
-    design's range (1, 8, 16, 32, 64 for 1 to 64, as context_length's grid; 1, 4, 16, 64, 256 for
-    1 to 256)."""
+    """The fit on the grid: every seed at each of 5 distances, context_length's 1, 8, 16, 32, 64 over
+    1 to 64, and 1, 4, 16, 64, 256 (evenly spaced in log distance) over 1 to 256."""
     distances = (1, 8, 16, 32, 64) if design.high == 64 else Design(1, design.high, 1, bracket=5).first()
     rows = [(d, s, float(np.clip(draw(d, rng) + rng.normal(0, sd), 0, 1)), CHANCE) for d in distances for s in SEEDS]
     return fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)

@@ -4,6 +4,7 @@ seeds in rotation, one run a distance, memory_span's settings).
 
     .venv/bin/python experiments/memory_span/coverage.py > experiments/memory_span/coverage.txt
     .venv/bin/python experiments/memory_span/coverage.py 0 2 4   # some of the cases (by number)
+    .venv/bin/python experiments/memory_span/coverage.py --lapse 0 1 4 5 6 > experiments/memory_span/coverage_lapse.txt
 
 Each curve is a mean test accuracy against distance, each run's score that mean plus normal noise
 of a stated spread between seeds (its sd); the true span is where the mean falls halfway from its
@@ -11,6 +12,16 @@ value at distance 1 to chance (0.125). A one-sided bound counts as holding it wh
 lies on its side. Beside each case, the same fit on the grid the span sweep is measured against
 (every seed at each of 5 distances: context_length's 1, 8, 16, 32, 64, or 1, 4, 16, 64, 256 over
 the bag's range; 25 runs), on the same curve.
+
+`--lapse`: the same, with another interval in place of span.fit's, to see what it buys: a
+parametric bootstrap that draws every run again from the fitted curve with a share of failing
+seeds, as a psychometric function's lapse rate (Wichmann & Hill 2001). The share is drawn anew
+for each resample from its Jeffreys posterior, Beta(k + 1/2, n - k + 1/2), where n runs stand
+where the fitted curve is at or above halfway and k of them scored under half of it; a failed
+run scores chance, the others the curve scaled up to keep its mean (curve / (1 - share)), each
+with the normal spread of the runs that did not fail. The interval is the refits' 2.5th to
+97.5th percentile of the span, not widened to the crossing: a failure it has not seen is in it
+by the prior, not by the runs.
 """
 
 from __future__ import annotations
@@ -21,7 +32,8 @@ import sys
 
 import numpy as np
 
-from rnnexp.span import Design, fit
+import rnnexp.span
+from rnnexp.span import BOOTSTRAP, CONFIDENCE, Design, Span, _fit, fit, logistic
 
 CHANCE = 0.125
 SEEDS = (0, 1, 2, 3, 4)
@@ -59,6 +71,54 @@ def failing(curve, share: float, beyond: int):
     return mean, draw
 
 
+def lapse_fit(distance, seed, score, chance, higher: bool, rng_seed: int = 0) -> Span:
+    """span.fit with the lapse-share bootstrap of `--lapse` (the module's docstring) for its interval."""
+    rnnexp.span.BOOTSTRAP = 1  # span.fit's own interval is not used: only its fit and bounds
+    try:
+        span = fit(distance, seed, score, chance, higher, rng_seed)
+    finally:
+        rnnexp.span.BOOTSTRAP = BOOTSTRAP
+    if span.bound or not span.curve:  # a bound, or no fit: span.fit's answer
+        return span
+    distance, gain = np.asarray(distance, float), (np.asarray(score) - np.asarray(chance)) * (1 if higher else -1)
+    log_d, possible = np.log(distance), float(np.mean(1.0 - np.asarray(chance) if higher else chance))
+    lo, hi = float(log_d.min()), float(log_d.max())
+    curve = logistic(log_d, span.amplitude, span.slope, math.log(span.estimate))
+    where = curve >= span.amplitude / 2
+    failed = where & (gain < curve / 2)
+    k, n = int(failed.sum()), int(where.sum())
+    spread = max(float(np.std(gain[~failed] - curve[~failed], ddof=1)) if (~failed).sum() > 3 else 0.01, 1e-3)
+    rng, spans = np.random.default_rng(rng_seed), []
+    for _ in range(BOOTSTRAP):
+        share = rng.beta(k + 0.5, n - k + 0.5)
+        learned = np.minimum(curve / (1 - share), possible)
+        drawn = np.where(rng.random(len(gain)) < share, 0.0, learned) + rng.normal(0, spread, len(gain))
+        best = max(float(drawn[log_d == x].mean()) for x in np.unique(log_d))
+        refit = _fit(log_d, drawn, lo, hi, max(min(possible, best), 1e-3))
+        if refit is not None:
+            spans.append(refit[2])
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.exp(np.percentile(spans, [tail, 100 - tail]))
+    tested = span.tested
+    return Span(
+        span.estimate,
+        None if low < tested[0] else float(low),
+        None if high > tested[-1] else float(high),
+        "",
+        tested=tested,
+        runs=span.runs,
+        seeds=span.seeds,
+        amplitude=span.amplitude,
+        slope=span.slope,
+        curve=span.curve,
+        crossing=span.crossing,
+        ceiling_at=span.ceiling_at,
+    )
+
+
+FIT = fit  # the interval the study measures: span.fit's, or lapse_fit's with --lapse
+
+
 def sweep(draw, design: Design, sd: float, rng: np.random.Generator):
     """The design's rounds, as the span sweeper runs them, on simulated scores."""
     jobs, rows, placed = [], [], design.first()
@@ -71,7 +131,7 @@ def sweep(draw, design: Design, sd: float, rng: np.random.Generator):
                 jobs.append((distance, seed))
                 score = draw(distance, rng)
                 rows.append((distance, seed, float(np.clip(score + rng.normal(0, sd), 0, 1)), CHANCE))
-        span = fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
+        span = FIT(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
         counts = collections.Counter(d for d, _ in jobs)
         if design.done(span, len(jobs), counts):
             return span
@@ -84,7 +144,7 @@ def grid(draw, design: Design, sd: float, rng: np.random.Generator):
     1 to 64, and 1, 4, 16, 64, 256 (evenly spaced in log distance) over 1 to 256."""
     distances = (1, 8, 16, 32, 64) if design.high == 64 else Design(1, design.high, 1, bracket=5).first()
     rows = [(d, s, float(np.clip(draw(d, rng) + rng.normal(0, sd), 0, 1)), CHANCE) for d in distances for s in SEEDS]
-    return fit(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
+    return FIT(*[np.array(c) for c in zip(*rows, strict=True)], higher=True)
 
 
 def holds(span, truth: float) -> bool:
@@ -96,6 +156,11 @@ def holds(span, truth: float) -> bool:
 
 
 def main() -> None:
+    global FIT
+    args = sys.argv[1:]
+    if "--lapse" in args:
+        args.remove("--lapse")
+        FIT = lapse_fit
     recall = dict(seeds=1, bracket=5, batch=2, factor=2, max_runs=12, replicates=len(SEEDS))
     cases = [  # (name, (mean, draw), seed sd, design)
         ("a step after 7 (the window)", steady(lambda d: 1.0 if d <= 7 else CHANCE), 0.002, Design(1, 64, **recall)),
@@ -122,7 +187,9 @@ def main() -> None:
             Design(1, 64, **(recall | dict(confirm=5, max_runs=20))),
         ),
     ]
-    chosen = [int(a) for a in sys.argv[1:]] or range(len(cases))
+    chosen = [int(a) for a in args] or range(len(cases))
+    if FIT is lapse_fit:
+        print("the interval: the lapse-share bootstrap (--lapse), not span.fit's")
     print(
         f"{REPEATS} simulated span sweeps a case, seeds 0-4 in rotation, 12 runs at most but where said; "
         f"beside them {REPEATS} grids"

@@ -23,7 +23,9 @@ def test_every_generated_block_equals_what_its_results_files_give():
 
 def test_a_number_edited_by_hand_in_a_block_fails_the_check(tmp_path, capsys):
     readme = next(
-        r for r in docs.readmes() if r.parent.parent.name == "experiments" and "view=results" in r.read_text()
+        r
+        for r in docs.readmes()
+        if r.parent.parent.name == "experiments" and "view=results" in r.read_text() and "| acc 0." in r.read_text()
     )
     shutil.copytree(readme.parent / "results", tmp_path / "results")
     copy = tmp_path / "README.md"

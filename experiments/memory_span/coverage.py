@@ -4,7 +4,8 @@ seeds in rotation, one run a distance, memory_span's settings).
 
     .venv/bin/python experiments/memory_span/coverage.py > experiments/memory_span/coverage.txt
     .venv/bin/python experiments/memory_span/coverage.py 0 2 4   # some of the cases (by number)
-    .venv/bin/python experiments/memory_span/coverage.py --lapse 0 1 4 5 6 > experiments/memory_span/coverage_lapse.txt
+    .venv/bin/python experiments/memory_span/coverage.py --lapse 0 1 2 3 4 5 6 \
+        > experiments/memory_span/coverage_lapse.txt
 
 Each curve is a mean test accuracy against distance, each run's score that mean plus normal noise
 of a stated spread between seeds (its sd); the true span is where the mean falls halfway from its
@@ -18,15 +19,21 @@ parametric bootstrap that draws every run again from the fitted curve with a sha
 seeds, as a psychometric function's lapse rate (Wichmann & Hill 2001). The share is drawn anew
 for each resample from its Jeffreys posterior, Beta(k + 1/2, n - k + 1/2), where n runs stand
 where the fitted curve is at or above halfway and k of them scored under half of it; a failed
-run scores chance, the others the curve scaled up to keep its mean (curve / (1 - share)), each
-with the normal spread of the runs that did not fail. The interval is the refits' 2.5th to
-97.5th percentile of the span, not widened to the crossing: a failure it has not seen is in it
-by the prior, not by the runs.
+run scores chance, the others the curve scaled up to keep its mean, curve / (1 - q), where q is
+the share, or less where that would pass the best gain possible: q = min(share, 1 - curve /
+possible), so that every resample's mean is the fitted curve. Each run draws the normal spread
+of the runs not counted as failed about the curve (3 fitted parameters off its degrees of
+freedom; 0.01 where 3 or fewer are left). The interval is the refits' 2.5th to 97.5th percentile
+of the span, not widened to the crossing: a failure it has not seen is in it by the prior, not by
+the runs. The file coverage_lapse.txt was made as two processes (`--lapse 5 4 0`, `--lapse 6 1
+2 3`), merged in case order; each case starts its own random numbers, so one command gives the
+same lines.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import sys
 
@@ -87,16 +94,19 @@ def lapse_fit(distance, seed, score, chance, higher: bool, rng_seed: int = 0) ->
     where = curve >= span.amplitude / 2
     failed = where & (gain < curve / 2)
     k, n = int(failed.sum()), int(where.sum())
-    spread = max(float(np.std(gain[~failed] - curve[~failed], ddof=1)) if (~failed).sum() > 3 else 0.01, 1e-3)
+    kept = gain[~failed] - curve[~failed]
+    spread = max(math.sqrt(float((kept**2).sum()) / (len(kept) - 3)) if len(kept) > 3 else 0.01, 1e-3)
     rng, spans = np.random.default_rng(rng_seed), []
     for _ in range(BOOTSTRAP):
-        share = rng.beta(k + 0.5, n - k + 0.5)
-        learned = np.minimum(curve / (1 - share), possible)
-        drawn = np.where(rng.random(len(gain)) < share, 0.0, learned) + rng.normal(0, spread, len(gain))
+        q = np.minimum(rng.beta(k + 0.5, n - k + 0.5), np.clip(1 - curve / possible, 0, 1))
+        learned = curve / np.maximum(1 - q, 1e-9)
+        drawn = np.where(rng.random(len(gain)) < q, 0.0, learned) + rng.normal(0, spread, len(gain))
         best = max(float(drawn[log_d == x].mean()) for x in np.unique(log_d))
         refit = _fit(log_d, drawn, lo, hi, max(min(possible, best), 1e-3))
         if refit is not None:
             spans.append(refit[2])
+    if not spans:  # no resample could be fitted: no interval
+        return dataclasses.replace(span, low=None, high=None)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.exp(np.percentile(spans, [tail, 100 - tail]))
     tested = span.tested

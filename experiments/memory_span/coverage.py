@@ -18,22 +18,21 @@ the bag's range; 25 runs), on the same curve.
 parametric bootstrap that draws every run again from the fitted curve with a share of failing
 seeds, as a psychometric function's lapse rate (Wichmann & Hill 2001). The share is drawn anew
 for each resample from its Jeffreys posterior, Beta(k + 1/2, n - k + 1/2), where n runs stand
-where the fitted curve is at or above halfway and k of them scored under half of it; a failed
-run scores chance, the others the curve scaled up to keep its mean, curve / (1 - q), where q is
-the share, or less where that would pass the best gain possible: q = min(share, 1 - curve /
-possible), so that every resample's mean is the fitted curve. Each run draws the normal spread
-of the runs not counted as failed about the curve (3 fitted parameters off its degrees of
-freedom; 0.01 where 3 or fewer are left). The interval is the refits' 2.5th to 97.5th percentile
-of the span, not widened to the crossing: a failure it has not seen is in it by the prior, not by
-the runs. The file coverage_lapse.txt was made as two processes (`--lapse 5 4 0`, `--lapse 6 1
-2 3`), merged in case order; each case starts its own random numbers, so one command gives the
-same lines.
+where the fitted curve is at or above halfway and k of them scored under half of it; a failed run
+scores chance, the others the curve scaled up to keep its mean, curve / (1 - q), where q is the
+share, or less where that would pass the best gain possible: q = min(share, 1 - curve /
+possible), so that every resample's mean is the fitted curve. Each run draws the normal spread of
+the runs not counted as failed about the curve (3 fitted parameters off its degrees of freedom;
+0.01 where 3 or fewer runs are not counted as failed; at least 0.001). The interval is the
+refits' 2.5th to 97.5th percentile of the span, not widened to the crossing: a failure it has not
+seen is in it by the prior, not by the runs. The file coverage_lapse.txt was made as two
+processes (`--lapse 5 4 0`, `--lapse 6 1 2 3`), merged in case order; each case starts its own
+random numbers, so one command gives the same lines.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 import sys
 
@@ -105,8 +104,8 @@ def lapse_fit(distance, seed, score, chance, higher: bool, rng_seed: int = 0) ->
         refit = _fit(log_d, drawn, lo, hi, max(min(possible, best), 1e-3))
         if refit is not None:
             spans.append(refit[2])
-    if not spans:  # no resample could be fitted: no interval
-        return dataclasses.replace(span, low=None, high=None)
+    if not spans:  # not one of the resamples could be fitted: span.fit's interval instead
+        return fit(distance, seed, score, chance, higher, rng_seed)
     tail = (1 - CONFIDENCE) / 2 * 100
     low, high = np.exp(np.percentile(spans, [tail, 100 - tail]))
     tested = span.tested

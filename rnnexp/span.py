@@ -180,12 +180,18 @@ def above_chance_somewhere(log_d: np.ndarray, gain: np.ndarray, best: tuple[floa
 
 
 def fit(
-    distance: np.ndarray, seed: np.ndarray, score: np.ndarray, chance: np.ndarray, higher: bool, rng_seed: int = 0
+    distance: np.ndarray,
+    seed: np.ndarray,
+    score: np.ndarray,
+    chance: np.ndarray,
+    higher: bool,
+    rng_seed: int = 0,
+    resamples: int = BOOTSTRAP,
 ) -> Span:
     """The span of one variant from its runs: arrays of each run's distance, seed, test score and
     chance level; `higher`: whether a higher score is better (an accuracy, at most 1) or lower (a
     loss, at least 0): the ceiling's gain over chance can be no more than that allows, nor more than
-    the best mean gain at a distance run."""
+    the best mean gain at a distance run. `resamples`: the bootstrap's, for the interval."""
     distance, seed = np.asarray(distance, float), np.asarray(seed)
     chance, score = np.asarray(chance, float), np.asarray(score, float)
     if not len(distance) or len({len(distance), len(seed), len(score), len(chance)}) != 1:
@@ -232,7 +238,7 @@ def fit(
     rng = np.random.default_rng(rng_seed)
     strata = [np.flatnonzero(distance == d) for d in tested]
     spans, lefts, rights = [], [], []
-    for _ in range(BOOTSTRAP):
+    for _ in range(resamples):
         rows = np.concatenate([rng.choice(runs, size=len(runs), replace=True) for runs in strata])
         bound = ceiling(rows)
         refit = _fit(log_d[rows], gain[rows], lo, hi, bound)

@@ -38,7 +38,6 @@ import sys
 
 import numpy as np
 
-import rnnexp.span
 from rnnexp.span import BOOTSTRAP, CONFIDENCE, Design, Span, _fit, fit, logistic
 
 CHANCE = 0.125
@@ -79,11 +78,7 @@ def failing(curve, share: float, beyond: int):
 
 def lapse_fit(distance, seed, score, chance, higher: bool, rng_seed: int = 0) -> Span:
     """span.fit with the lapse-share bootstrap of `--lapse` (the module's docstring) for its interval."""
-    rnnexp.span.BOOTSTRAP = 1  # span.fit's own interval is not used: only its fit and bounds
-    try:
-        span = fit(distance, seed, score, chance, higher, rng_seed)
-    finally:
-        rnnexp.span.BOOTSTRAP = BOOTSTRAP
+    span = fit(distance, seed, score, chance, higher, rng_seed, resamples=1)  # its fit and bounds, not its interval
     if span.bound or not span.curve:  # a bound, or no fit: span.fit's answer
         return span
     distance, gain = np.asarray(distance, float), (np.asarray(score) - np.asarray(chance)) * (1 if higher else -1)

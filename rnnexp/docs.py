@@ -229,12 +229,12 @@ def spans_view(folder: Path, task: str | None = None) -> str:
 
 
 def span_comparisons_view(folder: Path, task: str | None = None) -> str:
-    """A row per pair of `span_comparisons.csv`: the two spans and the verdict."""
+    """A row per pair of `span_comparisons.csv`: the two spans, the verdict and the sides' flags."""
     table = pd.read_csv(folder / "span_comparisons.csv", dtype=str, keep_default_na=False)
     if task:
         table = table[table["task"] == task]
-    rows = [[r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"]] for _, r in table.iterrows()]
-    return markdown_table(["a", "b", "a's span", "b's span", "verdict"], rows)
+    rows = [[r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"], r.get("flags", "")] for _, r in table.iterrows()]
+    return markdown_table(["a", "b", "a's span", "b's span", "verdict", "flags"], rows)
 
 
 SUMMARY_START = re.compile(r"^\S.* on \S+.*, seed \d+:$")  # rnnexp.train's summary: "rnn_hidden (pattern 1) on ..."

@@ -196,6 +196,8 @@ def test_committed_runs_re_analysed_from_runs_csv_give_the_stores_numbers(window
             assert again[window][column] == row[column], column
     assert "re-analysed from" in (out / "results.md").read_text()
     assert not (out / "learning_curves.png").exists()  # the curves are in the store, not in runs.csv
+    # and runs.csv itself comes back as written: a key's "5" not "5.0", git_dirty's "false" not "False"
+    assert (out / "runs.csv").read_text() == (windows / "report" / "runs.csv").read_text()
 
 
 @pytest.mark.parametrize("fresh", ["false", "true"])

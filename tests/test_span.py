@@ -463,6 +463,32 @@ def test_spans_whose_intervals_meet_at_a_distance_are_not_told_apart():
     assert compare_spans(table, [apart, short]).iloc[0]["verdict"].startswith("a longer (")
 
 
+def test_seeds_that_split_at_a_distance_are_flagged_and_the_comparisons_carry_the_flag():
+    # at distance 16 one run recalls (0.55 of 1,000 steps) and one is at chance (0.13): the mean
+    # crosses halfway there, on runs that disagree; elsewhere the runs agree, so no other flag
+    from rnnexp.report.spans import compare_spans, spans
+
+    scores = {"splits": {1: (1.0, 1.0), 4: (0.99, 1.0), 16: (0.55, 0.13), 64: (0.12, 0.13)}}
+    scores["agrees"] = {1: (1.0, 1.0), 4: (0.99, 1.0), 16: (0.55, 0.57), 64: (0.12, 0.13)}
+    rows = [
+        {"task": "delayed_recall", "label": label, "params.task.distance": str(d), "task.distance": str(d),
+         "seed": s, "score": score, "chance": CHANCE, "better": "higher", "metric": "acc", "n_params": 1000,
+         "n_test_scored": 1000, "variant": f"{label}-{d}"}
+        for label, curve in scores.items() for d, pair in curve.items() for s, score in enumerate(pair)
+    ]  # fmt: skip
+    runs = pd.DataFrame(rows)
+    found, fits = spans(runs, runs.drop_duplicates("variant").assign(flags=""), ["task.distance"], "task.distance")
+    flags = dict(zip(found["label"], found["flags"], strict=True))
+    assert flags["splits"] == "fewer than 5 seeds (2); seeds split (runs above chance at distance 16: 1 of 2)"
+    assert flags["agrees"] == "fewer than 5 seeds (2)"
+    (row,) = compare_spans(found, fits).to_dict("records")
+    assert row["flags"] == f"a: {flags['agrees']}; b: {flags['splits']}"
+    # a loss has no hits to count: no split is claimed from it
+    losses = runs.assign(metric="xent", better="lower")
+    found, _ = spans(losses, losses.drop_duplicates("variant").assign(flags=""), ["task.distance"], "task.distance")
+    assert not found["flags"].str.contains("seeds split").any()
+
+
 def test_the_span_table_gives_the_runs_at_each_distance():
     from rnnexp.report.spans import _runs_at
 

@@ -30,7 +30,9 @@ counts. It writes into `--out`:
 - `spans.md`, `spans.csv`, `span_comparisons.csv` and `span_curves.png` (with `--span KEY`, or
   for a span sweep's parent): each variant's memory span along KEY (rnnexp.span), the pairwise
   comparisons of spans (one longer only where the bootstrap's Holm p is under 0.05 and the two
-  intervals do not overlap), and each variant's runs with its fitted curve;
+  intervals do not overlap; each with its two sides' flags), and each variant's runs with its
+  fitted curve; flagged *seeds split* where, at a distance, some runs are shown above chance and
+  some not (an exact binomial test of each run's test steps), where the interval may miss;
 - `budget_curve.png` (with `--budget-curve KEY=VALUE`, once or more): for the variants at that
   value, each seed's validation metric against optimizer updates, and its test score where it
   stopped; a panel per value and task.

@@ -129,13 +129,9 @@ def runs_from_csv(path) -> pd.DataFrame:
     """The counted runs of an earlier report, from its `runs.csv`: what the statistics need, to
     re-analyse committed results without their store (no learning curves: those are in the store)."""
     try:
-        # "None" is a value (model.forget_bias=null), not a missing one
-        frame = pd.read_csv(
-            path,
-            dtype={"pattern": str, "cell": str, "lr_from": str, "lr_grid": str, "lr_informative": str},
-            keep_default_na=False,
-            na_values=[""],
-        )
+        # every column as written (a key's "1" stays "1", not 1.0; git_dirty's "false" stays so),
+        # the numbers converted below; "None" is a value (model.forget_bias=null), not a missing one
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except OSError as err:
         raise ReportError(f"--runs={str(path)!r}: {err.strerror}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -156,7 +152,7 @@ def runs_from_csv(path) -> pd.DataFrame:
         runs[column] = pd.to_numeric(frame[column], errors="coerce") if column in frame else np.nan
     for column in ("stopped_by", "git_commit", "lr_from", "lr_grid", "lr_informative", "git_dirty"):
         runs[column] = frame[column] if column in frame else None
-    runs["wall_time_s"] = frame.get("wall_time_s", np.nan)
+    runs["wall_time_s"] = pd.to_numeric(frame["wall_time_s"], errors="coerce") if "wall_time_s" in frame else np.nan
     if "better" not in frame:
         runs["better"] = frame["metric"].map(lambda m: "higher" if m in HIGHER else "lower")
     for column in [c for c in frame.columns if c.startswith(("test/", "eval/"))]:

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from rnnexp.report.criteria import MIN_SEEDS
 from rnnexp.report.runs import ReportError
@@ -58,7 +59,7 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
             span_high=span.high,
             bound=span.bound,
             shown=span.text(),
-            flags=_flags(table[table["variant"].isin(group["variant"].unique())], key, span),
+            flags=_flags(table[table["variant"].isin(group["variant"].unique())], key, span, _split(group, distance)),
         )
         rows.append(row)
     order = sorted(
@@ -86,9 +87,34 @@ def span_key_of(client, parents: list[str], runs: pd.DataFrame) -> str | None:
     return next(iter(keys), None)
 
 
-def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
+def _split(group: pd.DataFrame, distance: pd.Series) -> list[str]:
+    """The distances at which seeds split: some runs there shown above chance and some not, each
+    run by an exact one-sided binomial test of its own scored test steps against its chance
+    level, Holm over the variant's runs; e.g. `23: 1 of 2`. A span's interval rests on the
+    mean score at a few distances, and where some seeds fail there it holds the span less often
+    than 95% (rnnexp.span); a failure no run showed cannot be flagged. Accuracy only (a loss
+    has no count of hits to test); empty where the runs do not say how many steps they scored."""
+    scored = pd.to_numeric(group.get("n_test_scored", pd.Series(np.nan, index=group.index)), errors="coerce")
+    if group["metric"].iloc[0] != "acc" or scored.isna().any() or len(group) < 2:
+        return []
+    hits = np.round(group["score"].to_numpy(float) * scored.to_numpy(float)).astype(int)
+    pvalues = [
+        stats.binomtest(int(k), int(n), float(c), alternative="greater").pvalue
+        for k, n, c in zip(hits, scored.astype(int), group["chance"].to_numpy(float), strict=True)
+    ]
+    above = holm(pvalues) < ALPHA
+    out = []
+    for d in np.unique(distance.to_numpy(float)):
+        here = above[distance.to_numpy(float) == d]
+        if 0 < here.sum() < len(here):
+            out.append(f"{d:g}: {int(here.sum())} of {len(here)}")
+    return out
+
+
+def _flags(variants: pd.DataFrame, key: str, span: Span, split: list[str]) -> str:
     """The flags of the runs at each distance, each named once with the distances it holds at
-    (a flag's counts are per distance, in results.md); fewer seeds than a claim needs, once."""
+    (a flag's counts are per distance, in results.md); fewer seeds than a claim needs, once;
+    the distances where seeds split (`_split`), first: the interval may miss the span there."""
     where: dict[str, list[str]] = {}
     for _, row in variants.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce")).iterrows():
         for flag in filter(None, str(row["flags"]).split("; ")):
@@ -100,6 +126,8 @@ def _flags(variants: pd.DataFrame, key: str, span: Span) -> str:
         f"{flag} (at every {name})" if len(at) == len(variants) else f"{flag} (at {name} {', '.join(at)})"
         for flag, at in where.items()
     ]
+    if split:
+        out.insert(0, f"seeds split (runs above chance at {name} {', '.join(split)})")
     if span.seeds < MIN_SEEDS:
         out.insert(0, f"fewer than {MIN_SEEDS} seeds ({span.seeds})")
     return "; ".join(out)
@@ -117,7 +145,9 @@ def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
     refits, which keep the fit's placement, cannot tell spans apart more finely than that. The
     ratio's interval is widened likewise, to the ratios the two intervals allow. Intervals that
     meet at a distance are not apart. With one or two runs a distance the refits hardly vary and
-    the p sits at its floor (1 / resamples): the verdict then rests on the intervals alone."""
+    the p sits at its floor (1 / resamples): the verdict then rests on the intervals alone. Each
+    row carries its two sides' flags (seeds split, budget ran out, ...), as the report's
+    comparisons do."""
     rows = []
     for (i, a), (j, b) in itertools.combinations(list(table.iterrows()), 2):
         if a["task"] != b["task"]:
@@ -129,6 +159,7 @@ def compare_spans(table: pd.DataFrame, found: list[Span]) -> pd.DataFrame:
             "b": _side(b, table),
             "a_span": a["shown"],
             "b_span": b["shown"],
+            "flags": "; ".join(f"{side}: {row['flags']}" for side, row in (("a", a), ("b", b)) if row.get("flags")),
         }
         if sa.samples and sb.samples:
             n = min(len(sa.samples), len(sb.samples))

@@ -295,7 +295,9 @@ def spans_markdown(table: pd.DataFrame, found: pd.DataFrame, key: str) -> str:
         "95% bootstrap interval over seeds (drawn again at each tested distance) widened to "
         "the tested distances between which the mean crosses halfway; `> X`: never below halfway up to X, "
         "`< X`: never shown above chance (rnnexp/span.py). Flags: those of the runs at each distance "
-        "(results.md).\n\n" + markdown_table(head, rows)
+        "(results.md); *seeds split*: at a distance, some runs shown above chance and some not (an exact "
+        "binomial test of each run's test steps, Holm over the variant's runs): where seeds split near the "
+        "span, its interval holds it less often than 95%.\n\n" + markdown_table(head, rows)
     )
     if not found.empty:
         text += (
@@ -304,8 +306,11 @@ def spans_markdown(table: pd.DataFrame, found: pd.DataFrame, key: str) -> str:
             f"under {ALPHA:g} and the two intervals (widened to their crossings, as the ratio's) do not overlap; "
             "where a side has only a bound, what the bounds show.\n\n"
             + markdown_table(
-                ["task", "a", "b", "a's span", "b's span", "verdict"],
-                [[r["task"], r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"]] for _, r in found.iterrows()],
+                ["task", "a", "b", "a's span", "b's span", "verdict", "flags"],
+                [
+                    [r["task"], r["a"], r["b"], r["a_span"], r["b_span"], r["verdict"], r["flags"]]
+                    for _, r in found.iterrows()
+                ],
             )
         )
     return text

@@ -276,7 +276,9 @@ def test_a_rate_chosen_at_the_edge_of_its_grid_and_too_few_seeds_are_flagged():
     [
         (0, "score", "nan", "score='nan' is not a finite number"),
         (0, "score", "1.7", "score='1.7' is not an accuracy from 0 to 1"),
-        (0, "chance", "0", "chance='0.0' is not a chance level above 0"),
+        (0, "chance", "0", "chance='0' is not a chance level above 0"),
+        (0, "n_test_scored", "0", "n_test_scored='0' is not a count of scored test steps"),
+        (0, "n_test_scored", "12.5", "n_test_scored='12.5' is not a count of scored test steps"),
         (0, "seed", "x", "seed='x' is not an integer"),
         (0, "seed", "1", "has seed 1 twice"),  # row 0 is seed 0 of its variant; seed 1 is the next row
         (0, "variant", "", "variant is empty"),

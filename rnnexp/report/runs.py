@@ -212,6 +212,8 @@ def _check_csv(frame: pd.DataFrame, path: str) -> None:
                 raise bad(i, column, "an accuracy from 0 to 1" if accuracy else "a loss of 0 or more")
             if column == "chance" and number == 0:
                 raise bad(i, column, "a chance level above 0")
+            if column == "n_test_scored" and (number < 1 or number != int(number)):
+                raise bad(i, column, "a count of scored test steps, a whole number of at least 1")
     for column in ("task", "model", "cell", "metric", *(["better"] if "better" in frame else [])):
         mixed = frame.groupby("variant")[column].nunique(dropna=False)
         if (mixed > 1).any():

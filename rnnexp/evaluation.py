@@ -388,6 +388,7 @@ def evaluate(client, run, overrides: dict[str, Any], uri: str, verbose: bool = T
         record = RunRecord(
             **{k: getattr(trained_record, k) for k in KEPT},
             **RunRecord.this_process(),
+            cpu=tracking.this_cpu(),
             evaluation=True,
             evaluated_run=run_id,
             evaluated_with=with_,

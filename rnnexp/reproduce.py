@@ -169,7 +169,22 @@ def reproduce(run_id: str, uri: str) -> int:
         else "the metrics differ"
     )
     print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; {outcome} (re-run: {again.info.run_id})")
+    if not metrics_exact:
+        print(_cpu_note(record.cpu, RunRecord.of(again).cpu))
     return 0 if exact or rounding else 1
+
+
+def _cpu_note(before: str | None, after: str | None) -> str:
+    """Where metrics differ: whether the CPUs did. Float rounding depends on the CPU's kernels
+    (rnnexp.tracking.this_cpu), and a long run's small differences grow epoch by epoch."""
+    if before is None:
+        return "the run does not say which CPU made it (no tag cpu: it is older than that tag)"
+    if before != after:
+        return (
+            f"the run was made on {before}, the re-run on {after}: float rounding differs between CPU "
+            "kernels, and over many epochs a seed's trajectory diverges; re-make it on the run's CPU to compare"
+        )
+    return f"both ran on {before}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,7 +133,7 @@ def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> 
 
 
 def reopen(client: MlflowClient, run_id: str) -> None:
-    """A stopped run goes on in this process: RUNNING again, its host and pid this process's, its
+    """A stopped run goes on in this process: RUNNING again, its host, pid and CPU this process's, its
     stop recorded as `resumed_after` and counted in `resumed`."""
     from rnnexp.store import forget
 
@@ -142,7 +142,7 @@ def reopen(client: MlflowClient, run_id: str) -> None:
     write(
         client,
         run_id,
-        RunRecord(**RunRecord.this_process(), resumed=before.resumed + 1, resumed_after=before.error),
+        RunRecord(**RunRecord.this_process(), cpu=this_cpu(), resumed=before.resumed + 1, resumed_after=before.error),
     )
     if before.error is not None:
         forget(client, run_id, "error")
@@ -260,12 +260,31 @@ def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], frozenset[st
     return frozenset(older), frozenset(unknown), change[:7]
 
 
+def this_cpu() -> str:
+    """torch's CPU kernels, named by the instruction set they use (AVX2, AVX512, ...), and the
+    processor, e.g. `AVX512, Intel(R) Xeon(R) Processor`. Float rounding differs between kernels:
+    a run re-made on another CPU moves in the last bits within an epoch or two, and over hundreds
+    of epochs its seed's trajectory diverges (docs/experiments.md, "Reproducing a run")."""
+    import platform
+
+    import torch
+
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{torch.backends.cpu.get_cpu_capability()}, {name or platform.processor() or platform.machine()}"
+
+
 def run_record(spec: TrainConfig, task: Task, **more: Any) -> RunRecord:
     """What a training run is, recorded when it starts (`more`: the fields only `train` knows)."""
     commit, dirty = git_state(Path(__file__).parent)
     cell = getattr(spec.model, "cell", None)
     return RunRecord(
         **RunRecord.this_process(),
+        cpu=this_cpu(),
         pattern=spec.model.pattern,
         model=spec.model.name,
         cell=cell.value if cell is not None else "none",

@@ -318,6 +318,21 @@ def test_a_threshold_naming_what_the_runs_lack_or_strict_without_claims_is_one_l
     assert exit.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
+def test_a_span_along_a_key_every_run_shares_is_one_line(windows, tmp_path, capsys):
+    # one window's runs: a span needs runs at two or more windows (this crashed in the flags)
+    import pandas as pd
+
+    _report(windows)
+    frame = pd.read_csv(windows / "report" / "runs.csv", dtype=str, keep_default_na=False)
+    frame[frame["model.window"] == "5"].to_csv(one := tmp_path / "runs.csv", index=False)
+    with pytest.raises(SystemExit) as exit:
+        main(["--runs", str(one), "--span", "model.window", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.count("\n") == 1, err
+    assert "--span=model.window: every run here has model.window=5; a span is fitted to runs at two" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_runs_and_a_store_are_one_or_the_other(windows, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["--runs", str(windows / "x.csv"), "--uri", "sqlite:////tmp/other.db"])

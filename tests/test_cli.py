@@ -49,6 +49,12 @@ def test_a_run_is_tracked_with_config_tags_metrics_and_artifacts(tmp_path):
     }
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"])
     assert tags["git_dirty"] in ("true", "false", "unknown")
+    import torch
+
+    from rnnexp.tracking import this_cpu
+
+    # the CPU, as its kernels round floats their own way: e.g. "AVX512, Intel(R) Xeon(R) Processor"
+    assert tags["cpu"] == this_cpu() and tags["cpu"].startswith(torch.backends.cpu.get_cpu_capability() + ", ")
     assert tags["metric"] == "acc" and "mlflow.parentRunId" not in tags  # a single run has no parent
     assert tags["stopped_by"] == "budget"  # no early stopping: it trained for trainer.max_epochs
 

@@ -444,7 +444,17 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
         timeout=300,
     )
     assert tampered.returncode == 1 and "the metrics differ" in tampered.stdout
+    assert f"both ran on {run.data.tags['cpu']}" in tampered.stdout  # the CPU ruled out as the cause
     assert any(line.startswith("test/acc ") and line.endswith("NO") for line in tampered.stdout.splitlines())
+
+
+def test_a_re_run_that_differs_names_a_change_of_cpu_or_an_unknown_one():
+    from rnnexp.reproduce import _cpu_note
+
+    avx2, avx512 = "AVX2, Intel(R) Xeon(R) CPU E5-2680 v4", "AVX512, Intel(R) Xeon(R) Processor"
+    assert _cpu_note(avx2, avx512).startswith(f"the run was made on {avx2}, the re-run on {avx512}: float rounding")
+    assert _cpu_note(avx512, avx512) == f"both ran on {avx512}"
+    assert "does not say which CPU" in _cpu_note(None, avx512)
 
 
 def test_reproduce_refuses_a_run_that_is_not_there_or_not_finished_in_one_line(tmp_path):

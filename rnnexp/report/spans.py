@@ -23,6 +23,11 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
     column = f"params.{key}"
     if column not in runs:
         raise ReportError(f"--span={key}: not a key of these runs' configs")
+    if runs[column].nunique(dropna=False) < 2:  # one value for every run: nothing to fit a fall along
+        raise ReportError(
+            f"--span={key}: every run here has {key}={runs[column].iloc[0]}; a span is fitted to runs at "
+            "two or more values of it"
+        )
     others = [k for k in keys if k != key]
     rows, found = [], []
     by = ["task", "label", *[f"params.{k}" for k in others]]
@@ -33,13 +38,14 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
         group = group[finite]  # a diverged run has no score to fit (its flags say it diverged)
         if group.empty:
             continue
-        distance = pd.to_numeric(group[column], errors="coerce")
-        if distance.isna().any() or (distance < 1).any():
+        given = pd.to_numeric(group[column], errors="coerce")
+        if given.isna().any() or (given < 1).any():
             raise ReportError(
                 f"--span={key}: a run of {values[1]} has {key}={group[column].iloc[0]!r}, not a number >= 1"
             )
+        distance = given.to_numpy(float)
         span = fit(
-            distance.to_numpy(float),
+            distance,
             group["seed"].to_numpy(),
             group["score"].to_numpy(float),
             group["chance"].to_numpy(float),
@@ -53,13 +59,13 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
             n_params=int(group["n_params"].median()) if group["n_params"].notna().any() else None,
             n_seeds=span.seeds,
             n_runs=span.runs,
-            distances=_runs_at(distance.to_numpy(float)),
+            distances=_runs_at(distance),
             span=span.estimate,
             span_low=span.low,
             span_high=span.high,
             bound=span.bound,
             shown=span.text(),
-            flags=_flags(table[table["variant"].isin(group["variant"].unique())], key, span, _split(group, distance)),
+            flags=_flags(table, group, distance, key, span),
         )
         rows.append(row)
     order = sorted(
@@ -87,14 +93,14 @@ def span_key_of(client, parents: list[str], runs: pd.DataFrame) -> str | None:
     return next(iter(keys), None)
 
 
-def _split(group: pd.DataFrame, distance: pd.Series) -> list[str]:
+def _split(group: pd.DataFrame, distance: np.ndarray) -> list[str]:
     """The distances at which seeds split: some runs there shown above chance and some not, each
     run by an exact one-sided binomial test of its own scored test steps against its chance
     level, Holm over the variant's runs; e.g. `23: 1 of 2`. A span's interval rests on the
     mean score at a few distances, and where some seeds fail there it holds the span less often
     than 95% (rnnexp.span); a failure no run showed cannot be flagged. Accuracy only (a loss
     has no count of hits to test); empty where the runs do not say how many steps they scored."""
-    scored = pd.to_numeric(group.get("n_test_scored", pd.Series(np.nan, index=group.index)), errors="coerce")
+    scored = pd.to_numeric(group["n_test_scored"], errors="coerce")
     if group["metric"].iloc[0] != "acc" or scored.isna().any() or len(group) < 2:
         return []
     hits = np.round(group["score"].to_numpy(float) * scored.to_numpy(float)).astype(int)
@@ -104,29 +110,32 @@ def _split(group: pd.DataFrame, distance: pd.Series) -> list[str]:
     ]
     above = holm(pvalues) < ALPHA
     out = []
-    for d in np.unique(distance.to_numpy(float)):
-        here = above[distance.to_numpy(float) == d]
+    for d in np.unique(distance):
+        here = above[distance == d]
         if 0 < here.sum() < len(here):
             out.append(f"{d:g}: {int(here.sum())} of {len(here)}")
     return out
 
 
-def _flags(variants: pd.DataFrame, key: str, span: Span, split: list[str]) -> str:
-    """The flags of the runs at each distance, each named once with the distances it holds at
-    (a flag's counts are per distance, in results.md); fewer seeds than a claim needs, once;
-    the distances where seeds split (`_split`), first: the interval may miss the span there."""
+def _flags(table: pd.DataFrame, group: pd.DataFrame, distance: np.ndarray, key: str, span: Span) -> str:
+    """The flags of the span's variants (one per distance; `table`'s rows, `group` their runs at
+    `distance`), each named once with the distances it holds at (a flag's counts are per
+    distance, in results.md); fewer seeds than a claim needs, once; the distances where seeds
+    split (`_split`), first: the interval may miss the span there."""
+    distance_of = pd.Series(distance, index=group["variant"].to_numpy()).groupby(level=0).first()
+    variants = table[table["variant"].isin(distance_of.index)]
     where: dict[str, list[str]] = {}
-    for _, row in variants.sort_values(key, key=lambda s: pd.to_numeric(s, errors="coerce")).iterrows():
+    for _, row in variants.assign(_at=variants["variant"].map(distance_of)).sort_values("_at").iterrows():
         for flag in filter(None, str(row["flags"]).split("; ")):
             if flag.startswith("fewer than"):
                 continue
-            where.setdefault(flag.split(" (")[0].split(":")[0], []).append(f"{float(row[key]):g}")
+            where.setdefault(flag.split(" (")[0].split(":")[0], []).append(f"{row['_at']:g}")
     name = key.rsplit(".", 1)[-1]
     out = [
         f"{flag} (at every {name})" if len(at) == len(variants) else f"{flag} (at {name} {', '.join(at)})"
         for flag, at in where.items()
     ]
-    if split:
+    if split := _split(group, distance):
         out.insert(0, f"seeds split (runs above chance at {name} {', '.join(split)})")
     if span.seeds < MIN_SEEDS:
         out.insert(0, f"fewer than {MIN_SEEDS} seeds ({span.seeds})")

@@ -262,20 +262,30 @@ def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], frozenset[st
 
 def this_cpu() -> str:
     """torch's CPU kernels, named by the instruction set they use (AVX2, AVX512, ...), and the
-    processor, e.g. `AVX512, Intel(R) Xeon(R) Processor`. Float rounding differs between kernels:
-    a run re-made on another CPU moves in the last bits within an epoch or two, and over hundreds
-    of epochs its seed's trajectory diverges (docs/experiments.md, "Reproducing a run")."""
-    import platform
-
+    processor (`cpu_model`), e.g. `AVX512, GenuineIntel family 6 model 167`. Float rounding
+    differs between them: a run re-made on another CPU moves in the last bits within an epoch or
+    two, and over hundreds of epochs its seed's trajectory diverges (docs/experiments.md,
+    "Reproducing a run")."""
     import torch
 
-    name = ""
+    return f"{torch.backends.cpu.get_cpu_capability()}, {cpu_model()}"
+
+
+def cpu_model() -> str:
+    """The CPU's make, family and model (/proc/cpuinfo; elsewhere what `platform` says): a
+    virtual machine's model name is often generic ("Intel(R) Xeon(R) Processor"), these are not."""
+    import platform
+
     try:
-        with open("/proc/cpuinfo") as info:
-            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
     except OSError:
-        pass
-    return f"{torch.backends.cpu.get_cpu_capability()}, {name or platform.processor() or platform.machine()}"
+        return platform.processor() or "unknown"
+    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    if "vendor_id" in info:  # x86
+        return f"{info['vendor_id']} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+    if "CPU implementer" in info:  # Arm: the designer's and the core's codes
+        return f"implementer {info['CPU implementer']} part {info.get('CPU part', '?')}"
+    return platform.processor() or "unknown"
 
 
 def run_record(spec: TrainConfig, task: Task, **more: Any) -> RunRecord:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import yaml
 
+from rnnexp.tracking import cpu_model
+
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden.yaml"
 CONF = HERE / "golden_conf"
@@ -47,22 +49,8 @@ def environment() -> dict[str, str]:
         "threads": str(THREADS),
         "cpu": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
-        "cpu_model": cpu_model(),
+        "cpu_model": cpu_model(),  # rnnexp.tracking's, as a run's tag `cpu` names it
     }
-
-
-def cpu_model() -> str:
-    """The CPU's make, family and model (/proc/cpuinfo; elsewhere what `platform` says)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-    except OSError:
-        return platform.processor() or "unknown"
-    info = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
-    if "vendor_id" in info:  # x86
-        return f"{info['vendor_id']} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
-    if "CPU implementer" in info:  # Arm: the designer's and the core's codes
-        return f"implementer {info['CPU implementer']} part {info.get('CPU part', '?')}"
-    return platform.processor() or "unknown"
 
 
 def recorded(golden: dict, env: dict[str, str]) -> dict | None:

@@ -79,7 +79,7 @@ def _resolved_config(client, run_id: str, where: Path) -> dict:
 def reproduce(run_id: str, uri: str) -> int:
     from rnnexp import store as stores
     from rnnexp.store import RunRecord, write
-    from rnnexp.tracking import quiet_store_logs
+    from rnnexp.tracking import quiet_store_logs, this_cpu
 
     quiet_store_logs()
     try:
@@ -140,7 +140,9 @@ def reproduce(run_id: str, uri: str) -> int:
         if proc.returncode != 0 or match is None:
             _fail(f"the re-run failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
         again = client.get_run(match.group(1))
-        write(client, again.info.run_id, RunRecord(reproduces=run_id))
+        # the re-run ran here, whatever its commit logs (one from before the tag logs no CPU)
+        here = this_cpu()
+        write(client, again.info.run_id, RunRecord(reproduces=run_id, cpu=here))
         same_config = _resolved_config(client, run_id, Path(tmp) / "a") == _resolved_config(
             client, again.info.run_id, Path(tmp) / "b"
         )
@@ -170,19 +172,21 @@ def reproduce(run_id: str, uri: str) -> int:
     )
     print(f"\nconfig {'identical' if same_config else 'DIFFERS'}; {outcome} (re-run: {again.info.run_id})")
     if not metrics_exact:
-        print(_cpu_note(record.cpu, RunRecord.of(again).cpu))
+        print(_cpu_note(record.cpu, here))
     return 0 if exact or rounding else 1
 
 
-def _cpu_note(before: str | None, after: str | None) -> str:
-    """Where metrics differ: whether the CPUs did. Float rounding depends on the CPU's kernels
-    (rnnexp.tracking.this_cpu), and a long run's small differences grow epoch by epoch."""
+def _cpu_note(before: str | None, after: str) -> str:
+    """Where metrics differ: whether the CPUs did. Float rounding can differ between CPUs
+    (rnnexp.tracking.this_cpu), and a long run's small differences grow epoch by epoch. The
+    logged value is a tag anyone can edit: printed on one line, as text."""
     if before is None:
         return "the run does not say which CPU made it (no tag cpu: it is older than that tag)"
+    before = " ".join(before.split())
     if before != after:
         return (
-            f"the run was made on {before}, the re-run on {after}: float rounding differs between CPU "
-            "kernels, and over many epochs a seed's trajectory diverges; re-make it on the run's CPU to compare"
+            f"the CPUs differ: the run was made on {before}, the re-run on {after}; float rounding can differ "
+            "between CPUs, and over many epochs a seed's trajectory diverges: re-make it on the run's CPU to compare"
         )
     return f"both ran on {before}"
 

@@ -132,9 +132,17 @@ def experiment_id(client: MlflowClient, name: str, tracking: TrackingConfig) -> 
     return tracking.store.experiment_id(client, name, tracking.artifacts, dict([EXPERIMENT_KIND]))
 
 
+def cpus(before: str | None, now: str) -> str:
+    """The `cpu` of a run resumed on `now`: each CPU it ran on, in order (`A; then B`), as a run
+    whose epochs ran on two CPUs is no one CPU's run."""
+    if before is not None and before.split("; then ")[-1] == now:
+        return before
+    return f"{before or 'unknown'}; then {now}"  # unknown: a run from before rnnexp logged its CPU
+
+
 def reopen(client: MlflowClient, run_id: str) -> None:
-    """A stopped run goes on in this process: RUNNING again, its host, pid and CPU this process's, its
-    stop recorded as `resumed_after` and counted in `resumed`."""
+    """A stopped run goes on in this process: RUNNING again, its host and pid this process's, its
+    CPU added to `cpu` where it differs, its stop recorded as `resumed_after` and counted in `resumed`."""
     from rnnexp.store import forget
 
     before = RunRecord.of(client.get_run(run_id))
@@ -142,7 +150,12 @@ def reopen(client: MlflowClient, run_id: str) -> None:
     write(
         client,
         run_id,
-        RunRecord(**RunRecord.this_process(), cpu=this_cpu(), resumed=before.resumed + 1, resumed_after=before.error),
+        RunRecord(
+            **RunRecord.this_process(),
+            cpu=cpus(before.cpu, this_cpu()),
+            resumed=before.resumed + 1,
+            resumed_after=before.error,
+        ),
     )
     if before.error is not None:
         forget(client, run_id, "error")
@@ -261,14 +274,20 @@ def older_than_the_code(commits: set[str]) -> tuple[frozenset[str], frozenset[st
 
 
 def this_cpu() -> str:
-    """torch's CPU kernels, named by the instruction set they use (AVX2, AVX512, ...), and the
-    processor (`cpu_model`), e.g. `AVX512, GenuineIntel family 6 model 167`. Float rounding
-    differs between them: a run re-made on another CPU moves in the last bits within an epoch or
-    two, and over hundreds of epochs its seed's trajectory diverges (docs/experiments.md,
-    "Reproducing a run")."""
+    """torch's CPU kernels, named by the instruction set they use (AVX2, AVX512, ...), the
+    processor (`cpu_model`), and the settings that cap MKL's and oneDNN's instruction sets where
+    given, e.g. `AVX512, GenuineIntel family 6 model 167`. Float rounding can differ between
+    them: a run re-made on another CPU moves in the last bits within a few epochs, and over
+    hundreds of epochs its seed's trajectory diverges (docs/experiments.md, "Reproducing a run")."""
     import torch
 
-    return f"{torch.backends.cpu.get_cpu_capability()}, {cpu_model()}"
+    capped = [f"{name}={os.environ[name]}" for name in _ISA_CAPS if os.environ.get(name)]
+    return f"{torch.backends.cpu.get_cpu_capability()}, {cpu_model()}" + (f" ({', '.join(capped)})" if capped else "")
+
+
+# the environment variables that cap the instruction set of MKL's and oneDNN's kernels (torch's
+# own ATen kernels show theirs in torch.backends.cpu.get_cpu_capability)
+_ISA_CAPS = ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
 
 def cpu_model() -> str:

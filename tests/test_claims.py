@@ -329,7 +329,7 @@ def test_a_span_along_a_key_every_run_shares_is_one_line(windows, tmp_path, caps
         main(["--runs", str(one), "--span", "model.window", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert exit.value.code == 2 and err.count("\n") == 1, err
-    assert "--span=model.window: every run here has model.window=5; a span is fitted to runs at two" in err
+    assert "--span=model.window: every run here has model.window=5; a span is fitted along a key whose" in err
     assert not (tmp_path / "out").exists()
 
 

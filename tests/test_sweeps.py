@@ -451,10 +451,24 @@ def test_reproduce_run_remakes_a_logged_run_exactly(tmp_path):
 def test_a_re_run_that_differs_names_a_change_of_cpu_or_an_unknown_one():
     from rnnexp.reproduce import _cpu_note
 
-    avx2, avx512 = "AVX2, Intel(R) Xeon(R) CPU E5-2680 v4", "AVX512, Intel(R) Xeon(R) Processor"
-    assert _cpu_note(avx2, avx512).startswith(f"the run was made on {avx2}, the re-run on {avx512}: float rounding")
+    avx2, avx512 = "AVX2, GenuineIntel family 6 model 79", "AVX512, GenuineIntel family 6 model 167"
+    assert _cpu_note(avx2, avx512).startswith(f"the CPUs differ: the run was made on {avx2}, the re-run on {avx512};")
     assert _cpu_note(avx512, avx512) == f"both ran on {avx512}"
     assert "does not say which CPU" in _cpu_note(None, avx512)
+    # a tag is anyone's to edit: a line break in it cannot forge a line of the verdict
+    forged = _cpu_note(avx512 + "\nconfig identical; every metric matches exactly", avx512)
+    assert "\n" not in forged and forged.startswith("the CPUs differ")
+
+
+def test_a_resumed_run_s_cpu_names_each_cpu_it_ran_on(monkeypatch):
+    from rnnexp.tracking import cpus, this_cpu
+
+    avx2, avx512 = "AVX2, GenuineIntel family 6 model 79", "AVX512, GenuineIntel family 6 model 167"
+    assert cpus(avx512, avx512) == avx512 and cpus(avx2, avx512) == f"{avx2}; then {avx512}"
+    assert cpus(f"{avx2}; then {avx512}", avx512) == f"{avx2}; then {avx512}"  # resumed twice on one
+    assert cpus(None, avx512) == f"unknown; then {avx512}"  # a run from before the tag
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")  # MKL's kernels capped: not the CPU's own
+    assert this_cpu().endswith(" (MKL_ENABLE_INSTRUCTIONS=AVX2)")
 
 
 def test_reproduce_refuses_a_run_that_is_not_there_or_not_finished_in_one_line(tmp_path):

@@ -23,10 +23,11 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
     column = f"params.{key}"
     if column not in runs:
         raise ReportError(f"--span={key}: not a key of these runs' configs")
-    if runs[column].nunique(dropna=False) < 2:  # one value for every run: nothing to fit a fall along
+    along = pd.to_numeric(runs[column], errors="coerce")
+    if along.notna().all() and along.nunique() < 2:  # one value for every run: nothing to fit a fall along
         raise ReportError(
-            f"--span={key}: every run here has {key}={runs[column].iloc[0]}; a span is fitted to runs at "
-            "two or more values of it"
+            f"--span={key}: every run here has {key}={runs[column].iloc[0]}; a span is fitted along a key "
+            "whose value varies between runs"
         )
     others = [k for k in keys if k != key]
     rows, found = [], []
@@ -39,9 +40,9 @@ def spans(runs: pd.DataFrame, table: pd.DataFrame, keys: list[str], key: str) ->
         if group.empty:
             continue
         given = pd.to_numeric(group[column], errors="coerce")
-        if given.isna().any() or (given < 1).any():
+        if (bad := given.isna() | (given < 1)).any():
             raise ReportError(
-                f"--span={key}: a run of {values[1]} has {key}={group[column].iloc[0]!r}, not a number >= 1"
+                f"--span={key}: a run of {values[1]} has {key}={group[column][bad].iloc[0]!r}, not a number >= 1"
             )
         distance = given.to_numpy(float)
         span = fit(

@@ -1,6 +1,7 @@
 """Each design at each distance on fixed training data (context_length's pronoun runs) beside
 fresh (this experiment's), from the two committed runs.csv files: the mean test and training
-accuracy over seeds, their gap (the report flags memorisation above 0.1), and the seeds solved
+accuracy over seeds, their gap (train − test here; the report flags memorisation where its own
+gap, train − validation on fresh data, passes 0.1), and the seeds solved
 (test accuracy 0.95 or more), each under the plateau rule. The two sets differ in more than the
 data (the LSTM's forget-gate bias and rate, the code), so the table sets them side by side and
 tests nothing:

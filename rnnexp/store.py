@@ -143,7 +143,7 @@ class RunRecord:
     git_commit: str | None = None
     git_dirty: str | None = None  # true, false, unknown
     host: str | None = None  # MLflow has no heartbeat: host and pid tell a live run from a dead process's
-    cpu: str | None = None  # the CPU that (last) ran it, as its float rounding depends on it (tracking.this_cpu)
+    cpu: str | None = None  # the CPU(s) that ran it (`A; then B` once resumed on another): float rounding varies
     pid: int | None = None
     # how it ended
     stopped_by: str | None = None  # plateau, diverged, budget
